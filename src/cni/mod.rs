@@ -1,0 +1,1 @@
+//! The CNI protocol: environment, configuration, results, errors, versions, delegation, runtime side.

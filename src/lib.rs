@@ -1,0 +1,9 @@
+//! rcni: CNI plugins in Rust.
+//!
+//! Dependencies point one way: the executables (`plugins/*`, `ipam/*`, `tools/*`) use [`pod`], which
+//! joins [`cni`] (the protocol, no netlink) and [`net`] (kernel plumbing, no CNI JSON).
+//! `cni` and `net` never import each other.
+
+pub mod cni;
+pub mod net;
+pub mod pod;

@@ -1,0 +1,1 @@
+//! Kernel plumbing over netlink: network namespaces, links, addresses, routes, neighbours, sysctls.

@@ -1,0 +1,1 @@
+//! Steps several plugins share where a CNI result meets the kernel.
