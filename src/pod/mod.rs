@@ -2,3 +2,4 @@
 //! apply an IPAM result to an interface, tear an attachment down by (containerID, ifname).
 
 pub mod names;
+pub mod plan;
