@@ -35,7 +35,8 @@ mod tests {
 
     #[test]
     fn accepts_bools_and_strings() {
-        for (js, want) in [(r#"{"b":true}"#, true), (r#"{"b":"TRUE"}"#, true), (r#"{"b":"false"}"#, false), ("{}", false)]
+        for (js, want) in
+            [(r#"{"b":true}"#, true), (r#"{"b":"TRUE"}"#, true), (r#"{"b":"false"}"#, false), ("{}", false)]
         {
             assert_eq!(serde_json::from_str::<T>(js).unwrap().b, want, "{js}");
         }
