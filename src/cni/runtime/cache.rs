@@ -40,12 +40,7 @@ pub struct CachedInfo {
     pub network_name: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub netns: String,
-    #[serde(
-        rename = "cniArgs",
-        default,
-        skip_serializing_if = "Vec::is_empty",
-        deserialize_with = "null_as_default"
-    )]
+    #[serde(rename = "cniArgs", default, skip_serializing_if = "Vec::is_empty", deserialize_with = "null_as_default")]
     pub cni_args: Vec<(String, String)>,
     #[serde(
         rename = "capabilityArgs",
@@ -68,37 +63,22 @@ where
 }
 
 /// Path of the cache file of one attachment. All three parts are required (libcni's rule).
-pub fn cache_file_path(
-    cache_dir: &Path,
-    network: &str,
-    container_id: &str,
-    ifname: &str,
-) -> CniResult<PathBuf> {
+pub fn cache_file_path(cache_dir: &Path, network: &str, container_id: &str, ifname: &str) -> CniResult<PathBuf> {
     if network.is_empty() || container_id.is_empty() || ifname.is_empty() {
         return Err(CniError::internal(format!(
             "cache file path requires network name ({network:?}), container ID ({container_id:?}), and interface name ({ifname:?})"
         )));
     }
-    Ok(cache_dir
-        .join("results")
-        .join(format!("{network}-{container_id}-{ifname}")))
+    Ok(cache_dir.join("results").join(format!("{network}-{container_id}-{ifname}")))
 }
 
 fn io_err(what: &str, path: &Path, e: std::io::Error) -> CniError {
-    CniError::new(
-        code::IO_FAILURE,
-        format!("{what} {}: {e}", path.display()),
-    )
+    CniError::new(code::IO_FAILURE, format!("{what} {}: {e}", path.display()))
 }
 
 /// Writes (replaces) the cache file for `info.network_name`/`container_id`/`ifname`.
 pub fn write(cache_dir: &Path, info: &CachedInfo) -> CniResult<PathBuf> {
-    let path = cache_file_path(
-        cache_dir,
-        &info.network_name,
-        &info.container_id,
-        &info.ifname,
-    )?;
+    let path = cache_file_path(cache_dir, &info.network_name, &info.container_id, &info.ifname)?;
     let dir = path.parent().expect("cache path has a parent");
     std::fs::DirBuilder::new()
         .recursive(true)
@@ -109,12 +89,7 @@ pub fn write(cache_dir: &Path, info: &CachedInfo) -> CniResult<PathBuf> {
     let file_name = path.file_name().unwrap().to_string_lossy();
     let tmp = dir.join(format!(".{file_name}.tmp-{}", std::process::id()));
     let res = (|| -> std::io::Result<()> {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
+        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
         f.write_all(&bytes)?;
         f.sync_all()?;
         std::fs::rename(&tmp, &path)
@@ -132,20 +107,12 @@ pub fn read_info(path: &Path) -> CniResult<Option<CachedInfo>> {
     let Ok(bytes) = std::fs::read(path) else {
         return Ok(None);
     };
-    let info: CachedInfo = serde_json::from_slice(&bytes).map_err(|e| {
-        CniError::new(
-            code::DECODE,
-            format!("failed to unmarshal cache file {}: {e}", path.display()),
-        )
-    })?;
+    let info: CachedInfo = serde_json::from_slice(&bytes)
+        .map_err(|e| CniError::new(code::DECODE, format!("failed to unmarshal cache file {}: {e}", path.display())))?;
     if info.kind != CACHE_KIND {
         return Err(CniError::new(
             code::DECODE,
-            format!(
-                "cache file {} has wrong kind: {:?}",
-                path.display(),
-                info.kind
-            ),
+            format!("cache file {} has wrong kind: {:?}", path.display(), info.kind),
         ));
     }
     Ok(Some(info))
@@ -163,17 +130,10 @@ pub fn read_result(path: &Path) -> CniResult<Option<Value>> {
         }
     }
     // Old format: the file is the result itself.
-    let v: Value = serde_json::from_slice(&bytes).map_err(|e| {
-        CniError::new(
-            code::DECODE,
-            format!("failed to parse cached result {}: {e}", path.display()),
-        )
-    })?;
+    let v: Value = serde_json::from_slice(&bytes)
+        .map_err(|e| CniError::new(code::DECODE, format!("failed to parse cached result {}: {e}", path.display())))?;
     if !v.is_object() {
-        return Err(CniError::new(
-            code::DECODE,
-            format!("cached result {} is not a JSON object", path.display()),
-        ));
+        return Err(CniError::new(code::DECODE, format!("cached result {} is not a JSON object", path.display())));
     }
     Ok(Some(v))
 }
@@ -236,11 +196,7 @@ pub mod base64_bytes {
     pub fn encode(data: &[u8]) -> String {
         let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
         for chunk in data.chunks(3) {
-            let b = [
-                chunk[0],
-                *chunk.get(1).unwrap_or(&0),
-                *chunk.get(2).unwrap_or(&0),
-            ];
+            let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
             let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
             for i in 0..4 {
                 if i <= chunk.len() {
@@ -340,10 +296,7 @@ mod tests {
     #[test]
     fn path_requires_all_parts() {
         let d = Path::new("/var/lib/cni");
-        assert_eq!(
-            cache_file_path(d, "net", "cid", "eth0").unwrap(),
-            Path::new("/var/lib/cni/results/net-cid-eth0")
-        );
+        assert_eq!(cache_file_path(d, "net", "cid", "eth0").unwrap(), Path::new("/var/lib/cni/results/net-cid-eth0"));
         assert!(cache_file_path(d, "", "cid", "eth0").is_err());
         assert!(cache_file_path(d, "net", "", "eth0").is_err());
         assert!(cache_file_path(d, "net", "cid", "").is_err());
@@ -367,10 +320,7 @@ mod tests {
         let full = CachedInfo {
             netns: "/run/netns/x".into(),
             cni_args: vec![("K".into(), "V".into())],
-            capability_args: json!({"mac": "aa:bb:cc:dd:ee:ff"})
-                .as_object()
-                .unwrap()
-                .clone(),
+            capability_args: json!({"mac": "aa:bb:cc:dd:ee:ff"}).as_object().unwrap().clone(),
             result: Some(json!({"cniVersion": "1.0.0"})),
             ..info
         };
@@ -418,10 +368,7 @@ mod tests {
         // Foreign/legacy files are skipped by the listing.
         std::fs::write(d.join("results/legacy-c1-eth0"), r#"{"cniVersion":"0.4.0"}"#).unwrap();
         let all = list_attachments(&d, None).unwrap();
-        let keys: Vec<_> = all
-            .iter()
-            .map(|i| format!("{}/{}/{}", i.network_name, i.container_id, i.ifname))
-            .collect();
+        let keys: Vec<_> = all.iter().map(|i| format!("{}/{}/{}", i.network_name, i.container_id, i.ifname)).collect();
         assert_eq!(keys, ["net/c1/eth0", "net/c2/eth0", "other/c1/net1"]);
         let c1 = list_attachments(&d, Some("c1")).unwrap();
         assert_eq!(c1.len(), 2);
@@ -438,8 +385,7 @@ mod tests {
         let d = tmp("legacy");
         std::fs::create_dir_all(d.join("results")).unwrap();
         let p = d.join("results/n-c-eth0");
-        std::fs::write(&p, r#"{"cniVersion":"0.3.1","ips":[{"version":"4","address":"10.0.0.2/24"}]}"#)
-            .unwrap();
+        std::fs::write(&p, r#"{"cniVersion":"0.3.1","ips":[{"version":"4","address":"10.0.0.2/24"}]}"#).unwrap();
         let r = read_result(&p).unwrap().unwrap();
         assert_eq!(r["cniVersion"], "0.3.1");
         assert!(read_info(&p).is_err());

@@ -69,10 +69,7 @@ pub fn build_plugin_stdin(
 ) -> Vec<u8> {
     let mut obj = plugin.raw.clone();
     obj.insert("name".into(), Value::String(list_name.to_string()));
-    obj.insert(
-        "cniVersion".into(),
-        Value::String(cni_version.to_string()),
-    );
+    obj.insert("cniVersion".into(), Value::String(cni_version.to_string()));
     if let Some(prev) = prev_result {
         obj.insert("prevResult".into(), prev.clone());
     }
@@ -93,10 +90,7 @@ pub fn build_gc_stdin(
 ) -> Vec<u8> {
     let mut obj = plugin.raw.clone();
     obj.insert("name".into(), Value::String(list_name.to_string()));
-    obj.insert(
-        "cniVersion".into(),
-        Value::String(cni_version.to_string()),
-    );
+    obj.insert("cniVersion".into(), Value::String(cni_version.to_string()));
     if let Some(valid) = valid {
         let v = serde_json::to_value(valid).expect("serializing JSON cannot fail");
         obj.insert(VALID_ATTACHMENTS_KEY.into(), v.clone());
@@ -122,9 +116,7 @@ pub fn validate_container_id(id: &str) -> CniResult<()> {
         return Err(CniError::new(code::UNKNOWN_CONTAINER, "missing containerID"));
     }
     if !valid_name(id) {
-        return Err(
-            CniError::new(code::INVALID_ENV, "invalid characters in containerID").with_details(id),
-        );
+        return Err(CniError::new(code::INVALID_ENV, "invalid characters in containerID").with_details(id));
     }
     Ok(())
 }
@@ -135,10 +127,7 @@ pub fn validate_network_name(name: &str) -> CniResult<()> {
         return Err(CniError::new(code::INVALID_CONFIG, "missing network name"));
     }
     if !valid_name(name) {
-        return Err(
-            CniError::new(code::INVALID_CONFIG, "invalid characters found in network name")
-                .with_details(name),
-        );
+        return Err(CniError::new(code::INVALID_CONFIG, "invalid characters found in network name").with_details(name));
     }
     Ok(())
 }
@@ -156,10 +145,7 @@ pub fn validate_ifname(ifname: &str) -> CniResult<()> {
         return Err(CniError::new(code::INVALID_ENV, "interface name is . or .."));
     }
     if ifname.chars().any(|c| c == '/' || c == ':' || c.is_whitespace()) {
-        return Err(CniError::new(
-            code::INVALID_ENV,
-            "interface name contains / or : or whitespace characters",
-        ));
+        return Err(CniError::new(code::INVALID_ENV, "interface name contains / or : or whitespace characters"));
     }
     Ok(())
 }
@@ -172,14 +158,6 @@ fn plugin_description(p: &PluginConfig) -> String {
     }
 }
 
-/// Prefixes an error's message, keeping its code and details (a plugin's error stays recognisable).
-fn context(e: CniError, prefix: impl std::fmt::Display) -> CniError {
-    CniError {
-        msg: format!("{prefix}: {}", e.msg),
-        ..e
-    }
-}
-
 /// Several collected errors as one.
 fn join_errors(mut errs: Vec<CniError>) -> CniResult<()> {
     match errs.len() {
@@ -187,16 +165,8 @@ fn join_errors(mut errs: Vec<CniError>) -> CniResult<()> {
         1 => Err(errs.remove(0)),
         _ => {
             let first = errs[0].code;
-            let code = if errs.iter().all(|e| e.code == first) {
-                first
-            } else {
-                code::INTERNAL
-            };
-            let msg = errs
-                .iter()
-                .map(|e| e.to_string())
-                .collect::<Vec<_>>()
-                .join("; ");
+            let code = if errs.iter().all(|e| e.code == first) { first } else { code::INTERNAL };
+            let msg = errs.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; ");
             Err(CniError::new(code, msg))
         }
     }
@@ -229,15 +199,8 @@ impl Runtime {
     }
 
     /// The cached ADD result of an attachment, converted to the list's version; `None` if not cached.
-    pub fn cached_result(
-        &self,
-        list: &NetworkConfigList,
-        rt: &RuntimeConf,
-    ) -> CniResult<Option<AddResult>> {
-        Ok(self
-            .cached_result_value(list, rt)?
-            .map(|v| AddResult::from_value(&v, &list.cni_version))
-            .transpose()?)
+    pub fn cached_result(&self, list: &NetworkConfigList, rt: &RuntimeConf) -> CniResult<Option<AddResult>> {
+        self.cached_result_value(list, rt)?.map(|v| AddResult::from_value(&v, &list.cni_version)).transpose()
     }
 
     /// The cached result JSON in the list's version (what DEL/CHECK pass as prevResult).
@@ -246,17 +209,10 @@ impl Runtime {
         let Some(raw) = cache::read_result(&path)? else {
             return Ok(None);
         };
-        let parsed = AddResult::from_value(&raw, "0.1.0").map_err(|e| {
-            context(e, format!("cannot parse cached result {}", path.display()))
-        })?;
+        let parsed = AddResult::from_value(&raw, "0.1.0")
+            .map_err(|e| e.context(format!("cannot parse cached result {}", path.display())))?;
         let converted = parsed.to_value(&list.cni_version).map_err(|e| {
-            context(
-                e,
-                format!(
-                    "failed to convert cached result to config version {:?}",
-                    list.cni_version
-                ),
-            )
+            e.context(format!("failed to convert cached result to config version {:?}", list.cni_version))
         })?;
         Ok(Some(converted))
     }
@@ -291,12 +247,10 @@ impl Runtime {
         for plugin in &list.plugins {
             let r = self
                 .add_one(list, plugin, prev.as_ref(), rt)
-                .map_err(|e| context(e, format!("plugin {} failed (add)", plugin_description(plugin))))?;
+                .map_err(|e| e.context(format!("plugin {} failed (add)", plugin_description(plugin))))?;
             prev = Some(r);
         }
-        let result = prev.ok_or_else(|| {
-            CniError::invalid_config(format!("network {:?} has no plugins", list.name))
-        })?;
+        let result = prev.ok_or_else(|| CniError::invalid_config(format!("network {:?} has no plugins", list.name)))?;
         let info = CachedInfo {
             kind: CACHE_KIND.into(),
             container_id: rt.container_id.clone(),
@@ -308,9 +262,8 @@ impl Runtime {
             capability_args: rt.capability_args.clone(),
             result: Some(result.to_value(&result.cni_version)?),
         };
-        cache::write(&self.cache_dir, &info).map_err(|e| {
-            context(e, format!("failed to set network {:?} cached result", list.name))
-        })?;
+        cache::write(&self.cache_dir, &info)
+            .map_err(|e| e.context(format!("failed to set network {:?} cached result", list.name)))?;
         Ok(result)
     }
 
@@ -326,13 +279,7 @@ impl Runtime {
         validate_network_name(&list.name)?;
         validate_ifname(&rt.ifname)?;
         let prev_value = prev.map(|r| r.to_value(&r.cni_version)).transpose()?;
-        let stdin = build_plugin_stdin(
-            &list.name,
-            &list.cni_version,
-            plugin,
-            prev_value.as_ref(),
-            &rt.capability_args,
-        );
+        let stdin = build_plugin_stdin(&list.name, &list.cni_version, plugin, prev_value.as_ref(), &rt.capability_args);
         invoke::exec_with_result(&path, &stdin, &self.args("ADD", rt))
     }
 
@@ -341,27 +288,18 @@ impl Runtime {
         if !version_at_least(&list.cni_version, "0.4.0")? {
             return Err(CniError::new(
                 code::INCOMPATIBLE_VERSION,
-                format!(
-                    "configuration version {:?} does not support the CHECK command",
-                    list.cni_version
-                ),
+                format!("configuration version {:?} does not support the CHECK command", list.cni_version),
             ));
         }
         if list.disable_check {
             return Ok(());
         }
-        let cached = self.cached_result_value(list, rt).map_err(|e| {
-            context(e, format!("failed to get network {:?} cached result", list.name))
-        })?;
+        let cached = self
+            .cached_result_value(list, rt)
+            .map_err(|e| e.context(format!("failed to get network {:?} cached result", list.name)))?;
         for plugin in &list.plugins {
             let path = self.find_plugin(&plugin.plugin_type)?;
-            let stdin = build_plugin_stdin(
-                &list.name,
-                &list.cni_version,
-                plugin,
-                cached.as_ref(),
-                &rt.capability_args,
-            );
+            let stdin = build_plugin_stdin(&list.name, &list.cni_version, plugin, cached.as_ref(), &rt.capability_args);
             invoke::exec_without_result(&path, &stdin, &self.args("CHECK", rt))?;
         }
         Ok(())
@@ -384,18 +322,9 @@ impl Runtime {
         }
         for plugin in list.plugins.iter().rev() {
             let describe = || format!("plugin {} failed (delete)", plugin_description(plugin));
-            let path = self
-                .find_plugin(&plugin.plugin_type)
-                .map_err(|e| context(e, describe()))?;
-            let stdin = build_plugin_stdin(
-                &list.name,
-                &list.cni_version,
-                plugin,
-                cached.as_ref(),
-                &rt.capability_args,
-            );
-            invoke::exec_without_result(&path, &stdin, &self.args("DEL", rt))
-                .map_err(|e| context(e, describe()))?;
+            let path = self.find_plugin(&plugin.plugin_type).map_err(|e| e.context(describe()))?;
+            let stdin = build_plugin_stdin(&list.name, &list.cni_version, plugin, cached.as_ref(), &rt.capability_args);
+            invoke::exec_without_result(&path, &stdin, &self.args("DEL", rt)).map_err(|e| e.context(describe()))?;
         }
         if let Some(p) = &cache_path {
             let _ = cache::remove(p);
@@ -410,16 +339,11 @@ impl Runtime {
             return Ok(());
         }
         let mut errs = Vec::new();
-        let valid: BTreeSet<&GcAttachment> = args
-            .map(|a| a.valid_attachments.iter().collect())
-            .unwrap_or_default();
+        let valid: BTreeSet<&GcAttachment> = args.map(|a| a.valid_attachments.iter().collect()).unwrap_or_default();
         match self.cached_attachments(None) {
             Ok(cached) => {
                 for att in cached.into_iter().filter(|a| a.network_name == list.name) {
-                    let key = GcAttachment {
-                        container_id: att.container_id.clone(),
-                        ifname: att.ifname.clone(),
-                    };
+                    let key = GcAttachment { container_id: att.container_id.clone(), ifname: att.ifname.clone() };
                     if valid.contains(&key) {
                         continue;
                     }
@@ -431,17 +355,13 @@ impl Runtime {
                         capability_args: att.capability_args,
                     };
                     if let Err(e) = self.del_network_list(list, &rt) {
-                        errs.push(context(
-                            e,
-                            format!(
-                                "failed to delete stale attachment {} {}",
-                                rt.container_id, rt.ifname
-                            ),
-                        ));
+                        errs.push(
+                            e.context(format!("failed to delete stale attachment {} {}", rt.container_id, rt.ifname)),
+                        );
                     }
                 }
             }
-            Err(e) => errs.push(context(e, "cannot list cached attachments")),
+            Err(e) => errs.push(e.context("cannot list cached attachments")),
         }
         if version_at_least(&list.cni_version, "1.1.0")? {
             let valid = args.map(|a| a.valid_attachments.as_slice());
@@ -451,7 +371,7 @@ impl Runtime {
                     invoke::exec_without_result(&path, &stdin, &self.args("GC", &RuntimeConf::default()))
                 });
                 if let Err(e) = res {
-                    errs.push(context(e, format!("failed to GC plugin {}", plugin.plugin_type)));
+                    errs.push(e.context(format!("failed to GC plugin {}", plugin.plugin_type)));
                 }
             }
         }
@@ -486,20 +406,11 @@ impl Runtime {
                 Ok(info) if info.supported_versions.contains(&list.cni_version) => {}
                 Ok(_) => errs.push(CniError::new(
                     code::INCOMPATIBLE_VERSION,
-                    format!(
-                        "plugin {} does not support config version {:?}",
-                        plugin.plugin_type, list.cni_version
-                    ),
+                    format!("plugin {} does not support config version {:?}", plugin.plugin_type, list.cni_version),
                 )),
                 Err(e) => errs.push(e),
             }
-            caps.extend(
-                plugin
-                    .capabilities
-                    .iter()
-                    .filter(|(_, on)| **on)
-                    .map(|(k, _)| k.clone()),
-            );
+            caps.extend(plugin.capabilities.iter().filter(|(_, on)| **on).map(|(k, _)| k.clone()));
         }
         join_errors(errs)?;
         Ok(caps.into_iter().collect())
@@ -523,10 +434,7 @@ mod tests {
     #[test]
     fn capabilities_intersection() {
         let p = plugin(json!({"type": "x", "capabilities": {"portMappings": true, "mac": false, "ips": true}}));
-        let rc = runtime_config(
-            &p,
-            &caps(json!({"portMappings": [{"hostPort": 80}], "mac": "aa", "bandwidth": {}})),
-        );
+        let rc = runtime_config(&p, &caps(json!({"portMappings": [{"hostPort": 80}], "mac": "aa", "bandwidth": {}})));
         assert_eq!(Value::Object(rc), json!({"portMappings": [{"hostPort": 80}]}));
         let none = plugin(json!({"type": "x"}));
         assert!(runtime_config(&none, &caps(json!({"mac": "aa"}))).is_empty());
@@ -556,10 +464,7 @@ mod tests {
     #[test]
     fn gc_and_status_stdin() {
         let p = plugin(json!({"type": "host-local", "capabilities": {"ips": true}}));
-        let valid = [GcAttachment {
-            container_id: "c1".into(),
-            ifname: "eth0".into(),
-        }];
+        let valid = [GcAttachment { container_id: "c1".into(), ifname: "eth0".into() }];
         let v: Value = serde_json::from_slice(&build_gc_stdin("n", "1.1.0", &p, Some(&valid))).unwrap();
         let want = json!([{"containerID": "c1", "ifname": "eth0"}]);
         assert_eq!(v[VALID_ATTACHMENTS_KEY], want);
@@ -594,7 +499,7 @@ mod tests {
 
     #[test]
     fn errors_keep_code_and_details() {
-        let e = context(CniError::new(11, "busy").with_details("d"), "plugin type=\"x\" failed (add)");
+        let e = CniError::new(11, "busy").with_details("d").context("plugin type=\"x\" failed (add)");
         assert_eq!(e.code, 11);
         assert_eq!(e.msg, "plugin type=\"x\" failed (add): busy");
         assert_eq!(e.details, "d");
@@ -783,25 +688,15 @@ mod tests {
     fn gc_dels_stale_and_calls_plugins() {
         let env = Env::new("gc");
         env.plugin("p", r#"{"cniVersion":"1.1.0"}"#);
-        let list = conf_list_from_bytes(
-            br#"{"cniVersion":"1.1.0","name":"net","plugins":[{"type":"p"}]}"#,
-        )
-        .unwrap();
-        let other = conf_list_from_bytes(
-            br#"{"cniVersion":"1.1.0","name":"other","plugins":[{"type":"p"}]}"#,
-        )
-        .unwrap();
+        let list = conf_list_from_bytes(br#"{"cniVersion":"1.1.0","name":"net","plugins":[{"type":"p"}]}"#).unwrap();
+        let other = conf_list_from_bytes(br#"{"cniVersion":"1.1.0","name":"other","plugins":[{"type":"p"}]}"#).unwrap();
         for cid in ["keep", "stale"] {
             env.rt.add_network_list(&list, &rtconf(cid)).unwrap();
         }
         env.rt.add_network_list(&other, &rtconf("stale")).unwrap();
         env.log();
-        let args = GcArgs {
-            valid_attachments: vec![GcAttachment {
-                container_id: "keep".into(),
-                ifname: "eth0".into(),
-            }],
-        };
+        let args =
+            GcArgs { valid_attachments: vec![GcAttachment { container_id: "keep".into(), ifname: "eth0".into() }] };
         env.rt.gc_network_list(&list, Some(&args)).unwrap();
         let log = env.log();
         assert_eq!(log.len(), 2, "{log:?}");

@@ -19,7 +19,7 @@ use crate::cni::error::{CniError, CniResult, code};
 use crate::cni::version;
 
 /// The highest spec version this runtime speaks.
-pub const MAX_VERSION: &str = "1.1.0";
+pub const MAX_VERSION: &str = version::CURRENT;
 
 /// The version a configuration without `cniVersion` has (spec: missing means 0.1.0).
 pub const DEFAULT_VERSION: &str = "0.1.0";
@@ -72,9 +72,8 @@ fn type_name(v: &Value) -> &'static str {
 
 /// Parses one plugin object (the bytes of a `.conf` file or of one element of `plugins`).
 pub fn plugin_conf_from_bytes(bytes: &[u8]) -> CniResult<PluginConfig> {
-    let v: Value = serde_json::from_slice(bytes).map_err(|e| {
-        CniError::new(code::DECODE, format!("error parsing configuration: {e}"))
-    })?;
+    let v: Value = serde_json::from_slice(bytes)
+        .map_err(|e| CniError::new(code::DECODE, format!("error parsing configuration: {e}")))?;
     plugin_conf_from_value(&v)
 }
 
@@ -92,9 +91,7 @@ pub fn plugin_conf_from_value(v: &Value) -> CniResult<PluginConfig> {
     let plugin_type = match raw.get("type") {
         Some(Value::String(s)) if !s.is_empty() => s.clone(),
         Some(Value::String(_)) | None | Some(Value::Null) => {
-            return Err(CniError::invalid_config(
-                "error parsing configuration: missing 'type'",
-            ));
+            return Err(CniError::invalid_config("error parsing configuration: missing 'type'"));
         }
         Some(other) => {
             return Err(CniError::invalid_config(format!(
@@ -147,12 +144,7 @@ pub fn plugin_conf_from_value(v: &Value) -> CniResult<PluginConfig> {
             )));
         }
     }
-    Ok(PluginConfig {
-        plugin_type,
-        name,
-        capabilities,
-        raw,
-    })
+    Ok(PluginConfig { plugin_type, name, capabilities, raw })
 }
 
 /// Reads one of the list's boolean flags: JSON bool or "true"/"false" in any case; absent = false.
@@ -163,20 +155,14 @@ fn read_bool(obj: &Map<String, Value>, key: &str) -> CniResult<bool> {
         Some(Value::String(s)) => match s.to_ascii_lowercase().as_str() {
             "true" => Ok(true),
             "false" => Ok(false),
-            _ => Err(parse_err(format!(
-                "invalid value {s:?} for {key} (want true or false)"
-            ))),
+            _ => Err(parse_err(format!("invalid value {s:?} for {key} (want true or false)"))),
         },
-        Some(other) => Err(parse_err(format!(
-            "invalid type {} for {key} (want a boolean)",
-            type_name(other)
-        ))),
+        Some(other) => Err(parse_err(format!("invalid type {} for {key} (want a boolean)", type_name(other)))),
     }
 }
 
 fn greater_than_max(v: &str, what: &str) -> CniResult<bool> {
-    let ord = version::compare(v, MAX_VERSION)
-        .map_err(|e| parse_err(format!("invalid {what} {v:?}: {}", e.msg)))?;
+    let ord = version::compare(v, MAX_VERSION).map_err(|e| parse_err(format!("invalid {what} {v:?}: {}", e.msg)))?;
     Ok(ord == Ordering::Greater)
 }
 
@@ -222,17 +208,10 @@ pub fn select_version(cni_version: Option<&str>, cni_versions: Option<&[String]>
 /// `plugins` key only. A list without `plugins` is returned with no plugins (the file loader adds
 /// those of `<dir>/<name>/*.conf`).
 pub fn conf_list_from_bytes(bytes: &[u8]) -> CniResult<NetworkConfigList> {
-    let v: Value = serde_json::from_slice(bytes).map_err(|e| {
-        CniError::new(
-            code::DECODE,
-            format!("error parsing configuration list: {e}"),
-        )
-    })?;
+    let v: Value = serde_json::from_slice(bytes)
+        .map_err(|e| CniError::new(code::DECODE, format!("error parsing configuration list: {e}")))?;
     let Value::Object(obj) = v else {
-        return Err(parse_err(format!(
-            "expected a JSON object, got {}",
-            type_name(&v)
-        )));
+        return Err(parse_err(format!("expected a JSON object, got {}", type_name(&v))));
     };
     let name = match obj.get("name") {
         None => return Err(parse_err("no name")),
@@ -243,10 +222,7 @@ pub fn conf_list_from_bytes(bytes: &[u8]) -> CniResult<NetworkConfigList> {
         None => None,
         Some(Value::String(s)) => Some(s.as_str()),
         Some(other) => {
-            return Err(parse_err(format!(
-                "invalid cniVersion type {}",
-                type_name(other)
-            )));
+            return Err(parse_err(format!("invalid cniVersion type {}", type_name(other))));
         }
     };
     let cni_versions = match obj.get("cniVersions") {
@@ -257,20 +233,14 @@ pub fn conf_list_from_bytes(bytes: &[u8]) -> CniResult<NetworkConfigList> {
                 match item {
                     Value::String(s) => out.push(s.clone()),
                     other => {
-                        return Err(parse_err(format!(
-                            "invalid type for cniVersions index {i}: {}",
-                            type_name(other)
-                        )));
+                        return Err(parse_err(format!("invalid type for cniVersions index {i}: {}", type_name(other))));
                     }
                 }
             }
             Some(out)
         }
         Some(other) => {
-            return Err(parse_err(format!(
-                "invalid type for cniVersions: {}",
-                type_name(other)
-            )));
+            return Err(parse_err(format!("invalid type for cniVersions: {}", type_name(other))));
         }
     };
     let cni_version = select_version(cni_version, cni_versions.as_deref())?;
@@ -290,9 +260,7 @@ pub fn conf_list_from_bytes(bytes: &[u8]) -> CniResult<NetworkConfigList> {
     };
     match obj.get("plugins") {
         None if load_only_inlined_plugins => {
-            return Err(parse_err(
-                "`loadOnlyInlinedPlugins` is true, and no 'plugins' key",
-            ));
+            return Err(parse_err("`loadOnlyInlinedPlugins` is true, and no 'plugins' key"));
         }
         None => {}
         Some(Value::Array(items)) => {
@@ -300,17 +268,13 @@ pub fn conf_list_from_bytes(bytes: &[u8]) -> CniResult<NetworkConfigList> {
                 return Err(parse_err("no plugins in list"));
             }
             for (i, item) in items.iter().enumerate() {
-                let p = plugin_conf_from_value(item).map_err(|e| {
-                    CniError::new(e.code, format!("failed to parse plugin config {i}: {}", e.msg))
-                })?;
+                let p = plugin_conf_from_value(item)
+                    .map_err(|e| CniError::new(e.code, format!("failed to parse plugin config {i}: {}", e.msg)))?;
                 list.plugins.push(p);
             }
         }
         Some(other) => {
-            return Err(parse_err(format!(
-                "invalid 'plugins' type {}",
-                type_name(other)
-            )));
+            return Err(parse_err(format!("invalid 'plugins' type {}", type_name(other))));
         }
     }
     Ok(list)
@@ -319,12 +283,8 @@ pub fn conf_list_from_bytes(bytes: &[u8]) -> CniResult<NetworkConfigList> {
 /// Parses a configuration list file (libcni `NetworkConfFromFile`), including plugins from
 /// `<dir>/<name>/*.conf` unless `loadOnlyInlinedPlugins`. Zero plugins is an error.
 pub fn conf_list_from_file(path: &Path) -> CniResult<NetworkConfigList> {
-    let bytes = std::fs::read(path).map_err(|e| {
-        CniError::new(
-            code::IO_FAILURE,
-            format!("error reading {}: {e}", path.display()),
-        )
-    })?;
+    let bytes = std::fs::read(path)
+        .map_err(|e| CniError::new(code::IO_FAILURE, format!("error reading {}: {e}", path.display())))?;
     let mut list = conf_list_from_bytes(&bytes).map_err(|e| in_file(e, path))?;
     list.source = Some(path.to_path_buf());
     if !list.load_only_inlined_plugins {
@@ -332,39 +292,25 @@ pub fn conf_list_from_file(path: &Path) -> CniResult<NetworkConfigList> {
         list.plugins.extend(plugin_confs_from_dir(dir, &list.name)?);
     }
     if list.plugins.is_empty() {
-        return Err(CniError::invalid_config(format!(
-            "no plugin configs found in {}",
-            path.display()
-        )));
+        return Err(CniError::invalid_config(format!("no plugin configs found in {}", path.display())));
     }
     Ok(list)
 }
 
 fn in_file(e: CniError, path: &Path) -> CniError {
-    CniError {
-        msg: format!("{}: {}", path.display(), e.msg),
-        ..e
-    }
+    CniError { msg: format!("{}: {}", path.display(), e.msg), ..e }
 }
 
 /// Plugin objects from `<conf_dir>/<network>/*.conf`, lexical order (none if the directory is absent).
 pub fn plugin_confs_from_dir(conf_dir: &Path, network: &str) -> CniResult<Vec<PluginConfig>> {
     let dir = conf_dir.join(network);
     let files = conf_files(&dir, &["conf"]).map_err(|e| {
-        CniError::new(
-            e.code,
-            format!(
-                "failed to read plugin config files in {}: {}",
-                dir.display(),
-                e.msg
-            ),
-        )
+        CniError::new(e.code, format!("failed to read plugin config files in {}: {}", dir.display(), e.msg))
     })?;
     let mut out = Vec::with_capacity(files.len());
     for f in files {
-        let bytes = std::fs::read(&f).map_err(|e| {
-            CniError::new(code::IO_FAILURE, format!("error reading {}: {e}", f.display()))
-        })?;
+        let bytes = std::fs::read(&f)
+            .map_err(|e| CniError::new(code::IO_FAILURE, format!("error reading {}: {e}", f.display())))?;
         out.push(plugin_conf_from_bytes(&bytes).map_err(|e| in_file(e, &f))?);
     }
     Ok(out)
@@ -377,17 +323,13 @@ pub fn conf_files(dir: &Path, extensions: &[&str]) -> CniResult<Vec<PathBuf>> {
         Ok(rd) => rd,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => {
-            return Err(CniError::new(
-                code::IO_FAILURE,
-                format!("cannot read {}: {e}", dir.display()),
-            ));
+            return Err(CniError::new(code::IO_FAILURE, format!("cannot read {}: {e}", dir.display())));
         }
     };
     let mut files = Vec::new();
     for entry in rd {
-        let entry = entry.map_err(|e| {
-            CniError::new(code::IO_FAILURE, format!("cannot read {}: {e}", dir.display()))
-        })?;
+        let entry =
+            entry.map_err(|e| CniError::new(code::IO_FAILURE, format!("cannot read {}: {e}", dir.display())))?;
         let path = entry.path();
         // Like Go's DirEntry.IsDir: a symlink to a directory is not skipped here, it fails on read.
         if entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
@@ -405,20 +347,10 @@ pub fn conf_files(dir: &Path, extensions: &[&str]) -> CniResult<Vec<PathBuf>> {
 /// Up-converts a single-plugin configuration into a one-element list (libcni `ConfListFromConf`).
 pub fn conf_list_from_conf(plugin: &PluginConfig) -> CniResult<NetworkConfigList> {
     let mut obj = Map::new();
-    obj.insert(
-        "name".into(),
-        Value::String(plugin.name.clone().unwrap_or_default()),
-    );
-    let v = plugin
-        .raw
-        .get("cniVersion")
-        .and_then(Value::as_str)
-        .unwrap_or("");
+    obj.insert("name".into(), Value::String(plugin.name.clone().unwrap_or_default()));
+    let v = plugin.raw.get("cniVersion").and_then(Value::as_str).unwrap_or("");
     obj.insert("cniVersion".into(), Value::String(v.to_string()));
-    obj.insert(
-        "plugins".into(),
-        Value::Array(vec![Value::Object(plugin.raw.clone())]),
-    );
+    obj.insert("plugins".into(), Value::Array(vec![Value::Object(plugin.raw.clone())]));
     let bytes = serde_json::to_vec(&Value::Object(obj)).expect("serializing JSON cannot fail");
     conf_list_from_bytes(&bytes)
 }
@@ -437,17 +369,13 @@ pub fn load_conf_list(dir: &Path, name: &str) -> CniResult<NetworkConfigList> {
     let singles = conf_files(dir, &["conf", "json"])?;
     if singles.is_empty() {
         if lists.is_empty() {
-            return Err(CniError::invalid_config(format!(
-                "no net configurations found in {}",
-                dir.display()
-            )));
+            return Err(CniError::invalid_config(format!("no net configurations found in {}", dir.display())));
         }
         return Err(not_found(dir, name));
     }
     for f in &singles {
-        let bytes = std::fs::read(f).map_err(|e| {
-            CniError::new(code::IO_FAILURE, format!("error reading {}: {e}", f.display()))
-        })?;
+        let bytes = std::fs::read(f)
+            .map_err(|e| CniError::new(code::IO_FAILURE, format!("error reading {}: {e}", f.display())))?;
         let plugin = plugin_conf_from_bytes(&bytes).map_err(|e| in_file(e, f))?;
         if plugin.name.as_deref() == Some(name) {
             let mut list = conf_list_from_conf(&plugin).map_err(|e| in_file(e, f))?;
@@ -459,10 +387,7 @@ pub fn load_conf_list(dir: &Path, name: &str) -> CniResult<NetworkConfigList> {
 }
 
 fn not_found(dir: &Path, name: &str) -> CniError {
-    CniError::invalid_config(format!(
-        "no net configuration with name \"{name}\" in {}",
-        dir.display()
-    ))
+    CniError::invalid_config(format!("no net configuration with name \"{name}\" in {}", dir.display()))
 }
 
 #[cfg(test)]
@@ -475,10 +400,7 @@ mod tests {
         fn new(tag: &str) -> Tmp {
             static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
             let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            let p = std::env::temp_dir().join(format!(
-                "rcni-unit-conflist-{tag}-{}-{n}",
-                std::process::id()
-            ));
+            let p = std::env::temp_dir().join(format!("rcni-unit-conflist-{tag}-{}-{n}", std::process::id()));
             let _ = std::fs::remove_dir_all(&p);
             std::fs::create_dir_all(&p).unwrap();
             Tmp(p)
@@ -510,10 +432,7 @@ mod tests {
         assert_eq!(s(Some(""), None).unwrap(), "0.1.0");
         // Without cniVersions, cniVersion is taken as is, even if too new (plugins reject it).
         assert_eq!(s(Some("1.2.0"), None).unwrap(), "1.2.0");
-        assert_eq!(
-            s(Some("0.3.1"), Some(&["1.0.0", "1.1.0", "2.0.0"])).unwrap(),
-            "1.1.0"
-        );
+        assert_eq!(s(Some("0.3.1"), Some(&["1.0.0", "1.1.0", "2.0.0"])).unwrap(), "1.1.0");
         assert_eq!(s(Some("1.0.0"), Some(&["0.4.0"])).unwrap(), "1.0.0");
         assert_eq!(s(Some("9.9.9"), Some(&["0.4.0", "0.3.1"])).unwrap(), "0.4.0");
         assert_eq!(s(None, Some(&["0.3.0", "0.10.0", "0.4.0"])).unwrap(), "0.10.0");
@@ -547,21 +466,13 @@ mod tests {
 
     #[test]
     fn parse_list_bools() {
-        for (v, want) in [
-            (json!(true), true),
-            (json!(false), false),
-            (json!("true"), true),
-            (json!("False"), false),
-        ] {
-            let l = list(json!({"name": "n", "disableCheck": v, "plugins": [{"type": "x"}]}))
-                .unwrap();
+        for (v, want) in [(json!(true), true), (json!(false), false), (json!("true"), true), (json!("False"), false)] {
+            let l = list(json!({"name": "n", "disableCheck": v, "plugins": [{"type": "x"}]})).unwrap();
             assert_eq!(l.disable_check, want);
         }
-        let e = list(json!({"name": "n", "disableGC": "yes", "plugins": [{"type": "x"}]}))
-            .unwrap_err();
+        let e = list(json!({"name": "n", "disableGC": "yes", "plugins": [{"type": "x"}]})).unwrap_err();
         assert!(e.msg.contains("disableGC"), "{e}");
-        let e = list(json!({"name": "n", "disableCheck": 1, "plugins": [{"type": "x"}]}))
-            .unwrap_err();
+        let e = list(json!({"name": "n", "disableCheck": 1, "plugins": [{"type": "x"}]})).unwrap_err();
         assert!(e.msg.contains("disableCheck"), "{e}");
     }
 
@@ -569,24 +480,9 @@ mod tests {
     fn parse_list_errors() {
         assert!(list(json!({"plugins": [{"type": "x"}]})).unwrap_err().msg.contains("no name"));
         assert!(list(json!({"name": 3})).unwrap_err().msg.contains("invalid name type"));
-        assert!(
-            list(json!({"name": "n", "cniVersion": 1}))
-                .unwrap_err()
-                .msg
-                .contains("cniVersion")
-        );
-        assert!(
-            list(json!({"name": "n", "plugins": []}))
-                .unwrap_err()
-                .msg
-                .contains("no plugins in list")
-        );
-        assert!(
-            list(json!({"name": "n", "plugins": {}}))
-                .unwrap_err()
-                .msg
-                .contains("invalid 'plugins' type")
-        );
+        assert!(list(json!({"name": "n", "cniVersion": 1})).unwrap_err().msg.contains("cniVersion"));
+        assert!(list(json!({"name": "n", "plugins": []})).unwrap_err().msg.contains("no plugins in list"));
+        assert!(list(json!({"name": "n", "plugins": {}})).unwrap_err().msg.contains("invalid 'plugins' type"));
         assert!(
             list(json!({"name": "n", "loadOnlyInlinedPlugins": true}))
                 .unwrap_err()
@@ -595,8 +491,7 @@ mod tests {
         );
         let e = list(json!({"name": "n", "plugins": [{"type": "a"}, {"ipam": {}}]})).unwrap_err();
         assert!(e.msg.contains("plugin config 1") && e.msg.contains("missing 'type'"), "{e}");
-        let e = list(json!({"name": "n", "plugins": [{"type": "a", "capabilities": {"x": 1}}]}))
-            .unwrap_err();
+        let e = list(json!({"name": "n", "plugins": [{"type": "a", "capabilities": {"x": 1}}]})).unwrap_err();
         assert!(e.msg.contains("capability \"x\""), "{e}");
         assert_eq!(conf_list_from_bytes(b"{nope").unwrap_err().code, code::DECODE);
         // No plugins key and not inline-only: fine at the bytes level (the file loader decides).
@@ -606,26 +501,14 @@ mod tests {
     #[test]
     fn load_from_dir_lexical_and_by_name() {
         let t = Tmp::new("lex");
-        t.write(
-            "20-b.conflist",
-            r#"{"cniVersion":"1.0.0","name":"b","plugins":[{"type":"second"}]}"#,
-        );
-        t.write(
-            "10-a.conflist",
-            r#"{"cniVersion":"1.0.0","name":"b","plugins":[{"type":"first"}]}"#,
-        );
-        t.write(
-            "30-c.conflist",
-            r#"{"cniVersion":"0.4.0","name":"c","plugins":[{"type":"third"}]}"#,
-        );
+        t.write("20-b.conflist", r#"{"cniVersion":"1.0.0","name":"b","plugins":[{"type":"second"}]}"#);
+        t.write("10-a.conflist", r#"{"cniVersion":"1.0.0","name":"b","plugins":[{"type":"first"}]}"#);
+        t.write("30-c.conflist", r#"{"cniVersion":"0.4.0","name":"c","plugins":[{"type":"third"}]}"#);
         t.write("ignored.txt", "not json");
         let l = load_conf_list(&t.0, "b").unwrap();
         assert_eq!(l.plugins[0].plugin_type, "first");
         assert_eq!(l.source.as_deref(), Some(t.0.join("10-a.conflist").as_path()));
-        assert_eq!(
-            l.bytes,
-            br#"{"cniVersion":"1.0.0","name":"b","plugins":[{"type":"first"}]}"#
-        );
+        assert_eq!(l.bytes, br#"{"cniVersion":"1.0.0","name":"b","plugins":[{"type":"first"}]}"#);
         let l = load_conf_list(&t.0, "c").unwrap();
         assert_eq!(l.cni_version, "0.4.0");
         let e = load_conf_list(&t.0, "zzz").unwrap_err();
@@ -635,10 +518,7 @@ mod tests {
     #[test]
     fn load_plugins_from_subdir() {
         let t = Tmp::new("subdir");
-        t.write(
-            "10.conflist",
-            r#"{"cniVersion":"1.0.0","name":"n","plugins":[{"type":"inline"}]}"#,
-        );
+        t.write("10.conflist", r#"{"cniVersion":"1.0.0","name":"n","plugins":[{"type":"inline"}]}"#);
         t.write("n/20-y.conf", r#"{"type":"y"}"#);
         t.write("n/10-x.conf", r#"{"type":"x"}"#);
         t.write("n/30-z.json", r#"{"type":"not-loaded"}"#);
@@ -666,14 +546,8 @@ mod tests {
     #[test]
     fn load_single_conf_upconverted() {
         let t = Tmp::new("single");
-        t.write(
-            "10-lo.conf",
-            r#"{"cniVersion":"0.3.1","name":"lo","type":"loopback"}"#,
-        );
-        t.write(
-            "20-x.json",
-            r#"{"cniVersion":"1.0.0","name":"x","type":"bridge","bridge":"cni0"}"#,
-        );
+        t.write("10-lo.conf", r#"{"cniVersion":"0.3.1","name":"lo","type":"loopback"}"#);
+        t.write("20-x.json", r#"{"cniVersion":"1.0.0","name":"x","type":"bridge","bridge":"cni0"}"#);
         let l = load_conf_list(&t.0, "lo").unwrap();
         assert_eq!(l.name, "lo");
         assert_eq!(l.cni_version, "0.3.1");
@@ -696,10 +570,7 @@ mod tests {
         let e = load_conf_list(&t.0.join("missing"), "x").unwrap_err();
         assert!(e.msg.contains("no net configurations found"), "{e}");
         t.write("00-broken.conflist", "{");
-        t.write(
-            "10.conflist",
-            r#"{"cniVersion":"1.0.0","name":"n","plugins":[{"type":"inline"}]}"#,
-        );
+        t.write("10.conflist", r#"{"cniVersion":"1.0.0","name":"n","plugins":[{"type":"inline"}]}"#);
         let e = load_conf_list(&t.0, "n").unwrap_err();
         assert!(e.msg.contains("00-broken.conflist"), "{e}");
     }

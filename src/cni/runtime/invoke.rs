@@ -55,28 +55,17 @@ impl InvokeArgs {
 
 /// `K=V;K2=V2`.
 pub fn stringify_args(pairs: &[(String, String)]) -> String {
-    pairs
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(";")
+    pairs.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(";")
 }
 
 /// Joins a search path with `:`.
 pub fn join_path(paths: &[PathBuf]) -> String {
-    paths
-        .iter()
-        .map(|p| p.to_string_lossy().into_owned())
-        .collect::<Vec<_>>()
-        .join(":")
+    paths.iter().map(|p| p.to_string_lossy().into_owned()).collect::<Vec<_>>().join(":")
 }
 
 /// Splits a `:`-separated search path; empty elements are dropped (an empty string gives no path).
 pub fn split_path(s: &str) -> Vec<PathBuf> {
-    s.split(':')
-        .filter(|p| !p.is_empty())
-        .map(PathBuf::from)
-        .collect()
+    s.split(':').filter(|p| !p.is_empty()).map(PathBuf::from).collect()
 }
 
 /// The full path of plugin `plugin` (a conflist `type`) in `paths`.
@@ -85,9 +74,7 @@ pub fn find_in_path(plugin: &str, paths: &[PathBuf]) -> CniResult<PathBuf> {
         return Err(CniError::invalid_config("no plugin name provided"));
     }
     if plugin.contains('/') {
-        return Err(CniError::invalid_config(format!(
-            "invalid plugin name: {plugin}"
-        )));
+        return Err(CniError::invalid_config(format!("invalid plugin name: {plugin}")));
     }
     if paths.is_empty() {
         return Err(CniError::invalid_config(format!(
@@ -101,10 +88,7 @@ pub fn find_in_path(plugin: &str, paths: &[PathBuf]) -> CniResult<PathBuf> {
         }
     }
     let list: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
-    Err(CniError::invalid_config(format!(
-        "failed to find plugin {plugin:?} in path [{}]",
-        list.join(" ")
-    )))
+    Err(CniError::invalid_config(format!("failed to find plugin {plugin:?} in path [{}]", list.join(" "))))
 }
 
 /// What a finished plugin process left behind.
@@ -116,10 +100,7 @@ struct Finished {
 
 fn run_once(plugin: &Path, stdin: &[u8], args: &InvokeArgs) -> std::io::Result<Finished> {
     let mut cmd = Command::new(plugin);
-    cmd.envs(args.env())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    cmd.envs(args.env()).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = cmd.spawn()?;
     let mut pipe = child.stdin.take().expect("stdin is piped");
     let data = stdin.to_vec();
@@ -130,11 +111,7 @@ fn run_once(plugin: &Path, stdin: &[u8], args: &InvokeArgs) -> std::io::Result<F
     });
     let out = child.wait_with_output()?;
     let _ = writer.join();
-    Ok(Finished {
-        status: out.status,
-        stdout: out.stdout,
-        stderr: out.stderr,
-    })
+    Ok(Finished { status: out.status, stdout: out.stdout, stderr: out.stderr })
 }
 
 /// Go's wording for a failed process ("exit status 1", "signal: killed").
@@ -179,16 +156,10 @@ fn plugin_error(f: &Finished) -> CniError {
         return CniError::internal(format!("netplugin failed: {stderr:?}: {how}"));
     }
     match serde_json::from_slice::<ErrorJson>(&f.stdout) {
-        Ok(e) => CniError {
-            code: e.code,
-            msg: e.msg,
-            details: e.details,
-        },
+        Ok(e) => CniError { code: e.code, msg: e.msg, details: e.details },
         Err(perr) => {
             let stdout = String::from_utf8_lossy(&f.stdout);
-            CniError::internal(format!(
-                "netplugin failed but error parsing its diagnostic message {stdout:?}: {perr}"
-            ))
+            CniError::internal(format!("netplugin failed but error parsing its diagnostic message {stdout:?}: {perr}"))
         }
     }
 }
@@ -204,10 +175,7 @@ pub fn exec_plugin(plugin: &Path, stdin: &[u8], args: &InvokeArgs) -> CniResult<
                 std::thread::sleep(Duration::from_secs(1));
             }
             Err(e) => {
-                return Err(CniError::internal(format!(
-                    "failed to execute plugin {}: {e}",
-                    plugin.display()
-                )));
+                return Err(CniError::internal(format!("failed to execute plugin {}: {e}", plugin.display())));
             }
         }
     };
@@ -226,12 +194,8 @@ pub fn exec_plugin(plugin: &Path, stdin: &[u8], args: &InvokeArgs) -> CniResult<
 
 /// The `cniVersion` of a config's bytes ("0.1.0" when absent or empty).
 pub fn config_version(stdin: &[u8]) -> CniResult<String> {
-    let v: Value = serde_json::from_slice(stdin).map_err(|e| {
-        CniError::new(
-            code::DECODE,
-            format!("decoding version from network config: {e}"),
-        )
-    })?;
+    let v: Value = serde_json::from_slice(stdin)
+        .map_err(|e| CniError::new(code::DECODE, format!("decoding version from network config: {e}")))?;
     Ok(match v.get("cniVersion") {
         Some(Value::String(s)) if !s.is_empty() => s.clone(),
         _ => "0.1.0".to_string(),
@@ -244,10 +208,7 @@ pub fn parse_result(stdout: &[u8], config_version: &str) -> CniResult<AddResult>
     let v: Value = serde_json::from_slice(stdout).map_err(|e| {
         CniError::new(
             code::DECODE,
-            format!(
-                "failed to unmarshal raw result: {e} result {:?}",
-                String::from_utf8_lossy(stdout)
-            ),
+            format!("failed to unmarshal raw result: {e} result {:?}", String::from_utf8_lossy(stdout)),
         )
     })?;
     let mut obj = match v {
@@ -262,10 +223,7 @@ pub fn parse_result(stdout: &[u8], config_version: &str) -> CniResult<AddResult>
     };
     let has_version = matches!(obj.get("cniVersion"), Some(Value::String(s)) if !s.is_empty());
     if !has_version {
-        obj.insert(
-            "cniVersion".into(),
-            Value::String(config_version.to_string()),
-        );
+        obj.insert("cniVersion".into(), Value::String(config_version.to_string()));
     }
     AddResult::from_value(&Value::Object(obj), config_version)
 }
@@ -297,14 +255,10 @@ pub fn decode_version_info(bytes: &[u8]) -> CniResult<PluginInfo> {
         #[serde(rename = "supportedVersions", default)]
         supported_versions: Option<Vec<String>>,
     }
-    let raw: Raw = serde_json::from_slice(bytes).map_err(|e| {
-        CniError::new(code::DECODE, format!("decoding version info: {e}"))
-    })?;
+    let raw: Raw = serde_json::from_slice(bytes)
+        .map_err(|e| CniError::new(code::DECODE, format!("decoding version info: {e}")))?;
     if raw.cni_version.is_empty() {
-        return Err(CniError::new(
-            code::DECODE,
-            "decoding version info: missing field cniVersion",
-        ));
+        return Err(CniError::new(code::DECODE, "decoding version info: missing field cniVersion"));
     }
     let supported = raw.supported_versions.unwrap_or_default();
     if supported.is_empty() {
@@ -314,15 +268,9 @@ pub fn decode_version_info(bytes: &[u8]) -> CniResult<PluginInfo> {
                 supported_versions: vec!["0.1.0".into(), "0.2.0".into()],
             });
         }
-        return Err(CniError::new(
-            code::DECODE,
-            "decoding version info: missing field supportedVersions",
-        ));
+        return Err(CniError::new(code::DECODE, "decoding version info: missing field supportedVersions"));
     }
-    Ok(PluginInfo {
-        cni_version: raw.cni_version,
-        supported_versions: supported,
-    })
+    Ok(PluginInfo { cni_version: raw.cni_version, supported_versions: supported })
 }
 
 /// Asks a plugin which versions it supports (CNI_COMMAND=VERSION).
@@ -338,10 +286,9 @@ pub fn version_info(plugin: &Path) -> CniResult<PluginInfo> {
     let stdin = format!(r#"{{"cniVersion":"{}"}}"#, super::conflist::MAX_VERSION);
     match exec_plugin(plugin, stdin.as_bytes(), &args) {
         Ok(out) => decode_version_info(&out),
-        Err(e) if e.msg == "unknown CNI_COMMAND: VERSION" && e.details.is_empty() => Ok(PluginInfo {
-            cni_version: "0.1.0".into(),
-            supported_versions: vec!["0.1.0".into()],
-        }),
+        Err(e) if e.msg == "unknown CNI_COMMAND: VERSION" && e.details.is_empty() => {
+            Ok(PluginInfo { cni_version: "0.1.0".into(), supported_versions: vec!["0.1.0".into()] })
+        }
         Err(e) => Err(e),
     }
 }
@@ -354,10 +301,7 @@ mod tests {
     struct Dir(PathBuf);
     impl Dir {
         fn new(tag: &str) -> Dir {
-            let p = std::env::temp_dir().join(format!(
-                "rcni-unit-invoke-{tag}-{}",
-                std::process::id()
-            ));
+            let p = std::env::temp_dir().join(format!("rcni-unit-invoke-{tag}-{}", std::process::id()));
             let _ = std::fs::remove_dir_all(&p);
             std::fs::create_dir_all(&p).unwrap();
             Dir(p)
@@ -409,20 +353,14 @@ mod tests {
         };
         let out = exec_plugin(&p, b"hello", &args).unwrap();
         let v: Value = serde_json::from_slice(&out).unwrap();
-        assert_eq!(
-            v["dns"]["domain"],
-            "ADD|cid|/run/netns/x|A=1;B=2|eth0|/a:/b|hello"
-        );
+        assert_eq!(v["dns"]["domain"], "ADD|cid|/run/netns/x|A=1;B=2|eth0|/a:/b|hello");
     }
 
     #[test]
     fn errors_like_raw_exec() {
         let d = Dir::new("err");
         let a = InvokeArgs::default();
-        let p = d.script(
-            "jsonerr",
-            r#"echo 'some log' >&2; echo '{"code":7,"msg":"bad","details":"d"}'; exit 1"#,
-        );
+        let p = d.script("jsonerr", r#"echo 'some log' >&2; echo '{"code":7,"msg":"bad","details":"d"}'; exit 1"#);
         let e = exec_plugin(&p, b"{}", &a).unwrap_err();
         assert_eq!((e.code, e.msg.as_str(), e.details.as_str()), (7, "bad", "d"));
         let p = d.script("stderronly", "echo oops >&2; exit 3");
@@ -459,18 +397,14 @@ mod tests {
 
     #[test]
     fn version_decoding() {
-        let i = decode_version_info(br#"{"cniVersion":"1.0.0","supportedVersions":["0.4.0","1.0.0"]}"#)
-            .unwrap();
+        let i = decode_version_info(br#"{"cniVersion":"1.0.0","supportedVersions":["0.4.0","1.0.0"]}"#).unwrap();
         assert_eq!(i.supported_versions, ["0.4.0", "1.0.0"]);
         let i = decode_version_info(br#"{"cniVersion":"0.2.0"}"#).unwrap();
         assert_eq!(i.supported_versions, ["0.1.0", "0.2.0"]);
         assert!(decode_version_info(br#"{"cniVersion":"0.3.0"}"#).is_err());
         assert!(decode_version_info(br#"{"supportedVersions":["1.0.0"]}"#).is_err());
         let d = Dir::new("ver");
-        let p = d.script(
-            "old",
-            r#"echo '{"code":4,"msg":"unknown CNI_COMMAND: VERSION"}'; exit 1"#,
-        );
+        let p = d.script("old", r#"echo '{"code":4,"msg":"unknown CNI_COMMAND: VERSION"}'; exit 1"#);
         assert_eq!(version_info(&p).unwrap().supported_versions, ["0.1.0"]);
         let p = d.script(
             "new",

@@ -46,10 +46,7 @@ pub struct Runtime {
 impl Runtime {
     /// A runtime with the given plugin search path and the default cache directory.
     pub fn new(plugin_path: Vec<PathBuf>) -> Runtime {
-        Runtime {
-            plugin_path,
-            cache_dir: PathBuf::from(DEFAULT_CACHE_DIR),
-        }
+        Runtime { plugin_path, cache_dir: PathBuf::from(DEFAULT_CACHE_DIR) }
     }
 
     /// Replaces the cache directory.
