@@ -10,10 +10,13 @@
 //!   is removed and DEL goes on without prevResult). On success the cache file is removed (libcni
 //!   keeps it for lists below 0.4.0, which leaks files; we don't).
 //! * CHECK needs 0.4.0, does nothing when `disableCheck`, passes the cached result to every plugin.
+//! * Every plugin error keeps its code and details; its message is prefixed with which plugin failed in
+//!   which command (`plugin type="bridge" failed (add): ...`, libcni's wording; libcni does not prefix
+//!   CHECK and STATUS errors, we do, so an operator sees which plugin of the list failed).
 //! * GC does nothing when `disableGC`. It DELs every cached attachment of this network that is not
 //!   valid, then (from 1.1.0) sends GC with `cni.dev/valid-attachments` (and the older key
 //!   `cni.dev/attachments`) to every plugin; errors are collected, not fatal.
-//! * STATUS does nothing below 1.1.0, else STATUS to every plugin, first error returned as is.
+//! * STATUS does nothing below 1.1.0, else STATUS to every plugin, the first error is returned.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -298,9 +301,10 @@ impl Runtime {
             .cached_result_value(list, rt)
             .map_err(|e| e.context(format!("failed to get network {:?} cached result", list.name)))?;
         for plugin in &list.plugins {
-            let path = self.find_plugin(&plugin.plugin_type)?;
+            let describe = || format!("plugin {} failed (check)", plugin_description(plugin));
+            let path = self.find_plugin(&plugin.plugin_type).map_err(|e| e.context(describe()))?;
             let stdin = build_plugin_stdin(&list.name, &list.cni_version, plugin, cached.as_ref(), &rt.capability_args);
-            invoke::exec_without_result(&path, &stdin, &self.args("CHECK", rt))?;
+            invoke::exec_without_result(&path, &stdin, &self.args("CHECK", rt)).map_err(|e| e.context(describe()))?;
         }
         Ok(())
     }
@@ -384,9 +388,11 @@ impl Runtime {
             return Ok(());
         }
         for plugin in &list.plugins {
-            let path = self.find_plugin(&plugin.plugin_type)?;
+            let describe = || format!("plugin {} failed (status)", plugin_description(plugin));
+            let path = self.find_plugin(&plugin.plugin_type).map_err(|e| e.context(describe()))?;
             let stdin = build_status_stdin(&list.name, &list.cni_version, plugin);
-            invoke::exec_without_result(&path, &stdin, &self.args("STATUS", &RuntimeConf::default()))?;
+            invoke::exec_without_result(&path, &stdin, &self.args("STATUS", &RuntimeConf::default()))
+                .map_err(|e| e.context(describe()))?;
         }
         Ok(())
     }
