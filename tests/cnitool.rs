@@ -250,3 +250,26 @@ fn errors_are_reported() {
     }
     assert!(leftover_netns("ct-err").is_empty());
 }
+
+#[test]
+fn harness_cleans_up_on_panic() {
+    let names = std::sync::Mutex::new(Vec::new());
+    let res = std::panic::catch_unwind(|| {
+        let node = NodeNs::new("ct-panic");
+        let pod = PodNs::new("ct-panic");
+        let dir = TempDir::new("ct-panic");
+        names.lock().unwrap().extend([node.name().to_string(), pod.name().to_string()]);
+        names.lock().unwrap().push(dir.path().to_string_lossy().into_owned());
+        assert!(support::netns_list().contains(&node.name().to_string()));
+        // Commands really run inside the namespace: only lo there, and up in the node only.
+        assert_eq!(node.link_names(), ["lo"]);
+        assert!(node.link("lo").unwrap().is_up() && !pod.link("lo").unwrap().is_up());
+        panic!("boom");
+    });
+    assert!(res.is_err());
+    let names = names.into_inner().unwrap();
+    let list = support::netns_list();
+    assert!(!list.contains(&names[0]) && !list.contains(&names[1]), "{list:?}");
+    assert!(!std::path::Path::new(&names[2]).exists());
+    assert!(leftover_netns("ct-panic").is_empty());
+}
