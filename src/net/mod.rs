@@ -1,1 +1,24 @@
 //! Kernel plumbing over netlink: network namespaces, links, addresses, routes, neighbours, sysctls.
+//!
+//! Knows nothing of CNI. Entry points: open a [`Netns`], get a [`NetHandle`] for it (or for the
+//! current namespace), then call the typed operations defined across the submodules as methods on
+//! [`NetHandle`] (`link_by_name`, `create_veth`, `add_address`, `add_route`, `set_neighbour`, ...).
+//! Errors are [`NetError`], classified by errno.
+
+pub mod error;
+pub mod handle;
+pub mod link;
+pub mod mac;
+pub mod netns;
+
+pub use error::{NetError, Result};
+pub use handle::NetHandle;
+pub use link::{
+    BridgeInfo, BridgePortFlags, BridgePortInfo, BridgeSpec, Link, OperState, VethEnd, VethSpec,
+    VxlanInfo, VxlanSpec,
+};
+pub use mac::Mac;
+pub use netns::{Netns, NsId, current_thread_netns_id, run_in_netns};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,6 @@
+//! Root tests against the real kernel. Each test works only inside network namespaces it creates
+//! (`rcni-net-<test>-<pid>`, removed on drop, also on panic); nothing touches the host namespace.
+//! The plugin process would run in a "node" namespace: tests open both node and pod by path.
+
+mod harness;
+mod links;
