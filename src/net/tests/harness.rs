@@ -72,3 +72,35 @@ macro_rules! require_root {
     };
 }
 pub(crate) use require_root;
+
+use crate::net::{VethEnd, VethSpec};
+
+/// A node namespace and a pod namespace joined by a veth: `host_if` in node, `eth0` in pod, both up.
+/// Returns (node handle, pod handle, host index, eth0 index).
+pub async fn node_pod_pair(
+    node: &TestNs,
+    pod: &TestNs,
+    host_if: &str,
+) -> (NetHandle, NetHandle, u32, u32) {
+    let nh = node.handle();
+    let ph = pod.handle();
+    let host = nh
+        .create_veth(&VethSpec {
+            host: VethEnd {
+                name: host_if.into(),
+                ..Default::default()
+            },
+            host_up: true,
+            host_master: None,
+            peer: VethEnd {
+                name: "eth0".into(),
+                ..Default::default()
+            },
+            peer_ns: &pod.ns,
+        })
+        .await
+        .expect("create veth");
+    let eth0 = ph.require_link("eth0").await.expect("eth0 in pod");
+    ph.set_up(eth0.index).await.expect("eth0 up");
+    (nh, ph, host.index, eth0.index)
+}
