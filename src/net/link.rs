@@ -9,8 +9,9 @@ use netlink_packet_core::{DefaultNla, NLM_F_CREATE, NLM_F_EXCL, NetlinkPayload};
 use netlink_packet_route::AddressFamily;
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_packet_route::link::{
-    InfoBridge, InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoVeth, InfoVxlan,
-    LinkAttribute, LinkFlags, LinkInfo, LinkMessage, LinkProtoInfoBridge, State,
+    AfSpecBridge, BridgeFlag, BridgeVlanInfo, BridgeVlanInfoFlags, InfoBridge, InfoBridgePort,
+    InfoData, InfoKind, InfoPortData, InfoVeth, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo,
+    LinkMessage, LinkProtoInfoBridge, State,
 };
 
 use super::error::{NetError, Result};
@@ -260,6 +261,42 @@ pub struct BridgePortFlags {
     pub hairpin: Option<bool>,
     /// Isolated ports cannot talk to each other, only to non-isolated ports.
     pub isolated: Option<bool>,
+}
+
+/// A VLAN on a bridge port (or on the bridge itself), for bridges with `vlan_filtering`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BridgeVlan {
+    pub vid: u16,
+    /// Untagged ingress frames get this VLAN.
+    pub pvid: bool,
+    /// Egress frames of this VLAN leave untagged.
+    pub untagged: bool,
+    /// Apply to the bridge device itself (`bridge vlan add ... self`), not to a port.
+    pub on_bridge: bool,
+}
+
+pub(crate) fn bridge_vlan_message(index: u32, vlan: &BridgeVlan) -> LinkMessage {
+    let mut flags = BridgeVlanInfoFlags::empty();
+    if vlan.pvid {
+        flags |= BridgeVlanInfoFlags::Pvid;
+    }
+    if vlan.untagged {
+        flags |= BridgeVlanInfoFlags::Untagged;
+    }
+    let mut spec = Vec::new();
+    if vlan.on_bridge {
+        spec.push(AfSpecBridge::Flags(BridgeFlag::LowerDev));
+    }
+    spec.push(AfSpecBridge::VlanInfo(BridgeVlanInfo {
+        flags,
+        vid: vlan.vid,
+    }));
+    let mut m = get_by_index(index);
+    // AF_BRIDGE is what routes RTM_SETLINK/RTM_DELLINK to the bridge VLAN code. Without it a
+    // RTM_DELLINK would delete the link itself.
+    m.header.interface_family = AddressFamily::Bridge;
+    m.attributes.push(LinkAttribute::AfSpecBridge(spec));
+    m
 }
 
 fn get_by_index(index: u32) -> LinkMessage {
@@ -582,6 +619,21 @@ impl NetHandle {
         self.set_link(bridge_port_message(port, flags), what).await
     }
 
+    /// Add a VLAN to a bridge port (or the bridge itself with `on_bridge`). Kernels without
+    /// CONFIG_BRIDGE_VLAN_FILTERING answer `is_not_supported()`.
+    pub async fn bridge_vlan_add(&self, index: u32, vlan: &BridgeVlan) -> Result<()> {
+        let what = format!("add vlan {} to bridge port #{index}", vlan.vid);
+        self.set_link(bridge_vlan_message(index, vlan), what).await
+    }
+
+    /// Remove a VLAN from a bridge port (or the bridge itself with `on_bridge`).
+    pub async fn bridge_vlan_del(&self, index: u32, vlan: &BridgeVlan) -> Result<()> {
+        let what = format!("delete vlan {} from bridge port #{index}", vlan.vid);
+        let m = bridge_vlan_message(index, vlan);
+        debug_assert_eq!(m.header.interface_family, AddressFamily::Bridge);
+        self.ack(RouteNetlinkMessage::DelLink(m), 0, what).await
+    }
+
     /// Delete a link by index. Deleting one end of a veth deletes both.
     pub async fn delete_link(&self, index: u32) -> Result<()> {
         let what = format!("delete link #{index}");
@@ -722,6 +774,29 @@ mod tests {
             vec![LinkAttribute::ProtoInfoBridge(vec![
                 LinkProtoInfoBridge::Other(DefaultNla::new(4, vec![1]))
             ])]
+        );
+    }
+
+    #[test]
+    fn bridge_vlan_message_is_af_bridge() {
+        let m = bridge_vlan_message(
+            3,
+            &BridgeVlan {
+                vid: 10,
+                pvid: true,
+                untagged: true,
+                on_bridge: false,
+            },
+        );
+        assert_eq!(m.header.interface_family, AddressFamily::Bridge);
+        assert_eq!(
+            m.attributes,
+            vec![LinkAttribute::AfSpecBridge(vec![AfSpecBridge::VlanInfo(
+                BridgeVlanInfo {
+                    flags: BridgeVlanInfoFlags::Pvid | BridgeVlanInfoFlags::Untagged,
+                    vid: 10
+                }
+            )])]
         );
     }
 
