@@ -4,9 +4,7 @@ use std::net::IpAddr;
 
 use ipnetwork::IpNetwork;
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
-use netlink_packet_route::address::{
-    AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage,
-};
+use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 
 use super::error::{NetError, Result};
@@ -21,11 +19,7 @@ pub enum IpFamily {
 
 impl IpFamily {
     pub fn of(ip: &IpAddr) -> IpFamily {
-        if ip.is_ipv4() {
-            IpFamily::V4
-        } else {
-            IpFamily::V6
-        }
+        if ip.is_ipv4() { IpFamily::V4 } else { IpFamily::V6 }
     }
 
     pub(crate) fn to_af(self) -> AddressFamily {
@@ -90,12 +84,7 @@ impl Address {
         // and equal to IFA_LOCAL otherwise. IPv6 sends only IFA_ADDRESS.
         let ip = local.or(address)?;
         let net = IpNetwork::new(ip, m.header.prefix_len).ok()?;
-        Some(Address {
-            index: m.header.index,
-            net,
-            flags,
-            scope: u8::from(m.header.scope),
-        })
+        Some(Address { index: m.header.index, net, flags, scope: u8::from(m.header.scope) })
     }
 }
 
@@ -121,29 +110,21 @@ pub(crate) fn address_message(index: u32, net: IpNetwork, nodad: bool) -> Addres
     if let (IpNetwork::V4(v4), true) = (net, net.prefix() < 31) {
         // Like `ip addr add ... brd +` and the Go reference: without it the subnet broadcast address
         // is not recognised as such on this link.
-        m.attributes
-            .push(AddressAttribute::Broadcast(v4.broadcast()));
+        m.attributes.push(AddressAttribute::Broadcast(v4.broadcast()));
     }
     if nodad {
         m.header.flags |= AddressHeaderFlags::Nodad;
-        m.attributes
-            .push(AddressAttribute::Flags(AddressFlags::Nodad));
+        m.attributes.push(AddressAttribute::Flags(AddressFlags::Nodad));
     }
     m
 }
 
 impl NetHandle {
     /// Addresses, optionally only of one link and/or one family.
-    pub async fn addresses(
-        &self,
-        index: Option<u32>,
-        family: Option<IpFamily>,
-    ) -> Result<Vec<Address>> {
+    pub async fn addresses(&self, index: Option<u32>, family: Option<IpFamily>) -> Result<Vec<Address>> {
         let mut m = AddressMessage::default();
         m.header.family = IpFamily::to_af_opt(family);
-        let msgs = self
-            .dump(RouteNetlinkMessage::GetAddress(m), "list addresses")
-            .await?;
+        let msgs = self.dump(RouteNetlinkMessage::GetAddress(m), "list addresses").await?;
         Ok(msgs
             .iter()
             .filter_map(|m| match m {
@@ -185,20 +166,13 @@ impl NetHandle {
     /// Wait until no IPv6 address of the link is tentative (DAD done), or fail with `is_timeout()`.
     /// A DAD failure is an EADDRINUSE error naming the address. Polls every 10 ms: DAD takes about a
     /// second by default, so the poll cost is negligible.
-    pub async fn wait_addresses_settled(
-        &self,
-        index: u32,
-        timeout: std::time::Duration,
-    ) -> Result<()> {
+    pub async fn wait_addresses_settled(&self, index: u32, timeout: std::time::Duration) -> Result<()> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let addrs = self.addresses(Some(index), Some(IpFamily::V6)).await?;
             if let Some(a) = addrs.iter().find(|a| a.dad_failed()) {
                 return Err(NetError::from_errno(
-                    self.ctx(format!(
-                        "duplicate address detection failed for {} on link #{index}",
-                        a.net
-                    )),
+                    self.ctx(format!("duplicate address detection failed for {} on link #{index}", a.net)),
                     libc::EADDRINUSE,
                 ));
             }
@@ -225,25 +199,15 @@ mod tests {
         let m = address_message(4, "10.1.2.3/24".parse().unwrap(), false);
         assert_eq!(m.header.prefix_len, 24);
         assert_eq!(m.header.family, AddressFamily::Inet);
-        assert!(
-            m.attributes
-                .contains(&AddressAttribute::Broadcast("10.1.2.255".parse().unwrap()))
-        );
+        assert!(m.attributes.contains(&AddressAttribute::Broadcast("10.1.2.255".parse().unwrap())));
         let m = address_message(4, "10.1.2.3/31".parse().unwrap(), false);
-        assert!(
-            !m.attributes
-                .iter()
-                .any(|a| matches!(a, AddressAttribute::Broadcast(_)))
-        );
+        assert!(!m.attributes.iter().any(|a| matches!(a, AddressAttribute::Broadcast(_))));
     }
 
     #[test]
     fn v6_nodad_sets_both_flag_fields() {
         let m = address_message(4, "fd00::5/64".parse().unwrap(), true);
         assert!(m.header.flags.contains(AddressHeaderFlags::Nodad));
-        assert!(
-            m.attributes
-                .contains(&AddressAttribute::Flags(AddressFlags::Nodad))
-        );
+        assert!(m.attributes.contains(&AddressAttribute::Flags(AddressFlags::Nodad)));
     }
 }

@@ -45,27 +45,15 @@ impl NetError {
 
     /// An error with a plain errno (positive), as a kernel answer.
     pub fn from_errno(context: impl Into<String>, errno: i32) -> Self {
-        NetError {
-            context: context.into(),
-            cause: Cause::Kernel {
-                errno: errno.abs(),
-                extack: None,
-            },
-        }
+        NetError { context: context.into(), cause: Cause::Kernel { errno: errno.abs(), extack: None } }
     }
 
     pub(crate) fn io(context: impl Into<String>, err: io::Error) -> Self {
-        NetError {
-            context: context.into(),
-            cause: Cause::Io(err),
-        }
+        NetError { context: context.into(), cause: Cause::Io(err) }
     }
 
     pub(crate) fn other(context: impl Into<String>, what: impl Into<String>) -> Self {
-        NetError {
-            context: context.into(),
-            cause: Cause::Other(what.into()),
-        }
+        NetError { context: context.into(), cause: Cause::Other(what.into()) }
     }
 
     /// What was being done when the error happened.

@@ -12,9 +12,7 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use futures::channel::mpsc::UnboundedReceiver;
-use netlink_packet_core::{
-    NLM_F_ACK, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST, NetlinkMessage, NetlinkPayload,
-};
+use netlink_packet_core::{NLM_F_ACK, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST, NetlinkMessage, NetlinkPayload};
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_sys::{SocketAddr, TokioSocket, protocols::NETLINK_ROUTE};
 
@@ -64,12 +62,7 @@ impl NetHandle {
             Some(ns) => format!(" (netns {})", ns.path().display()).into(),
             None => "".into(),
         };
-        Ok(NetHandle {
-            inner: handle,
-            ns,
-            label,
-            runtime_ns,
-        })
+        Ok(NetHandle { inner: handle, ns, label, runtime_ns })
     }
 
     /// The namespace this handle works in; `None` for the creator's own namespace.
@@ -82,11 +75,7 @@ impl NetHandle {
     pub fn check_runtime_netns(&self) {
         if cfg!(debug_assertions) {
             let now = current_thread_netns_id().ok();
-            debug_assert_eq!(
-                now,
-                Some(self.runtime_ns),
-                "the runtime thread changed network namespace"
-            );
+            debug_assert_eq!(now, Some(self.runtime_ns), "the runtime thread changed network namespace");
         }
     }
 
@@ -97,19 +86,12 @@ impl NetHandle {
 
     /// Send a change request and wait for the kernel's ACK. `flags` are added to
     /// `NLM_F_REQUEST | NLM_F_ACK` (e.g. `NLM_F_CREATE | NLM_F_EXCL`).
-    pub(crate) async fn ack(
-        &self,
-        msg: RouteNetlinkMessage,
-        flags: u16,
-        what: impl std::fmt::Display,
-    ) -> Result<()> {
+    pub(crate) async fn ack(&self, msg: RouteNetlinkMessage, flags: u16, what: impl std::fmt::Display) -> Result<()> {
         self.check_runtime_netns();
         let mut req = NetlinkMessage::from(msg);
         req.header.flags = NLM_F_REQUEST | NLM_F_ACK | flags;
         let mut h = self.inner.clone();
-        let mut replies = h
-            .request(req)
-            .map_err(|e| NetError::other(self.ctx(&what), e.to_string()))?;
+        let mut replies = h.request(req).map_err(|e| NetError::other(self.ctx(&what), e.to_string()))?;
         while let Some(reply) = replies.next().await {
             if let NetlinkPayload::Error(e) = reply.payload {
                 // An ACK is an Error payload with code 0 (`None`); netlink-proto normally swallows it.
@@ -131,20 +113,14 @@ impl NetHandle {
         let mut req = NetlinkMessage::from(msg);
         req.header.flags = NLM_F_REQUEST;
         let mut h = self.inner.clone();
-        let mut replies = h
-            .request(req)
-            .map_err(|e| NetError::other(self.ctx(&what), e.to_string()))?;
+        let mut replies = h.request(req).map_err(|e| NetError::other(self.ctx(&what), e.to_string()))?;
         let mut found = None;
         while let Some(reply) = replies.next().await {
             match reply.payload {
                 NetlinkPayload::InnerMessage(m) => found = Some(m),
                 NetlinkPayload::Error(e) if e.code.is_some() => {
                     let err = NetError::from_netlink(self.ctx(&what), &e);
-                    return if err.is_not_found() {
-                        Ok(None)
-                    } else {
-                        Err(err)
-                    };
+                    return if err.is_not_found() { Ok(None) } else { Err(err) };
                 }
                 _ => {}
             }
@@ -166,9 +142,7 @@ impl NetHandle {
             let mut req = NetlinkMessage::from(msg.clone());
             req.header.flags = NLM_F_REQUEST | NLM_F_DUMP;
             let mut h = self.inner.clone();
-            let mut replies = h
-                .request(req)
-                .map_err(|e| NetError::other(self.ctx(&what), e.to_string()))?;
+            let mut replies = h.request(req).map_err(|e| NetError::other(self.ctx(&what), e.to_string()))?;
             let mut out = Vec::new();
             let mut interrupted = false;
             while let Some(reply) = replies.next().await {
@@ -187,10 +161,7 @@ impl NetHandle {
             }
         }
         Err(NetError::from_errno(
-            format!(
-                "{}: dump still interrupted after {DUMP_RETRIES} attempts",
-                self.ctx(&what)
-            ),
+            format!("{}: dump still interrupted after {DUMP_RETRIES} attempts", self.ctx(&what)),
             libc::EINTR,
         ))
     }
@@ -201,8 +172,7 @@ impl NetHandle {
     pub(crate) fn subscribe(&self, groups: u32) -> Result<Unsolicited> {
         let sock = match &self.ns {
             Some(ns) => socket_in(ns, groups)?,
-            None => new_socket(groups)
-                .map_err(|e| NetError::io(self.ctx("create netlink socket"), e))?,
+            None => new_socket(groups).map_err(|e| NetError::io(self.ctx("create netlink socket"), e))?,
         };
         let (conn, _handle, events) = connect(sock)?;
         tokio::spawn(conn);
@@ -225,12 +195,8 @@ fn new_socket(groups: u32) -> std::io::Result<netlink_sys::Socket> {
 
 /// Create the socket on a throw-away thread inside `ns`.
 fn socket_in(ns: &Netns, groups: u32) -> Result<netlink_sys::Socket> {
-    ns.run(|| new_socket(groups))?.map_err(|e| {
-        NetError::io(
-            format!("create netlink socket in netns {}", ns.path().display()),
-            e,
-        )
-    })
+    ns.run(|| new_socket(groups))?
+        .map_err(|e| NetError::io(format!("create netlink socket in netns {}", ns.path().display()), e))
 }
 
 type Conn = rtnetlink::proto::Connection<RouteNetlinkMessage, TokioSocket>;
@@ -239,10 +205,7 @@ fn connect(sock: netlink_sys::Socket) -> Result<(Conn, rtnetlink::Handle, Unsoli
     // TokioSocket::from_raw_fd registers the fd with the reactor and panics outside a runtime:
     // turn that into an error.
     if tokio::runtime::Handle::try_current().is_err() {
-        return Err(NetError::other(
-            "create netlink handle",
-            "not inside a tokio runtime",
-        ));
+        return Err(NetError::other("create netlink handle", "not inside a tokio runtime"));
     }
     // SAFETY: the fd comes from a Socket we own and give up here; TokioSocket takes ownership.
     let tsock = unsafe { TokioSocket::from_raw_fd(sock.into_raw_fd()) };

@@ -9,9 +9,8 @@ use netlink_packet_core::{DefaultNla, NLM_F_CREATE, NLM_F_EXCL, NetlinkPayload};
 use netlink_packet_route::AddressFamily;
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_packet_route::link::{
-    AfSpecBridge, BridgeFlag, BridgeVlanInfo, BridgeVlanInfoFlags, InfoBridge, InfoBridgePort,
-    InfoData, InfoKind, InfoPortData, InfoVeth, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo,
-    LinkMessage, LinkProtoInfoBridge, State,
+    AfSpecBridge, BridgeFlag, BridgeVlanInfo, BridgeVlanInfoFlags, InfoBridge, InfoBridgePort, InfoData, InfoKind,
+    InfoPortData, InfoVeth, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage, LinkProtoInfoBridge, State,
 };
 
 use super::error::{NetError, Result};
@@ -287,10 +286,7 @@ pub(crate) fn bridge_vlan_message(index: u32, vlan: &BridgeVlan) -> LinkMessage 
     if vlan.on_bridge {
         spec.push(AfSpecBridge::Flags(BridgeFlag::LowerDev));
     }
-    spec.push(AfSpecBridge::VlanInfo(BridgeVlanInfo {
-        flags,
-        vid: vlan.vid,
-    }));
+    spec.push(AfSpecBridge::VlanInfo(BridgeVlanInfo { flags, vid: vlan.vid }));
     let mut m = get_by_index(index);
     // AF_BRIDGE is what routes RTM_SETLINK/RTM_DELLINK to the bridge VLAN code. Without it a
     // RTM_DELLINK would delete the link itself.
@@ -330,9 +326,7 @@ pub(crate) fn bridge_message(spec: &BridgeSpec) -> LinkMessage {
     // Only when asked for: kernels without CONFIG_BRIDGE_VLAN_FILTERING reject the attribute with
     // EOPNOTSUPP even when it says "off".
     if spec.vlan_filtering {
-        info.push(LinkInfo::Data(InfoData::Bridge(vec![
-            InfoBridge::VlanFiltering(true),
-        ])));
+        info.push(LinkInfo::Data(InfoData::Bridge(vec![InfoBridge::VlanFiltering(true)])));
     }
     m.attributes.push(LinkAttribute::LinkInfo(info));
     m
@@ -353,8 +347,7 @@ pub(crate) fn veth_message(spec: &VethSpec<'_>) -> LinkMessage {
     end_attrs(&mut peer, &spec.peer);
     // The peer's own IFLA_NET_NS_FD: the kernel creates it in that namespace and checks the name
     // there, so the pod end never exists under a temporary name or in the node namespace.
-    peer.attributes
-        .push(LinkAttribute::NetNsFd(spec.peer_ns.raw_fd()));
+    peer.attributes.push(LinkAttribute::NetNsFd(spec.peer_ns.raw_fd()));
 
     let mut m = LinkMessage::default();
     end_attrs(&mut m, &spec.host);
@@ -401,26 +394,18 @@ pub(crate) fn vxlan_message(spec: &VxlanSpec) -> LinkMessage {
     if spec.up {
         up_flags(&mut m, true);
     }
-    m.attributes.push(LinkAttribute::LinkInfo(vec![
-        LinkInfo::Kind(InfoKind::Vxlan),
-        LinkInfo::Data(InfoData::Vxlan(data)),
-    ]));
+    m.attributes
+        .push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(InfoKind::Vxlan), LinkInfo::Data(InfoData::Vxlan(data))]));
     m
 }
 
 pub(crate) fn bridge_port_message(port: u32, flags: &BridgePortFlags) -> LinkMessage {
     let mut nested = Vec::new();
     if let Some(h) = flags.hairpin {
-        nested.push(LinkProtoInfoBridge::Other(DefaultNla::new(
-            IFLA_BRPORT_MODE,
-            vec![h as u8],
-        )));
+        nested.push(LinkProtoInfoBridge::Other(DefaultNla::new(IFLA_BRPORT_MODE, vec![h as u8])));
     }
     if let Some(i) = flags.isolated {
-        nested.push(LinkProtoInfoBridge::Other(DefaultNla::new(
-            IFLA_BRPORT_ISOLATED,
-            vec![i as u8],
-        )));
+        nested.push(LinkProtoInfoBridge::Other(DefaultNla::new(IFLA_BRPORT_ISOLATED, vec![i as u8])));
     }
     let mut m = get_by_index(port);
     // AF_BRIDGE RTM_SETLINK goes to the bridge's ndo_bridge_setlink (the port's master), which reads
@@ -441,8 +426,7 @@ impl NetHandle {
 
     /// The link with `index`, or `None`.
     pub async fn link_by_index(&self, index: u32) -> Result<Option<Link>> {
-        self.get_link(get_by_index(index), format!("get link #{index}"))
-            .await
+        self.get_link(get_by_index(index), format!("get link #{index}")).await
     }
 
     async fn get_link(&self, m: LinkMessage, what: String) -> Result<Option<Link>> {
@@ -454,19 +438,14 @@ impl NetHandle {
 
     /// Like [`link_by_name`](Self::link_by_name), but absence is an ENODEV error naming the link.
     pub async fn require_link(&self, name: &str) -> Result<Link> {
-        self.link_by_name(name).await?.ok_or_else(|| {
-            NetError::from_errno(self.ctx(format!("find link {name}")), libc::ENODEV)
-        })
+        self.link_by_name(name)
+            .await?
+            .ok_or_else(|| NetError::from_errno(self.ctx(format!("find link {name}")), libc::ENODEV))
     }
 
     /// All links in the namespace.
     pub async fn links(&self) -> Result<Vec<Link>> {
-        let msgs = self
-            .dump(
-                RouteNetlinkMessage::GetLink(LinkMessage::default()),
-                "list links",
-            )
-            .await?;
+        let msgs = self.dump(RouteNetlinkMessage::GetLink(LinkMessage::default()), "list links").await?;
         Ok(msgs
             .iter()
             .filter_map(|m| match m {
@@ -477,30 +456,17 @@ impl NetHandle {
     }
 
     async fn new_link(&self, m: LinkMessage, what: String, name: &str) -> Result<Link> {
-        self.ack(
-            RouteNetlinkMessage::NewLink(m),
-            NLM_F_CREATE | NLM_F_EXCL,
-            &what,
-        )
-        .await?;
+        self.ack(RouteNetlinkMessage::NewLink(m), NLM_F_CREATE | NLM_F_EXCL, &what).await?;
         // The ACK carries no index: read the link back (also confirms what the kernel made of it).
-        self.link_by_name(name).await?.ok_or_else(|| {
-            NetError::from_errno(
-                self.ctx(format!("{what}: gone right after creation")),
-                libc::ENODEV,
-            )
-        })
+        self.link_by_name(name)
+            .await?
+            .ok_or_else(|| NetError::from_errno(self.ctx(format!("{what}: gone right after creation")), libc::ENODEV))
     }
 
     /// Create a bridge. An existing link with the same name gives an error with `is_exists()`, so a
     /// caller racing another ADD can re-read and accept it.
     pub async fn create_bridge(&self, spec: &BridgeSpec) -> Result<Link> {
-        self.new_link(
-            bridge_message(spec),
-            format!("create bridge {}", spec.name),
-            &spec.name,
-        )
-        .await
+        self.new_link(bridge_message(spec), format!("create bridge {}", spec.name), &spec.name).await
     }
 
     /// Create a veth pair in one request: host end here, peer born in `spec.peer_ns` under its final
@@ -514,18 +480,12 @@ impl NetHandle {
         );
         // `spec.peer_ns` (borrowed for the whole call) keeps the fd in IFLA_NET_NS_FD open until the
         // kernel has answered.
-        self.new_link(veth_message(spec), what, &spec.host.name)
-            .await
+        self.new_link(veth_message(spec), what, &spec.host.name).await
     }
 
     /// Create a VXLAN device.
     pub async fn create_vxlan(&self, spec: &VxlanSpec) -> Result<Link> {
-        self.new_link(
-            vxlan_message(spec),
-            format!("create vxlan {} (vni {})", spec.name, spec.vni),
-            &spec.name,
-        )
-        .await
+        self.new_link(vxlan_message(spec), format!("create vxlan {} (vni {})", spec.name, spec.vni), &spec.name).await
     }
 
     async fn set_link(&self, m: LinkMessage, what: String) -> Result<()> {
@@ -548,31 +508,27 @@ impl NetHandle {
     pub async fn set_mtu(&self, index: u32, mtu: u32) -> Result<()> {
         let mut m = get_by_index(index);
         m.attributes.push(LinkAttribute::Mtu(mtu));
-        self.set_link(m, format!("set mtu {mtu} on link #{index}"))
-            .await
+        self.set_link(m, format!("set mtu {mtu} on link #{index}")).await
     }
 
     pub async fn set_mac(&self, index: u32, mac: Mac) -> Result<()> {
         let mut m = get_by_index(index);
         m.attributes.push(LinkAttribute::Address(mac.0.to_vec()));
-        self.set_link(m, format!("set mac {mac} on link #{index}"))
-            .await
+        self.set_link(m, format!("set mac {mac} on link #{index}")).await
     }
 
     /// Attach the link to a bridge (`ip link set X master B`).
     pub async fn set_master(&self, index: u32, master: u32) -> Result<()> {
         let mut m = get_by_index(index);
         m.attributes.push(LinkAttribute::Controller(master));
-        self.set_link(m, format!("attach link #{index} to bridge #{master}"))
-            .await
+        self.set_link(m, format!("attach link #{index} to bridge #{master}")).await
     }
 
     /// Detach the link from its bridge (`ip link set X nomaster`).
     pub async fn set_nomaster(&self, index: u32) -> Result<()> {
         let mut m = get_by_index(index);
         m.attributes.push(LinkAttribute::Controller(0));
-        self.set_link(m, format!("detach link #{index} from its bridge"))
-            .await
+        self.set_link(m, format!("detach link #{index} from its bridge")).await
     }
 
     pub async fn set_promisc(&self, index: u32, on: bool) -> Result<()> {
@@ -581,33 +537,21 @@ impl NetHandle {
         if on {
             m.header.flags |= LinkFlags::Promisc;
         }
-        self.set_link(
-            m,
-            format!(
-                "set promisc {} on link #{index}",
-                if on { "on" } else { "off" }
-            ),
-        )
-        .await
+        self.set_link(m, format!("set promisc {} on link #{index}", if on { "on" } else { "off" })).await
     }
 
     /// Rename a link. The kernel refuses (EBUSY) while the link is up.
     pub async fn set_name(&self, index: u32, name: &str) -> Result<()> {
         let mut m = get_by_index(index);
         m.attributes.push(LinkAttribute::IfName(name.to_string()));
-        self.set_link(m, format!("rename link #{index} to {name}"))
-            .await
+        self.set_link(m, format!("rename link #{index} to {name}")).await
     }
 
     /// Move a link into another namespace. The kernel takes it down and drops its addresses on the way.
     pub async fn set_netns(&self, index: u32, ns: &Netns) -> Result<()> {
         let mut m = get_by_index(index);
         m.attributes.push(LinkAttribute::NetNsFd(ns.raw_fd()));
-        self.set_link(
-            m,
-            format!("move link #{index} to netns {}", ns.path().display()),
-        )
-        .await
+        self.set_link(m, format!("move link #{index} to netns {}", ns.path().display())).await
     }
 
     /// Set hairpin / isolated on a bridge port (the link must be attached to a bridge).
@@ -637,20 +581,14 @@ impl NetHandle {
     /// Delete a link by index. Deleting one end of a veth deletes both.
     pub async fn delete_link(&self, index: u32) -> Result<()> {
         let what = format!("delete link #{index}");
-        self.ack(RouteNetlinkMessage::DelLink(get_by_index(index)), 0, what)
-            .await
+        self.ack(RouteNetlinkMessage::DelLink(get_by_index(index)), 0, what).await
     }
 
     /// Delete a link by name; `is_not_found()` when there is none.
     pub async fn delete_link_by_name(&self, name: &str) -> Result<()> {
         let mut m = LinkMessage::default();
         m.attributes.push(LinkAttribute::IfName(name.to_string()));
-        self.ack(
-            RouteNetlinkMessage::DelLink(m),
-            0,
-            format!("delete link {name}"),
-        )
-        .await
+        self.ack(RouteNetlinkMessage::DelLink(m), 0, format!("delete link {name}")).await
     }
 
     /// `lo` of this namespace (it always exists; index 1).
@@ -661,11 +599,7 @@ impl NetHandle {
     /// Set `lo` up or down.
     pub async fn set_loopback(&self, up: bool) -> Result<()> {
         let lo = self.loopback().await?;
-        if up {
-            self.set_up(lo.index).await
-        } else {
-            self.set_down(lo.index).await
-        }
+        if up { self.set_up(lo.index).await } else { self.set_down(lo.index).await }
     }
 
     /// Wait until the link is operationally up, or fail with `is_timeout()` after `timeout`.
@@ -681,10 +615,7 @@ impl NetHandle {
         let mut events = self.subscribe(RTMGRP_LINK)?;
         loop {
             let link = self.link_by_index(index).await?.ok_or_else(|| {
-                NetError::from_errno(
-                    self.ctx(format!("wait for link #{index} to be up")),
-                    libc::ENODEV,
-                )
+                NetError::from_errno(self.ctx(format!("wait for link #{index} to be up")), libc::ENODEV)
             })?;
             if link.is_oper_up() {
                 return Ok(link);
@@ -732,12 +663,7 @@ mod tests {
 
     #[test]
     fn vxlan_message_is_explicit_about_learning() {
-        let m = vxlan_message(&VxlanSpec {
-            name: "vx0".into(),
-            vni: 7,
-            learning: false,
-            ..Default::default()
-        });
+        let m = vxlan_message(&VxlanSpec { name: "vx0".into(), vni: 7, learning: false, ..Default::default() });
         let infos = m
             .attributes
             .iter()
@@ -747,56 +673,33 @@ mod tests {
             })
             .unwrap();
         assert!(matches!(infos[0], LinkInfo::Kind(InfoKind::Vxlan)));
-        let LinkInfo::Data(InfoData::Vxlan(d)) = &infos[1] else {
-            panic!()
-        };
+        let LinkInfo::Data(InfoData::Vxlan(d)) = &infos[1] else { panic!() };
         assert!(d.contains(&InfoVxlan::Id(7)));
         assert!(d.contains(&InfoVxlan::Learning(false)));
-        assert!(
-            !d.iter().any(|a| matches!(a, InfoVxlan::Port(_))),
-            "no port: kernel default"
-        );
+        assert!(!d.iter().any(|a| matches!(a, InfoVxlan::Port(_))), "no port: kernel default");
     }
 
     #[test]
     fn bridge_port_message_uses_af_bridge_protinfo() {
-        let m = bridge_port_message(
-            5,
-            &BridgePortFlags {
-                hairpin: Some(true),
-                isolated: None,
-            },
-        );
+        let m = bridge_port_message(5, &BridgePortFlags { hairpin: Some(true), isolated: None });
         assert_eq!(m.header.interface_family, AddressFamily::Bridge);
         assert_eq!(m.header.index, 5);
         assert_eq!(
             m.attributes,
-            vec![LinkAttribute::ProtoInfoBridge(vec![
-                LinkProtoInfoBridge::Other(DefaultNla::new(4, vec![1]))
-            ])]
+            vec![LinkAttribute::ProtoInfoBridge(vec![LinkProtoInfoBridge::Other(DefaultNla::new(4, vec![1]))])]
         );
     }
 
     #[test]
     fn bridge_vlan_message_is_af_bridge() {
-        let m = bridge_vlan_message(
-            3,
-            &BridgeVlan {
-                vid: 10,
-                pvid: true,
-                untagged: true,
-                on_bridge: false,
-            },
-        );
+        let m = bridge_vlan_message(3, &BridgeVlan { vid: 10, pvid: true, untagged: true, on_bridge: false });
         assert_eq!(m.header.interface_family, AddressFamily::Bridge);
         assert_eq!(
             m.attributes,
-            vec![LinkAttribute::AfSpecBridge(vec![AfSpecBridge::VlanInfo(
-                BridgeVlanInfo {
-                    flags: BridgeVlanInfoFlags::Pvid | BridgeVlanInfoFlags::Untagged,
-                    vid: 10
-                }
-            )])]
+            vec![LinkAttribute::AfSpecBridge(vec![AfSpecBridge::VlanInfo(BridgeVlanInfo {
+                flags: BridgeVlanInfoFlags::Pvid | BridgeVlanInfoFlags::Untagged,
+                vid: 10
+            })])]
         );
     }
 
@@ -815,25 +718,14 @@ mod tests {
             LinkAttribute::LinkInfo(vec![
                 LinkInfo::Kind(InfoKind::Veth),
                 LinkInfo::PortKind(InfoPortKind::Bridge),
-                LinkInfo::PortData(InfoPortData::BridgePort(vec![InfoBridgePort::HairpinMode(
-                    true,
-                )])),
+                LinkInfo::PortData(InfoPortData::BridgePort(vec![InfoBridgePort::HairpinMode(true)])),
             ]),
         ];
         let l = Link::from_message(&m);
         assert_eq!(l.name, "eth0");
         assert!(l.is_kind("veth") && l.admin_up && l.lower_up && l.is_oper_up());
         assert_eq!(l.mac, Some(Mac([2, 0, 0, 0, 0, 1])));
-        assert_eq!(
-            (l.mtu, l.master, l.peer_index),
-            (Some(1450), Some(2), Some(9))
-        );
-        assert_eq!(
-            l.bridge_port,
-            Some(BridgePortInfo {
-                hairpin: Some(true),
-                isolated: None
-            })
-        );
+        assert_eq!((l.mtu, l.master, l.peer_index), (Some(1450), Some(2), Some(9)));
+        assert_eq!(l.bridge_port, Some(BridgePortInfo { hairpin: Some(true), isolated: None }));
     }
 }

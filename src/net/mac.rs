@@ -76,18 +76,13 @@ impl Mac {
 fn fnv1a64(data: &[u8]) -> u64 {
     const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
     const PRIME: u64 = 0x0000_0100_0000_01b3;
-    data.iter()
-        .fold(OFFSET, |h, b| (h ^ u64::from(*b)).wrapping_mul(PRIME))
+    data.iter().fold(OFFSET, |h, b| (h ^ u64::from(*b)).wrapping_mul(PRIME))
 }
 
 impl fmt::Display for Mac {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let m = self.0;
-        write!(
-            f,
-            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-            m[0], m[1], m[2], m[3], m[4], m[5]
-        )
+        write!(f, "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5])
     }
 }
 
@@ -103,11 +98,7 @@ pub struct MacParseError(String);
 
 impl fmt::Display for MacParseError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "invalid MAC address {:?}: want six hex octets like aa:bb:cc:dd:ee:ff",
-            self.0
-        )
+        write!(f, "invalid MAC address {:?}: want six hex octets like aa:bb:cc:dd:ee:ff", self.0)
     }
 }
 
@@ -173,10 +164,7 @@ mod tests {
             assert!(bad.parse::<Mac>().is_err(), "{bad}");
         }
         assert_eq!(Mac::from_slice(&[1, 2, 3]), None);
-        assert_eq!(
-            Mac::from_slice(&[1, 2, 3, 4, 5, 6]),
-            Some(Mac([1, 2, 3, 4, 5, 6]))
-        );
+        assert_eq!(Mac::from_slice(&[1, 2, 3, 4, 5, 6]), Some(Mac([1, 2, 3, 4, 5, 6])));
     }
 
     #[test]

@@ -23,8 +23,8 @@ pub use addr::{AddrOptions, Address, IpFamily};
 pub use error::{NetError, Result};
 pub use handle::NetHandle;
 pub use link::{
-    BridgeInfo, BridgePortFlags, BridgePortInfo, BridgeSpec, BridgeVlan, Link, OperState, VethEnd,
-    VethSpec, VxlanInfo, VxlanSpec,
+    BridgeInfo, BridgePortFlags, BridgePortInfo, BridgeSpec, BridgeVlan, Link, OperState, VethEnd, VethSpec, VxlanInfo,
+    VxlanSpec,
 };
 pub use mac::Mac;
 pub use neigh::{FdbEntry, Neighbour};

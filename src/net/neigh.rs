@@ -86,12 +86,8 @@ fn ip_of(a: &NeighbourAddress) -> Option<IpAddr> {
         NeighbourAddress::Inet(v4) => Some(IpAddr::V4(*v4)),
         NeighbourAddress::Inet6(v6) => Some(IpAddr::V6(*v6)),
         NeighbourAddress::Other(b) => match b.len() {
-            4 => Some(IpAddr::V4(Ipv4Addr::from(
-                <[u8; 4]>::try_from(&b[..]).ok()?,
-            ))),
-            16 => Some(IpAddr::V6(Ipv6Addr::from(
-                <[u8; 16]>::try_from(&b[..]).ok()?,
-            ))),
+            4 => Some(IpAddr::V4(Ipv4Addr::from(<[u8; 4]>::try_from(&b[..]).ok()?))),
+            16 => Some(IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(&b[..]).ok()?))),
             _ => None,
         },
         _ => None,
@@ -104,11 +100,9 @@ pub(crate) fn arp_message(index: u32, ip: IpAddr, mac: Option<Mac>) -> Neighbour
     m.header.ifindex = index;
     m.header.state = NeighbourState::Permanent;
     m.header.kind = RouteType::Unspec;
-    m.attributes
-        .push(NeighbourAttribute::Destination(neigh_address(ip)));
+    m.attributes.push(NeighbourAttribute::Destination(neigh_address(ip)));
     if let Some(mac) = mac {
-        m.attributes
-            .push(NeighbourAttribute::LinkLayerAddress(mac.0.to_vec()));
+        m.attributes.push(NeighbourAttribute::LinkLayerAddress(mac.0.to_vec()));
     }
     m
 }
@@ -123,11 +117,9 @@ pub(crate) fn fdb_message(index: u32, mac: Mac, dst: Option<IpAddr>) -> Neighbou
     // the request goes to the bridge the device is attached to, or fails with EOPNOTSUPP.
     m.header.flags = NeighbourFlags::Own;
     m.header.kind = RouteType::Unspec;
-    m.attributes
-        .push(NeighbourAttribute::LinkLayerAddress(mac.0.to_vec()));
+    m.attributes.push(NeighbourAttribute::LinkLayerAddress(mac.0.to_vec()));
     if let Some(dst) = dst {
-        m.attributes
-            .push(NeighbourAttribute::Destination(neigh_address(dst)));
+        m.attributes.push(NeighbourAttribute::Destination(neigh_address(dst)));
     }
     m
 }
@@ -147,25 +139,14 @@ impl NetHandle {
     /// Delete the neighbour entry for `ip` on the link; `is_not_found()` when absent.
     pub async fn del_neighbour(&self, index: u32, ip: IpAddr) -> Result<()> {
         let what = format!("delete neighbour {ip} on link #{index}");
-        self.ack(
-            RouteNetlinkMessage::DelNeighbour(arp_message(index, ip, None)),
-            0,
-            what,
-        )
-        .await
+        self.ack(RouteNetlinkMessage::DelNeighbour(arp_message(index, ip, None)), 0, what).await
     }
 
     /// ARP/ND entries, optionally of one link / one family.
-    pub async fn neighbours(
-        &self,
-        index: Option<u32>,
-        family: Option<IpFamily>,
-    ) -> Result<Vec<Neighbour>> {
+    pub async fn neighbours(&self, index: Option<u32>, family: Option<IpFamily>) -> Result<Vec<Neighbour>> {
         let mut m = NeighbourMessage::default();
         m.header.family = IpFamily::to_af_opt(family);
-        let msgs = self
-            .dump(RouteNetlinkMessage::GetNeighbour(m), "list neighbours")
-            .await?;
+        let msgs = self.dump(RouteNetlinkMessage::GetNeighbour(m), "list neighbours").await?;
         Ok(msgs
             .iter()
             .filter_map(|m| match m {
@@ -207,21 +188,14 @@ impl NetHandle {
             Some(d) => format!("delete fdb {mac} dst {d} on link #{index}"),
             None => format!("delete fdb {mac} on link #{index}"),
         };
-        self.ack(
-            RouteNetlinkMessage::DelNeighbour(fdb_message(index, mac, dst)),
-            0,
-            what,
-        )
-        .await
+        self.ack(RouteNetlinkMessage::DelNeighbour(fdb_message(index, mac, dst)), 0, what).await
     }
 
     /// FDB entries (AF_BRIDGE), optionally of one device.
     pub async fn fdb(&self, index: Option<u32>) -> Result<Vec<FdbEntry>> {
         let mut m = NeighbourMessage::default();
         m.header.family = AddressFamily::Bridge;
-        let msgs = self
-            .dump(RouteNetlinkMessage::GetNeighbour(m), "list fdb")
-            .await?;
+        let msgs = self.dump(RouteNetlinkMessage::GetNeighbour(m), "list fdb").await?;
         Ok(msgs
             .iter()
             .filter_map(|m| match m {
@@ -286,36 +260,21 @@ mod tests {
 
     #[test]
     fn fdb_message_is_self_permanent_bridge() {
-        let m = fdb_message(
-            7,
-            Mac([2, 0, 0, 0, 0, 9]),
-            Some("198.18.0.2".parse().unwrap()),
-        );
+        let m = fdb_message(7, Mac([2, 0, 0, 0, 0, 9]), Some("198.18.0.2".parse().unwrap()));
         assert_eq!(m.header.family, AddressFamily::Bridge);
         assert_eq!(m.header.flags, NeighbourFlags::Own);
         assert_eq!(m.header.flags.bits(), NTF_SELF);
         assert_eq!(u16::from(m.header.state), NUD_PERMANENT);
-        assert!(
-            m.attributes
-                .contains(&NeighbourAttribute::LinkLayerAddress(vec![
-                    2, 0, 0, 0, 0, 9
-                ]))
-        );
+        assert!(m.attributes.contains(&NeighbourAttribute::LinkLayerAddress(vec![2, 0, 0, 0, 0, 9])));
     }
 
     #[test]
     fn bridge_dst_bytes_decode_by_length() {
-        assert_eq!(
-            ip_of(&NeighbourAddress::Other(vec![198, 18, 0, 2])),
-            Some("198.18.0.2".parse().unwrap())
-        );
+        assert_eq!(ip_of(&NeighbourAddress::Other(vec![198, 18, 0, 2])), Some("198.18.0.2".parse().unwrap()));
         let mut v6 = vec![0u8; 16];
         v6[0] = 0xfd;
         v6[15] = 1;
-        assert_eq!(
-            ip_of(&NeighbourAddress::Other(v6)),
-            Some("fd00::1".parse().unwrap())
-        );
+        assert_eq!(ip_of(&NeighbourAddress::Other(v6)), Some("fd00::1".parse().unwrap()));
         assert_eq!(ip_of(&NeighbourAddress::Other(vec![1, 2])), None);
     }
 }

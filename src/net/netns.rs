@@ -34,21 +34,14 @@ pub struct NsId {
 impl NsId {
     fn of(file: &File) -> std::io::Result<NsId> {
         let m = file.metadata()?;
-        Ok(NsId {
-            dev: m.dev(),
-            ino: m.ino(),
-        })
+        Ok(NsId { dev: m.dev(), ino: m.ino() })
     }
 }
 
 /// The identity of the calling thread's network namespace.
 pub fn current_thread_netns_id() -> Result<NsId> {
-    let m = std::fs::metadata(THREAD_SELF_NETNS)
-        .map_err(|e| NetError::io(format!("stat {THREAD_SELF_NETNS}"), e))?;
-    Ok(NsId {
-        dev: m.dev(),
-        ino: m.ino(),
-    })
+    let m = std::fs::metadata(THREAD_SELF_NETNS).map_err(|e| NetError::io(format!("stat {THREAD_SELF_NETNS}"), e))?;
+    Ok(NsId { dev: m.dev(), ino: m.ino() })
 }
 
 /// An open network namespace. Cheap to clone (the file is shared); the fd stays open as long as any
@@ -68,12 +61,7 @@ impl Netns {
         let path = path.as_ref();
         let ctx = || format!("open netns {}", path.display());
         let file = File::open(path).map_err(|e| NetError::io(ctx(), e))?;
-        let not_netns = || {
-            NetError::from_errno(
-                format!("{}: not a network namespace file", ctx()),
-                libc::EINVAL,
-            )
-        };
+        let not_netns = || NetError::from_errno(format!("{}: not a network namespace file", ctx()), libc::EINVAL);
         let fs = fstatfs(&file).map_err(|e| NetError::from_errno(ctx(), e as i32))?;
         // Namespace files (a bind mount under /run/netns, or /proc/<pid>/ns/net) live on nsfs.
         if fs.filesystem_type() != NSFS_MAGIC {
@@ -86,11 +74,7 @@ impl Netns {
             return Err(not_netns());
         }
         let id = NsId::of(&file).map_err(|e| NetError::io(ctx(), e))?;
-        Ok(Netns {
-            file: Arc::new(file),
-            path: path.to_path_buf(),
-            id,
-        })
+        Ok(Netns { file: Arc::new(file), path: path.to_path_buf(), id })
     }
 
     /// The calling thread's namespace.
@@ -149,18 +133,13 @@ where
     F: FnOnce() -> T + Send,
     T: Send,
 {
-    let before = if cfg!(debug_assertions) {
-        Some(current_thread_netns_id()?)
-    } else {
-        None
-    };
+    let before = if cfg!(debug_assertions) { Some(current_thread_netns_id()?) } else { None };
     let out = std::thread::scope(|s| {
         let joined = std::thread::Builder::new()
             .name("rcni-netns".into())
             .spawn_scoped(s, || -> Result<T> {
-                setns(ns.as_fd(), CloneFlags::CLONE_NEWNET).map_err(|e| {
-                    NetError::from_errno(format!("setns into {}", ns.path.display()), e as i32)
-                })?;
+                setns(ns.as_fd(), CloneFlags::CLONE_NEWNET)
+                    .map_err(|e| NetError::from_errno(format!("setns into {}", ns.path.display()), e as i32))?;
                 Ok(f())
             })
             .map_err(|e| NetError::io("spawn netns thread", e))?

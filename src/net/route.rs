@@ -6,8 +6,8 @@ use ipnetwork::IpNetwork;
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE};
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_packet_route::route::{
-    RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteMetric,
-    RouteProtocol, RouteScope, RouteType,
+    RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteMetric, RouteProtocol, RouteScope,
+    RouteType,
 };
 
 use super::addr::IpFamily;
@@ -94,11 +94,7 @@ pub struct RouteFilter {
 
 impl Default for RouteFilter {
     fn default() -> Self {
-        RouteFilter {
-            family: None,
-            table: Some(TABLE_MAIN),
-            oif: None,
-        }
+        RouteFilter { family: None, table: Some(TABLE_MAIN), oif: None }
     }
 }
 
@@ -128,10 +124,7 @@ fn base_message(spec: &RouteSpec) -> Result<RouteMessage> {
     if let Some(gw) = spec.gw {
         if IpFamily::of(&gw) != family {
             return Err(NetError::from_errno(
-                format!(
-                    "route {}: gateway {gw} is of another address family",
-                    spec.dst
-                ),
+                format!("route {}: gateway {gw} is of another address family", spec.dst),
                 libc::EINVAL,
             ));
         }
@@ -145,13 +138,10 @@ fn base_message(spec: &RouteSpec) -> Result<RouteMessage> {
     if spec.dst.prefix() > 0 {
         // Store the network address: the kernel rejects host bits under the prefix for IPv4
         // ("Invalid prefix for given prefix length").
-        m.attributes.push(RouteAttribute::Destination(route_address(
-            spec.dst.network(),
-        )));
+        m.attributes.push(RouteAttribute::Destination(route_address(spec.dst.network())));
     }
     if let Some(gw) = spec.gw {
-        m.attributes
-            .push(RouteAttribute::Gateway(route_address(gw)));
+        m.attributes.push(RouteAttribute::Gateway(route_address(gw)));
     }
     if let Some(oif) = spec.oif {
         m.attributes.push(RouteAttribute::Oif(oif));
@@ -175,8 +165,7 @@ pub(crate) fn add_message(spec: &RouteSpec) -> Result<RouteMessage> {
     };
     m.header.scope = RouteScope::from(spec.scope.unwrap_or(default_scope));
     if let Some(src) = spec.src {
-        m.attributes
-            .push(RouteAttribute::PrefSource(route_address(src)));
+        m.attributes.push(RouteAttribute::PrefSource(route_address(src)));
     }
     let mut metrics = Vec::new();
     if let Some(mtu) = spec.mtu {
@@ -259,46 +248,31 @@ impl NetHandle {
     /// Add a route; EEXIST (`is_exists()`) when an equal route (same dst, table, metric/tos) exists.
     pub async fn add_route(&self, spec: &RouteSpec) -> Result<()> {
         let what = format!("add route {}", describe(spec));
-        self.ack(
-            RouteNetlinkMessage::NewRoute(add_message(spec)?),
-            NLM_F_CREATE | NLM_F_EXCL,
-            what,
-        )
-        .await
+        self.ack(RouteNetlinkMessage::NewRoute(add_message(spec)?), NLM_F_CREATE | NLM_F_EXCL, what).await
     }
 
     /// Add or replace the route with the same key (dst, table, metric/tos).
     pub async fn replace_route(&self, spec: &RouteSpec) -> Result<()> {
         let what = format!("replace route {}", describe(spec));
-        self.ack(
-            RouteNetlinkMessage::NewRoute(add_message(spec)?),
-            NLM_F_CREATE | NLM_F_REPLACE,
-            what,
-        )
-        .await
+        self.ack(RouteNetlinkMessage::NewRoute(add_message(spec)?), NLM_F_CREATE | NLM_F_REPLACE, what).await
     }
 
     /// Delete the route matching `spec` (unset fields match anything); `is_not_found()` (ESRCH) when
     /// none matches.
     pub async fn del_route(&self, spec: &RouteSpec) -> Result<()> {
         let what = format!("delete route {}", describe(spec));
-        self.ack(RouteNetlinkMessage::DelRoute(del_message(spec)?), 0, what)
-            .await
+        self.ack(RouteNetlinkMessage::DelRoute(del_message(spec)?), 0, what).await
     }
 
     /// Routes matching `filter` (cached/cloned entries excluded).
     pub async fn routes(&self, filter: &RouteFilter) -> Result<Vec<Route>> {
         let mut m = RouteMessage::default();
         m.header.address_family = IpFamily::to_af_opt(filter.family);
-        let msgs = self
-            .dump(RouteNetlinkMessage::GetRoute(m), "list routes")
-            .await?;
+        let msgs = self.dump(RouteNetlinkMessage::GetRoute(m), "list routes").await?;
         Ok(msgs
             .iter()
             .filter_map(|m| match m {
-                RouteNetlinkMessage::NewRoute(r)
-                    if !r.header.flags.contains(RouteFlags::Cloned) =>
-                {
+                RouteNetlinkMessage::NewRoute(r) if !r.header.flags.contains(RouteFlags::Cloned) => {
                     Route::from_message(r)
                 }
                 _ => None,
@@ -339,36 +313,19 @@ mod tests {
     fn default_scope_like_iproute2() {
         let m = add_message(&RouteSpec::to("10.1.0.0/16".parse().unwrap())).unwrap();
         assert_eq!(m.header.scope, RouteScope::Link);
-        let spec = RouteSpec {
-            gw: Some("10.0.0.1".parse().unwrap()),
-            ..RouteSpec::to("10.1.0.0/16".parse().unwrap())
-        };
+        let spec = RouteSpec { gw: Some("10.0.0.1".parse().unwrap()), ..RouteSpec::to("10.1.0.0/16".parse().unwrap()) };
+        assert_eq!(add_message(&spec).unwrap().header.scope, RouteScope::Universe);
         assert_eq!(
-            add_message(&spec).unwrap().header.scope,
-            RouteScope::Universe
-        );
-        assert_eq!(
-            add_message(&RouteSpec::to("fd00::/64".parse().unwrap()))
-                .unwrap()
-                .header
-                .scope,
+            add_message(&RouteSpec::to("fd00::/64".parse().unwrap())).unwrap().header.scope,
             RouteScope::Universe
         );
     }
 
     #[test]
     fn destination_is_network_address_and_big_tables_use_attr() {
-        let spec = RouteSpec {
-            table: Some(1000),
-            ..RouteSpec::to("10.1.2.3/16".parse().unwrap())
-        };
+        let spec = RouteSpec { table: Some(1000), ..RouteSpec::to("10.1.2.3/16".parse().unwrap()) };
         let m = add_message(&spec).unwrap();
-        assert!(
-            m.attributes
-                .contains(&RouteAttribute::Destination(RouteAddress::Inet(
-                    "10.1.0.0".parse().unwrap()
-                )))
-        );
+        assert!(m.attributes.contains(&RouteAttribute::Destination(RouteAddress::Inet("10.1.0.0".parse().unwrap()))));
         assert!(m.attributes.contains(&RouteAttribute::Table(1000)));
         assert_eq!(m.header.table, 0);
         assert_eq!(describe(&spec), "10.1.2.3/16 table 1000");
@@ -376,10 +333,7 @@ mod tests {
 
     #[test]
     fn mixed_family_gateway_is_rejected() {
-        let spec = RouteSpec {
-            gw: Some("fd00::1".parse().unwrap()),
-            ..RouteSpec::to("10.0.0.0/8".parse().unwrap())
-        };
+        let spec = RouteSpec { gw: Some("fd00::1".parse().unwrap()), ..RouteSpec::to("10.0.0.0/8".parse().unwrap()) };
         assert_eq!(add_message(&spec).unwrap_err().errno(), Some(libc::EINVAL));
     }
 
@@ -387,10 +341,6 @@ mod tests {
     fn delete_matches_any_scope_and_protocol() {
         let m = del_message(&RouteSpec::to("0.0.0.0/0".parse().unwrap())).unwrap();
         assert_eq!(m.header.scope, RouteScope::NoWhere);
-        assert!(
-            !m.attributes
-                .iter()
-                .any(|a| matches!(a, RouteAttribute::Destination(_)))
-        );
+        assert!(!m.attributes.iter().any(|a| matches!(a, RouteAttribute::Destination(_))));
     }
 }

@@ -13,16 +13,9 @@ use super::netns::Netns;
 /// interface name contains a dot, e.g. `eth0.100`) or the dotted form `net.ipv4.ip_forward` (only
 /// when there is no `/`). Rejects absolute paths and `..`, which could escape /proc/sys.
 pub fn key_path(key: &str) -> Result<PathBuf> {
-    let rel = if key.contains('/') {
-        key.to_string()
-    } else {
-        key.replace('.', "/")
-    };
+    let rel = if key.contains('/') { key.to_string() } else { key.replace('.', "/") };
     if rel.is_empty() || rel.starts_with('/') || rel.split('/').any(|c| c.is_empty() || c == "..") {
-        return Err(NetError::from_errno(
-            format!("sysctl key {key:?} is not a valid /proc/sys path"),
-            libc::EINVAL,
-        ));
+        return Err(NetError::from_errno(format!("sysctl key {key:?} is not a valid /proc/sys path"), libc::EINVAL));
     }
     Ok(PathBuf::from("/proc/sys").join(rel))
 }
@@ -35,8 +28,7 @@ pub fn read(key: &str) -> Result<String> {
 
 fn read_labelled(key: &str, label: &str) -> Result<String> {
     let p = key_path(key)?;
-    let s = std::fs::read_to_string(&p)
-        .map_err(|e| NetError::io(format!("read sysctl {key}{label}"), e))?;
+    let s = std::fs::read_to_string(&p).map_err(|e| NetError::io(format!("read sysctl {key}{label}"), e))?;
     Ok(s.trim_end_matches('\n').to_string())
 }
 
@@ -48,8 +40,7 @@ pub fn write(key: &str, value: &str) -> Result<()> {
 fn write_labelled(key: &str, value: &str, label: &str) -> Result<()> {
     let p = key_path(key)?;
     // One write(2) of the whole value: /proc/sys parses each write as a full value.
-    std::fs::write(&p, value.as_bytes())
-        .map_err(|e| NetError::io(format!("write sysctl {key}={value}{label}"), e))
+    std::fs::write(&p, value.as_bytes()).map_err(|e| NetError::io(format!("write sysctl {key}={value}{label}"), e))
 }
 
 fn label(ns: &Netns) -> String {
@@ -70,10 +61,7 @@ pub fn write_in(ns: &Netns, key: &str, value: &str) -> Result<()> {
 /// Several writes inside `ns` on one thread (one spawn for all). Stops at the first failure.
 pub fn write_all_in(ns: &Netns, kvs: &[(&str, &str)]) -> Result<()> {
     let label = label(ns);
-    ns.run(|| {
-        kvs.iter()
-            .try_for_each(|(k, v)| write_labelled(k, v, &label))
-    })?
+    ns.run(|| kvs.iter().try_for_each(|(k, v)| write_labelled(k, v, &label)))?
 }
 
 #[cfg(test)]
@@ -82,26 +70,13 @@ mod tests {
 
     #[test]
     fn key_forms() {
-        assert_eq!(
-            key_path("net.ipv4.ip_forward").unwrap(),
-            PathBuf::from("/proc/sys/net/ipv4/ip_forward")
-        );
+        assert_eq!(key_path("net.ipv4.ip_forward").unwrap(), PathBuf::from("/proc/sys/net/ipv4/ip_forward"));
         assert_eq!(
             key_path("net/ipv4/conf/eth0.100/rp_filter").unwrap(),
             PathBuf::from("/proc/sys/net/ipv4/conf/eth0.100/rp_filter")
         );
-        for bad in [
-            "",
-            "/etc/passwd",
-            "net/../../etc/passwd",
-            "net//ipv4",
-            "net.ipv4.",
-        ] {
-            assert_eq!(
-                key_path(bad).unwrap_err().errno(),
-                Some(libc::EINVAL),
-                "{bad}"
-            );
+        for bad in ["", "/etc/passwd", "net/../../etc/passwd", "net//ipv4", "net.ipv4."] {
+            assert_eq!(key_path(bad).unwrap_err().errno(), Some(libc::EINVAL), "{bad}");
         }
     }
 

@@ -2,8 +2,8 @@ use std::time::Duration;
 
 use super::harness::{TestNs, require_root};
 use crate::net::{
-    BridgePortFlags, BridgeSpec, BridgeVlan, Mac, NetHandle, OperState, VethEnd, VethSpec,
-    VxlanSpec, current_thread_netns_id,
+    BridgePortFlags, BridgeSpec, BridgeVlan, Mac, NetHandle, OperState, VethEnd, VethSpec, VxlanSpec,
+    current_thread_netns_id,
 };
 
 #[tokio::test]
@@ -15,24 +15,16 @@ async fn runtime_thread_netns_unchanged_after_pod_work() {
     let nh = node.handle();
     let ph = pod.handle();
     nh.create_veth(&VethSpec {
-        host: VethEnd {
-            name: "vh0".into(),
-            ..Default::default()
-        },
+        host: VethEnd { name: "vh0".into(), ..Default::default() },
         host_up: false,
         host_master: None,
-        peer: VethEnd {
-            name: "eth0".into(),
-            ..Default::default()
-        },
+        peer: VethEnd { name: "eth0".into(), ..Default::default() },
         peer_ns: &pod.ns,
     })
     .await
     .unwrap();
     ph.set_loopback(true).await.unwrap();
-    pod.ns
-        .run(|| std::fs::write("/proc/sys/net/ipv4/conf/eth0/arp_notify", "1").unwrap())
-        .unwrap();
+    pod.ns.run(|| std::fs::write("/proc/sys/net/ipv4/conf/eth0/arp_notify", "1").unwrap()).unwrap();
     // The runtime thread is where it was, and the handle's own check agrees.
     assert_eq!(current_thread_netns_id().unwrap(), before);
     nh.check_runtime_netns();
@@ -49,30 +41,15 @@ async fn veth_peer_born_in_pod_under_final_name() {
     let pod = TestNs::new("veth-pod");
     let nh = node.handle();
     let ph = pod.handle();
-    let br = nh
-        .create_bridge(&BridgeSpec {
-            name: "br0".into(),
-            up: true,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let br = nh.create_bridge(&BridgeSpec { name: "br0".into(), up: true, ..Default::default() }).await.unwrap();
     let host_mac: Mac = "02:00:00:00:10:01".parse().unwrap();
     let pod_mac: Mac = "02:00:00:00:10:02".parse().unwrap();
     let host = nh
         .create_veth(&VethSpec {
-            host: VethEnd {
-                name: "veth-h1".into(),
-                mtu: Some(1400),
-                mac: Some(host_mac),
-            },
+            host: VethEnd { name: "veth-h1".into(), mtu: Some(1400), mac: Some(host_mac) },
             host_up: true,
             host_master: Some(br.index),
-            peer: VethEnd {
-                name: "eth0".into(),
-                mtu: Some(1400),
-                mac: Some(pod_mac),
-            },
+            peer: VethEnd { name: "eth0".into(), mtu: Some(1400), mac: Some(pod_mac) },
             peer_ns: &pod.ns,
         })
         .await
@@ -90,44 +67,28 @@ async fn veth_peer_born_in_pod_under_final_name() {
     ph.set_up(eth0.index).await.unwrap();
     assert_eq!(eth0.mac, Some(pod_mac));
     assert_eq!(eth0.mtu, Some(1400));
-    assert_eq!(
-        eth0.peer_index,
-        Some(host.index),
-        "IFLA_LINK points at the host end"
-    );
+    assert_eq!(eth0.peer_index, Some(host.index), "IFLA_LINK points at the host end");
     assert_eq!(host.peer_index, Some(eth0.index));
 
     // Oper-up: both ends are up, the wait returns quickly.
     let t = std::time::Instant::now();
-    let up = ph
-        .wait_oper_up(eth0.index, Duration::from_secs(3))
-        .await
-        .unwrap();
+    let up = ph.wait_oper_up(eth0.index, Duration::from_secs(3)).await.unwrap();
     assert_eq!(up.oper_state, OperState::Up);
     eprintln!("oper-up after {:?}", t.elapsed());
 
     // The peer name is checked in the pod netns: a second eth0 there is EEXIST.
     let e = nh
         .create_veth(&VethSpec {
-            host: VethEnd {
-                name: "veth-h2".into(),
-                ..Default::default()
-            },
+            host: VethEnd { name: "veth-h2".into(), ..Default::default() },
             host_up: false,
             host_master: None,
-            peer: VethEnd {
-                name: "eth0".into(),
-                ..Default::default()
-            },
+            peer: VethEnd { name: "eth0".into(), ..Default::default() },
             peer_ns: &pod.ns,
         })
         .await
         .unwrap_err();
     assert!(e.is_exists(), "{e}");
-    assert!(
-        nh.link_by_name("veth-h2").await.unwrap().is_none(),
-        "failed create leaves nothing"
-    );
+    assert!(nh.link_by_name("veth-h2").await.unwrap().is_none(), "failed create leaves nothing");
 
     // Deleting the host end removes the pod end too.
     nh.delete_link(host.index).await.unwrap();
@@ -144,24 +105,15 @@ async fn oper_up_wait_times_out_when_peer_down() {
     let nh = node.handle();
     let host = nh
         .create_veth(&VethSpec {
-            host: VethEnd {
-                name: "vh0".into(),
-                ..Default::default()
-            },
+            host: VethEnd { name: "vh0".into(), ..Default::default() },
             host_up: true,
             host_master: None,
-            peer: VethEnd {
-                name: "eth0".into(),
-                ..Default::default()
-            },
+            peer: VethEnd { name: "eth0".into(), ..Default::default() },
             peer_ns: &pod.ns,
         })
         .await
         .unwrap();
-    let e = nh
-        .wait_oper_up(host.index, Duration::from_millis(150))
-        .await
-        .unwrap_err();
+    let e = nh.wait_oper_up(host.index, Duration::from_millis(150)).await.unwrap_err();
     assert!(e.is_timeout(), "{e}");
     // Bring the peer up from another task while we wait: the event wakes us.
     let ph = pod.handle();
@@ -181,14 +133,7 @@ async fn bridge_attach_and_port_flags() {
     let nh = node.handle();
     let mac = Mac::from_hash(b"br-test");
     // vlan_filtering needs CONFIG_BRIDGE_VLAN_FILTERING; without it the kernel says EOPNOTSUPP.
-    match nh
-        .create_bridge(&BridgeSpec {
-            name: "brvf".into(),
-            vlan_filtering: true,
-            ..Default::default()
-        })
-        .await
-    {
+    match nh.create_bridge(&BridgeSpec { name: "brvf".into(), vlan_filtering: true, ..Default::default() }).await {
         Ok(b) => assert_eq!(b.bridge.unwrap().vlan_filtering, Some(true)),
         Err(e) => assert!(e.is_not_supported(), "{e}"),
     }
@@ -207,28 +152,16 @@ async fn bridge_attach_and_port_flags() {
     assert_eq!(br.mtu, Some(1450));
     assert!(br.admin_up);
     // EEXIST is distinguishable so a concurrent ADD can accept the bridge.
-    let e = nh
-        .create_bridge(&BridgeSpec {
-            name: "cni0".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap_err();
+    let e = nh.create_bridge(&BridgeSpec { name: "cni0".into(), ..Default::default() }).await.unwrap_err();
     assert!(e.is_exists(), "{e}");
     assert!(e.to_string().contains("cni0"), "{e}");
 
     let host = nh
         .create_veth(&VethSpec {
-            host: VethEnd {
-                name: "vh0".into(),
-                ..Default::default()
-            },
+            host: VethEnd { name: "vh0".into(), ..Default::default() },
             host_up: false,
             host_master: None,
-            peer: VethEnd {
-                name: "eth0".into(),
-                ..Default::default()
-            },
+            peer: VethEnd { name: "eth0".into(), ..Default::default() },
             peer_ns: &pod.ns,
         })
         .await
@@ -241,45 +174,14 @@ async fn bridge_attach_and_port_flags() {
     assert!(l.admin_up);
     assert_eq!(l.bridge_port.as_ref().unwrap().hairpin, Some(false));
 
-    nh.set_bridge_port_flags(
-        host.index,
-        &BridgePortFlags {
-            hairpin: Some(true),
-            isolated: Some(true),
-        },
-    )
-    .await
-    .unwrap();
-    let p = nh
-        .link_by_index(host.index)
-        .await
-        .unwrap()
-        .unwrap()
-        .bridge_port
-        .unwrap();
+    nh.set_bridge_port_flags(host.index, &BridgePortFlags { hairpin: Some(true), isolated: Some(true) }).await.unwrap();
+    let p = nh.link_by_index(host.index).await.unwrap().unwrap().bridge_port.unwrap();
     assert_eq!((p.hairpin, p.isolated), (Some(true), Some(true)));
-    nh.set_bridge_port_flags(
-        host.index,
-        &BridgePortFlags {
-            hairpin: None,
-            isolated: Some(false),
-        },
-    )
-    .await
-    .unwrap();
-    let p = nh
-        .link_by_index(host.index)
-        .await
-        .unwrap()
-        .unwrap()
-        .bridge_port
-        .unwrap();
+    nh.set_bridge_port_flags(host.index, &BridgePortFlags { hairpin: None, isolated: Some(false) }).await.unwrap();
+    let p = nh.link_by_index(host.index).await.unwrap().unwrap().bridge_port.unwrap();
     assert_eq!((p.hairpin, p.isolated), (Some(true), Some(false)));
     // Cross-check with iproute2.
-    assert!(
-        node.ip(&["-d", "link", "show", "vh0"])
-            .contains("hairpin on")
-    );
+    assert!(node.ip(&["-d", "link", "show", "vh0"]).contains("hairpin on"));
 
     // mtu / mac / promisc / rename / nomaster / down.
     let m2: Mac = "02:aa:bb:cc:dd:ee".parse().unwrap();
@@ -337,25 +239,11 @@ async fn vxlan_create_and_read_back() {
     assert_eq!(info.udp_csum, Some(true));
 
     // Defaults: no port given -> the kernel's 8472; learning explicitly on.
-    let vx2 = nh
-        .create_vxlan(&VxlanSpec {
-            name: "vx2".into(),
-            vni: 2,
-            learning: true,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let vx2 =
+        nh.create_vxlan(&VxlanSpec { name: "vx2".into(), vni: 2, learning: true, ..Default::default() }).await.unwrap();
     let info = vx2.vxlan.unwrap();
     assert_eq!((info.port, info.learning), (Some(8472), Some(true)));
-    let e = nh
-        .create_vxlan(&VxlanSpec {
-            name: "vx2".into(),
-            vni: 3,
-            ..Default::default()
-        })
-        .await
-        .unwrap_err();
+    let e = nh.create_vxlan(&VxlanSpec { name: "vx2".into(), vni: 3, ..Default::default() }).await.unwrap_err();
     assert!(e.is_exists(), "{e}");
 }
 
@@ -368,10 +256,7 @@ async fn not_found_classification() {
     assert!(nh.link_by_index(99999).await.unwrap().is_none());
     let e = nh.require_link("nope0").await.unwrap_err();
     assert!(e.is_not_found(), "{e}");
-    assert!(
-        e.to_string().contains("nope0") && e.to_string().contains(&node.name),
-        "{e}"
-    );
+    assert!(e.to_string().contains("nope0") && e.to_string().contains(&node.name), "{e}");
     let e = nh.delete_link(99999).await.unwrap_err();
     assert!(e.is_not_found(), "{e}");
     let e = nh.set_up(99999).await.unwrap_err();
@@ -390,49 +275,30 @@ async fn bridge_vlan_on_port_or_not_supported() {
     let node = TestNs::new("brvlan-node");
     let pod = TestNs::new("brvlan-pod");
     let nh = node.handle();
-    let br = match nh
-        .create_bridge(&BridgeSpec {
-            name: "brv".into(),
-            vlan_filtering: true,
-            ..Default::default()
-        })
-        .await
-    {
-        Ok(b) => b,
-        Err(e) => {
-            assert!(e.is_not_supported(), "{e}");
-            eprintln!("skipped: kernel without bridge VLAN filtering");
-            return;
-        }
-    };
+    let br =
+        match nh.create_bridge(&BridgeSpec { name: "brv".into(), vlan_filtering: true, ..Default::default() }).await {
+            Ok(b) => b,
+            Err(e) => {
+                assert!(e.is_not_supported(), "{e}");
+                eprintln!("skipped: kernel without bridge VLAN filtering");
+                return;
+            }
+        };
     let host = nh
         .create_veth(&VethSpec {
-            host: VethEnd {
-                name: "vh0".into(),
-                ..Default::default()
-            },
+            host: VethEnd { name: "vh0".into(), ..Default::default() },
             host_up: false,
             host_master: Some(br.index),
-            peer: VethEnd {
-                name: "eth0".into(),
-                ..Default::default()
-            },
+            peer: VethEnd { name: "eth0".into(), ..Default::default() },
             peer_ns: &pod.ns,
         })
         .await
         .unwrap();
-    let vlan = BridgeVlan {
-        vid: 42,
-        pvid: true,
-        untagged: true,
-        on_bridge: false,
-    };
+    let vlan = BridgeVlan { vid: 42, pvid: true, untagged: true, on_bridge: false };
     nh.bridge_vlan_add(host.index, &vlan).await.unwrap();
     assert!(node.ip(&["link", "show", "vh0"]).contains("vh0"));
-    let out = std::process::Command::new("bridge")
-        .args(["-n", &node.name, "vlan", "show", "dev", "vh0"])
-        .output()
-        .unwrap();
+    let out =
+        std::process::Command::new("bridge").args(["-n", &node.name, "vlan", "show", "dev", "vh0"]).output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("42"));
     nh.bridge_vlan_del(host.index, &vlan).await.unwrap();
     // The link itself survives a VLAN delete (AF_BRIDGE RTM_DELLINK).
@@ -445,25 +311,14 @@ async fn dumps_stay_consistent_under_churn() {
     let node = TestNs::new("churn-node");
     let nh = node.handle();
     for i in 0..20 {
-        nh.create_bridge(&BridgeSpec {
-            name: format!("base{i}"),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+        nh.create_bridge(&BridgeSpec { name: format!("base{i}"), ..Default::default() }).await.unwrap();
     }
     // One task creates and deletes links while another dumps: each dump either is consistent or is
     // retried (NLM_F_DUMP_INTR), never an error or a torn list.
     let churn = async {
         for i in 0..50 {
             let name = format!("churn{i}");
-            let l = nh
-                .create_bridge(&BridgeSpec {
-                    name,
-                    ..Default::default()
-                })
-                .await
-                .unwrap();
+            let l = nh.create_bridge(&BridgeSpec { name, ..Default::default() }).await.unwrap();
             tokio::task::yield_now().await;
             nh.delete_link(l.index).await.unwrap();
         }

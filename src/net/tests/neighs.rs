@@ -21,27 +21,16 @@ async fn arp_nd_and_fdb_entries_on_vxlan() {
     let gw = "10.244.2.0".parse().unwrap();
 
     // ARP: set, replace, list, delete.
-    nh.set_neighbour(vx.index, gw, Mac([2, 0, 0, 0, 0, 1]))
-        .await
-        .unwrap();
+    nh.set_neighbour(vx.index, gw, Mac([2, 0, 0, 0, 0, 1])).await.unwrap();
     nh.set_neighbour(vx.index, gw, peer_mac).await.unwrap();
-    let n = nh
-        .neighbours(Some(vx.index), Some(IpFamily::V4))
-        .await
-        .unwrap();
+    let n = nh.neighbours(Some(vx.index), Some(IpFamily::V4)).await.unwrap();
     assert_eq!(n.len(), 1);
     assert_eq!((n[0].ip, n[0].mac), (gw, Some(peer_mac)));
     assert!(n[0].is_permanent());
     // ND as well.
     let gw6 = "fd00:244:2::".parse().unwrap();
     nh.set_neighbour(vx.index, gw6, peer_mac).await.unwrap();
-    assert!(
-        nh.neighbours(Some(vx.index), None)
-            .await
-            .unwrap()
-            .iter()
-            .any(|n| n.ip == gw6)
-    );
+    assert!(nh.neighbours(Some(vx.index), None).await.unwrap().iter().any(|n| n.ip == gw6));
 
     // FDB with NTF_SELF: mac -> remote VTEP.
     nh.set_fdb(vx.index, peer_mac, peer_u).await.unwrap();
@@ -50,10 +39,7 @@ async fn arp_nd_and_fdb_entries_on_vxlan() {
     let e = f.iter().find(|e| e.mac == peer_mac).expect("fdb entry");
     assert_eq!(e.dst, Some(peer_u));
     assert!(e.is_self() && e.is_permanent(), "{e:?}");
-    assert!(
-        node.ip(&["neigh", "show", "dev", "vx0"])
-            .contains("10.244.2.0")
-    );
+    assert!(node.ip(&["neigh", "show", "dev", "vx0"]).contains("10.244.2.0"));
 
     // Head-end replication: two remotes behind the all-zeros MAC.
     let r1 = "198.18.0.3".parse().unwrap();
@@ -61,11 +47,7 @@ async fn arp_nd_and_fdb_entries_on_vxlan() {
     nh.append_fdb(vx.index, Mac::ZERO, r1).await.unwrap();
     nh.append_fdb(vx.index, Mac::ZERO, r2).await.unwrap();
     let zeros = |f: &Vec<crate::net::FdbEntry>| {
-        let mut d: Vec<_> = f
-            .iter()
-            .filter(|e| e.mac == Mac::ZERO)
-            .filter_map(|e| e.dst)
-            .collect();
+        let mut d: Vec<_> = f.iter().filter(|e| e.mac == Mac::ZERO).filter_map(|e| e.dst).collect();
         d.sort();
         d
     };
@@ -75,18 +57,9 @@ async fn arp_nd_and_fdb_entries_on_vxlan() {
 
     // Deletion and not-found.
     nh.del_fdb(vx.index, peer_mac, Some(peer_u)).await.unwrap();
-    let e = nh
-        .del_fdb(vx.index, peer_mac, Some(peer_u))
-        .await
-        .unwrap_err();
+    let e = nh.del_fdb(vx.index, peer_mac, Some(peer_u)).await.unwrap_err();
     assert!(e.is_not_found(), "{e}");
-    assert!(
-        !nh.fdb(Some(vx.index))
-            .await
-            .unwrap()
-            .iter()
-            .any(|e| e.mac == peer_mac)
-    );
+    assert!(!nh.fdb(Some(vx.index)).await.unwrap().iter().any(|e| e.mac == peer_mac));
     nh.del_neighbour(vx.index, gw).await.unwrap();
     nh.del_neighbour(vx.index, gw6).await.unwrap();
     let e = nh.del_neighbour(vx.index, gw).await.unwrap_err();

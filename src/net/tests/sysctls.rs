@@ -8,20 +8,11 @@ async fn sysctl_in_pod_netns_only() {
     let pod = TestNs::new("sysctl-pod");
     let _ = node_pod_pair(&node, &pod, "vh0").await;
     sysctl::write_in(&pod.ns, "net/ipv4/conf/eth0/arp_notify", "1").unwrap();
-    assert_eq!(
-        sysctl::read_in(&pod.ns, "net/ipv4/conf/eth0/arp_notify").unwrap(),
-        "1"
-    );
+    assert_eq!(sysctl::read_in(&pod.ns, "net/ipv4/conf/eth0/arp_notify").unwrap(), "1");
     sysctl::write_in(&pod.ns, "net.ipv4.ip_forward", "1").unwrap();
-    assert_eq!(
-        sysctl::read_in(&pod.ns, "net.ipv4.ip_forward").unwrap(),
-        "1"
-    );
+    assert_eq!(sysctl::read_in(&pod.ns, "net.ipv4.ip_forward").unwrap(), "1");
     // Per-namespace: the node namespace is untouched (fresh namespaces start with forwarding off).
-    assert_eq!(
-        sysctl::read_in(&node.ns, "net.ipv4.ip_forward").unwrap(),
-        "0"
-    );
+    assert_eq!(sysctl::read_in(&node.ns, "net.ipv4.ip_forward").unwrap(), "0");
     // eth0 exists only in the pod: in the node its key is missing, and that is distinguishable.
     let e = sysctl::read_in(&node.ns, "net/ipv4/conf/eth0/arp_notify").unwrap_err();
     assert!(e.is_not_found(), "{e}");
