@@ -1,1 +1,2 @@
 //! Kernel plumbing over netlink: network namespaces, links, addresses, routes, neighbours, sysctls.
+pub mod masq;
