@@ -14,6 +14,7 @@ pub mod error;
 pub mod handle;
 pub mod link;
 pub mod mac;
+pub mod masq;
 pub mod neigh;
 pub mod netns;
 pub mod route;
