@@ -1,4 +1,8 @@
+//! The bridge plugin (being built).
+
+mod config;
+
 fn main() {
-    eprintln!("not built yet");
+    eprintln!("bridge: not built yet");
     std::process::exit(1);
 }

@@ -1,4 +1,9 @@
+//! The vxlan plugin: pods on a local bridge, nodes joined by a VXLAN overlay (being built).
+
+mod config;
+mod peerplan;
+
 fn main() {
-    eprintln!("not built yet");
+    eprintln!("vxlan: not built yet");
     std::process::exit(1);
 }

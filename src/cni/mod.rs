@@ -1,1 +1,15 @@
-//! The CNI protocol: environment, configuration, results, errors, versions, delegation, runtime side.
+//! The CNI protocol: environment, configuration, results, errors, versions, delegation.
+//! Knows nothing of netlink.
+
+pub mod args;
+pub mod config;
+pub mod delegate;
+pub mod error;
+pub mod log;
+pub mod result;
+pub mod serde_util;
+pub mod skel;
+pub mod version;
+
+pub use error::{CniError, CniResult};
+pub use result::AddResult;

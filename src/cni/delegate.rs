@@ -1,0 +1,145 @@
+//! Delegation: run another plugin (usually IPAM) found on CNI_PATH with the same stdin and environment,
+//! only CNI_COMMAND changed — as the spec and libcni's DelegateArgs do.
+
+use super::error::{CniError, CniResult, code};
+use super::result::AddResult;
+use super::skel::{Command, Request};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+/// Find an executable regular file named `plugin_type` in `dirs`. A name with a path separator is refused:
+/// a config must not be able to make us run an arbitrary binary.
+pub fn find_plugin(plugin_type: &str, dirs: &[PathBuf]) -> CniResult<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    if plugin_type.is_empty() || plugin_type.contains('/') || plugin_type == "." || plugin_type == ".." {
+        return Err(CniError::invalid_config(format!("invalid plugin type {plugin_type:?}"))
+            .with_details("a plugin type is a file name in CNI_PATH, without '/'"));
+    }
+    if dirs.is_empty() {
+        return Err(CniError::new(code::INVALID_ENV, format!("cannot find plugin {plugin_type:?}: CNI_PATH is empty"))
+            .with_details("set CNI_PATH to the directories holding the CNI plugins, e.g. /opt/cni/bin"));
+    }
+    for dir in dirs {
+        let p = dir.join(plugin_type);
+        if let Ok(md) = std::fs::metadata(&p) {
+            if md.is_file() && md.permissions().mode() & 0o111 != 0 {
+                return Ok(p);
+            }
+        }
+    }
+    let shown: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
+    Err(CniError::internal(format!("failed to find plugin {plugin_type:?} in path {shown:?}"))
+        .with_details("install the plugin there or fix CNI_PATH"))
+}
+
+/// Run `binary` with `command`, `stdin` and our environment (CNI_COMMAND replaced). Its stderr is passed on to
+/// ours; its error JSON comes back unchanged (the spec says not to wrap a delegate's error).
+pub fn exec(binary: &Path, command: Command, stdin: &[u8]) -> CniResult<Vec<u8>> {
+    let mut child = std::process::Command::new(binary)
+        .env("CNI_COMMAND", command.as_str())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| CniError::internal(format!("failed to run {}: {e}", binary.display())))?;
+    if let Some(mut input) = child.stdin.take() {
+        // A plugin that exits without reading stdin gives EPIPE here; its exit status tells the real story.
+        let _ = input.write_all(stdin);
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| CniError::internal(format!("failed to wait for {}: {e}", binary.display())))?;
+    if out.status.success() {
+        return Ok(out.stdout);
+    }
+    let name = binary.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    if out.stdout.iter().all(u8::is_ascii_whitespace) {
+        return Err(CniError::internal(format!("plugin {name} failed with no error message ({})", out.status)));
+    }
+    match serde_json::from_slice::<serde_json::Value>(&out.stdout).ok().as_ref().and_then(CniError::from_value) {
+        Some(e) => Err(e),
+        None => Err(CniError::internal(format!(
+            "plugin {name} failed ({}) and its output is not a CNI error: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout).trim()
+        ))),
+    }
+}
+
+fn run(plugin_type: &str, command: Command, req: &Request) -> CniResult<Vec<u8>> {
+    exec(&find_plugin(plugin_type, &req.path)?, command, &req.stdin)
+}
+
+/// IPAM ADD: the delegate's result, parsed whatever version it printed.
+pub fn add(plugin_type: &str, req: &Request) -> CniResult<AddResult> {
+    let out = run(plugin_type, Command::Add, req)?;
+    AddResult::from_slice(&out, &req.conf.cni_version)
+        .map_err(|e| e.context(format!("IPAM plugin {plugin_type} returned an unreadable result")))
+}
+
+pub fn del(plugin_type: &str, req: &Request) -> CniResult<()> {
+    run(plugin_type, Command::Del, req).map(|_| ())
+}
+
+pub fn check(plugin_type: &str, req: &Request) -> CniResult<()> {
+    run(plugin_type, Command::Check, req).map(|_| ())
+}
+
+pub fn gc(plugin_type: &str, req: &Request) -> CniResult<()> {
+    run(plugin_type, Command::Gc, req).map(|_| ())
+}
+
+pub fn status(plugin_type: &str, req: &Request) -> CniResult<()> {
+    run(plugin_type, Command::Status, req).map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        p
+    }
+
+    fn tempdir(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("rcni-delegate-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn finds_only_executable_files_and_refuses_paths() {
+        let d = tempdir("find");
+        std::fs::write(d.join("noexec"), "x").unwrap();
+        std::fs::create_dir(d.join("adir")).unwrap();
+        script(&d, "ipam", "true");
+        assert_eq!(find_plugin("ipam", &[d.clone()]).unwrap(), d.join("ipam"));
+        assert!(find_plugin("noexec", &[d.clone()]).is_err());
+        assert!(find_plugin("adir", &[d.clone()]).is_err());
+        assert_eq!(find_plugin("../ipam", &[d.clone()]).unwrap_err().code, 7);
+        assert_eq!(find_plugin("ipam", &[]).unwrap_err().code, 4);
+        std::fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn passes_stdin_command_and_errors_through() {
+        let d = tempdir("exec");
+        let echo = script(&d, "echo", "[ \"$CNI_COMMAND\" = ADD ] || exit 3; cat");
+        assert_eq!(exec(&echo, Command::Add, b"{\"x\":1}").unwrap(), b"{\"x\":1}");
+        assert!(exec(&echo, Command::Del, b"").is_err());
+        let fail = script(&d, "fail", "echo '{\"code\":11,\"msg\":\"busy\",\"details\":\"d\"}'; exit 1");
+        let e = exec(&fail, Command::Add, b"").unwrap_err();
+        assert_eq!((e.code, e.msg.as_str(), e.details.as_str()), (11, "busy", "d"));
+        let silent = script(&d, "silent", "exit 2");
+        assert!(exec(&silent, Command::Add, b"").unwrap_err().msg.contains("no error message"));
+        let junk = script(&d, "junk", "echo oops; exit 1");
+        assert!(exec(&junk, Command::Add, b"").unwrap_err().msg.contains("oops"));
+        std::fs::remove_dir_all(d).unwrap();
+    }
+}

@@ -1,0 +1,415 @@
+//! The plugin side of the protocol: CNI_* environment + stdin in, one typed `Request` to the plugin,
+//! result or error JSON out.
+//!
+//! Validation happens here, before any plugin code runs, so a bad invocation never leaves state behind.
+
+use super::args::CniArgs;
+use super::config::NetConf;
+use super::error::{CniError, CniResult, code};
+use super::result::{AddResult, to_pretty};
+use super::version;
+use serde_json::Value;
+use std::io::{Read, Write};
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    Add,
+    Del,
+    Check,
+    Gc,
+    Status,
+    Version,
+}
+
+impl Command {
+    pub fn parse(s: &str) -> Option<Command> {
+        Some(match s {
+            "ADD" => Command::Add,
+            "DEL" => Command::Del,
+            "CHECK" => Command::Check,
+            "GC" => Command::Gc,
+            "STATUS" => Command::Status,
+            "VERSION" => Command::Version,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Command::Add => "ADD",
+            Command::Del => "DEL",
+            Command::Check => "CHECK",
+            Command::Gc => "GC",
+            Command::Status => "STATUS",
+            Command::Version => "VERSION",
+        }
+    }
+
+    /// Env vars the spec requires for this command. CNI_PATH is required only for GC; for the other commands a
+    /// missing path is reported when (and only if) a delegate has to be found.
+    fn required_env(self) -> &'static [&'static str] {
+        match self {
+            Command::Add | Command::Check => &["CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME"],
+            Command::Del => &["CNI_CONTAINERID", "CNI_IFNAME"],
+            Command::Gc => &["CNI_PATH"],
+            Command::Status | Command::Version => &[],
+        }
+    }
+
+    /// The lowest config version that allows this command.
+    fn min_version(self) -> &'static str {
+        match self {
+            Command::Check => "0.4.0",
+            Command::Gc | Command::Status => "1.1.0",
+            _ => "0.1.0",
+        }
+    }
+}
+
+/// One attachment named in GC's valid-attachments list.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Attachment {
+    pub container_id: String,
+    pub ifname: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub command: Command,
+    pub container_id: String,
+    pub netns: String,
+    pub ifname: String,
+    pub args: CniArgs,
+    pub path: Vec<PathBuf>,
+    /// The exact bytes received; delegates get these unchanged.
+    pub stdin: Vec<u8>,
+    pub conf: NetConf,
+}
+
+pub trait Plugin {
+    fn add(&self, req: &Request) -> CniResult<AddResult>;
+    fn del(&self, req: &Request) -> CniResult<()>;
+    fn check(&self, req: &Request) -> CniResult<()>;
+    /// `valid` is `cni.dev/valid-attachments` (or the older `cni.dev/attachments`); None when the runtime sent
+    /// neither key, which means: remove nothing.
+    fn gc(&self, req: &Request, valid: Option<&[Attachment]>) -> CniResult<()>;
+    fn status(&self, req: &Request) -> CniResult<()>;
+}
+
+/// What the invocation asks for, after validation.
+#[derive(Debug)]
+pub enum Invocation {
+    /// CNI_COMMAND unset: print the about text on stderr.
+    About,
+    /// VERSION, with the version the caller put on stdin (if any).
+    Version(Option<String>),
+    Request(Box<Request>),
+}
+
+/// Container IDs: the reference's pattern `^[A-Za-z0-9][A-Za-z0-9_.\-]*$`.
+pub fn valid_container_id(s: &str) -> bool {
+    super::config::valid_name(s)
+}
+
+/// Interface names: 1..=15 bytes, not `.`/`..`, no `/`, `:` or whitespace (the kernel's own rules).
+pub fn validate_ifname(s: &str) -> CniResult<()> {
+    let bad = |why: &str| {
+        CniError::new(code::INVALID_ENV, format!("invalid CNI_IFNAME {s:?}: {why}"))
+            .with_details("an interface name has 1 to 15 bytes and no '/', ':' or whitespace")
+    };
+    if s.is_empty() {
+        return Err(bad("empty"));
+    }
+    if s.len() > 15 {
+        return Err(bad("interface name is too long"));
+    }
+    if s == "." || s == ".." {
+        return Err(bad("reserved name"));
+    }
+    if s.chars().any(|c| c == '/' || c == ':' || c.is_whitespace()) {
+        return Err(bad("contains '/', ':' or whitespace"));
+    }
+    Ok(())
+}
+
+/// Parse env + stdin into an invocation. `env` returns a variable's value (empty counts as unset).
+pub fn parse_invocation(env: &dyn Fn(&str) -> Option<String>, stdin: &mut dyn Read) -> CniResult<Invocation> {
+    let get = |k: &str| env(k).filter(|v| !v.is_empty());
+    let Some(cmd) = get("CNI_COMMAND") else { return Ok(Invocation::About) };
+    let command = Command::parse(&cmd).ok_or_else(|| {
+        CniError::new(code::INVALID_ENV, format!("unknown CNI_COMMAND: {cmd}"))
+            .with_details("CNI_COMMAND is one of ADD, DEL, CHECK, GC, STATUS, VERSION")
+    })?;
+    let mut bytes = Vec::new();
+    if command == Command::Version {
+        // VERSION may come with an empty or partial stdin; never fail it.
+        let _ = stdin.read_to_end(&mut bytes);
+        let requested = serde_json::from_slice::<Value>(&bytes)
+            .ok()
+            .and_then(|v| v.get("cniVersion").and_then(|s| s.as_str()).map(str::to_string));
+        return Ok(Invocation::Version(requested));
+    }
+    let missing: Vec<&str> = command.required_env().iter().copied().filter(|k| get(k).is_none()).collect();
+    if !missing.is_empty() {
+        return Err(CniError::new(
+            code::INVALID_ENV,
+            format!("required env variables [{}] missing", missing.join(",")),
+        )
+        .with_details(format!("CNI_COMMAND={cmd} needs them; the container runtime sets them")));
+    }
+    let container_id = get("CNI_CONTAINERID").unwrap_or_default();
+    if !container_id.is_empty() && !valid_container_id(&container_id) {
+        return Err(CniError::new(code::INVALID_ENV, "invalid characters in containerID").with_details(container_id));
+    }
+    let ifname = get("CNI_IFNAME").unwrap_or_default();
+    if !ifname.is_empty() {
+        validate_ifname(&ifname)?;
+    }
+    stdin
+        .read_to_end(&mut bytes)
+        .map_err(|e| CniError::new(code::IO_FAILURE, format!("error reading network config from stdin: {e}")))?;
+    let conf = NetConf::from_slice(&bytes)?;
+    if !version::is_supported(&conf.cni_version) {
+        return Err(version::incompatible(&conf.cni_version));
+    }
+    if !version::at_least(&conf.cni_version, command.min_version()) {
+        return Err(CniError::new(
+            code::INCOMPATIBLE_VERSION,
+            format!("config version {} does not allow {}", conf.cni_version, command.as_str()),
+        )
+        .with_details(format!("{} needs cniVersion {} or later", command.as_str(), command.min_version())));
+    }
+    let args = CniArgs::parse(&get("CNI_ARGS").unwrap_or_default())?;
+    let path = get("CNI_PATH")
+        .map(|p| p.split(':').filter(|s| !s.is_empty()).map(PathBuf::from).collect())
+        .unwrap_or_default();
+    Ok(Invocation::Request(Box::new(Request {
+        command,
+        container_id,
+        netns: get("CNI_NETNS").unwrap_or_default(),
+        ifname,
+        args,
+        path,
+        stdin: bytes,
+        conf,
+    })))
+}
+
+/// GC's list of attachments that are still in use.
+pub fn valid_attachments(conf: &NetConf) -> CniResult<Option<Vec<Attachment>>> {
+    let obj = conf.raw.as_object();
+    let list = obj.and_then(|o| o.get("cni.dev/valid-attachments").or_else(|| o.get("cni.dev/attachments")));
+    let Some(list) = list else { return Ok(None) };
+    let bad = || CniError::new(code::DECODE, "cni.dev/valid-attachments must be a list of {containerID, ifname}");
+    let items = list.as_array().ok_or_else(bad)?;
+    items
+        .iter()
+        .map(|i| {
+            Ok(Attachment {
+                container_id: i.get("containerID").and_then(Value::as_str).ok_or_else(bad)?.to_string(),
+                ifname: i.get("ifname").and_then(Value::as_str).ok_or_else(bad)?.to_string(),
+            })
+        })
+        .collect::<CniResult<Vec<_>>>()
+        .map(Some)
+}
+
+/// Refuse CNI_NETNS when it is the plugin's own network namespace: configuring "the pod" there would
+/// rewire the node itself. Checked before any work (the Go skel checks only afterwards).
+fn check_not_own_netns(netns: &str, env: &dyn Fn(&str) -> Option<String>) -> CniResult<()> {
+    use std::os::unix::fs::MetadataExt;
+    if netns.is_empty() || matches!(env("CNI_NETNS_OVERRIDE").as_deref(), Some("1" | "true")) {
+        return Ok(());
+    }
+    let (Ok(target), Ok(own)) = (std::fs::metadata(netns), std::fs::metadata("/proc/thread-self/ns/net")) else {
+        return Ok(()); // a missing netns is the plugin's to report (or to tolerate, for DEL)
+    };
+    if target.dev() == own.dev() && target.ino() == own.ino() {
+        return Err(CniError::new(
+            code::INVALID_NETNS,
+            format!("CNI_NETNS {netns} is the plugin's own network namespace"),
+        )
+        .with_details("a container must have its own network namespace; set CNI_NETNS_OVERRIDE=1 to allow this"));
+    }
+    Ok(())
+}
+
+/// Execute a parsed request against a plugin. Returns the JSON to print on success (None for no output).
+pub fn dispatch(plugin: &dyn Plugin, req: &Request, env: &dyn Fn(&str) -> Option<String>) -> CniResult<Option<Value>> {
+    if matches!(req.command, Command::Add | Command::Check | Command::Del) {
+        check_not_own_netns(&req.netns, env)?;
+    }
+    match req.command {
+        Command::Add => {
+            let mut result = plugin.add(req)?;
+            result.cni_version = req.conf.cni_version.clone();
+            Ok(Some(result.to_value(&req.conf.cni_version)?))
+        }
+        Command::Del => plugin.del(req).map(|_| None),
+        Command::Check => plugin.check(req).map(|_| None),
+        Command::Gc => {
+            let valid = valid_attachments(&req.conf)?;
+            plugin.gc(req, valid.as_deref()).map(|_| None)
+        }
+        Command::Status => plugin.status(req).map(|_| None),
+        Command::Version => Ok(Some(version::version_info(Some(&req.conf.cni_version)))),
+    }
+}
+
+/// The about text printed when CNI_COMMAND is unset.
+pub fn about_text(about: &str) -> String {
+    format!("{about}\nCNI protocol versions supported: {}\n", version::SUPPORTED.join(", "))
+}
+
+/// The entry point of every plugin binary: read env + stdin, validate, dispatch, print, exit.
+pub fn run(about: &str, plugin: &dyn Plugin) -> ! {
+    let env = |k: &str| std::env::var(k).ok();
+    let mut stdin = std::io::stdin().lock();
+    let outcome = parse_invocation(&env, &mut stdin);
+    let mut out = std::io::stdout().lock();
+    let (text, ok) = match outcome {
+        Ok(Invocation::About) => {
+            eprint!("{}", about_text(about));
+            std::process::exit(0);
+        }
+        Ok(Invocation::Version(requested)) => {
+            // VERSION is compact JSON with a newline, like the reference.
+            (format!("{}\n", version::version_info(requested.as_deref())), true)
+        }
+        Ok(Invocation::Request(req)) => match dispatch(plugin, &req, &env) {
+            Ok(Some(v)) => (to_pretty(&v), true),
+            Ok(None) => (String::new(), true),
+            Err(e) => (to_pretty(&e.to_value(&req.conf.cni_version)), false),
+        },
+        Err(e) => (to_pretty(&e.to_value(version::CURRENT)), false),
+    };
+    let _ = out.write_all(text.as_bytes());
+    let _ = out.flush();
+    std::process::exit(if ok { 0 } else { 1 });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn invoke(env: &[(&str, &str)], stdin: &str) -> CniResult<Invocation> {
+        let map: HashMap<String, String> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        parse_invocation(&|k| map.get(k).cloned(), &mut stdin.as_bytes())
+    }
+
+    const CONF: &str = r#"{"cniVersion":"1.1.0","name":"n1","type":"loopback"}"#;
+    const ADD: &[(&str, &str)] = &[
+        ("CNI_COMMAND", "ADD"),
+        ("CNI_CONTAINERID", "c1"),
+        ("CNI_NETNS", "/run/netns/x"),
+        ("CNI_IFNAME", "eth0"),
+        ("CNI_PATH", "/opt/cni/bin"),
+    ];
+
+    fn with(over: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'static str)> {
+        let mut env: Vec<_> = ADD.iter().filter(|(k, _)| !over.iter().any(|(o, _)| o == k)).copied().collect();
+        env.extend(over.iter().filter(|(_, v)| !v.is_empty()).copied());
+        env
+    }
+
+    #[test]
+    fn good_add_parses() {
+        let Invocation::Request(r) = invoke(ADD, CONF).unwrap() else { panic!() };
+        assert_eq!(r.command, Command::Add);
+        assert_eq!(r.path, vec![PathBuf::from("/opt/cni/bin")]);
+        assert_eq!(r.stdin, CONF.as_bytes());
+    }
+
+    #[test]
+    fn unset_command_is_about_and_version_never_fails() {
+        assert!(matches!(invoke(&[], "").unwrap(), Invocation::About));
+        assert!(matches!(invoke(&[("CNI_COMMAND", "VERSION")], "garbage").unwrap(), Invocation::Version(None)));
+        let Invocation::Version(Some(v)) = invoke(&[("CNI_COMMAND", "VERSION")], r#"{"cniVersion":"0.4.0"}"#).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(v, "0.4.0");
+    }
+
+    #[test]
+    fn env_validation_table() {
+        let long = "a".repeat(16);
+        let long: &'static str = Box::leak(long.into_boxed_str());
+        let cases: Vec<(Vec<(&str, &str)>, u32, &str)> = vec![
+            (with(&[("CNI_COMMAND", "FROB")]), 4, "unknown CNI_COMMAND"),
+            (with(&[("CNI_NETNS", "")]), 4, "[CNI_NETNS]"),
+            (with(&[("CNI_CONTAINERID", ""), ("CNI_IFNAME", "")]), 4, "[CNI_CONTAINERID,CNI_IFNAME]"),
+            (with(&[("CNI_CONTAINERID", "-bad")]), 4, "invalid characters in containerID"),
+            (with(&[("CNI_CONTAINERID", "a/b")]), 4, "invalid characters in containerID"),
+            (with(&[("CNI_IFNAME", long)]), 4, "too long"),
+            (with(&[("CNI_IFNAME", "..")]), 4, "reserved"),
+            (with(&[("CNI_IFNAME", "eth 0")]), 4, "whitespace"),
+            (with(&[("CNI_IFNAME", "eth:0")]), 4, "':'"),
+            (with(&[("CNI_ARGS", "garbage")]), 4, "ARGS"),
+            (with(&[("CNI_COMMAND", "GC")]), 1, "does not allow GC"),
+        ];
+        for (env, code, needle) in cases {
+            let conf = if needle.contains("GC") { r#"{"cniVersion":"1.0.0","name":"n"}"# } else { CONF };
+            let e = invoke(&env, conf).unwrap_err();
+            assert_eq!(e.code, code, "{env:?} -> {e}");
+            assert!(e.msg.contains(needle), "{needle:?} not in {e}");
+        }
+    }
+
+    #[test]
+    fn gc_needs_path_del_does_not_need_netns() {
+        let gc = [("CNI_COMMAND", "GC")];
+        assert_eq!(invoke(&gc, CONF).unwrap_err().msg, "required env variables [CNI_PATH] missing");
+        let del = with(&[("CNI_COMMAND", "DEL"), ("CNI_NETNS", "")]);
+        assert!(invoke(&del, CONF).is_ok());
+        let status = [("CNI_COMMAND", "STATUS")];
+        assert!(invoke(&status, CONF).is_ok());
+    }
+
+    #[test]
+    fn config_errors_have_codes() {
+        let cases = [
+            ("{", 6),
+            (r#"{"cniVersion":"1.0.0"}"#, 7),
+            (r#"{"cniVersion":"1.2.0","name":"n"}"#, 1),
+            (r#"{"cniVersion":"0.3.1","name":"n"}"#, 0),
+        ];
+        for (conf, want) in cases {
+            match invoke(ADD, conf) {
+                Ok(_) => assert_eq!(want, 0, "{conf}"),
+                Err(e) => assert_eq!(e.code, want, "{conf}: {e}"),
+            }
+        }
+        let check = with(&[("CNI_COMMAND", "CHECK")]);
+        assert_eq!(invoke(&check, r#"{"cniVersion":"0.3.1","name":"n"}"#).unwrap_err().code, 1);
+        assert!(invoke(&check, r#"{"cniVersion":"0.4.0","name":"n"}"#).is_ok());
+    }
+
+    #[test]
+    fn gc_attachments_prefer_valid_key_and_absent_means_none() {
+        let c = NetConf::from_slice(
+            br#"{"cniVersion":"1.1.0","name":"n","cni.dev/attachments":[{"containerID":"old","ifname":"eth0"}],
+                "cni.dev/valid-attachments":[{"containerID":"a","ifname":"eth0"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(valid_attachments(&c).unwrap().unwrap()[0].container_id, "a");
+        let c = NetConf::from_slice(br#"{"cniVersion":"1.1.0","name":"n","cni.dev/attachments":[]}"#).unwrap();
+        assert_eq!(valid_attachments(&c).unwrap(), Some(vec![]));
+        let c = NetConf::from_slice(br#"{"cniVersion":"1.1.0","name":"n"}"#).unwrap();
+        assert_eq!(valid_attachments(&c).unwrap(), None);
+        let c = NetConf::from_slice(br#"{"cniVersion":"1.1.0","name":"n","cni.dev/valid-attachments":[1]}"#).unwrap();
+        assert_eq!(valid_attachments(&c).unwrap_err().code, 6);
+    }
+
+    #[test]
+    fn own_netns_is_refused() {
+        let env = |_: &str| None;
+        let e = check_not_own_netns("/proc/thread-self/ns/net", &env).unwrap_err();
+        assert_eq!(e.code, 8);
+        assert!(check_not_own_netns("/nonexistent/netns", &env).is_ok());
+        let over = |k: &str| (k == "CNI_NETNS_OVERRIDE").then(|| "1".to_string());
+        assert!(check_not_own_netns("/proc/thread-self/ns/net", &over).is_ok());
+    }
+}
