@@ -29,19 +29,11 @@ fn to_u128(ip: IpAddr) -> u128 {
 
 /// All-ones in the low `host_bits` bits (0..=128).
 fn host_mask(host_bits: u32) -> u128 {
-    if host_bits >= 128 {
-        u128::MAX
-    } else {
-        (1u128 << host_bits) - 1
-    }
+    if host_bits >= 128 { u128::MAX } else { (1u128 << host_bits) - 1 }
 }
 
 fn from_u128(v4: bool, n: u128) -> IpAddr {
-    if v4 {
-        IpAddr::V4(Ipv4Addr::from(n as u32))
-    } else {
-        IpAddr::V6(Ipv6Addr::from(n))
-    }
+    if v4 { IpAddr::V4(Ipv4Addr::from(n as u32)) } else { IpAddr::V6(Ipv6Addr::from(n)) }
 }
 
 /// IPv4-mapped IPv6 addresses (`::ffff:a.b.c.d`) are the IPv4 address, as in the reference.
@@ -52,45 +44,20 @@ pub fn canonical(ip: IpAddr) -> IpAddr {
 /// Why a single range is invalid. `field()` names the offending key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RangeError {
-    TooSmall {
-        subnet: String,
-    },
-    HostBits {
-        prefix: u8,
-        network: IpAddr,
-    },
-    Mapped {
-        subnet: String,
-    },
-    FamilyMismatch {
-        field: &'static str,
-        ip: IpAddr,
-        subnet: String,
-    },
-    StartOutside {
-        start: IpAddr,
-        subnet: String,
-    },
-    EndOutside {
-        end: IpAddr,
-        subnet: String,
-    },
-    StartAfterEnd {
-        start: IpAddr,
-        end: IpAddr,
-    },
-    GatewayOutside {
-        gateway: IpAddr,
-        subnet: String,
-    },
+    TooSmall { subnet: String },
+    HostBits { prefix: u8, network: IpAddr },
+    Mapped { subnet: String },
+    FamilyMismatch { field: &'static str, ip: IpAddr, subnet: String },
+    StartOutside { start: IpAddr, subnet: String },
+    EndOutside { end: IpAddr, subnet: String },
+    StartAfterEnd { start: IpAddr, end: IpAddr },
+    GatewayOutside { gateway: IpAddr, subnet: String },
 }
 
 impl RangeError {
     pub fn field(&self) -> &'static str {
         match self {
-            RangeError::TooSmall { .. }
-            | RangeError::HostBits { .. }
-            | RangeError::Mapped { .. } => "subnet",
+            RangeError::TooSmall { .. } | RangeError::HostBits { .. } | RangeError::Mapped { .. } => "subnet",
             RangeError::FamilyMismatch { field, .. } => field,
             RangeError::StartOutside { .. } => "rangeStart",
             RangeError::EndOutside { .. } | RangeError::StartAfterEnd { .. } => "rangeEnd",
@@ -111,15 +78,11 @@ impl fmt::Display for RangeError {
                 f,
                 "Network has host bits set. For a subnet mask of length {prefix} the network address is {network}"
             ),
-            RangeError::Mapped { subnet } => write!(
-                f,
-                "subnet {subnet} is an IPv4-mapped IPv6 network: write the IPv4 subnet instead"
-            ),
+            RangeError::Mapped { subnet } => {
+                write!(f, "subnet {subnet} is an IPv4-mapped IPv6 network: write the IPv4 subnet instead")
+            }
             RangeError::FamilyMismatch { field, ip, subnet } => {
-                write!(
-                    f,
-                    "{field} {ip} is not of the same IP family as subnet {subnet}"
-                )
+                write!(f, "{field} {ip} is not of the same IP family as subnet {subnet}")
             }
             RangeError::StartOutside { start, subnet } => {
                 write!(f, "RangeStart {start} not in network {subnet}")
@@ -127,10 +90,9 @@ impl fmt::Display for RangeError {
             RangeError::EndOutside { end, subnet } => {
                 write!(f, "RangeEnd {end} not in network {subnet}")
             }
-            RangeError::StartAfterEnd { start, end } => write!(
-                f,
-                "RangeEnd {end} is before RangeStart {start}: swap them or fix one of them"
-            ),
+            RangeError::StartAfterEnd { start, end } => {
+                write!(f, "RangeEnd {end} is before RangeStart {start}: swap them or fix one of them")
+            }
             RangeError::GatewayOutside { gateway, subnet } => write!(
                 f,
                 "gateway {gateway} not in network {subnet}: use an address of the subnet or omit it (default: first address)"
@@ -174,10 +136,7 @@ impl Range {
         let raw = to_u128(subnet_ip);
         let net = raw & !host_mask;
         if raw != net {
-            return Err(RangeError::HostBits {
-                prefix,
-                network: from_u128(v4, net),
-            });
+            return Err(RangeError::HostBits { prefix, network: from_u128(v4, net) });
         }
         let last = net | host_mask;
         let network = from_u128(v4, net);
@@ -185,11 +144,7 @@ impl Range {
         let check = |field: &'static str, ip: IpAddr| -> Result<u128, RangeError> {
             let ip = canonical(ip);
             if ip.is_ipv4() != v4 {
-                return Err(RangeError::FamilyMismatch {
-                    field,
-                    ip,
-                    subnet: subnet_str.clone(),
-                });
+                return Err(RangeError::FamilyMismatch { field, ip, subnet: subnet_str.clone() });
             }
             Ok(to_u128(ip))
         };
@@ -197,10 +152,7 @@ impl Range {
             Some(g) => {
                 let n = check("gateway", g)?;
                 if n < net || n > last {
-                    return Err(RangeError::GatewayOutside {
-                        gateway: canonical(g),
-                        subnet: subnet_str,
-                    });
+                    return Err(RangeError::GatewayOutside { gateway: canonical(g), subnet: subnet_str });
                 }
                 n
             }
@@ -210,10 +162,7 @@ impl Range {
             Some(ip) => {
                 let n = check("rangeStart", ip)?;
                 if n < net || n > last {
-                    return Err(RangeError::StartOutside {
-                        start: canonical(ip),
-                        subnet: subnet_str,
-                    });
+                    return Err(RangeError::StartOutside { start: canonical(ip), subnet: subnet_str });
                 }
                 n
             }
@@ -223,10 +172,7 @@ impl Range {
             Some(ip) => {
                 let n = check("rangeEnd", ip)?;
                 if n < net || n > last {
-                    return Err(RangeError::EndOutside {
-                        end: canonical(ip),
-                        subnet: subnet_str,
-                    });
+                    return Err(RangeError::EndOutside { end: canonical(ip), subnet: subnet_str });
                 }
                 n
             }
@@ -234,18 +180,9 @@ impl Range {
             None => last,
         };
         if e < s {
-            return Err(RangeError::StartAfterEnd {
-                start: from_u128(v4, s),
-                end: from_u128(v4, e),
-            });
+            return Err(RangeError::StartAfterEnd { start: from_u128(v4, s), end: from_u128(v4, e) });
         }
-        Ok(Range {
-            network,
-            prefix,
-            start: from_u128(v4, s),
-            end: from_u128(v4, e),
-            gateway: from_u128(v4, gw),
-        })
+        Ok(Range { network, prefix, start: from_u128(v4, s), end: from_u128(v4, e), gateway: from_u128(v4, gw) })
     }
 
     pub fn is_v4(&self) -> bool {
@@ -287,9 +224,7 @@ impl Range {
     }
 
     fn allocatable_n(&self, n: u128) -> bool {
-        n != to_u128(self.gateway)
-            && n != to_u128(self.network)
-            && !(self.is_v4() && n == self.last_of_subnet())
+        n != to_u128(self.gateway) && n != to_u128(self.network) && !(self.is_v4() && n == self.last_of_subnet())
     }
 
     /// How many addresses of this range can be handed out (saturating for huge IPv6 ranges).
@@ -331,7 +266,7 @@ impl fmt::Display for Range {
 pub enum SetError {
     Empty,
     MixedFamilies,
-    Overlap(Range, Range),
+    Overlap(Box<(Range, Range)>),
 }
 
 impl fmt::Display for SetError {
@@ -343,7 +278,7 @@ impl fmt::Display for SetError {
                 "mixed address families: a range set holds either IPv4 or IPv6 ranges; \
                  put the other family in its own range set for dual-stack"
             ),
-            SetError::Overlap(a, b) => write!(f, "subnets {a} and {b} overlap"),
+            SetError::Overlap(p) => write!(f, "subnets {} and {} overlap", p.0, p.1),
         }
     }
 }
@@ -365,7 +300,7 @@ impl RangeSet {
         for (i, a) in ranges.iter().enumerate() {
             for b in &ranges[i + 1..] {
                 if a.overlaps(b) {
-                    return Err(SetError::Overlap(a.clone(), b.clone()));
+                    return Err(SetError::Overlap(Box::new((a.clone(), b.clone()))));
                 }
             }
         }
@@ -385,15 +320,11 @@ impl RangeSet {
     }
 
     pub fn overlaps(&self, other: &RangeSet) -> bool {
-        self.ranges
-            .iter()
-            .any(|a| other.ranges.iter().any(|b| a.overlaps(b)))
+        self.ranges.iter().any(|a| other.ranges.iter().any(|b| a.overlaps(b)))
     }
 
     pub fn capacity(&self) -> u128 {
-        self.ranges
-            .iter()
-            .fold(0u128, |acc, r| acc.saturating_add(r.capacity()))
+        self.ranges.iter().fold(0u128, |acc, r| acc.saturating_add(r.capacity()))
     }
 
     /// Iterate the allocatable addresses in the reference's order: after `last_reserved` if it lies in
@@ -414,15 +345,11 @@ impl RangeSet {
                 }
             }
         }
-        let total = self.ranges.iter().fold(0u128, |acc, r| {
-            acc.saturating_add((r.bounds().1 - r.bounds().0).saturating_add(1))
-        });
-        SetIter {
-            set: self,
-            idx,
-            cur,
-            left: total,
-        }
+        let total = self
+            .ranges
+            .iter()
+            .fold(0u128, |acc, r| acc.saturating_add((r.bounds().1 - r.bounds().0).saturating_add(1)));
+        SetIter { set: self, idx, cur, left: total }
     }
 }
 
@@ -481,14 +408,8 @@ impl Holder {
     pub fn parse(content: &str) -> Holder {
         let t = content.trim();
         match t.split_once("\r\n") {
-            Some((id, ifname)) => Holder {
-                container_id: id.to_string(),
-                ifname: Some(ifname.to_string()),
-            },
-            None => Holder {
-                container_id: t.to_string(),
-                ifname: None,
-            },
+            Some((id, ifname)) => Holder { container_id: id.to_string(), ifname: Some(ifname.to_string()) },
+            None => Holder { container_id: t.to_string(), ifname: None },
         }
     }
 
@@ -568,50 +489,29 @@ impl fmt::Display for AllocError {
             }
             AllocError::RequestedReserved { set, ip, what } => {
                 if *what == "gateway" {
-                    write!(
-                        f,
-                        "failed to allocate for range {set}: requested ip {ip} is subnet's gateway"
-                    )
+                    write!(f, "failed to allocate for range {set}: requested ip {ip} is subnet's gateway")
                 } else {
-                    write!(
-                        f,
-                        "failed to allocate for range {set}: requested ip {ip} is the subnet's {what}"
-                    )
+                    write!(f, "failed to allocate for range {set}: requested ip {ip} is the subnet's {what}")
                 }
             }
-            AllocError::RequestedTaken {
-                set,
-                ip,
-                range_set,
-                holder,
-            } => write!(
+            AllocError::RequestedTaken { set, ip, range_set, holder } => write!(
                 f,
                 "failed to allocate for range {set}: requested IP address {ip} is not available in range set \
                  {range_set}: it is held by {holder} (DEL that attachment first, or request another IP)"
             ),
-            AllocError::Duplicate {
-                set,
-                ip,
-                id,
-                ifname,
-            } => {
+            AllocError::Duplicate { set, ip, id, ifname } => {
                 write!(
                     f,
                     "failed to allocate for range {set}: {ip} has been allocated to {id}, duplicate allocation is not allowed"
                 )?;
                 match ifname {
-                    Some(i) => write!(
-                        f,
-                        " (interface {i} already holds it: DEL the attachment before adding it again)"
-                    ),
+                    Some(i) => {
+                        write!(f, " (interface {i} already holds it: DEL the attachment before adding it again)")
+                    }
                     None => write!(f, " (DEL the container before adding it again)"),
                 }
             }
-            AllocError::Exhausted {
-                set,
-                range_set,
-                capacity,
-            } => write!(
+            AllocError::Exhausted { set, range_set, capacity } => write!(
                 f,
                 "failed to allocate for range {set}: no IP addresses available in range set: {range_set} \
                  (all {capacity} allocatable addresses are reserved: release stale reservations with DEL or GC, \
@@ -623,10 +523,7 @@ impl fmt::Display for AllocError {
 
 /// Give each range set the requested address that lies in it (first match in request order).
 /// Addresses left over make the whole request fail, as in the reference.
-pub fn assign_requested(
-    sets: &[RangeSet],
-    requested: &[IpAddr],
-) -> Result<Vec<Option<IpAddr>>, AllocError> {
+pub fn assign_requested(sets: &[RangeSet], requested: &[IpAddr]) -> Result<Vec<Option<IpAddr>>, AllocError> {
     let mut out = vec![None; sets.len()];
     let mut left = Vec::new();
     'ips: for &ip in requested {
@@ -639,11 +536,7 @@ pub fn assign_requested(
         }
         left.push(ip);
     }
-    if left.is_empty() {
-        Ok(out)
-    } else {
-        Err(AllocError::Unfulfilled(left))
-    }
+    if left.is_empty() { Ok(out) } else { Err(AllocError::Unfulfilled(left)) }
 }
 
 /// Choose the address for range set `idx` for attachment `(id, ifname)`.
@@ -665,19 +558,9 @@ pub fn pick(
             return Err(AllocError::RequestedReserved { set: idx, ip, what });
         }
         if let Some(h) = taken.get(&ip) {
-            return Err(AllocError::RequestedTaken {
-                set: idx,
-                ip,
-                range_set: set.to_string(),
-                holder: h.clone(),
-            });
+            return Err(AllocError::RequestedTaken { set: idx, ip, range_set: set.to_string(), holder: h.clone() });
         }
-        return Ok(Pick {
-            set: idx,
-            ip,
-            prefix: r.prefix,
-            gateway: r.gateway,
-        });
+        return Ok(Pick { set: idx, ip, prefix: r.prefix, gateway: r.gateway });
     }
     // The reference refuses a second address in this set for the same attachment (plugins PR #328).
     let mut dup: Option<(&IpAddr, &Holder)> = None;
@@ -687,36 +570,18 @@ pub fn pick(
         }
     }
     if let Some((ip, h)) = dup {
-        return Err(AllocError::Duplicate {
-            set: idx,
-            ip: *ip,
-            id: h.container_id.clone(),
-            ifname: h.ifname.clone(),
-        });
+        return Err(AllocError::Duplicate { set: idx, ip: *ip, id: h.container_id.clone(), ifname: h.ifname.clone() });
     }
     for (ip, r) in set.iter_from(last_reserved) {
         if !taken.contains_key(&ip) {
-            return Ok(Pick {
-                set: idx,
-                ip,
-                prefix: r.prefix,
-                gateway: r.gateway,
-            });
+            return Ok(Pick { set: idx, ip, prefix: r.prefix, gateway: r.gateway });
         }
     }
-    Err(AllocError::Exhausted {
-        set: idx,
-        range_set: set.to_string(),
-        capacity: set.capacity(),
-    })
+    Err(AllocError::Exhausted { set: idx, range_set: set.to_string(), capacity: set.capacity() })
 }
 
 /// Does range set `set` still have a free address? (STATUS.) Stops at the first free one.
-pub fn has_free(
-    set: &RangeSet,
-    last_reserved: Option<IpAddr>,
-    taken: &dyn Fn(&IpAddr) -> bool,
-) -> bool {
+pub fn has_free(set: &RangeSet, last_reserved: Option<IpAddr>, taken: &dyn Fn(&IpAddr) -> bool) -> bool {
     set.iter_from(last_reserved).any(|(ip, _)| !taken(&ip))
 }
 
@@ -743,16 +608,11 @@ mod tests {
     }
 
     fn all(s: &RangeSet, last: Option<&str>) -> Vec<String> {
-        s.iter_from(last.map(ip))
-            .map(|(a, _)| a.to_string())
-            .collect()
+        s.iter_from(last.map(ip)).map(|(a, _)| a.to_string()).collect()
     }
 
     fn holder(id: &str, ifn: &str) -> Holder {
-        Holder {
-            container_id: id.into(),
-            ifname: Some(ifn.into()),
-        }
+        Holder { container_id: id.into(), ifname: Some(ifn.into()) }
     }
 
     #[test]
@@ -788,11 +648,7 @@ mod tests {
             let r = Range::new(ip(a), p.parse().unwrap(), None, None, None);
             assert_eq!(r.is_ok(), ok, "{c}: {r:?}");
             if let Err(e) = r {
-                assert!(
-                    e.to_string()
-                        .starts_with(&format!("Network {c} too small to allocate from")),
-                    "{e}"
-                );
+                assert!(e.to_string().starts_with(&format!("Network {c} too small to allocate from")), "{e}");
                 assert_eq!(e.field(), "subnet");
             }
         }
@@ -814,31 +670,15 @@ mod tests {
             "Network has host bits set. For a subnet mask of length 24 the network address is 10.0.0.0"
         );
         let e = Range::new(ip("10.0.0.0"), 24, Some(ip("10.0.1.1")), None, None).unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "RangeStart 10.0.1.1 not in network 10.0.0.0/24"
-        );
+        assert_eq!(e.to_string(), "RangeStart 10.0.1.1 not in network 10.0.0.0/24");
         assert_eq!(e.field(), "rangeStart");
         let e = Range::new(ip("10.0.0.0"), 24, None, Some(ip("10.0.1.1")), None).unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "RangeEnd 10.0.1.1 not in network 10.0.0.0/24"
-        );
-        let e = Range::new(
-            ip("10.0.0.0"),
-            24,
-            Some(ip("10.0.0.9")),
-            Some(ip("10.0.0.8")),
-            None,
-        )
-        .unwrap_err();
+        assert_eq!(e.to_string(), "RangeEnd 10.0.1.1 not in network 10.0.0.0/24");
+        let e = Range::new(ip("10.0.0.0"), 24, Some(ip("10.0.0.9")), Some(ip("10.0.0.8")), None).unwrap_err();
         assert!(matches!(e, RangeError::StartAfterEnd { .. }));
         assert_eq!(e.field(), "rangeEnd");
         let e = Range::new(ip("10.0.0.0"), 24, None, None, Some(ip("10.0.1.1"))).unwrap_err();
-        assert!(
-            e.to_string()
-                .starts_with("gateway 10.0.1.1 not in network 10.0.0.0/24")
-        );
+        assert!(e.to_string().starts_with("gateway 10.0.1.1 not in network 10.0.0.0/24"));
         let e = Range::new(ip("10.0.0.0"), 24, None, None, Some(ip("fd00::1"))).unwrap_err();
         assert_eq!(e.field(), "gateway");
         assert!(matches!(e, RangeError::FamilyMismatch { .. }));
@@ -852,49 +692,25 @@ mod tests {
     #[test]
     fn set_validation() {
         assert_eq!(RangeSet::new(vec![]), Err(SetError::Empty));
-        assert_eq!(
-            RangeSet::new(vec![range("10.0.0.0/24"), range("fd00::/64")]),
-            Err(SetError::MixedFamilies)
-        );
-        let e = RangeSet::new(vec![
-            range("10.0.0.0/24"),
-            range_se("10.0.0.0/16", "10.0.0.200", "10.0.1.10"),
-        ])
-        .unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "subnets 10.0.0.1-10.0.0.254 and 10.0.0.200-10.0.1.10 overlap"
-        );
+        assert_eq!(RangeSet::new(vec![range("10.0.0.0/24"), range("fd00::/64")]), Err(SetError::MixedFamilies));
+        let e =
+            RangeSet::new(vec![range("10.0.0.0/24"), range_se("10.0.0.0/16", "10.0.0.200", "10.0.1.10")]).unwrap_err();
+        assert_eq!(e.to_string(), "subnets 10.0.0.1-10.0.0.254 and 10.0.0.200-10.0.1.10 overlap");
         // Same subnet, disjoint stretches: fine (overlap is tested on start/end like the reference).
-        set(vec![
-            range_se("10.0.0.0/24", "10.0.0.1", "10.0.0.9"),
-            range_se("10.0.0.0/24", "10.0.0.10", "10.0.0.20"),
-        ]);
+        set(vec![range_se("10.0.0.0/24", "10.0.0.1", "10.0.0.9"), range_se("10.0.0.0/24", "10.0.0.10", "10.0.0.20")]);
     }
 
     #[test]
     fn iteration_skips_gateway_network_broadcast() {
         // Gateway in the middle, explicit start at the network address and end at the broadcast.
-        let r = Range::new(
-            ip("10.0.0.0"),
-            29,
-            Some(ip("10.0.0.0")),
-            Some(ip("10.0.0.7")),
-            Some(ip("10.0.0.4")),
-        )
-        .unwrap();
+        let r =
+            Range::new(ip("10.0.0.0"), 29, Some(ip("10.0.0.0")), Some(ip("10.0.0.7")), Some(ip("10.0.0.4"))).unwrap();
         let s = set(vec![r]);
-        assert_eq!(
-            all(&s, None),
-            vec!["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.5", "10.0.0.6"]
-        );
+        assert_eq!(all(&s, None), vec!["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.5", "10.0.0.6"]);
         assert_eq!(s.capacity(), 5);
         // With a non-.1 gateway, .1 is allocatable (the reference's default start).
         let r = Range::new(ip("10.0.0.0"), 29, None, None, Some(ip("10.0.0.6"))).unwrap();
-        assert_eq!(
-            all(&set(vec![r]), None),
-            vec!["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.5"]
-        );
+        assert_eq!(all(&set(vec![r]), None), vec!["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.5"]);
         // IPv6: the last address is allocatable, ::0 is not.
         let r = Range::new(ip("fd00::"), 125, Some(ip("fd00::")), None, None).unwrap();
         assert_eq!(all(&set(vec![r]), None).last().unwrap(), "fd00::7");
@@ -904,10 +720,7 @@ mod tests {
     #[test]
     fn round_robin_and_wrap() {
         let s = set(vec![range("10.0.0.0/29")]); // .2 .. .6 allocatable
-        assert_eq!(
-            all(&s, Some("10.0.0.4")),
-            vec!["10.0.0.5", "10.0.0.6", "10.0.0.2", "10.0.0.3", "10.0.0.4"]
-        );
+        assert_eq!(all(&s, Some("10.0.0.4")), vec!["10.0.0.5", "10.0.0.6", "10.0.0.2", "10.0.0.3", "10.0.0.4"]);
         // Last reserved at the end: wraps to the start.
         assert_eq!(all(&s, Some("10.0.0.6"))[0], "10.0.0.2");
         // Last reserved outside the set (config changed): start from the beginning.
@@ -922,18 +735,9 @@ mod tests {
             range_se("10.0.5.0/24", "10.0.5.1", "10.0.5.3"),
         ]);
         // 10.0.5.1 is range 2's gateway.
-        assert_eq!(
-            all(&s, None),
-            vec!["10.0.0.10", "10.0.0.11", "10.0.5.2", "10.0.5.3"]
-        );
-        assert_eq!(
-            all(&s, Some("10.0.0.11")),
-            vec!["10.0.5.2", "10.0.5.3", "10.0.0.10", "10.0.0.11"]
-        );
-        assert_eq!(
-            all(&s, Some("10.0.5.3")),
-            vec!["10.0.0.10", "10.0.0.11", "10.0.5.2", "10.0.5.3"]
-        );
+        assert_eq!(all(&s, None), vec!["10.0.0.10", "10.0.0.11", "10.0.5.2", "10.0.5.3"]);
+        assert_eq!(all(&s, Some("10.0.0.11")), vec!["10.0.5.2", "10.0.5.3", "10.0.0.10", "10.0.0.11"]);
+        assert_eq!(all(&s, Some("10.0.5.3")), vec!["10.0.0.10", "10.0.0.11", "10.0.5.2", "10.0.5.3"]);
         assert_eq!(s.to_string(), "10.0.0.10-10.0.0.11,10.0.5.1-10.0.5.3");
         assert_eq!(s.capacity(), 4);
     }
@@ -952,40 +756,24 @@ mod tests {
             last = Some(p.ip);
             got.push(p.ip.to_string());
         }
-        assert_eq!(
-            got,
-            ["10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.5", "10.0.0.6"]
-        );
+        assert_eq!(got, ["10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.5", "10.0.0.6"]);
         let e = pick(&s, 0, None, last, &taken, "c9", "eth0").unwrap_err();
-        assert_eq!(
-            e,
-            AllocError::Exhausted {
-                set: 0,
-                range_set: "10.0.0.1-10.0.0.6".into(),
-                capacity: 5
-            }
+        assert_eq!(e, AllocError::Exhausted { set: 0, range_set: "10.0.0.1-10.0.0.6".into(), capacity: 5 });
+        assert!(
+            e.to_string().starts_with(
+                "failed to allocate for range 0: no IP addresses available in range set: 10.0.0.1-10.0.0.6"
+            )
         );
-        assert!(e.to_string().starts_with(
-            "failed to allocate for range 0: no IP addresses available in range set: 10.0.0.1-10.0.0.6"
-        ));
         assert!(!has_free(&s, last, &|a| taken.contains_key(a)));
         // Free .3: round-robin from .6 wraps and finds it.
         taken.remove(&ip("10.0.0.3"));
         assert!(has_free(&s, last, &|a| taken.contains_key(a)));
-        assert_eq!(
-            pick(&s, 0, None, last, &taken, "c9", "eth0").unwrap().ip,
-            ip("10.0.0.3")
-        );
+        assert_eq!(pick(&s, 0, None, last, &taken, "c9", "eth0").unwrap().ip, ip("10.0.0.3"));
         // Round-robin: freeing .2 after .3 was handed out does not hand out .2 before .4.. wrap.
         taken.insert(ip("10.0.0.3"), holder("c9", "eth0"));
         taken.remove(&ip("10.0.0.2"));
         taken.remove(&ip("10.0.0.5"));
-        assert_eq!(
-            pick(&s, 0, None, Some(ip("10.0.0.3")), &taken, "c10", "eth0")
-                .unwrap()
-                .ip,
-            ip("10.0.0.5")
-        );
+        assert_eq!(pick(&s, 0, None, Some(ip("10.0.0.3")), &taken, "c10", "eth0").unwrap().ip, ip("10.0.0.5"));
     }
 
     #[test]
@@ -995,27 +783,9 @@ mod tests {
         assert_eq!(p.ip, ip("fd00:10::2"));
         assert_eq!(p.prefix, 64);
         assert_eq!(p.set, 1);
-        let p = pick(
-            &s,
-            1,
-            None,
-            Some(ip("fd00:10::ffff:ffff:ffff:fffe")),
-            &Taken::new(),
-            "c",
-            "eth0",
-        )
-        .unwrap();
+        let p = pick(&s, 1, None, Some(ip("fd00:10::ffff:ffff:ffff:fffe")), &Taken::new(), "c", "eth0").unwrap();
         assert_eq!(p.ip, ip("fd00:10::ffff:ffff:ffff:ffff"));
-        let p = pick(
-            &s,
-            1,
-            None,
-            Some(ip("fd00:10::ffff:ffff:ffff:ffff")),
-            &Taken::new(),
-            "c",
-            "eth0",
-        )
-        .unwrap();
+        let p = pick(&s, 1, None, Some(ip("fd00:10::ffff:ffff:ffff:ffff")), &Taken::new(), "c", "eth0").unwrap();
         assert_eq!(p.ip, ip("fd00:10::2"));
         assert_eq!(s.capacity(), (1u128 << 64) - 2);
     }
@@ -1027,30 +797,19 @@ mod tests {
         taken.insert(ip("10.0.0.7"), holder("c1", "eth0"));
         let e = pick(&s, 0, None, None, &taken, "c1", "eth0").unwrap_err();
         assert!(
-            e.to_string()
-                .starts_with("failed to allocate for range 0: 10.0.0.7 has been allocated to c1, duplicate allocation is not allowed"),
+            e.to_string().starts_with(
+                "failed to allocate for range 0: 10.0.0.7 has been allocated to c1, duplicate allocation is not allowed"
+            ),
             "{e}"
         );
         // Another interface of the same container is a different attachment.
-        assert_eq!(
-            pick(&s, 0, None, None, &taken, "c1", "eth1").unwrap().ip,
-            ip("10.0.0.2")
-        );
+        assert_eq!(pick(&s, 0, None, None, &taken, "c1", "eth1").unwrap().ip, ip("10.0.0.2"));
         // An address of this attachment outside this set does not count.
         let s6 = set(vec![range("fd00::/120")]);
         assert!(pick(&s6, 1, None, None, &taken, "c1", "eth0").is_ok());
         // Legacy files (container ID only) count for any interface of that container.
-        taken.insert(
-            ip("10.0.0.9"),
-            Holder {
-                container_id: "c2".into(),
-                ifname: None,
-            },
-        );
-        assert!(matches!(
-            pick(&s, 0, None, None, &taken, "c2", "net1"),
-            Err(AllocError::Duplicate { .. })
-        ));
+        taken.insert(ip("10.0.0.9"), Holder { container_id: "c2".into(), ifname: None });
+        assert!(matches!(pick(&s, 0, None, None, &taken, "c2", "net1"), Err(AllocError::Duplicate { .. })));
     }
 
     #[test]
@@ -1063,25 +822,15 @@ mod tests {
         let a = assign_requested(&sets, &[ip("::ffff:10.0.0.9")]).unwrap();
         assert_eq!(a, vec![Some(ip("10.0.0.9")), None]);
         // Two for one set, one outside every set.
-        let e = assign_requested(&sets, &[ip("10.0.0.9"), ip("10.0.0.10"), ip("192.168.0.1")])
-            .unwrap_err();
-        assert_eq!(
-            e,
-            AllocError::Unfulfilled(vec![ip("10.0.0.10"), ip("192.168.0.1")])
-        );
-        assert!(
-            e.to_string()
-                .starts_with("failed to allocate all requested IPs: 10.0.0.10 192.168.0.1")
-        );
+        let e = assign_requested(&sets, &[ip("10.0.0.9"), ip("10.0.0.10"), ip("192.168.0.1")]).unwrap_err();
+        assert_eq!(e, AllocError::Unfulfilled(vec![ip("10.0.0.10"), ip("192.168.0.1")]));
+        assert!(e.to_string().starts_with("failed to allocate all requested IPs: 10.0.0.10 192.168.0.1"));
         // Outside start..end but inside the subnet: not in the set.
         assert!(assign_requested(&sets, &[ip("10.0.0.255")]).is_err());
 
         let mut taken = Taken::new();
         let p = pick(&v4, 0, Some(ip("10.0.0.9")), None, &taken, "c1", "eth0").unwrap();
-        assert_eq!(
-            (p.ip, p.prefix, p.gateway),
-            (ip("10.0.0.9"), 24, ip("10.0.0.1"))
-        );
+        assert_eq!((p.ip, p.prefix, p.gateway), (ip("10.0.0.9"), 24, ip("10.0.0.1")));
         taken.insert(ip("10.0.0.9"), holder("other", "eth3"));
         let e = pick(&v4, 0, Some(ip("10.0.0.9")), None, &taken, "c1", "eth0").unwrap_err();
         let m = e.to_string();
@@ -1090,45 +839,21 @@ mod tests {
         ));
         assert!(m.contains("held by container other interface eth3"), "{m}");
         let e = pick(&v4, 0, Some(ip("10.0.0.1")), None, &taken, "c1", "eth0").unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "failed to allocate for range 0: requested ip 10.0.0.1 is subnet's gateway"
-        );
+        assert_eq!(e.to_string(), "failed to allocate for range 0: requested ip 10.0.0.1 is subnet's gateway");
         // Requested IPs skip the duplicate guard (reference behaviour).
         taken.insert(ip("10.0.0.20"), holder("c1", "eth0"));
         assert!(pick(&v4, 0, Some(ip("10.0.0.21")), None, &taken, "c1", "eth0").is_ok());
         // Broadcast inside an explicit range is refused when requested.
         let r = Range::new(ip("10.1.0.0"), 24, None, Some(ip("10.1.0.255")), None).unwrap();
-        let e = pick(
-            &set(vec![r]),
-            0,
-            Some(ip("10.1.0.255")),
-            None,
-            &Taken::new(),
-            "c",
-            "eth0",
-        )
-        .unwrap_err();
-        assert!(matches!(
-            e,
-            AllocError::RequestedReserved {
-                what: "broadcast address",
-                ..
-            }
-        ));
+        let e = pick(&set(vec![r]), 0, Some(ip("10.1.0.255")), None, &Taken::new(), "c", "eth0").unwrap_err();
+        assert!(matches!(e, AllocError::RequestedReserved { what: "broadcast address", .. }));
     }
 
     #[test]
     fn holder_parsing() {
         assert_eq!(Holder::parse("abc\r\neth0"), holder("abc", "eth0"));
         assert_eq!(Holder::parse("  abc\r\neth0\n"), holder("abc", "eth0"));
-        assert_eq!(
-            Holder::parse("abc\n"),
-            Holder {
-                container_id: "abc".into(),
-                ifname: None
-            }
-        );
+        assert_eq!(Holder::parse("abc\n"), Holder { container_id: "abc".into(), ifname: None });
         assert!(holder("abc", "eth0").is("abc", "eth0"));
         assert!(!holder("abc", "eth0").is("abc", "eth1"));
         assert!(Holder::parse("abc").belongs_to("abc", "eth1"));

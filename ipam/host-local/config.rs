@@ -7,6 +7,7 @@
 
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use ipnetwork::IpNetwork;
 use serde_json::{Map, Value};
@@ -14,6 +15,9 @@ use serde_json::{Map, Value};
 use crate::allocator::{Range, RangeSet, canonical};
 
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/cni/networks";
+/// How long a command waits for the network's lock before giving up with "try again" (code 11).
+/// rcni extension `ipam.lockTimeout` (seconds); the reference waits forever.
+pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A configured route, returned verbatim in the result.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,21 +31,28 @@ pub struct RouteConf {
     pub scope: Option<u8>,
 }
 
+/// Where the network's state lives: all DEL and GC need (they work even when the ranges changed).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IpamConf {
+pub struct Location {
     /// Network name = directory under `data_dir`.
     pub name: String,
-    pub range_sets: Vec<RangeSet>,
-    pub routes: Vec<RouteConf>,
     pub data_dir: PathBuf,
-    pub resolv_conf: Option<PathBuf>,
-    pub requested: Vec<IpAddr>,
+    pub lock_timeout: Duration,
 }
 
-impl IpamConf {
+impl Location {
     pub fn net_dir(&self) -> PathBuf {
         self.data_dir.join(&self.name)
     }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IpamConf {
+    pub loc: Location,
+    pub range_sets: Vec<RangeSet>,
+    pub routes: Vec<RouteConf>,
+    pub resolv_conf: Option<PathBuf>,
+    pub requested: Vec<IpAddr>,
 }
 
 type R<T> = Result<T, String>;
@@ -65,32 +76,24 @@ fn get<'a>(obj: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
 }
 
 fn as_str<'a>(v: &'a Value, path: &str) -> R<&'a str> {
-    v.as_str()
-        .ok_or_else(|| format!("{path}: expected a string, got {v}"))
+    v.as_str().ok_or_else(|| format!("{path}: expected a string, got {v}"))
 }
 
 fn as_obj<'a>(v: &'a Value, path: &str) -> R<&'a Map<String, Value>> {
-    v.as_object()
-        .ok_or_else(|| format!("{path}: expected an object, got {v}"))
+    v.as_object().ok_or_else(|| format!("{path}: expected an object, got {v}"))
 }
 
 fn as_arr<'a>(v: &'a Value, path: &str) -> R<&'a Vec<Value>> {
-    v.as_array()
-        .ok_or_else(|| format!("{path}: expected a list, got {v}"))
+    v.as_array().ok_or_else(|| format!("{path}: expected a list, got {v}"))
 }
 
 pub fn parse_ip(s: &str, path: &str) -> R<IpAddr> {
-    s.trim()
-        .parse::<IpAddr>()
-        .map(canonical)
-        .map_err(|_| format!("{path}: invalid IP address {s:?}"))
+    s.trim().parse::<IpAddr>().map(canonical).map_err(|_| format!("{path}: invalid IP address {s:?}"))
 }
 
 /// `address/prefix`, host bits allowed (checked later where it matters).
 pub fn parse_cidr(s: &str, path: &str) -> R<(IpAddr, u8)> {
-    let bad = || {
-        format!("{path}: invalid CIDR address {s:?} (expected address/prefix, e.g. 10.22.0.0/16)")
-    };
+    let bad = || format!("{path}: invalid CIDR address {s:?} (expected address/prefix, e.g. 10.22.0.0/16)");
     let (a, p) = s.trim().split_once('/').ok_or_else(bad)?;
     let ip: IpAddr = a.parse().map_err(|_| bad())?;
     if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) || p.len() > 3 {
@@ -106,12 +109,8 @@ pub fn parse_cidr(s: &str, path: &str) -> R<(IpAddr, u8)> {
 /// A requested address: `ip` or `ip/prefix` (the prefix is ignored, as in the reference).
 pub fn parse_requested(s: &str, path: &str) -> R<IpAddr> {
     let t = s.trim();
-    if t.contains('/') {
-        parse_cidr(t, path).map(|(ip, _)| canonical(ip))
-    } else {
-        parse_ip(t, path)
-    }
-    .map_err(|_| format!("cannot understand ip: {path}: {s:?} is not an IP address"))
+    if t.contains('/') { parse_cidr(t, path).map(|(ip, _)| canonical(ip)) } else { parse_ip(t, path) }
+        .map_err(|_| format!("cannot understand ip: {path}: {s:?} is not an IP address"))
 }
 
 /// A range object before validation, with where it came from for error messages.
@@ -137,9 +136,7 @@ fn raw_range(obj: &Map<String, Value>, path: &str) -> R<RawRange> {
     let sp = format!("{path}.subnet");
     let subnet = match get(obj, "subnet") {
         None => {
-            return Err(format!(
-                "{sp}: missing (every range needs a subnet, e.g. \"10.22.0.0/16\")"
-            ));
+            return Err(format!("{sp}: missing (every range needs a subnet, e.g. \"10.22.0.0/16\")"));
         }
         Some(v) => parse_cidr(as_str(v, &sp)?, &sp)?,
     };
@@ -189,9 +186,7 @@ fn parse_route(v: &Value, path: &str) -> R<RouteConf> {
     };
     let scope = match opt_u32(obj, "scope", path)? {
         None => None,
-        Some(n) => {
-            Some(u8::try_from(n).map_err(|_| format!("{path}.scope: must be 0..255, got {n}"))?)
-        }
+        Some(n) => Some(u8::try_from(n).map_err(|_| format!("{path}.scope: must be 0..255, got {n}"))?),
     };
     Ok(RouteConf {
         dst,
@@ -218,18 +213,47 @@ fn version_below_030(v: &str) -> bool {
     (a, b) < (0, 3)
 }
 
-/// Parse and validate. `stdin` is the whole request object; `cni_args_ip` the value of CNI_ARGS `IP`.
-pub fn parse(stdin: &Value, cni_version: &str, cni_args_ip: Option<&str>) -> R<IpamConf> {
+type Obj = Map<String, Value>;
+
+fn top_and_ipam(stdin: &Value) -> R<(&Obj, &Obj)> {
     let top = as_obj(stdin, "network configuration")?;
+    let ipam = match get(top, "ipam") {
+        None => return Err("IPAM config missing 'ipam' key".into()),
+        Some(v) => as_obj(v, "ipam")?,
+    };
+    Ok((top, ipam))
+}
+
+/// Network name, `ipam.dataDir`, `ipam.lockTimeout`; nothing else is looked at.
+pub fn parse_location(stdin: &Value) -> R<Location> {
+    let (top, ipam) = top_and_ipam(stdin)?;
     let name = match get(top, "name") {
         Some(v) => as_str(v, "name")?.to_string(),
         None => String::new(),
     };
     check_network_name(&name)?;
-    let ipam = match get(top, "ipam") {
-        None => return Err("IPAM config missing 'ipam' key".into()),
-        Some(v) => as_obj(v, "ipam")?,
+    let data_dir = match get(ipam, "dataDir") {
+        None => PathBuf::from(DEFAULT_DATA_DIR),
+        Some(v) => {
+            let s = as_str(v, "ipam.dataDir")?;
+            if s.is_empty() { PathBuf::from(DEFAULT_DATA_DIR) } else { PathBuf::from(s) }
+        }
     };
+    let lock_timeout = match get(ipam, "lockTimeout") {
+        None => DEFAULT_LOCK_TIMEOUT,
+        Some(v) => v
+            .as_f64()
+            .filter(|f| f.is_finite() && *f >= 0.0 && *f <= 86400.0)
+            .map(Duration::from_secs_f64)
+            .ok_or_else(|| format!("ipam.lockTimeout: expected seconds (0..86400), got {v}"))?,
+    };
+    Ok(Location { name, data_dir, lock_timeout })
+}
+
+/// Parse and validate. `stdin` is the whole request object; `cni_args_ip` the value of CNI_ARGS `IP`.
+pub fn parse(stdin: &Value, cni_version: &str, cni_args_ip: Option<&str>) -> R<IpamConf> {
+    let loc = parse_location(stdin)?;
+    let (top, ipam) = top_and_ipam(stdin)?;
     let rc = match get(top, "runtimeConfig") {
         None => None,
         Some(v) => Some(as_obj(v, "runtimeConfig")?),
@@ -271,24 +295,16 @@ pub fn parse(stdin: &Value, cni_version: &str, cni_args_ip: Option<&str>) -> R<I
         raw.extend(raw_sets(v, "ipam.ranges")?);
     }
     if raw.is_empty() {
-        return Err(
-            "no IP ranges specified: set ipam.ranges (e.g. [[{\"subnet\": \"10.22.0.0/16\"}]]) \
+        return Err("no IP ranges specified: set ipam.ranges (e.g. [[{\"subnet\": \"10.22.0.0/16\"}]]) \
                     or ipam.subnet"
-                .into(),
-        );
+            .into());
     }
     let mut range_sets = Vec::with_capacity(raw.len());
     for (i, set) in raw.into_iter().enumerate() {
         if set.is_empty() {
-            return Err(format!(
-                "invalid range set {i}: empty range set: give it at least one range"
-            ));
+            return Err(format!("invalid range set {i}: empty range set: give it at least one range"));
         }
-        let set_path = set[0]
-            .path
-            .rsplit_once('[')
-            .map(|(p, _)| p.to_string())
-            .unwrap_or_default();
+        let set_path = set[0].path.rsplit_once('[').map(|(p, _)| p.to_string()).unwrap_or_default();
         let mut ranges = Vec::with_capacity(set.len());
         for r in set {
             let range = Range::new(r.subnet.0, r.subnet.1, r.start, r.end, r.gateway)
@@ -296,11 +312,7 @@ pub fn parse(stdin: &Value, cni_version: &str, cni_args_ip: Option<&str>) -> R<I
             ranges.push(range);
         }
         let rs = RangeSet::new(ranges).map_err(|e| {
-            let at = if set_path.is_empty() {
-                String::new()
-            } else {
-                format!(" ({set_path})")
-            };
+            let at = if set_path.is_empty() { String::new() } else { format!(" ({set_path})") };
             format!("invalid range set {i}: {e}{at}")
         })?;
         range_sets.push(rs);
@@ -329,36 +341,14 @@ pub fn parse(stdin: &Value, cni_version: &str, cni_args_ip: Option<&str>) -> R<I
             routes.push(parse_route(r, &format!("ipam.routes[{i}]"))?);
         }
     }
-    let data_dir = match get(ipam, "dataDir") {
-        None => PathBuf::from(DEFAULT_DATA_DIR),
-        Some(v) => {
-            let s = as_str(v, "ipam.dataDir")?;
-            if s.is_empty() {
-                PathBuf::from(DEFAULT_DATA_DIR)
-            } else {
-                PathBuf::from(s)
-            }
-        }
-    };
     let resolv_conf = match get(ipam, "resolvConf") {
         None => None,
         Some(v) => {
             let s = as_str(v, "ipam.resolvConf")?;
-            if s.is_empty() {
-                None
-            } else {
-                Some(PathBuf::from(s))
-            }
+            if s.is_empty() { None } else { Some(PathBuf::from(s)) }
         }
     };
-    Ok(IpamConf {
-        name,
-        range_sets,
-        routes,
-        data_dir,
-        resolv_conf,
-        requested,
-    })
+    Ok(IpamConf { loc, range_sets, routes, resolv_conf, requested })
 }
 
 /// DNS settings read from a resolv.conf: `nameserver`, `domain`, `search`, `options`.
@@ -420,17 +410,15 @@ mod tests {
             None,
         )
         .unwrap();
-        assert_eq!(c.name, "net1");
-        assert_eq!(c.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
+        assert_eq!(c.loc.name, "net1");
+        assert_eq!(c.loc.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
+        assert_eq!(c.loc.lock_timeout, DEFAULT_LOCK_TIMEOUT);
         assert_eq!(c.range_sets.len(), 1);
         let r = &c.range_sets[0].ranges[0];
-        assert_eq!(
-            (r.start, r.end, r.gateway, r.prefix),
-            (ip("10.1.0.10"), ip("10.1.0.20"), ip("10.1.0.254"), 16)
-        );
+        assert_eq!((r.start, r.end, r.gateway, r.prefix), (ip("10.1.0.10"), ip("10.1.0.20"), ip("10.1.0.254"), 16));
         assert_eq!(c.routes.len(), 2);
         assert_eq!(c.routes[1].gw, Some(ip("10.1.0.1")));
-        assert_eq!(c.net_dir(), PathBuf::from("/var/lib/cni/networks/net1"));
+        assert_eq!(c.loc.net_dir(), PathBuf::from("/var/lib/cni/networks/net1"));
     }
 
     #[test]
@@ -442,51 +430,21 @@ mod tests {
             "args": {"cni": {"ips": ["10.2.0.7", "fd00::5"]}}
         });
         let c = parse(&v, "1.0.0", Some("10.2.0.9, 10.3.0.5")).unwrap();
-        let nets: Vec<String> = c
-            .range_sets
-            .iter()
-            .map(|s| s.ranges[0].network.to_string())
-            .collect();
+        let nets: Vec<String> = c.range_sets.iter().map(|s| s.ranges[0].network.to_string()).collect();
         assert_eq!(nets, ["10.3.0.0", "10.2.0.0", "fd00::"]);
-        assert_eq!(
-            c.requested,
-            vec![
-                ip("10.2.0.9"),
-                ip("10.3.0.5"),
-                ip("10.2.0.7"),
-                ip("fd00::5")
-            ]
-        );
-        assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
+        assert_eq!(c.requested, vec![ip("10.2.0.9"), ip("10.3.0.5"), ip("10.2.0.7"), ip("fd00::5")]);
+        assert_eq!(c.loc.data_dir, PathBuf::from("/tmp/x"));
     }
 
     #[test]
     fn errors_name_the_field() {
         let cases: Vec<(Value, &str)> = vec![
-            (
-                json!({"cniVersion": "1.0.0", "name": "n"}),
-                "IPAM config missing 'ipam' key",
-            ),
-            (
-                conf(json!({"type": "host-local"})),
-                "no IP ranges specified",
-            ),
-            (
-                conf(json!({"ranges": [[{"subnet": "10.0.0/24"}]]})),
-                "ipam.ranges[0][0].subnet: invalid CIDR address",
-            ),
-            (
-                conf(json!({"ranges": [[{"subnet": "10.0.0.0"}]]})),
-                "ipam.ranges[0][0].subnet: invalid CIDR address",
-            ),
-            (
-                conf(json!({"ranges": [[{"subnet": "10.0.0.0/33"}]]})),
-                "invalid CIDR",
-            ),
-            (
-                conf(json!({"ranges": [[{"rangeStart": "10.0.0.1"}]]})),
-                "ipam.ranges[0][0].subnet: missing",
-            ),
+            (json!({"cniVersion": "1.0.0", "name": "n"}), "IPAM config missing 'ipam' key"),
+            (conf(json!({"type": "host-local"})), "no IP ranges specified"),
+            (conf(json!({"ranges": [[{"subnet": "10.0.0/24"}]]})), "ipam.ranges[0][0].subnet: invalid CIDR address"),
+            (conf(json!({"ranges": [[{"subnet": "10.0.0.0"}]]})), "ipam.ranges[0][0].subnet: invalid CIDR address"),
+            (conf(json!({"ranges": [[{"subnet": "10.0.0.0/33"}]]})), "invalid CIDR"),
+            (conf(json!({"ranges": [[{"rangeStart": "10.0.0.1"}]]})), "ipam.ranges[0][0].subnet: missing"),
             (
                 conf(json!({"ranges": [[{"subnet": "10.0.0.0/24", "rangeStart": "10.0.1.1"}]]})),
                 "invalid range set 0: RangeStart 10.0.1.1 not in network 10.0.0.0/24 (ipam.ranges[0][0].rangeStart)",
@@ -505,10 +463,7 @@ mod tests {
                 conf(json!({"subnet": "10.0.0.0/24", "gateway": "10.9.0.1"})),
                 "invalid range set 0: gateway 10.9.0.1 not in network 10.0.0.0/24",
             ),
-            (
-                conf(json!({"subnet": "10.0.0.0/24", "gateway": "10.9.0.1"})),
-                "(ipam.gateway)",
-            ),
+            (conf(json!({"subnet": "10.0.0.0/24", "gateway": "10.9.0.1"})), "(ipam.gateway)"),
             (
                 conf(json!({"ranges": [[{"subnet": "10.0.0.0/24"}, {"subnet": "fd00::/64"}]]})),
                 "invalid range set 0: mixed address families",
@@ -521,38 +476,14 @@ mod tests {
                 conf(json!({"ranges": [[{"subnet": "10.0.0.0/24"}], [{"subnet": "10.0.0.0/16"}]]})),
                 "range set 0 overlaps with 1",
             ),
-            (
-                conf(json!({"ranges": [[]]})),
-                "invalid range set 0: empty range set",
-            ),
-            (
-                conf(json!({"ranges": [[{"subnet": "10.0.0.0/31"}]]})),
-                "Network 10.0.0.0/31 too small to allocate from",
-            ),
-            (
-                conf(json!({"ranges": [[{"subnet": "fd00::/127"}]]})),
-                "Network fd00::/127 too small to allocate from",
-            ),
-            (
-                conf(json!({"ranges": [[{"subnet": "10.0.0.1/24"}]]})),
-                "Network has host bits set",
-            ),
-            (
-                conf(json!({"ranges": {"subnet": "10.0.0.0/24"}})),
-                "ipam.ranges: expected a list",
-            ),
-            (
-                conf(json!({"subnet": "10.0.0.0/24", "routes": [{"dst": "nope"}]})),
-                "ipam.routes[0].dst: invalid CIDR",
-            ),
-            (
-                conf(json!({"subnet": "10.0.0.0/24", "routes": [{"gw": "10.0.0.1"}]})),
-                "ipam.routes[0].dst: missing",
-            ),
-            (
-                conf(json!({"subnet": "10.0.0.0/24", "dataDir": 5})),
-                "ipam.dataDir: expected a string",
-            ),
+            (conf(json!({"ranges": [[]]})), "invalid range set 0: empty range set"),
+            (conf(json!({"ranges": [[{"subnet": "10.0.0.0/31"}]]})), "Network 10.0.0.0/31 too small to allocate from"),
+            (conf(json!({"ranges": [[{"subnet": "fd00::/127"}]]})), "Network fd00::/127 too small to allocate from"),
+            (conf(json!({"ranges": [[{"subnet": "10.0.0.1/24"}]]})), "Network has host bits set"),
+            (conf(json!({"ranges": {"subnet": "10.0.0.0/24"}})), "ipam.ranges: expected a list"),
+            (conf(json!({"subnet": "10.0.0.0/24", "routes": [{"dst": "nope"}]})), "ipam.routes[0].dst: invalid CIDR"),
+            (conf(json!({"subnet": "10.0.0.0/24", "routes": [{"gw": "10.0.0.1"}]})), "ipam.routes[0].dst: missing"),
+            (conf(json!({"subnet": "10.0.0.0/24", "dataDir": 5})), "ipam.dataDir: expected a string"),
             (
                 json!({"cniVersion": "1.0.0", "name": "n", "ipam": {"subnet": "10.0.0.0/24"},
                        "runtimeConfig": {"ips": ["banana"]}}),
@@ -571,12 +502,7 @@ mod tests {
             let e = err(v.clone());
             assert!(e.contains(want), "config {v}\n  got:  {e}\n  want: {want}");
         }
-        let e = parse(
-            &conf(json!({"subnet": "10.0.0.0/24"})),
-            "1.0.0",
-            Some("10.0.0.x"),
-        )
-        .unwrap_err();
+        let e = parse(&conf(json!({"subnet": "10.0.0.0/24"})), "1.0.0", Some("10.0.0.x")).unwrap_err();
         assert!(e.starts_with("cannot understand ip: CNI_ARGS IP"), "{e}");
     }
 

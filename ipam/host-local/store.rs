@@ -34,24 +34,13 @@ const TMP_PREFIX: &str = ".rcni-tmp.";
 
 #[derive(Debug)]
 pub enum StoreError {
-    Io {
-        what: String,
-        path: PathBuf,
-        err: io::Error,
-    },
-    LockTimeout {
-        path: PathBuf,
-        waited: Duration,
-    },
+    Io { what: String, path: PathBuf, err: io::Error },
+    LockTimeout { path: PathBuf, waited: Duration },
 }
 
 impl StoreError {
     fn io(what: &str, path: &Path, err: io::Error) -> StoreError {
-        StoreError::Io {
-            what: what.to_string(),
-            path: path.to_path_buf(),
-            err,
-        }
+        StoreError::Io { what: what.to_string(), path: path.to_path_buf(), err }
     }
 }
 
@@ -116,10 +105,7 @@ fn lock_with_timeout(file: File, path: &Path, timeout: Duration) -> SResult<File
         Err(_) => {
             // The helper still uses the fd: keep it open until the process exits.
             std::mem::forget(file);
-            Err(StoreError::LockTimeout {
-                path: path.to_path_buf(),
-                waited: timeout,
-            })
+            Err(StoreError::LockTimeout { path: path.to_path_buf(), waited: timeout })
         }
     }
 }
@@ -148,11 +134,7 @@ pub struct Released {
 impl Store {
     /// Create `dir` (0700, with parents) if needed, then lock it.
     pub fn open(dir: &Path, timeout: Duration) -> SResult<Store> {
-        if let Err(e) = fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-        {
+        if let Err(e) = fs::DirBuilder::new().recursive(true).mode(0o700).create(dir) {
             return Err(StoreError::io("cannot create state directory", dir, e));
         }
         Self::lock(dir, timeout)
@@ -183,21 +165,13 @@ impl Store {
             .open(&path)
             .map_err(|e| StoreError::io("cannot open lock file", &path, e))?;
         let f = lock_with_timeout(f, &path, timeout)?;
-        Ok(Store {
-            dir: dir.to_path_buf(),
-            _lock: f,
-        })
-    }
-
-    pub fn dir(&self) -> &Path {
-        &self.dir
+        Ok(Store { dir: dir.to_path_buf(), _lock: f })
     }
 
     /// All reservations (files named by an address) and their holders, in one directory read.
     pub fn scan(&self) -> SResult<Taken> {
         let mut taken = Taken::new();
-        let rd =
-            fs::read_dir(&self.dir).map_err(|e| StoreError::io("cannot read", &self.dir, e))?;
+        let rd = fs::read_dir(&self.dir).map_err(|e| StoreError::io("cannot read", &self.dir, e))?;
         for ent in rd {
             let ent = ent.map_err(|e| StoreError::io("cannot read", &self.dir, e))?;
             let Some(ip) = name_ip(&ent.file_name()) else {
@@ -206,10 +180,7 @@ impl Store {
             let holder = match fs::read(ent.path()) {
                 Ok(b) => Holder::parse(&String::from_utf8_lossy(&b)),
                 Err(e) if is_not_found(&e) => continue,
-                Err(e) => Holder {
-                    container_id: format!("(unreadable: {e})"),
-                    ifname: None,
-                },
+                Err(e) => Holder { container_id: format!("(unreadable: {e})"), ifname: None },
             };
             taken.insert(ip, holder);
         }
@@ -218,8 +189,7 @@ impl Store {
 
     /// Reserved addresses without reading the files (STATUS).
     pub fn scan_names(&self) -> SResult<HashSet<IpAddr>> {
-        let rd =
-            fs::read_dir(&self.dir).map_err(|e| StoreError::io("cannot read", &self.dir, e))?;
+        let rd = fs::read_dir(&self.dir).map_err(|e| StoreError::io("cannot read", &self.dir, e))?;
         let mut out = HashSet::new();
         for ent in rd {
             let ent = ent.map_err(|e| StoreError::io("cannot read", &self.dir, e))?;
@@ -254,12 +224,7 @@ impl Store {
             .open(&self.dir)
         {
             Ok(f) => f,
-            Err(e)
-                if matches!(
-                    e.raw_os_error(),
-                    Some(libc::EOPNOTSUPP | libc::EISDIR | libc::EINVAL)
-                ) =>
-            {
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP | libc::EISDIR | libc::EINVAL)) => {
                 return Ok(None);
             }
             Err(e) => return Err(e),
@@ -269,13 +234,7 @@ impl Store {
         let src = CString::new(format!("/proc/self/fd/{}", f.as_raw_fd())).expect("no NUL");
         let dst = cstr(target)?;
         let r = unsafe {
-            libc::linkat(
-                libc::AT_FDCWD,
-                src.as_ptr(),
-                libc::AT_FDCWD,
-                dst.as_ptr(),
-                libc::AT_SYMLINK_FOLLOW,
-            )
+            libc::linkat(libc::AT_FDCWD, src.as_ptr(), libc::AT_FDCWD, dst.as_ptr(), libc::AT_SYMLINK_FOLLOW)
         };
         if r == 0 {
             return Ok(Some(true));
@@ -284,26 +243,16 @@ impl Store {
         match e.raw_os_error() {
             Some(libc::EEXIST) => Ok(Some(false)),
             // No /proc (or no permission to use it): fall back to a named temp file.
-            Some(libc::ENOENT | libc::EACCES | libc::EPERM)
-                if fs::metadata("/proc/self/fd").is_err() =>
-            {
-                Ok(None)
-            }
+            Some(libc::ENOENT | libc::EACCES | libc::EPERM) if fs::metadata("/proc/self/fd").is_err() => Ok(None),
             _ => Err(e),
         }
     }
 
     fn reserve_named(&self, ip: IpAddr, target: &Path, content: &[u8]) -> SResult<bool> {
-        let tmp = self
-            .dir
-            .join(format!("{TMP_PREFIX}{ip}.{}", std::process::id()));
+        let tmp = self.dir.join(format!("{TMP_PREFIX}{ip}.{}", std::process::id()));
         let _ = fs::remove_file(&tmp);
         let res = (|| -> io::Result<bool> {
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&tmp)?;
+            let mut f = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
             f.write_all(content)?;
             f.sync_data()?;
             drop(f);
@@ -341,12 +290,7 @@ impl Store {
         let path = self.dir.join(format!("{LAST_RESERVED_PREFIX}{set}"));
         let tmp = self.dir.join(format!(".{LAST_RESERVED_PREFIX}{set}.tmp"));
         (|| -> io::Result<()> {
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&tmp)?;
+            let mut f = OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
             f.write_all(ip.to_string().as_bytes())?;
             f.sync_data()?;
             drop(f);
@@ -358,8 +302,7 @@ impl Store {
     /// Release every reservation of `(id, ifname)`; files of very old versions holding only the container
     /// ID are released when no exact match exists (as the reference does). One directory read.
     pub fn release(&self, id: &str, ifname: &str) -> SResult<Released> {
-        let rd =
-            fs::read_dir(&self.dir).map_err(|e| StoreError::io("cannot read", &self.dir, e))?;
+        let rd = fs::read_dir(&self.dir).map_err(|e| StoreError::io("cannot read", &self.dir, e))?;
         let mut out = Released::default();
         let mut legacy = Vec::new();
         let mut exact = Vec::new();
@@ -391,9 +334,7 @@ impl Store {
                     }
                 }
                 Err(e) if is_not_found(&e) => {}
-                Err(e) => out
-                    .errors
-                    .push(format!("cannot remove {}: {e}", p.display())),
+                Err(e) => out.errors.push(format!("cannot remove {}: {e}", p.display())),
             }
         }
         Ok(out)
@@ -404,23 +345,20 @@ impl Store {
     /// Continues on errors and returns them all.
     pub fn gc(&self, valid: &HashSet<(String, String)>) -> SResult<Released> {
         let valid_ids: HashSet<&str> = valid.iter().map(|(id, _)| id.as_str()).collect();
-        let rd =
-            fs::read_dir(&self.dir).map_err(|e| StoreError::io("cannot read", &self.dir, e))?;
+        let rd = fs::read_dir(&self.dir).map_err(|e| StoreError::io("cannot read", &self.dir, e))?;
         let mut out = Released::default();
         for ent in rd {
             let ent = match ent {
                 Ok(e) => e,
                 Err(e) => {
-                    out.errors
-                        .push(format!("cannot read {}: {e}", self.dir.display()));
+                    out.errors.push(format!("cannot read {}: {e}", self.dir.display()));
                     continue;
                 }
             };
             let name = ent.file_name();
             let path = ent.path();
             let stale_tmp = name.as_bytes().starts_with(TMP_PREFIX.as_bytes())
-                || (name.as_bytes().starts_with(b".last_reserved_ip.")
-                    && name.as_bytes().ends_with(b".tmp"));
+                || (name.as_bytes().starts_with(b".last_reserved_ip.") && name.as_bytes().ends_with(b".tmp"));
             let ip = name_ip(&name);
             if ip.is_none() && !stale_tmp {
                 continue;
@@ -430,8 +368,7 @@ impl Store {
                     Ok(b) => b,
                     Err(e) if is_not_found(&e) => continue,
                     Err(e) => {
-                        out.errors
-                            .push(format!("cannot read {}: {e}", path.display()));
+                        out.errors.push(format!("cannot read {}: {e}", path.display()));
                         continue;
                     }
                 };
@@ -447,9 +384,7 @@ impl Store {
             match fs::remove_file(&path) {
                 Ok(()) => out.ips.extend(ip),
                 Err(e) if is_not_found(&e) => {}
-                Err(e) => out
-                    .errors
-                    .push(format!("cannot remove {}: {e}", path.display())),
+                Err(e) => out.errors.push(format!("cannot remove {}: {e}", path.display())),
             }
         }
         Ok(out)
@@ -467,10 +402,7 @@ mod tests {
             let p = std::env::temp_dir().join(format!(
                 "rcni-hl-store-{tag}-{}-{:?}",
                 std::process::id(),
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .unwrap()
-                    .as_nanos()
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
             ));
             TempDir(p)
         }
@@ -488,10 +420,8 @@ mod tests {
     const T: Duration = Duration::from_secs(5);
 
     fn names(dir: &Path) -> Vec<String> {
-        let mut v: Vec<String> = fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
+        let mut v: Vec<String> =
+            fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
         v.sort();
         v
     }
@@ -507,39 +437,14 @@ mod tests {
         s.set_last_reserved(1, ip("fd00::2")).unwrap();
         assert_eq!(fs::read(dir.join("10.0.0.2")).unwrap(), b"c1\r\neth0");
         assert_eq!(fs::read(dir.join("fd00::2")).unwrap(), b"c1\r\neth0");
-        assert_eq!(
-            fs::read(dir.join("last_reserved_ip.0")).unwrap(),
-            b"10.0.0.2"
-        );
-        assert_eq!(
-            fs::read(dir.join("last_reserved_ip.1")).unwrap(),
-            b"fd00::2"
-        );
-        assert_eq!(
-            names(&dir),
-            [
-                "10.0.0.2",
-                "fd00::2",
-                "last_reserved_ip.0",
-                "last_reserved_ip.1",
-                "lock"
-            ]
-        );
+        assert_eq!(fs::read(dir.join("last_reserved_ip.0")).unwrap(), b"10.0.0.2");
+        assert_eq!(fs::read(dir.join("last_reserved_ip.1")).unwrap(), b"fd00::2");
+        assert_eq!(names(&dir), ["10.0.0.2", "fd00::2", "last_reserved_ip.0", "last_reserved_ip.1", "lock"]);
         for n in ["10.0.0.2", "last_reserved_ip.0", "lock"] {
-            assert_eq!(
-                fs::metadata(dir.join(n)).unwrap().permissions().mode() & 0o777,
-                0o600,
-                "{n}"
-            );
+            assert_eq!(fs::metadata(dir.join(n)).unwrap().permissions().mode() & 0o777, 0o600, "{n}");
         }
-        assert_eq!(
-            fs::metadata(&dir).unwrap().permissions().mode() & 0o777,
-            0o700
-        );
-        assert_eq!(
-            fs::metadata(t.0.join("data")).unwrap().permissions().mode() & 0o777,
-            0o700
-        );
+        assert_eq!(fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o700);
+        assert_eq!(fs::metadata(t.0.join("data")).unwrap().permissions().mode() & 0o777, 0o700);
         assert_eq!(s.last_reserved(0), Some(ip("10.0.0.2")));
         assert_eq!(s.last_reserved(7), None);
         // Taken: EEXIST semantics.
@@ -555,14 +460,8 @@ mod tests {
     fn named_fallback_leaves_no_temp() {
         let t = TempDir::new("named");
         let s = Store::open(&t.0, T).unwrap();
-        assert!(
-            s.reserve_named(ip("10.0.0.3"), &t.0.join("10.0.0.3"), b"c\r\neth0")
-                .unwrap()
-        );
-        assert!(
-            !s.reserve_named(ip("10.0.0.3"), &t.0.join("10.0.0.3"), b"d\r\neth0")
-                .unwrap()
-        );
+        assert!(s.reserve_named(ip("10.0.0.3"), &t.0.join("10.0.0.3"), b"c\r\neth0").unwrap());
+        assert!(!s.reserve_named(ip("10.0.0.3"), &t.0.join("10.0.0.3"), b"d\r\neth0").unwrap());
         assert_eq!(names(&t.0), ["10.0.0.3", "lock"]);
         assert_eq!(fs::read(t.0.join("10.0.0.3")).unwrap(), b"c\r\neth0");
     }
@@ -587,10 +486,7 @@ mod tests {
         // Idempotent.
         assert!(s.release("c1", "eth0").unwrap().ips.is_empty());
         assert!(s.release("never", "eth0").unwrap().ips.is_empty());
-        assert_eq!(
-            names(&t.0),
-            ["10.0.0.3", "10.0.0.4", "last_reserved_ip.0", "lock"]
-        );
+        assert_eq!(names(&t.0), ["10.0.0.3", "10.0.0.4", "last_reserved_ip.0", "lock"]);
     }
 
     #[test]
@@ -622,27 +518,9 @@ mod tests {
         let valid: HashSet<(String, String)> = [("live".to_string(), "eth0".to_string())].into();
         let mut r = s.gc(&valid).unwrap();
         r.ips.sort();
-        assert_eq!(
-            r.ips,
-            [
-                ip("10.0.0.3"),
-                ip("10.0.0.4"),
-                ip("10.0.0.6"),
-                ip("10.0.0.7"),
-                ip("fd00::4")
-            ]
-        );
+        assert_eq!(r.ips, [ip("10.0.0.3"), ip("10.0.0.4"), ip("10.0.0.6"), ip("10.0.0.7"), ip("fd00::4")]);
         assert!(r.errors.is_empty());
-        assert_eq!(
-            names(&t.0),
-            [
-                "10.0.0.2",
-                "10.0.0.5",
-                "last_reserved_ip.0",
-                "lock",
-                "notes.txt"
-            ]
-        );
+        assert_eq!(names(&t.0), ["10.0.0.2", "10.0.0.5", "last_reserved_ip.0", "lock", "notes.txt"]);
         // Empty list: every reservation goes.
         s.gc(&HashSet::new()).unwrap();
         assert_eq!(names(&t.0), ["last_reserved_ip.0", "lock", "notes.txt"]);
@@ -651,11 +529,7 @@ mod tests {
     #[test]
     fn open_existing_creates_nothing() {
         let t = TempDir::new("existing");
-        assert!(
-            Store::open_existing(&t.0.join("nope"), T)
-                .unwrap()
-                .is_none()
-        );
+        assert!(Store::open_existing(&t.0.join("nope"), T).unwrap().is_none());
         assert!(!t.0.exists());
     }
 
