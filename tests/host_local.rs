@@ -1,0 +1,648 @@
+//! host-local integration tests: the built binary with CNI_* env + stdin, a temp dataDir per test, and
+//! (when installed) the reference binary `/usr/lib/cni/host-local` on the same state.
+//! host-local needs no network namespace: nothing here touches the host network.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fs;
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use serde_json::{Value, json};
+
+const OURS: &str = env!("CARGO_BIN_EXE_host-local");
+const REFERENCE: &str = "/usr/lib/cni/host-local";
+const NET: &str = "testnet";
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+        TempDir(std::env::temp_dir().join(format!("rcni-hl-{tag}-{}-{nanos}", std::process::id())))
+    }
+    fn data(&self) -> String {
+        self.0.join("data").to_string_lossy().into_owned()
+    }
+    fn net(&self) -> PathBuf {
+        self.0.join("data").join(NET)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+#[derive(Debug)]
+struct Out {
+    ok: bool,
+    json: Value,
+    stderr: String,
+}
+
+impl Out {
+    fn code(&self) -> u64 {
+        assert!(!self.ok, "expected failure, got {}", self.json);
+        self.json["code"].as_u64().unwrap()
+    }
+    fn msg(&self) -> &str {
+        self.json["msg"].as_str().unwrap_or("")
+    }
+    fn ips(&self) -> Vec<String> {
+        assert!(self.ok, "expected success: {} {}", self.json, self.stderr);
+        self.json["ips"].as_array().unwrap().iter().map(|i| i["address"].as_str().unwrap().to_string()).collect()
+    }
+    fn expect_ok(&self) {
+        assert!(self.ok, "expected success: {} {}", self.json, self.stderr);
+    }
+}
+
+fn run(bin: &str, cmd: &str, id: &str, ifname: &str, conf: &Value, cni_args: &str) -> Out {
+    let mut c = Command::new(bin);
+    c.env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("CNI_COMMAND", cmd)
+        .env("CNI_PATH", "/usr/lib/cni")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if !id.is_empty() {
+        c.env("CNI_CONTAINERID", id).env("CNI_IFNAME", ifname).env("CNI_NETNS", "/nonexistent/netns");
+    }
+    if !cni_args.is_empty() {
+        c.env("CNI_ARGS", cni_args);
+    }
+    let mut child = c.spawn().unwrap();
+    child.stdin.take().unwrap().write_all(conf.to_string().as_bytes()).unwrap();
+    let o = child.wait_with_output().unwrap();
+    let json = if o.stdout.is_empty() { Value::Null } else { serde_json::from_slice(&o.stdout).unwrap() };
+    Out { ok: o.status.success(), json, stderr: String::from_utf8_lossy(&o.stderr).into_owned() }
+}
+
+fn add(bin: &str, id: &str, conf: &Value) -> Out {
+    run(bin, "ADD", id, "eth0", conf, "")
+}
+
+fn del(bin: &str, id: &str, conf: &Value) -> Out {
+    run(bin, "DEL", id, "eth0", conf, "")
+}
+
+fn have_reference() -> bool {
+    if Path::new(REFERENCE).exists() {
+        true
+    } else {
+        eprintln!("skipping: {REFERENCE} not installed");
+        false
+    }
+}
+
+fn conf(t: &TempDir, version: &str, ipam: Value) -> Value {
+    let mut ipam = ipam;
+    ipam["type"] = json!("host-local");
+    ipam["dataDir"] = json!(t.data());
+    json!({"cniVersion": version, "name": NET, "type": "bridge", "ipam": ipam})
+}
+
+/// Files of the network directory: name -> content.
+fn files(dir: &Path) -> BTreeMap<String, String> {
+    let Ok(rd) = fs::read_dir(dir) else { return BTreeMap::new() };
+    rd.map(|e| {
+        let e = e.unwrap();
+        (e.file_name().to_string_lossy().into_owned(), fs::read_to_string(e.path()).unwrap_or_default())
+    })
+    .collect()
+}
+
+fn ip_files(dir: &Path) -> BTreeMap<String, String> {
+    files(dir).into_iter().filter(|(n, _)| n.parse::<std::net::IpAddr>().is_ok()).collect()
+}
+
+fn dual_stack(t: &TempDir, version: &str) -> Value {
+    conf(
+        t,
+        version,
+        json!({
+            "ranges": [[{"subnet": "10.22.0.0/24"}], [{"subnet": "fd00:22::/64", "gateway": "fd00:22::fe"}]],
+            "routes": [{"dst": "0.0.0.0/0"}, {"dst": "::/0"}, {"dst": "192.168.0.0/16", "gw": "10.22.0.9"}]
+        }),
+    )
+}
+
+#[test]
+fn dual_stack_result_shape_for_every_version() {
+    for version in ["0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"] {
+        let t = TempDir::new("shape");
+        let c = dual_stack(&t, version);
+        let o = add(OURS, "c1", &c);
+        assert!(o.ok, "{version}: {}", o.json);
+        let j = &o.json;
+        assert_eq!(j["cniVersion"], version);
+        assert!(j.get("interfaces").is_none(), "{version}: IPAM result has no interfaces: {j}");
+        if version.starts_with("0.1") || version.starts_with("0.2") {
+            assert_eq!(j["ip4"]["ip"], "10.22.0.2/24", "{j}");
+            assert_eq!(j["ip4"]["gateway"], "10.22.0.1");
+            assert_eq!(j["ip6"]["ip"], "fd00:22::1/64", "{j}");
+            assert_eq!(j["ip6"]["gateway"], "fd00:22::fe");
+            let r4: Vec<&str> =
+                j["ip4"]["routes"].as_array().unwrap().iter().map(|r| r["dst"].as_str().unwrap()).collect();
+            assert_eq!(r4, ["0.0.0.0/0", "192.168.0.0/16"]);
+            assert_eq!(j["ip4"]["routes"][1]["gw"], "10.22.0.9");
+            assert_eq!(j["ip6"]["routes"][0]["dst"], "::/0");
+        } else {
+            let ips = j["ips"].as_array().unwrap();
+            assert_eq!(ips.len(), 2);
+            assert_eq!(ips[0]["address"], "10.22.0.2/24");
+            assert_eq!(ips[0]["gateway"], "10.22.0.1");
+            assert_eq!(ips[1]["address"], "fd00:22::1/64");
+            assert_eq!(ips[1]["gateway"], "fd00:22::fe");
+            for ip in ips {
+                assert!(ip.get("interface").is_none(), "{j}");
+            }
+            if version.starts_with("0.") {
+                assert_eq!(ips[0]["version"], "4");
+                assert_eq!(ips[1]["version"], "6");
+            } else {
+                assert!(ips[0].get("version").is_none());
+            }
+            assert_eq!(j["routes"].as_array().unwrap().len(), 3);
+            assert_eq!(j["routes"][2], json!({"dst": "192.168.0.0/16", "gw": "10.22.0.9"}));
+        }
+        let f = files(&t.net());
+        assert_eq!(f["10.22.0.2"], "c1\r\neth0");
+        assert_eq!(f["fd00:22::1"], "c1\r\neth0");
+        assert_eq!(f["last_reserved_ip.0"], "10.22.0.2");
+        assert_eq!(f["last_reserved_ip.1"], "fd00:22::1");
+    }
+}
+
+#[test]
+fn same_shape_as_reference() {
+    if !have_reference() {
+        return;
+    }
+    for version in ["0.2.0", "0.3.1", "0.4.0", "1.0.0"] {
+        let (t1, t2) = (TempDir::new("shape-ours"), TempDir::new("shape-ref"));
+        let mut ours = add(OURS, "c1", &dual_stack(&t1, version)).json;
+        let mut theirs = add(REFERENCE, "c1", &dual_stack(&t2, version)).json;
+        // The reference (libcni 1.0.1) always prints "dns": {}; ours omits an empty dns in 1.x (like HEAD).
+        for j in [&mut ours, &mut theirs] {
+            if j.get("dns") == Some(&json!({})) {
+                j.as_object_mut().unwrap().remove("dns");
+            }
+        }
+        assert_eq!(ours, theirs, "cniVersion {version}");
+        assert_eq!(files(&t1.net()), files(&t2.net()), "cniVersion {version}");
+    }
+}
+
+#[test]
+fn resolv_conf_fills_dns() {
+    let t = TempDir::new("dns");
+    fs::create_dir_all(&t.0).unwrap();
+    let rc = t.0.join("resolv.conf");
+    fs::write(&rc, "nameserver 10.0.0.53\nsearch a.example b.example\noptions ndots:2\ndomain example\n").unwrap();
+    let c = conf(&t, "1.0.0", json!({"subnet": "10.5.0.0/24", "resolvConf": rc}));
+    let o = add(OURS, "c1", &c);
+    o.expect_ok();
+    assert_eq!(
+        o.json["dns"],
+        json!({"nameservers": ["10.0.0.53"], "domain": "example", "search": ["a.example", "b.example"], "options": ["ndots:2"]})
+    );
+    let c = conf(&t, "1.0.0", json!({"subnet": "10.5.0.0/24", "resolvConf": t.0.join("missing")}));
+    let o = add(OURS, "c2", &c);
+    assert!(o.msg().contains("ipam.resolvConf"), "{}", o.json);
+}
+
+#[test]
+fn concurrent_adds_then_dels() {
+    let t = TempDir::new("conc");
+    let c = conf(&t, "1.0.0", json!({"ranges": [[{"subnet": "10.30.0.0/24"}]]}));
+    let n = 200;
+    let outs: Vec<(String, Out)> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..n)
+            .map(|i| {
+                let c = &c;
+                s.spawn(move || {
+                    let id = format!("ctr-{i:03}");
+                    let o = add(OURS, &id, c);
+                    (id, o)
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut seen = HashSet::new();
+    for (id, o) in &outs {
+        let ips = o.ips();
+        assert_eq!(ips.len(), 1);
+        let ip = ips[0].strip_suffix("/24").unwrap().to_string();
+        assert!(seen.insert(ip.clone()), "duplicate {ip}");
+        assert_eq!(fs::read_to_string(t.net().join(&ip)).unwrap(), format!("{id}\r\neth0"));
+    }
+    let f = ip_files(&t.net());
+    assert_eq!(f.len(), n);
+    assert!(!f.contains_key("10.30.0.1") && !f.contains_key("10.30.0.0") && !f.contains_key("10.30.0.255"));
+    // 253 allocatable addresses (.2-.254; .1 is the gateway), 200 taken.
+    let free = (2..=254).filter(|i| !f.contains_key(&format!("10.30.0.{i}"))).count();
+    assert_eq!(free, 253 - n);
+    for (name, _) in files(&t.net()) {
+        assert!(
+            name == "lock" || name.starts_with("last_reserved_ip.") || f.contains_key(&name),
+            "unexpected file {name}"
+        );
+    }
+    // STATUS (needs a 1.1.0 config): still addresses left.
+    let c11 = conf(&t, "1.1.0", json!({"ranges": [[{"subnet": "10.30.0.0/24"}]]}));
+    run(OURS, "STATUS", "", "", &c11, "").expect_ok();
+
+    let dels: Vec<Out> = std::thread::scope(|s| {
+        let hs: Vec<_> = outs.iter().map(|(id, _)| s.spawn(|| del(OURS, id, &c))).collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for o in dels {
+        o.expect_ok();
+    }
+    let left: Vec<String> = files(&t.net()).into_keys().collect();
+    assert_eq!(left, ["last_reserved_ip.0", "lock"]);
+}
+
+#[test]
+fn exhaustion_and_status() {
+    let t = TempDir::new("exhaust");
+    let ipam = json!({"ranges": [[{"subnet": "10.40.0.0/29"}], [{"subnet": "fd00:40::/64"}]]});
+    let c = conf(&t, "1.1.0", ipam);
+    for i in 0..5 {
+        add(OURS, &format!("c{i}"), &c).expect_ok();
+    }
+    let o = add(OURS, "c5", &c);
+    assert_eq!(o.code(), 999);
+    assert!(
+        o.msg()
+            .starts_with("failed to allocate for range 0: no IP addresses available in range set: 10.40.0.1-10.40.0.6"),
+        "{}",
+        o.msg()
+    );
+    assert!(o.msg().contains("all 5 allocatable addresses"), "{}", o.msg());
+    // The failed ADD took nothing from range set 1.
+    assert_eq!(ip_files(&t.net()).len(), 10);
+    let s = run(OURS, "STATUS", "", "", &c, "");
+    assert_eq!(s.code(), 50);
+    assert!(s.msg().contains("range set 0 (10.40.0.1-10.40.0.6, 5 addresses)"), "{}", s.msg());
+    del(OURS, "c2", &c).expect_ok();
+    run(OURS, "STATUS", "", "", &c, "").expect_ok();
+    // Round-robin wraps to the freed address.
+    assert_eq!(add(OURS, "c5", &c).ips()[0], "10.40.0.4/29");
+}
+
+#[test]
+fn requested_ips_from_every_source() {
+    let t = TempDir::new("req");
+    let mut c = conf(&t, "1.0.0", json!({"ranges": [[{"subnet": "10.50.0.0/24"}], [{"subnet": "fd00:50::/64"}]]}));
+    // CNI_ARGS IP (comma list).
+    let o = run(OURS, "ADD", "c1", "eth0", &c, "IgnoreUnknown=1;K8S_POD_NAME=x;IP=10.50.0.77,fd00:50::77/64");
+    assert_eq!(o.ips(), ["10.50.0.77/24", "fd00:50::77/64"]);
+    // args.cni.ips
+    c["args"] = json!({"cni": {"ips": ["10.50.0.78"]}});
+    // (the other set continues round-robin after the last reserved address, requested or not)
+    assert_eq!(add(OURS, "c2", &c).ips(), ["10.50.0.78/24", "fd00:50::78/64"]);
+    // runtimeConfig.ips
+    c.as_object_mut().unwrap().remove("args");
+    c["runtimeConfig"] = json!({"ips": ["fd00:50::79"]});
+    assert_eq!(add(OURS, "c3", &c).ips(), ["10.50.0.79/24", "fd00:50::79/64"]);
+    // Taken: the error names the holder; nothing else reserved.
+    c["runtimeConfig"] = json!({"ips": ["10.50.0.77"]});
+    let before = files(&t.net());
+    let o = add(OURS, "c4", &c);
+    assert_eq!(o.code(), 999);
+    assert!(o.msg().contains("requested IP address 10.50.0.77 is not available in range set 10.50.0.1-10.50.0.254"));
+    assert!(o.msg().contains("held by container c1 interface eth0"), "{}", o.msg());
+    assert_eq!(files(&t.net()), before);
+    // Gateway.
+    c["runtimeConfig"] = json!({"ips": ["10.50.0.1"]});
+    assert!(add(OURS, "c4", &c).msg().contains("requested ip 10.50.0.1 is subnet's gateway"));
+    // Outside every range: refused before any file is touched.
+    c["runtimeConfig"] = json!({"ips": ["10.99.0.1"]});
+    let o = add(OURS, "c4", &c);
+    assert_eq!(o.code(), 999);
+    assert!(o.msg().starts_with("failed to allocate all requested IPs: 10.99.0.1"), "{}", o.msg());
+    assert_eq!(files(&t.net()), before);
+    // ipRanges from the runtime are prepended; the set indexes shift, so round-robin restarts once
+    // (last_reserved_ip.1 now names an IPv6 address, outside set 1), as in the reference.
+    c["runtimeConfig"] = json!({"ipRanges": [[{"subnet": "10.60.0.0/24"}]]});
+    assert_eq!(add(OURS, "c5", &c).ips(), ["10.60.0.2/24", "10.50.0.2/24", "fd00:50::2/64"]);
+}
+
+#[test]
+fn del_is_idempotent_and_check_finds_reservation() {
+    let t = TempDir::new("del");
+    let c = conf(&t, "1.0.0", json!({"subnet": "10.70.0.0/24"}));
+    // DEL of something never added, on a network that has no directory: ok, and creates nothing.
+    del(OURS, "ghost", &c).expect_ok();
+    assert!(!t.0.exists());
+    let r = add(OURS, "c1", &c);
+    r.expect_ok();
+    add(OURS, "c1x", &c).expect_ok();
+    run(OURS, "CHECK", "c1", "eth0", &c, "").expect_ok();
+    // CHECK with prevResult that matches, and one that does not.
+    let mut cp = c.clone();
+    cp["prevResult"] = r.json.clone();
+    run(OURS, "CHECK", "c1", "eth0", &cp, "").expect_ok();
+    let o = run(OURS, "CHECK", "c1x", "eth0", &cp, "");
+    assert_eq!(o.code(), 999);
+    assert!(o.msg().contains("reserved for container c1 interface eth0"), "{}", o.msg());
+    del(OURS, "c1", &c).expect_ok();
+    del(OURS, "c1", &c).expect_ok();
+    let o = run(OURS, "CHECK", "c1", "eth0", &c, "");
+    assert_eq!(o.code(), 999);
+    assert!(o.msg().starts_with("host-local: Failed to find address added by container c1"), "{}", o.msg());
+    assert_eq!(ip_files(&t.net()).len(), 1);
+    // DEL still releases when the configured ranges changed since ADD.
+    let c2 = conf(&t, "1.0.0", json!({"subnet": "10.71.0.0/24"}));
+    del(OURS, "c1x", &c2).expect_ok();
+    assert!(ip_files(&t.net()).is_empty());
+}
+
+#[test]
+fn lock_held_gives_try_again() {
+    let t = TempDir::new("lock");
+    let c = conf(&t, "1.0.0", json!({"subnet": "10.80.0.0/24", "lockTimeout": 0.3}));
+    fs::create_dir_all(t.net()).unwrap();
+    let f = fs::OpenOptions::new().create(true).append(true).open(t.net().join("lock")).unwrap();
+    assert_eq!(unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) }, 0);
+    let o = add(OURS, "c1", &c);
+    assert_eq!(o.code(), 11, "{}", o.json);
+    assert!(o.msg().contains("try again"));
+    assert!(ip_files(&t.net()).is_empty());
+    drop(f);
+    add(OURS, "c1", &c).expect_ok();
+}
+
+#[test]
+fn gc_removes_exactly_the_stale() {
+    let t = TempDir::new("gc");
+    let c = conf(&t, "1.1.0", json!({"ranges": [[{"subnet": "10.90.0.0/24"}], [{"subnet": "fd00:90::/64"}]]}));
+    for id in ["a", "b", "c"] {
+        add(OURS, id, &c).expect_ok();
+    }
+    run(OURS, "ADD", "a", "net1", &c, "").expect_ok();
+    // Key absent: nothing removed.
+    run(OURS, "GC", "", "", &c, "").expect_ok();
+    assert_eq!(ip_files(&t.net()).len(), 8);
+    let mut g = c.clone();
+    g["cni.dev/valid-attachments"] =
+        json!([{"containerID": "a", "ifname": "eth0"}, {"containerID": "c", "ifname": "eth0"}]);
+    run(OURS, "GC", "", "", &g, "").expect_ok();
+    let owners: HashSet<String> = ip_files(&t.net()).into_values().collect();
+    assert_eq!(owners, HashSet::from(["a\r\neth0".to_string(), "c\r\neth0".to_string()]));
+    assert_eq!(ip_files(&t.net()).len(), 4);
+    assert!(t.net().join("last_reserved_ip.0").exists() && t.net().join("lock").exists());
+    // The older key name is accepted too; an empty list releases everything.
+    let mut g = c.clone();
+    g["cni.dev/attachments"] = json!([]);
+    run(OURS, "GC", "", "", &g, "").expect_ok();
+    assert!(ip_files(&t.net()).is_empty());
+}
+
+#[test]
+fn bad_configs_touch_nothing() {
+    let t = TempDir::new("bad");
+    let ok_ipam = json!({"subnet": "10.10.0.0/24"});
+    let with = |ipam: Value| conf(&t, "1.0.0", ipam);
+    let mut no_ipam = with(ok_ipam.clone());
+    no_ipam.as_object_mut().unwrap().remove("ipam");
+    let mut bad_name = with(ok_ipam.clone());
+    bad_name["name"] = json!("..");
+    let mut slash_name = with(ok_ipam.clone());
+    slash_name["name"] = json!("a/../../etc");
+    let mut bad_version = with(ok_ipam.clone());
+    bad_version["cniVersion"] = json!("9.9.9");
+    let mut rc_ip = with(ok_ipam.clone());
+    rc_ip["runtimeConfig"] = json!({"ips": ["10.10.1.5"]});
+    let mut rc_bad_ip = with(ok_ipam.clone());
+    rc_bad_ip["runtimeConfig"] = json!({"ips": ["ten"]});
+    let two_v4_old = conf(&t, "0.2.0", json!({"ranges": [[{"subnet": "10.1.0.0/24"}], [{"subnet": "10.2.0.0/24"}]]}));
+    let cases: Vec<(&str, Value, &str, u64, &str)> = vec![
+        ("no ipam", no_ipam, "", 7, "IPAM config missing 'ipam' key"),
+        ("no ranges", with(json!({})), "", 7, "no IP ranges specified"),
+        ("bad cidr", with(json!({"ranges": [[{"subnet": "10.10.0/24"}]]})), "", 7, "ipam.ranges[0][0].subnet"),
+        ("start outside", with(json!({"subnet": "10.10.0.0/24", "rangeStart": "10.11.0.1"})), "", 7, "ipam.rangeStart"),
+        ("end outside", with(json!({"subnet": "10.10.0.0/24", "rangeEnd": "10.11.0.1"})), "", 7, "ipam.rangeEnd"),
+        (
+            "start after end",
+            with(json!({"subnet": "10.10.0.0/24", "rangeStart": "10.10.0.9", "rangeEnd": "10.10.0.8"})),
+            "",
+            7,
+            "is before RangeStart",
+        ),
+        ("gateway outside", with(json!({"subnet": "10.10.0.0/24", "gateway": "10.11.0.1"})), "", 7, "ipam.gateway"),
+        (
+            "mixed families",
+            with(json!({"ranges": [[{"subnet": "10.10.0.0/24"}, {"subnet": "fd00::/64"}]]})),
+            "",
+            7,
+            "mixed address families",
+        ),
+        (
+            "overlap in set",
+            with(json!({"ranges": [[{"subnet": "10.10.0.0/24"}, {"subnet": "10.10.0.0/16"}]]})),
+            "",
+            7,
+            "overlap",
+        ),
+        (
+            "overlapping sets",
+            with(json!({"ranges": [[{"subnet": "10.10.0.0/24"}], [{"subnet": "10.10.0.0/16"}]]})),
+            "",
+            7,
+            "range set 0 overlaps with 1",
+        ),
+        ("slash 31", with(json!({"subnet": "10.10.0.0/31"})), "", 7, "too small to allocate from"),
+        ("slash 32", with(json!({"subnet": "10.10.0.0/32"})), "", 7, "too small to allocate from"),
+        ("slash 127", with(json!({"subnet": "fd00::/127"})), "", 7, "too small to allocate from"),
+        ("host bits", with(json!({"subnet": "10.10.0.1/24"})), "", 7, "host bits set"),
+        ("name ..", bad_name, "", 7, "network name"),
+        ("name with slash", slash_name, "", 7, "network name"),
+        ("bad version", bad_version, "", 1, "incompatible CNI versions"),
+        ("two v4 sets on 0.2.0", two_v4_old, "", 7, "does not support more than 1 address per family"),
+        ("CNI_ARGS bad IP", with(ok_ipam.clone()), "IP=10.10.0.x", 7, "cannot understand ip"),
+        ("CNI_ARGS unknown key", with(ok_ipam.clone()), "FOO=bar", 4, "ARGS: unknown args"),
+        ("CNI_ARGS lower-case ip", with(ok_ipam.clone()), "ip=10.10.0.5", 4, "ARGS: unknown args"),
+        ("requested outside", rc_ip, "", 999, "failed to allocate all requested IPs: 10.10.1.5"),
+        ("requested garbage", rc_bad_ip, "", 7, "cannot understand ip"),
+    ];
+    for (what, c, args, code, needle) in cases {
+        let o = run(OURS, "ADD", "c1", "eth0", &c, args);
+        assert_eq!(o.code(), code, "{what}: {}", o.json);
+        assert!(o.msg().contains(needle), "{what}: {:?} does not contain {needle:?}", o.msg());
+        assert!(!t.0.exists(), "{what}: touched {}", t.0.display());
+    }
+}
+
+// ---- interoperability with the reference binary (Debian containernetworking-plugins 1.1.1) ----
+
+fn addr(o: &Out) -> Vec<String> {
+    o.ips().into_iter().map(|a| a.split('/').next().unwrap().to_string()).collect()
+}
+
+#[test]
+fn interop_allocation_continues_round_robin_both_ways() {
+    if !have_reference() {
+        return;
+    }
+    let t = TempDir::new("interop-rr");
+    let c = conf(
+        &t,
+        "1.0.0",
+        json!({"ranges": [[{"subnet": "10.100.0.0/29"}], [{"subnet": "fd00:100::/125", "rangeStart": "fd00:100::4"}]]}),
+    );
+    // .2-.6 allocatable in v4 (5), fd00:100::4-::7 in v6 (4): the v6 set wraps first.
+    let seq = [
+        (REFERENCE, "r1", vec!["10.100.0.2", "fd00:100::4"]),
+        (OURS, "o1", vec!["10.100.0.3", "fd00:100::5"]),
+        (REFERENCE, "r2", vec!["10.100.0.4", "fd00:100::6"]),
+        (OURS, "o2", vec!["10.100.0.5", "fd00:100::7"]),
+    ];
+    for (bin, id, want) in &seq {
+        let o = add(bin, id, &c);
+        assert_eq!(addr(&o), *want, "{bin} {id}");
+    }
+    // Free an early v6 address with the reference; ours wraps around to it (v6), continues after .5 (v4).
+    del(REFERENCE, "r1", &c).expect_ok();
+    assert_eq!(addr(&add(OURS, "o3", &c)), ["10.100.0.6", "fd00:100::4"]);
+    // The v6 set is full for the reference too (it takes .2 in v4, then rolls it back).
+    let o = add(REFERENCE, "r3", &c);
+    assert!(!o.ok);
+    assert!(
+        o.msg().contains(
+            "failed to allocate for range 1: no IP addresses available in range set: fd00:100::4-fd00:100::7"
+        ),
+        "{}",
+        o.msg()
+    );
+    assert!(!t.net().join("10.100.0.2").exists());
+    // Free one by ours (allocated by the reference); the reference wraps to it.
+    del(OURS, "r2", &c).expect_ok();
+    assert_eq!(addr(&add(REFERENCE, "r4", &c)), ["10.100.0.4", "fd00:100::6"]);
+    // The reference refuses a duplicate of an attachment ours allocated, and vice versa.
+    assert!(add(REFERENCE, "o1", &c).msg().contains("duplicate allocation is not allowed"));
+    assert!(add(OURS, "r4", &c).msg().contains("duplicate allocation is not allowed"));
+    // Files: same bytes whoever wrote them.
+    let f = ip_files(&t.net());
+    assert_eq!(f.len(), 8);
+    for (ip, owner) in &f {
+        assert!(owner.ends_with("\r\neth0") && !owner.ends_with('\n'), "{ip}: {owner:?}");
+    }
+    assert_eq!(fs::read_to_string(t.net().join("last_reserved_ip.1")).unwrap(), "fd00:100::6");
+}
+
+#[test]
+fn interop_del_releases_what_the_other_allocated() {
+    if !have_reference() {
+        return;
+    }
+    let t = TempDir::new("interop-del");
+    let c = dual_stack(&t, "1.0.0");
+    add(REFERENCE, "r1", &c).expect_ok();
+    add(OURS, "o1", &c).expect_ok();
+    add(REFERENCE, "r2", &c).expect_ok();
+    del(OURS, "r1", &c).expect_ok();
+    del(REFERENCE, "o1", &c).expect_ok();
+    let owners: HashSet<String> = ip_files(&t.net()).into_values().collect();
+    assert_eq!(owners, HashSet::from(["r2\r\neth0".to_string()]));
+    // Reference CHECK sees our reservation; ours sees the reference's.
+    add(OURS, "o2", &c).expect_ok();
+    run(REFERENCE, "CHECK", "o2", "eth0", &c, "").expect_ok();
+    run(OURS, "CHECK", "r2", "eth0", &c, "").expect_ok();
+    del(REFERENCE, "o2", &c).expect_ok();
+    del(OURS, "r2", &c).expect_ok();
+    assert!(ip_files(&t.net()).is_empty());
+}
+
+#[test]
+fn interop_requested_ip_held_by_reference() {
+    if !have_reference() {
+        return;
+    }
+    let t = TempDir::new("interop-req");
+    let c = conf(&t, "1.0.0", json!({"ranges": [[{"subnet": "fd00:7::/64"}]]}));
+    let o = run(REFERENCE, "ADD", "r1", "eth0", &c, "IP=fd00:7:0:0:0:0:0:a");
+    assert_eq!(addr(&o), ["fd00:7::a"]);
+    let o = run(OURS, "ADD", "o1", "eth0", &c, "IP=fd00:7::a");
+    assert!(o.msg().contains("held by container r1 interface eth0"), "{}", o.msg());
+    let o = run(OURS, "ADD", "o1", "eth0", &c, "IP=fd00:7:0:0:1:0:0:b");
+    assert_eq!(addr(&o), ["fd00:7::1:0:0:b"]);
+    let o = run(REFERENCE, "ADD", "r2", "eth0", &c, "IP=fd00:7::1:0:0:b");
+    assert!(o.msg().contains("not available"), "{}", o.msg());
+}
+
+#[test]
+fn interop_gc_after_mixed_allocations() {
+    if !have_reference() {
+        return;
+    }
+    let t = TempDir::new("interop-gc");
+    let c10 = dual_stack(&t, "1.0.0");
+    for (bin, id) in [(REFERENCE, "r1"), (OURS, "o1"), (REFERENCE, "r2"), (OURS, "o2")] {
+        add(bin, id, &c10).expect_ok();
+    }
+    let mut g = dual_stack(&t, "1.1.0");
+    g["cni.dev/valid-attachments"] =
+        json!([{"containerID": "r2", "ifname": "eth0"}, {"containerID": "o1", "ifname": "eth0"}]);
+    let before = ip_files(&t.net());
+    run(OURS, "GC", "", "", &g, "").expect_ok();
+    let after = ip_files(&t.net());
+    let expect: BTreeMap<String, String> =
+        before.into_iter().filter(|(_, o)| o == "r2\r\neth0" || o == "o1\r\neth0").collect();
+    assert_eq!(after, expect);
+    assert_eq!(after.len(), 4);
+    // The reference continues happily on the GC'd state.
+    add(REFERENCE, "r3", &c10).expect_ok();
+}
+
+#[test]
+fn interop_concurrent_mixed_adds_share_the_lock() {
+    if !have_reference() {
+        return;
+    }
+    let t = TempDir::new("interop-conc");
+    let c = conf(&t, "1.0.0", json!({"ranges": [[{"subnet": "10.110.0.0/24"}], [{"subnet": "fd00:110::/120"}]]}));
+    let n = 120;
+    let outs: Vec<(String, Out)> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..n)
+            .map(|i| {
+                let c = &c;
+                s.spawn(move || {
+                    let (bin, id) = if i % 2 == 0 { (OURS, format!("o{i}")) } else { (REFERENCE, format!("r{i}")) };
+                    (id.clone(), add(bin, &id, c))
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut seen = HashSet::new();
+    for (id, o) in &outs {
+        for a in addr(o) {
+            assert!(seen.insert(a.clone()), "duplicate {a}");
+            assert_eq!(fs::read_to_string(t.net().join(&a)).unwrap(), format!("{id}\r\neth0"));
+        }
+    }
+    assert_eq!(ip_files(&t.net()).len(), 2 * n);
+    // Release concurrently, each with the other binary.
+    let dels: Vec<Out> = std::thread::scope(|s| {
+        let hs: Vec<_> = outs
+            .iter()
+            .map(|(id, _)| {
+                let c = &c;
+                s.spawn(move || del(if id.starts_with('o') { REFERENCE } else { OURS }, id, c))
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for o in dels {
+        o.expect_ok();
+    }
+    assert!(ip_files(&t.net()).is_empty());
+}
