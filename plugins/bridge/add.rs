@@ -128,7 +128,8 @@ async fn steps(
             plan::add_default_routes(&mut result);
         }
         let routes = plan::pod_routes(&result);
-        let setup = IfaceSetup { link: &attached.container, ips: &result.ips, routes: &routes, enable_dad: c.enable_dad };
+        let setup =
+            IfaceSetup { link: &attached.container, ips: &result.ips, routes: &routes, enable_dad: c.enable_dad };
         iface::configure(pod, pod_ns, &setup).await?;
         if c.is_gateway {
             ensure_gateways(node, br, &plan::bridge_gateways(&result.ips), c.force_address).await?;

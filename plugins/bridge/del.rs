@@ -28,12 +28,8 @@ pub fn del(inv: &Invocation<'_>) -> CniResult<()> {
             // The pod's addresses come from prevResult (the cached ADD result); the masquerade module finds
             // the entries by owner when there is none. Tried whatever ipMasq says now: the config may have
             // changed since ADD, and a missing entry costs one netlink lookup.
-            let ips = req
-                .conf
-                .prev_result
-                .as_ref()
-                .map(|r| r.ips.iter().map(|i| i.address).collect())
-                .unwrap_or_default();
+            let ips =
+                req.conf.prev_result.as_ref().map(|r| r.ips.iter().map(|i| i.address).collect()).unwrap_or_default();
             let entry = PodEntry { container_id: req.container_id.clone(), ifname: req.ifname.clone(), ips };
             if let Err(e) = masq::teardown(&req.conf.name, &entry) {
                 errors.push(CniError::internal(format!("failed to remove masquerade: {e}")));
