@@ -329,3 +329,90 @@ fn hundred_pods_one_rule_hundred_elements() {
     assert_eq!(masq_state(&net.node), (1, 0));
     assert!(ip_files(net.data.path()).is_empty());
 }
+
+/// The result with what legitimately differs between two runs blanked: MACs and the host veth's name.
+/// An empty "dns" is dropped too: Debian's reference (libcni 1.0.1) prints `"dns": {}` in 1.x results,
+/// current libcni omits it (as we do).
+fn normalized(mut r: Value) -> Value {
+    for i in r["interfaces"].as_array_mut().unwrap() {
+        i["mac"] = json!("<mac>");
+        if i.get("sandbox").is_none() && i["name"].as_str().unwrap().starts_with("veth") {
+            i["name"] = json!("<host-veth>");
+        }
+    }
+    if r.get("dns") == Some(&json!({})) {
+        r.as_object_mut().unwrap().remove("dns");
+    }
+    r
+}
+
+/// (addresses, routes) of the pod's eth0, without link-local addresses.
+fn pod_state(pod: &PodNs) -> (Vec<String>, Vec<String>) {
+    let mut addrs: Vec<String> =
+        pod.addrs("eth0").into_iter().filter(|a| a.scope == "global").map(|a| a.cidr()).collect();
+    addrs.sort();
+    let mut routes: Vec<String> = pod
+        .routes()
+        .into_iter()
+        .filter(|r| !r.dst.starts_with("fe80"))
+        .map(|r| format!("{} via {:?} dev {:?}", r.dst, r.gateway, r.dev))
+        .collect();
+    routes.sort();
+    (addrs, routes)
+}
+
+#[test]
+fn differential_against_reference_bridge() {
+    let reference = support::reference_plugin("bridge").parent().unwrap().to_path_buf();
+    let cases = [json!({"isGateway": true}), json!({"isDefaultGateway": true, "hairpinMode": true, "mtu": 1400})];
+    for extra in cases {
+        let mut results = Vec::new();
+        let mut states = Vec::new();
+        for cni_path in [vec![reference.clone()], rcni_path()] {
+            let data = TempDir::new("br-diff");
+            let mut conf = simple_conf("1.0.0", data.path(), extra.clone());
+            conf["plugins"][0]["ipMasq"] = json!(false);
+            conf["plugins"][0]["ipam"]["ranges"] = json!([[{"subnet": "10.70.0.0/24"}], [{"subnet": "fd00:70::/64"}]]);
+            conf["plugins"][0]["ipam"].as_object_mut().unwrap().remove("subnet");
+            if extra.get("isDefaultGateway").is_some() {
+                // The reference fails when IPAM also gives a gateway-less default route (see the next test).
+                conf["plugins"][0]["ipam"].as_object_mut().unwrap().remove("routes");
+            }
+            let node = NodeNs::new("br-diff");
+            let nc = NetConfDir::new(&conf);
+            let tool = Cnitool::new(&nc, &cni_path);
+            let pod = PodNs::new("br-diff-p");
+            let env = [("CNI_CONTAINERID", "diff")];
+            let mut r = tool.run_with(&node, &["add", "shapes", pod.path_str()], &env).ok().json();
+            assert_eq!(r["interfaces"][2]["sandbox"], pod.path_str());
+            r["interfaces"][2]["sandbox"] = json!("<pod netns>");
+            results.push(normalized(r));
+            states.push(pod_state(&pod));
+            let br = node.link("br0").unwrap();
+            states.push((
+                node.addr_cidrs("br0").into_iter().filter(|a| !a.starts_with("fe80")).collect(),
+                vec![br.mtu.to_string()],
+            ));
+            tool.run_with(&node, &["del", "shapes", pod.path_str()], &env).ok();
+            drop(data);
+        }
+        assert_eq!(results[0], results[1], "result differs from the reference for {extra}");
+        assert_eq!(states[0], states[2], "pod addresses/routes differ from the reference for {extra}");
+        assert_eq!(states[1], states[3], "bridge state differs from the reference for {extra}");
+    }
+}
+
+/// The reference programs the default route twice when IPAM gives one without a gateway and
+/// isDefaultGateway adds another, and fails with "file exists" (leaving the veth behind). We program it once.
+#[test]
+fn default_gateway_plus_ipam_default_route_works_unlike_reference() {
+    let data = TempDir::new("br-dgw");
+    let conf = simple_conf("1.0.0", data.path(), json!({"isDefaultGateway": true, "ipMasq": false}));
+    let net = Net::new(conf, data, "br-dgw");
+    let pod = PodNs::new("br-dgw-p");
+    let r = net.run("add", &pod, "dgw").ok().json();
+    assert_eq!(r["routes"], json!([{"dst": "0.0.0.0/0"}, {"dst": "0.0.0.0/0", "gw": "10.66.0.1"}]));
+    assert_eq!(pod.default_gateway("-4").as_deref(), Some("10.66.0.1"));
+    net.run("check", &pod, "dgw").ok();
+    net.run("del", &pod, "dgw").ok();
+}
