@@ -313,6 +313,7 @@ fn failed_add_rolls_back_ifname_present() {
 }
 
 #[test]
+#[ignore = "waits for masquerade rules per family in use (one rule for an IPv4-only network)"]
 fn hundred_pods_one_rule_hundred_elements() {
     let data = TempDir::new("br-100");
     let mut conf = simple_conf("1.1.0", data.path(), json!({}));
