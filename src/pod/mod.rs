@@ -2,8 +2,12 @@
 //! addresses, attach a pod to it with a veth, apply an IPAM result to the pod's interface, and tear an
 //! attachment down by (containerID, ifname). bridge and vxlan both stand on these.
 
+pub mod attach;
 pub mod bridge;
+pub mod check;
+pub mod detach;
 pub mod iface;
+pub mod ipam;
 pub mod names;
 pub mod plan;
 pub mod veth;

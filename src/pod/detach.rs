@@ -1,18 +1,18 @@
-//! DEL and GC: best effort, idempotent, and never dependent on the pod's netns still being there.
+//! DEL and GC of a pod on a node bridge: best effort, idempotent, and never dependent on the pod's netns
+//! still being there.
 //!
 //! Order: masquerade entry first (it is keyed by the pod's IP, which must not be handed to a new pod while
 //! an old rule still names it), then the veth, then the IPAM release. Every step runs even if an earlier
 //! one failed; all errors are reported at the end.
 
-use crate::Invocation;
-use rcni::cni::skel::Attachment;
-use rcni::cni::{CniError, CniResult, delegate};
-use rcni::net::NetHandle;
-use rcni::net::masq::{self, Owner, PodEntry};
-use rcni::pod::{block_on, collect_errors, open_netns_for_del, veth};
+use super::ipam::Ipam;
+use super::{block_on, collect_errors, open_netns_for_del, veth};
+use crate::cni::skel::{Attachment, Request};
+use crate::cni::{CniError, CniResult};
+use crate::net::NetHandle;
+use crate::net::masq::{self, Owner, PodEntry};
 
-pub fn del(inv: &Invocation<'_>) -> CniResult<()> {
-    let req = inv.req;
+pub fn del(req: &Request, ipam: Option<&Ipam>) -> CniResult<()> {
     let mut errors: Vec<CniError> = Vec::new();
     let pod_ns = open_netns_for_del(&req.netns).unwrap_or_else(|e| {
         errors.push(e);
@@ -24,7 +24,7 @@ pub fn del(inv: &Invocation<'_>) -> CniResult<()> {
             Some(ns) => Some(NetHandle::for_netns(ns)?),
             None => None,
         };
-        if inv.ipam.is_some() {
+        if ipam.is_some() {
             // The pod's addresses come from prevResult (the cached ADD result); the masquerade module finds
             // the entries by owner when there is none. Tried whatever ipMasq says now: the config may have
             // changed since ADD, and a missing entry costs one netlink lookup.
@@ -38,8 +38,8 @@ pub fn del(inv: &Invocation<'_>) -> CniResult<()> {
         if let Err(e) = veth::remove(&node, pod.as_ref(), &req.container_id, &req.ifname).await {
             errors.push(e);
         }
-        if let Some(ipam) = &inv.ipam {
-            if let Err(e) = delegate::del(ipam, req) {
+        if let Some(ipam) = ipam {
+            if let Err(e) = ipam.del(req) {
                 errors.push(e);
             }
         }
@@ -47,13 +47,12 @@ pub fn del(inv: &Invocation<'_>) -> CniResult<()> {
     })
 }
 
-/// GC: forward to IPAM (the spec's "must"), and drop masquerade entries of attachments not in the valid list.
-/// With no list at all, nothing is removed.
-pub fn gc(inv: &Invocation<'_>, valid: Option<&[Attachment]>) -> CniResult<()> {
-    let req = inv.req;
+/// GC: forward to IPAM (the spec's "must"), and drop masquerade entries of attachments not in the valid
+/// list. With no list at all, nothing is removed.
+pub fn gc(req: &Request, ipam: Option<&Ipam>, valid: Option<&[Attachment]>) -> CniResult<()> {
     let mut errors = Vec::new();
-    if let Some(ipam) = &inv.ipam {
-        if let Err(e) = delegate::gc(ipam, req) {
+    if let Some(ipam) = ipam {
+        if let Err(e) = ipam.gc(req) {
             errors.push(e);
         }
     }
