@@ -6,7 +6,7 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use support::rcni_bin;
 
-const PLUGINS: [&str; 3] = ["bridge", "host-local", "loopback"];
+const PLUGINS: [&str; 4] = ["bridge", "host-local", "loopback", "vxlan"];
 const ALL: [&str; 7] = ["0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"];
 
 fn run(bin: &str, command: Option<&str>, stdin: &str) -> std::process::Output {

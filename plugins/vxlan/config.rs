@@ -35,6 +35,9 @@ pub struct VxlanConf {
     pub peers: Vec<Peer>,
     #[serde(default)]
     pub peers_file: Option<PathBuf>,
+    /// host-local's dataDir when the IPAM config is generated from `subnet`.
+    #[serde(default)]
+    pub data_dir: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]

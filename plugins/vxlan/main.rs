@@ -1,9 +1,234 @@
-//! The vxlan plugin: pods on a local bridge, nodes joined by a VXLAN overlay (being built).
+//! The vxlan plugin: pods on a local bridge (the shared bridge recipe), nodes joined by a VXLAN overlay
+//! the plugin programs itself — no daemon. See plugins/vxlan/README.md.
+//!
+//! `vxlan sync <conflist-or-conf>` (without CNI_COMMAND) reconciles the VTEP and the peer entries without a
+//! pod event, e.g. from a systemd path unit watching the peers file.
 
 mod config;
+mod node;
 mod peerplan;
 
+use config::VxlanConf;
+use ipnetwork::IpNetwork;
+use rcni::cni::error::code;
+use rcni::cni::result::AddResult;
+use rcni::cni::skel::{self, Attachment, Plugin, Request};
+use rcni::cni::{CniError, CniResult};
+use rcni::net::NetHandle;
+use rcni::net::masq::Backend;
+use rcni::pod::attach::{AttachSpec, MasqSpec};
+use rcni::pod::bridge::BridgeSettings;
+use rcni::pod::ipam::Ipam;
+use rcni::pod::{attach, block_on, check, detach, ipam, open_netns};
+use serde_json::{Value, json};
+use std::os::fd::AsRawFd;
+
+/// This node's pod subnets: the `subnet` shorthand, or the subnets of host-local's ranges.
+fn own_subnets(c: &VxlanConf, raw: &Value) -> CniResult<Vec<IpNetwork>> {
+    if !c.subnet.is_empty() {
+        return Ok(c.subnet.clone());
+    }
+    let ipam = raw.get("ipam");
+    let mut out: Vec<IpNetwork> = Vec::new();
+    let mut push = |v: Option<&Value>| {
+        if let Some(n) = v.and_then(Value::as_str).and_then(|s| s.parse::<IpNetwork>().ok()) {
+            out.push(IpNetwork::new(n.network(), n.prefix()).expect("valid"));
+        }
+    };
+    push(ipam.and_then(|i| i.get("subnet")));
+    for set in ipam.and_then(|i| i.get("ranges")).and_then(Value::as_array).into_iter().flatten() {
+        for r in set.as_array().into_iter().flatten() {
+            push(r.get("subnet"));
+        }
+    }
+    if out.is_empty() {
+        return Err(CniError::invalid_config("cannot tell this node's pod subnet")
+            .with_details("set \"subnet\" (e.g. \"10.244.1.0/24\") or give host-local \"ipam\" with \"ranges\""));
+    }
+    Ok(out)
+}
+
+/// The IPAM delegate: the configured `ipam`, or host-local ranges generated from `subnet` (the same bytes
+/// for ADD and DEL, since they come from the same config).
+fn ipam_for(req_conf: &Value, c: &VxlanConf, own: &[IpNetwork]) -> CniResult<Ipam> {
+    if let Some(t) = req_conf.get("ipam").and_then(|i| i.get("type")).and_then(Value::as_str).filter(|t| !t.is_empty()) {
+        return Ok(Ipam { plugin: t.to_string(), stdin: serde_json::to_vec(req_conf).expect("JSON value") });
+    }
+    let ranges: Vec<Value> = own.iter().map(|s| json!([{ "subnet": s.to_string() }])).collect();
+    let mut ipam = json!({ "type": "host-local", "ranges": ranges });
+    if let Some(d) = &c.data_dir {
+        ipam["dataDir"] = json!(d);
+    }
+    let mut conf = req_conf.clone();
+    conf["ipam"] = ipam;
+    Ok(Ipam { plugin: "host-local".into(), stdin: serde_json::to_vec(&conf).expect("JSON value") })
+}
+
+/// Everything one invocation needs, from the plugin's config.
+struct Loaded {
+    conf: VxlanConf,
+    own: Vec<IpNetwork>,
+    ipam: Ipam,
+}
+
+fn load(raw: &Value, stdin: &[u8]) -> CniResult<Loaded> {
+    let conf = VxlanConf::parse(stdin)?;
+    let own = own_subnets(&conf, raw)?;
+    let ipam = ipam_for(raw, &conf, &own)?;
+    Ok(Loaded { conf, own, ipam })
+}
+
+/// The pod attachment: the bridge as gateway with the overlay MTU, the cluster network via the gateway,
+/// masquerade only for traffic leaving the cluster network.
+fn spec(c: &VxlanConf, mtu: u32) -> CniResult<AttachSpec> {
+    let masq = if c.ip_masq {
+        let backend = Backend::parse(c.ip_masq_backend.as_deref()).map_err(|e| CniError::invalid_config(e.to_string()))?;
+        Some(MasqSpec { backend, exempt: Some(c.network.clone()) })
+    } else {
+        None
+    };
+    Ok(AttachSpec {
+        bridge: BridgeSettings { name: c.bridge.clone(), mtu: Some(mtu), vlan_filtering: false, promisc: false },
+        mtu: Some(mtu),
+        hairpin: c.hairpin_mode,
+        is_gateway: true,
+        is_default_gateway: c.is_default_gateway,
+        masq,
+        gateway_routes: c.network.clone(),
+        ..Default::default()
+    })
+}
+
+/// Serializes node-level changes (VTEP, peer entries) between concurrent invocations in one node: a file
+/// lock keyed by the node's netns, so test nodes on one machine do not contend.
+struct NodeLock {
+    _file: std::fs::File,
+}
+
+impl NodeLock {
+    fn take(network: &str) -> CniResult<NodeLock> {
+        use std::os::unix::fs::MetadataExt;
+        let ino = std::fs::metadata("/proc/thread-self/ns/net").map(|m| m.ino()).unwrap_or(0);
+        let dir = std::path::Path::new("/run/rcni");
+        let _ = std::fs::create_dir_all(dir);
+        let path = dir.join(format!("vxlan-{ino}-{network}.lock"));
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| CniError::new(code::IO_FAILURE, format!("cannot open lock {}: {e}", path.display())))?;
+        // SAFETY: flock on a descriptor we own; released when the file is closed.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(CniError::new(code::TRY_AGAIN, format!("cannot lock {}", path.display())));
+        }
+        Ok(NodeLock { _file: f })
+    }
+}
+
+/// Node setup: underlay, VTEP, peers. Returns the overlay MTU and what changed.
+async fn prepare_node(node: &NetHandle, network: &str, l: &Loaded) -> CniResult<(u32, Vec<String>)> {
+    let _lock = NodeLock::take(network)?;
+    let u = node::underlay(node, &l.conf).await?;
+    let peers = node::peers(&l.conf)?;
+    let (vtep, mut changes) = node::ensure_vtep(node, &l.conf, &u, &l.own).await?;
+    changes.extend(node::reconcile_peers(node, &vtep, u.local, &peers).await?);
+    Ok((u.mtu, changes))
+}
+
+struct Vxlan;
+
+impl Plugin for Vxlan {
+    fn add(&self, req: &Request) -> CniResult<AddResult> {
+        let l = load(&req.conf.raw, &req.stdin)?;
+        let pod_ns = open_netns(&req.netns)?;
+        block_on(async {
+            let node = NetHandle::current()?;
+            let pod = NetHandle::for_netns(&pod_ns)?;
+            let (mtu, _) = prepare_node(&node, &req.conf.name, &l).await?;
+            attach::add_in(req, &spec(&l.conf, mtu)?, Some(&l.ipam), &node, &pod, &pod_ns).await
+        })
+    }
+
+    fn del(&self, req: &Request) -> CniResult<()> {
+        // The VTEP and the peer entries stay: they serve every pod of the node.
+        let l = load(&req.conf.raw, &req.stdin)?;
+        detach::del(req, Some(&l.ipam))
+    }
+
+    fn check(&self, req: &Request) -> CniResult<()> {
+        let l = load(&req.conf.raw, &req.stdin)?;
+        let prev = check::required_prev_result(req)?;
+        let pod_ns = open_netns(&req.netns)?;
+        let spec = block_on(async {
+            let node = NetHandle::current()?;
+            let pod = NetHandle::for_netns(&pod_ns)?;
+            let u = node::underlay(&node, &l.conf).await?;
+            let vtep = node::check_vtep(&node, &l.conf, &u).await?;
+            node::check_peers(&node, &vtep, u.local, &node::peers(&l.conf)?).await?;
+            let spec = spec(&l.conf, u.mtu)?;
+            check::check_in(req, &spec, prev, &node, &pod).await?;
+            Ok::<_, CniError>(spec)
+        })?;
+        check::check_state(req, &spec, prev, Some(&l.ipam))
+    }
+
+    fn gc(&self, req: &Request, valid: Option<&[Attachment]>) -> CniResult<()> {
+        let l = load(&req.conf.raw, &req.stdin)?;
+        detach::gc(req, Some(&l.ipam), valid)
+    }
+
+    /// Not ready (50) when the underlay is missing or the peer source is unreadable or invalid — not merely
+    /// because no pod has created the VTEP yet: STATUS gates the first ADD.
+    fn status(&self, req: &Request) -> CniResult<()> {
+        let l = load(&req.conf.raw, &req.stdin)?;
+        let not_ready = |e: CniError| CniError { code: code::NOT_AVAILABLE, ..e };
+        node::peers(&l.conf).map_err(not_ready)?;
+        block_on(async { node::underlay(&NetHandle::current()?, &l.conf).await }).map_err(not_ready)?;
+        ipam::status(Some(&l.ipam), req)
+    }
+}
+
+/// `vxlan sync <file>`: the vxlan plugin object of a conflist (or a single-plugin conf), with the list's
+/// name and cniVersion injected as a runtime would.
+fn sync(path: &str) -> CniResult<Vec<String>> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| CniError::new(code::IO_FAILURE, format!("cannot read {path}: {e}")))?;
+    let file: Value =
+        serde_json::from_slice(&bytes).map_err(|e| CniError::new(code::DECODE, format!("{path}: {e}")))?;
+    let mut plugin = match file.get("plugins").and_then(Value::as_array) {
+        Some(list) => list
+            .iter()
+            .find(|p| p.get("type").and_then(Value::as_str) == Some("vxlan"))
+            .cloned()
+            .ok_or_else(|| CniError::invalid_config(format!("{path} has no plugin of type vxlan")))?,
+        None => file.clone(),
+    };
+    let name = file.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
+    plugin["name"] = json!(name);
+    let l = load(&plugin, &serde_json::to_vec(&plugin).expect("JSON value"))?;
+    block_on(async {
+        let node = NetHandle::current()?;
+        Ok(prepare_node(&node, &name, &l).await?.1)
+    })
+}
+
 fn main() {
-    eprintln!("vxlan: not built yet");
-    std::process::exit(1);
+    let args: Vec<String> = std::env::args().collect();
+    if std::env::var_os("CNI_COMMAND").is_none() && args.get(1).map(String::as_str) == Some("sync") {
+        let Some(path) = args.get(2) else {
+            eprintln!("usage: vxlan sync <conflist-or-conf>");
+            std::process::exit(2);
+        };
+        match sync(path) {
+            Ok(changes) if changes.is_empty() => println!("in sync"),
+            Ok(changes) => changes.iter().for_each(|c| println!("{c}")),
+            Err(e) => {
+                eprintln!("vxlan sync: {e}");
+                std::process::exit(1);
+            }
+        }
+        return;
+    }
+    skel::run(&format!("CNI vxlan plugin (rcni {})", env!("CARGO_PKG_VERSION")), &Vxlan)
 }

@@ -21,6 +21,7 @@ pub struct Entries {
     pub routes: BTreeSet<(IpNetwork, IpAddr)>,
 }
 
+#[cfg(test)]
 impl Entries {
     pub fn is_empty(&self) -> bool {
         self.neighs.is_empty() && self.fdb.is_empty() && self.routes.is_empty()
