@@ -1,9 +1,8 @@
-//! Delegation: run another plugin (usually IPAM) found on CNI_PATH with the same stdin and environment,
-//! only CNI_COMMAND changed — as the spec and libcni's DelegateArgs do.
+//! Delegation: run another plugin (usually IPAM) found on CNI_PATH with the same environment, only
+//! CNI_COMMAND changed — as the spec and libcni's DelegateArgs do. `rcni::pod::ipam` builds on this.
 
 use super::error::{CniError, CniResult, code};
-use super::result::AddResult;
-use super::skel::{Command, Request};
+use super::skel::Command;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -65,33 +64,6 @@ pub fn exec(binary: &Path, command: Command, stdin: &[u8]) -> CniResult<Vec<u8>>
             String::from_utf8_lossy(&out.stdout).trim()
         ))),
     }
-}
-
-fn run(plugin_type: &str, command: Command, req: &Request) -> CniResult<Vec<u8>> {
-    exec(&find_plugin(plugin_type, &req.path)?, command, &req.stdin)
-}
-
-/// IPAM ADD: the delegate's result, parsed whatever version it printed.
-pub fn add(plugin_type: &str, req: &Request) -> CniResult<AddResult> {
-    let out = run(plugin_type, Command::Add, req)?;
-    AddResult::from_slice(&out, &req.conf.cni_version)
-        .map_err(|e| e.context(format!("IPAM plugin {plugin_type} returned an unreadable result")))
-}
-
-pub fn del(plugin_type: &str, req: &Request) -> CniResult<()> {
-    run(plugin_type, Command::Del, req).map(|_| ())
-}
-
-pub fn check(plugin_type: &str, req: &Request) -> CniResult<()> {
-    run(plugin_type, Command::Check, req).map(|_| ())
-}
-
-pub fn gc(plugin_type: &str, req: &Request) -> CniResult<()> {
-    run(plugin_type, Command::Gc, req).map(|_| ())
-}
-
-pub fn status(plugin_type: &str, req: &Request) -> CniResult<()> {
-    run(plugin_type, Command::Status, req).map(|_| ())
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ pub mod delegate;
 pub mod error;
 pub mod log;
 pub mod result;
+pub mod runtime;
 pub mod serde_util;
 pub mod skel;
 pub mod version;

@@ -1,0 +1,731 @@
+//! Links: read (`Link`), create (bridge, veth, vxlan), change (up/down, mtu, mac, master, promisc,
+//! name, bridge-port flags), delete, and wait for oper-up.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use futures::StreamExt;
+use netlink_packet_core::{DefaultNla, NLM_F_CREATE, NLM_F_EXCL, NetlinkPayload};
+use netlink_packet_route::AddressFamily;
+use netlink_packet_route::RouteNetlinkMessage;
+use netlink_packet_route::link::{
+    AfSpecBridge, BridgeFlag, BridgeVlanInfo, BridgeVlanInfoFlags, InfoBridge, InfoBridgePort, InfoData, InfoKind,
+    InfoPortData, InfoVeth, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage, LinkProtoInfoBridge, State,
+};
+
+use super::error::{NetError, Result};
+use super::handle::NetHandle;
+use super::mac::Mac;
+use super::netns::Netns;
+
+/// `RTMGRP_LINK`: multicast group of link notifications (RTNLGRP_LINK = 1).
+const RTMGRP_LINK: u32 = 1;
+/// Bridge port attributes inside `IFLA_PROTINFO` (include/uapi/linux/if_link.h).
+const IFLA_BRPORT_MODE: u16 = 4;
+const IFLA_BRPORT_ISOLATED: u16 = 33;
+
+/// RFC 2863 operational state (`IFLA_OPERSTATE`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OperState {
+    Unknown,
+    NotPresent,
+    Down,
+    LowerLayerDown,
+    Testing,
+    Dormant,
+    Up,
+    Other(u8),
+}
+
+impl From<State> for OperState {
+    fn from(s: State) -> Self {
+        match s {
+            State::Unknown => OperState::Unknown,
+            State::NotPresent => OperState::NotPresent,
+            State::Down => OperState::Down,
+            State::LowerLayerDown => OperState::LowerLayerDown,
+            State::Testing => OperState::Testing,
+            State::Dormant => OperState::Dormant,
+            State::Up => OperState::Up,
+            State::Other(v) => OperState::Other(v),
+            _ => OperState::Unknown,
+        }
+    }
+}
+
+/// VXLAN parameters read back from a device.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct VxlanInfo {
+    pub vni: Option<u32>,
+    /// Destination UDP port (the kernel default is 8472 when none was given).
+    pub port: Option<u16>,
+    pub local: Option<IpAddr>,
+    pub learning: Option<bool>,
+    /// Underlay device index (`IFLA_VXLAN_LINK`).
+    pub underlay: Option<u32>,
+    pub udp_csum: Option<bool>,
+}
+
+/// Bridge (the device itself) parameters.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BridgeInfo {
+    pub vlan_filtering: Option<bool>,
+}
+
+/// Bridge-port flags of a link enslaved to a bridge (from `IFLA_INFO_SLAVE_DATA`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BridgePortInfo {
+    pub hairpin: Option<bool>,
+    pub isolated: Option<bool>,
+}
+
+/// A link as the kernel reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Link {
+    pub index: u32,
+    pub name: String,
+    /// `IFLA_INFO_KIND`: "veth", "bridge", "vxlan", ...; `None` for physical devices and `lo`.
+    pub kind: Option<String>,
+    pub mac: Option<Mac>,
+    pub mtu: Option<u32>,
+    /// Index of the bridge (controller) this link is attached to.
+    pub master: Option<u32>,
+    /// Administratively up (`IFF_UP`).
+    pub admin_up: bool,
+    /// Carrier present (`IFF_LOWER_UP`).
+    pub lower_up: bool,
+    pub oper_state: OperState,
+    pub promisc: bool,
+    /// `IFLA_LINK`: for a veth, the peer's index — in the peer's namespace when `link_netnsid` is set.
+    pub peer_index: Option<u32>,
+    /// `IFLA_LINK_NETNSID`: the peer lives in another namespace (id local to this namespace).
+    pub link_netnsid: Option<i32>,
+    pub vxlan: Option<VxlanInfo>,
+    pub bridge: Option<BridgeInfo>,
+    pub bridge_port: Option<BridgePortInfo>,
+}
+
+impl Link {
+    pub fn is_oper_up(&self) -> bool {
+        self.oper_state == OperState::Up
+    }
+
+    pub fn is_kind(&self, kind: &str) -> bool {
+        self.kind.as_deref() == Some(kind)
+    }
+
+    pub(crate) fn from_message(msg: &LinkMessage) -> Link {
+        let flags = msg.header.flags;
+        let mut l = Link {
+            index: msg.header.index,
+            name: String::new(),
+            kind: None,
+            mac: None,
+            mtu: None,
+            master: None,
+            admin_up: flags.contains(LinkFlags::Up),
+            lower_up: flags.contains(LinkFlags::LowerUp),
+            oper_state: OperState::Unknown,
+            promisc: flags.contains(LinkFlags::Promisc),
+            peer_index: None,
+            link_netnsid: None,
+            vxlan: None,
+            bridge: None,
+            bridge_port: None,
+        };
+        for attr in &msg.attributes {
+            match attr {
+                LinkAttribute::IfName(n) => l.name = n.clone(),
+                LinkAttribute::Address(a) => l.mac = Mac::from_slice(a),
+                LinkAttribute::Mtu(m) => l.mtu = Some(*m),
+                LinkAttribute::Controller(m) => l.master = Some(*m),
+                LinkAttribute::OperState(s) => l.oper_state = (*s).into(),
+                LinkAttribute::Link(i) => l.peer_index = Some(*i),
+                LinkAttribute::LinkNetNsId(i) => l.link_netnsid = Some(*i),
+                LinkAttribute::LinkInfo(infos) => parse_link_info(infos, &mut l),
+                _ => {}
+            }
+        }
+        l
+    }
+}
+
+fn parse_link_info(infos: &[LinkInfo], l: &mut Link) {
+    for info in infos {
+        match info {
+            LinkInfo::Kind(k) => l.kind = Some(k.to_string()),
+            LinkInfo::Data(InfoData::Vxlan(vx)) => {
+                let mut v = VxlanInfo::default();
+                for a in vx {
+                    match a {
+                        InfoVxlan::Id(id) => v.vni = Some(*id),
+                        InfoVxlan::Port(p) => v.port = Some(*p),
+                        InfoVxlan::Local(ip) => v.local = Some(IpAddr::V4(*ip)),
+                        InfoVxlan::Local6(ip) => v.local = Some(IpAddr::V6(*ip)),
+                        InfoVxlan::Learning(b) => v.learning = Some(*b),
+                        InfoVxlan::Link(i) => v.underlay = Some(*i),
+                        InfoVxlan::UDPCsum(b) => v.udp_csum = Some(*b),
+                        _ => {}
+                    }
+                }
+                l.vxlan = Some(v);
+            }
+            LinkInfo::Data(InfoData::Bridge(br)) => {
+                let mut b = BridgeInfo::default();
+                for a in br {
+                    if let InfoBridge::VlanFiltering(f) = a {
+                        b.vlan_filtering = Some(*f);
+                    }
+                }
+                l.bridge = Some(b);
+            }
+            LinkInfo::PortData(InfoPortData::BridgePort(port)) => {
+                let mut p = BridgePortInfo::default();
+                for a in port {
+                    match a {
+                        InfoBridgePort::HairpinMode(b) => p.hairpin = Some(*b),
+                        InfoBridgePort::Isolated(b) => p.isolated = Some(*b),
+                        _ => {}
+                    }
+                }
+                l.bridge_port = Some(p);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// A bridge to create.
+#[derive(Clone, Debug, Default)]
+pub struct BridgeSpec {
+    pub name: String,
+    pub mtu: Option<u32>,
+    pub vlan_filtering: bool,
+    /// Pin the MAC at creation. Without it the bridge takes the lowest MAC of its ports and changes
+    /// whenever ports come and go (and udev may rewrite it), which breaks neighbours' ARP caches.
+    pub mac: Option<Mac>,
+    pub up: bool,
+}
+
+/// One end of a veth pair.
+#[derive(Clone, Debug, Default)]
+pub struct VethEnd {
+    pub name: String,
+    pub mtu: Option<u32>,
+    pub mac: Option<Mac>,
+}
+
+/// A veth pair: `host` in the handle's namespace, `peer` born directly in `peer_ns` under its final
+/// name, both in one RTM_NEWLINK.
+///
+/// The peer cannot be created up: the kernel registers and configures the peer before the host end
+/// exists, and opening a veth without a peer fails with ENOTCONN (drivers/net/veth.c `veth_open`).
+/// Set it up afterwards through a handle in `peer_ns`.
+#[derive(Clone, Debug)]
+pub struct VethSpec<'a> {
+    pub host: VethEnd,
+    /// Bring the host end up as part of creation (saves a round trip; fine, the peer exists by then).
+    pub host_up: bool,
+    /// Attach the host end to this bridge at creation.
+    pub host_master: Option<u32>,
+    pub peer: VethEnd,
+    pub peer_ns: &'a Netns,
+}
+
+/// A VXLAN device to create.
+#[derive(Clone, Debug, Default)]
+pub struct VxlanSpec {
+    pub name: String,
+    pub vni: u32,
+    /// Destination UDP port; `None` lets the kernel pick its default (8472, not IANA's 4789).
+    pub port: Option<u16>,
+    /// Source VTEP address; its family decides the underlay family.
+    pub local: Option<IpAddr>,
+    /// Underlay device index.
+    pub underlay: Option<u32>,
+    pub learning: bool,
+    /// `None`: the kernel derives it from the underlay device (minus the encapsulation overhead).
+    pub mtu: Option<u32>,
+    /// Set at creation: udev's `MACAddressPolicy=persistent` would otherwise rewrite the MAC of a new
+    /// virtual device right after creation, and peers would hold a stale VTEP MAC (flannel#1155).
+    pub mac: Option<Mac>,
+    pub udp_csum: Option<bool>,
+    pub up: bool,
+}
+
+/// Bridge-port flags to change; `None` leaves a flag as it is.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct BridgePortFlags {
+    /// Hairpin mode (reflective relay): frames may leave through the port they came in.
+    pub hairpin: Option<bool>,
+    /// Isolated ports cannot talk to each other, only to non-isolated ports.
+    pub isolated: Option<bool>,
+}
+
+/// A VLAN on a bridge port (or on the bridge itself), for bridges with `vlan_filtering`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BridgeVlan {
+    pub vid: u16,
+    /// Untagged ingress frames get this VLAN.
+    pub pvid: bool,
+    /// Egress frames of this VLAN leave untagged.
+    pub untagged: bool,
+    /// Apply to the bridge device itself (`bridge vlan add ... self`), not to a port.
+    pub on_bridge: bool,
+}
+
+pub(crate) fn bridge_vlan_message(index: u32, vlan: &BridgeVlan) -> LinkMessage {
+    let mut flags = BridgeVlanInfoFlags::empty();
+    if vlan.pvid {
+        flags |= BridgeVlanInfoFlags::Pvid;
+    }
+    if vlan.untagged {
+        flags |= BridgeVlanInfoFlags::Untagged;
+    }
+    let mut spec = Vec::new();
+    if vlan.on_bridge {
+        spec.push(AfSpecBridge::Flags(BridgeFlag::LowerDev));
+    }
+    spec.push(AfSpecBridge::VlanInfo(BridgeVlanInfo { flags, vid: vlan.vid }));
+    let mut m = get_by_index(index);
+    // AF_BRIDGE is what routes RTM_SETLINK/RTM_DELLINK to the bridge VLAN code. Without it a
+    // RTM_DELLINK would delete the link itself.
+    m.header.interface_family = AddressFamily::Bridge;
+    m.attributes.push(LinkAttribute::AfSpecBridge(spec));
+    m
+}
+
+fn get_by_index(index: u32) -> LinkMessage {
+    let mut m = LinkMessage::default();
+    m.header.index = index;
+    m
+}
+
+fn up_flags(m: &mut LinkMessage, up: bool) {
+    m.header.change_mask |= LinkFlags::Up;
+    if up {
+        m.header.flags |= LinkFlags::Up;
+    } else {
+        m.header.flags.remove(LinkFlags::Up);
+    }
+}
+
+pub(crate) fn bridge_message(spec: &BridgeSpec) -> LinkMessage {
+    let mut m = LinkMessage::default();
+    m.attributes.push(LinkAttribute::IfName(spec.name.clone()));
+    if let Some(mtu) = spec.mtu {
+        m.attributes.push(LinkAttribute::Mtu(mtu));
+    }
+    if let Some(mac) = spec.mac {
+        m.attributes.push(LinkAttribute::Address(mac.0.to_vec()));
+    }
+    if spec.up {
+        up_flags(&mut m, true);
+    }
+    let mut info = vec![LinkInfo::Kind(InfoKind::Bridge)];
+    // Only when asked for: kernels without CONFIG_BRIDGE_VLAN_FILTERING reject the attribute with
+    // EOPNOTSUPP even when it says "off".
+    if spec.vlan_filtering {
+        info.push(LinkInfo::Data(InfoData::Bridge(vec![InfoBridge::VlanFiltering(true)])));
+    }
+    m.attributes.push(LinkAttribute::LinkInfo(info));
+    m
+}
+
+fn end_attrs(m: &mut LinkMessage, end: &VethEnd) {
+    m.attributes.push(LinkAttribute::IfName(end.name.clone()));
+    if let Some(mtu) = end.mtu {
+        m.attributes.push(LinkAttribute::Mtu(mtu));
+    }
+    if let Some(mac) = end.mac {
+        m.attributes.push(LinkAttribute::Address(mac.0.to_vec()));
+    }
+}
+
+pub(crate) fn veth_message(spec: &VethSpec<'_>) -> LinkMessage {
+    let mut peer = LinkMessage::default();
+    end_attrs(&mut peer, &spec.peer);
+    // The peer's own IFLA_NET_NS_FD: the kernel creates it in that namespace and checks the name
+    // there, so the pod end never exists under a temporary name or in the node namespace.
+    peer.attributes.push(LinkAttribute::NetNsFd(spec.peer_ns.raw_fd()));
+
+    let mut m = LinkMessage::default();
+    end_attrs(&mut m, &spec.host);
+    if spec.host_up {
+        up_flags(&mut m, true);
+    }
+    if let Some(master) = spec.host_master {
+        m.attributes.push(LinkAttribute::Controller(master));
+    }
+    m.attributes.push(LinkAttribute::LinkInfo(vec![
+        LinkInfo::Kind(InfoKind::Veth),
+        LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer))),
+    ]));
+    m
+}
+
+pub(crate) fn vxlan_message(spec: &VxlanSpec) -> LinkMessage {
+    let mut data = vec![InfoVxlan::Id(spec.vni)];
+    match spec.local {
+        Some(IpAddr::V4(ip)) => data.push(InfoVxlan::Local(ip)),
+        Some(IpAddr::V6(ip)) => data.push(InfoVxlan::Local6(ip)),
+        None => {}
+    }
+    if let Some(dev) = spec.underlay {
+        // IFLA_VXLAN_LINK, not IFLA_LINK: the generic attribute is ignored by the vxlan driver.
+        data.push(InfoVxlan::Link(dev));
+    }
+    if let Some(port) = spec.port {
+        data.push(InfoVxlan::Port(port));
+    }
+    // Always explicit: the kernel turns learning on for new devices unless told otherwise.
+    data.push(InfoVxlan::Learning(spec.learning));
+    if let Some(c) = spec.udp_csum {
+        data.push(InfoVxlan::UDPCsum(c));
+    }
+    let mut m = LinkMessage::default();
+    m.attributes.push(LinkAttribute::IfName(spec.name.clone()));
+    if let Some(mtu) = spec.mtu {
+        m.attributes.push(LinkAttribute::Mtu(mtu));
+    }
+    if let Some(mac) = spec.mac {
+        m.attributes.push(LinkAttribute::Address(mac.0.to_vec()));
+    }
+    if spec.up {
+        up_flags(&mut m, true);
+    }
+    m.attributes
+        .push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(InfoKind::Vxlan), LinkInfo::Data(InfoData::Vxlan(data))]));
+    m
+}
+
+pub(crate) fn bridge_port_message(port: u32, flags: &BridgePortFlags) -> LinkMessage {
+    let mut nested = Vec::new();
+    if let Some(h) = flags.hairpin {
+        nested.push(LinkProtoInfoBridge::Other(DefaultNla::new(IFLA_BRPORT_MODE, vec![h as u8])));
+    }
+    if let Some(i) = flags.isolated {
+        nested.push(LinkProtoInfoBridge::Other(DefaultNla::new(IFLA_BRPORT_ISOLATED, vec![i as u8])));
+    }
+    let mut m = get_by_index(port);
+    // AF_BRIDGE RTM_SETLINK goes to the bridge's ndo_bridge_setlink (the port's master), which reads
+    // IFLA_PROTINFO as nested brport attributes only when NLA_F_NESTED is set (the crate sets it);
+    // without the flag the kernel would take it as a legacy port-state byte.
+    m.header.interface_family = AddressFamily::Bridge;
+    m.attributes.push(LinkAttribute::ProtoInfoBridge(nested));
+    m
+}
+
+impl NetHandle {
+    /// The link called `name`, or `None`.
+    pub async fn link_by_name(&self, name: &str) -> Result<Option<Link>> {
+        let mut m = LinkMessage::default();
+        m.attributes.push(LinkAttribute::IfName(name.to_string()));
+        self.get_link(m, format!("get link {name}")).await
+    }
+
+    /// The link with `index`, or `None`.
+    pub async fn link_by_index(&self, index: u32) -> Result<Option<Link>> {
+        self.get_link(get_by_index(index), format!("get link #{index}")).await
+    }
+
+    async fn get_link(&self, m: LinkMessage, what: String) -> Result<Option<Link>> {
+        match self.get_one(RouteNetlinkMessage::GetLink(m), what).await? {
+            Some(RouteNetlinkMessage::NewLink(l)) => Ok(Some(Link::from_message(&l))),
+            _ => Ok(None),
+        }
+    }
+
+    /// Like [`link_by_name`](Self::link_by_name), but absence is an ENODEV error naming the link.
+    pub async fn require_link(&self, name: &str) -> Result<Link> {
+        self.link_by_name(name)
+            .await?
+            .ok_or_else(|| NetError::from_errno(self.ctx(format!("find link {name}")), libc::ENODEV))
+    }
+
+    /// All links in the namespace.
+    pub async fn links(&self) -> Result<Vec<Link>> {
+        let msgs = self.dump(RouteNetlinkMessage::GetLink(LinkMessage::default()), "list links").await?;
+        Ok(msgs
+            .iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewLink(l) => Some(Link::from_message(l)),
+                _ => None,
+            })
+            .collect())
+    }
+
+    async fn new_link(&self, m: LinkMessage, what: String, name: &str) -> Result<Link> {
+        self.ack(RouteNetlinkMessage::NewLink(m), NLM_F_CREATE | NLM_F_EXCL, &what).await?;
+        // The ACK carries no index: read the link back (also confirms what the kernel made of it).
+        self.link_by_name(name)
+            .await?
+            .ok_or_else(|| NetError::from_errno(self.ctx(format!("{what}: gone right after creation")), libc::ENODEV))
+    }
+
+    /// Create a bridge. An existing link with the same name gives an error with `is_exists()`, so a
+    /// caller racing another ADD can re-read and accept it.
+    pub async fn create_bridge(&self, spec: &BridgeSpec) -> Result<Link> {
+        self.new_link(bridge_message(spec), format!("create bridge {}", spec.name), &spec.name).await
+    }
+
+    /// Create a veth pair in one request: host end here, peer born in `spec.peer_ns` under its final
+    /// name. Returns the host end. EEXIST means either name was taken (host here, or peer there).
+    pub async fn create_veth(&self, spec: &VethSpec<'_>) -> Result<Link> {
+        let what = format!(
+            "create veth {} with peer {} in netns {}",
+            spec.host.name,
+            spec.peer.name,
+            spec.peer_ns.path().display()
+        );
+        // `spec.peer_ns` (borrowed for the whole call) keeps the fd in IFLA_NET_NS_FD open until the
+        // kernel has answered.
+        self.new_link(veth_message(spec), what, &spec.host.name).await
+    }
+
+    /// Create a VXLAN device.
+    pub async fn create_vxlan(&self, spec: &VxlanSpec) -> Result<Link> {
+        self.new_link(vxlan_message(spec), format!("create vxlan {} (vni {})", spec.name, spec.vni), &spec.name).await
+    }
+
+    async fn set_link(&self, m: LinkMessage, what: String) -> Result<()> {
+        // RTM_SETLINK takes no create/replace flags.
+        self.ack(RouteNetlinkMessage::SetLink(m), 0, what).await
+    }
+
+    pub async fn set_up(&self, index: u32) -> Result<()> {
+        let mut m = get_by_index(index);
+        up_flags(&mut m, true);
+        self.set_link(m, format!("set link #{index} up")).await
+    }
+
+    pub async fn set_down(&self, index: u32) -> Result<()> {
+        let mut m = get_by_index(index);
+        up_flags(&mut m, false);
+        self.set_link(m, format!("set link #{index} down")).await
+    }
+
+    pub async fn set_mtu(&self, index: u32, mtu: u32) -> Result<()> {
+        let mut m = get_by_index(index);
+        m.attributes.push(LinkAttribute::Mtu(mtu));
+        self.set_link(m, format!("set mtu {mtu} on link #{index}")).await
+    }
+
+    pub async fn set_mac(&self, index: u32, mac: Mac) -> Result<()> {
+        let mut m = get_by_index(index);
+        m.attributes.push(LinkAttribute::Address(mac.0.to_vec()));
+        self.set_link(m, format!("set mac {mac} on link #{index}")).await
+    }
+
+    /// Attach the link to a bridge (`ip link set X master B`).
+    pub async fn set_master(&self, index: u32, master: u32) -> Result<()> {
+        let mut m = get_by_index(index);
+        m.attributes.push(LinkAttribute::Controller(master));
+        self.set_link(m, format!("attach link #{index} to bridge #{master}")).await
+    }
+
+    /// Detach the link from its bridge (`ip link set X nomaster`).
+    pub async fn set_nomaster(&self, index: u32) -> Result<()> {
+        let mut m = get_by_index(index);
+        m.attributes.push(LinkAttribute::Controller(0));
+        self.set_link(m, format!("detach link #{index} from its bridge")).await
+    }
+
+    pub async fn set_promisc(&self, index: u32, on: bool) -> Result<()> {
+        let mut m = get_by_index(index);
+        m.header.change_mask |= LinkFlags::Promisc;
+        if on {
+            m.header.flags |= LinkFlags::Promisc;
+        }
+        self.set_link(m, format!("set promisc {} on link #{index}", if on { "on" } else { "off" })).await
+    }
+
+    /// Rename a link. The kernel refuses (EBUSY) while the link is up.
+    pub async fn set_name(&self, index: u32, name: &str) -> Result<()> {
+        let mut m = get_by_index(index);
+        m.attributes.push(LinkAttribute::IfName(name.to_string()));
+        self.set_link(m, format!("rename link #{index} to {name}")).await
+    }
+
+    /// Move a link into another namespace. The kernel takes it down and drops its addresses on the way.
+    pub async fn set_netns(&self, index: u32, ns: &Netns) -> Result<()> {
+        let mut m = get_by_index(index);
+        m.attributes.push(LinkAttribute::NetNsFd(ns.raw_fd()));
+        self.set_link(m, format!("move link #{index} to netns {}", ns.path().display())).await
+    }
+
+    /// Set hairpin / isolated on a bridge port (the link must be attached to a bridge).
+    pub async fn set_bridge_port_flags(&self, port: u32, flags: &BridgePortFlags) -> Result<()> {
+        if flags.hairpin.is_none() && flags.isolated.is_none() {
+            return Ok(());
+        }
+        let what = format!("set bridge port flags {flags:?} on link #{port}");
+        self.set_link(bridge_port_message(port, flags), what).await
+    }
+
+    /// Add a VLAN to a bridge port (or the bridge itself with `on_bridge`). Kernels without
+    /// CONFIG_BRIDGE_VLAN_FILTERING answer `is_not_supported()`.
+    pub async fn bridge_vlan_add(&self, index: u32, vlan: &BridgeVlan) -> Result<()> {
+        let what = format!("add vlan {} to bridge port #{index}", vlan.vid);
+        self.set_link(bridge_vlan_message(index, vlan), what).await
+    }
+
+    /// Remove a VLAN from a bridge port (or the bridge itself with `on_bridge`).
+    pub async fn bridge_vlan_del(&self, index: u32, vlan: &BridgeVlan) -> Result<()> {
+        let what = format!("delete vlan {} from bridge port #{index}", vlan.vid);
+        let m = bridge_vlan_message(index, vlan);
+        debug_assert_eq!(m.header.interface_family, AddressFamily::Bridge);
+        self.ack(RouteNetlinkMessage::DelLink(m), 0, what).await
+    }
+
+    /// Delete a link by index. Deleting one end of a veth deletes both.
+    pub async fn delete_link(&self, index: u32) -> Result<()> {
+        let what = format!("delete link #{index}");
+        self.ack(RouteNetlinkMessage::DelLink(get_by_index(index)), 0, what).await
+    }
+
+    /// Delete a link by name; `is_not_found()` when there is none.
+    pub async fn delete_link_by_name(&self, name: &str) -> Result<()> {
+        let mut m = LinkMessage::default();
+        m.attributes.push(LinkAttribute::IfName(name.to_string()));
+        self.ack(RouteNetlinkMessage::DelLink(m), 0, format!("delete link {name}")).await
+    }
+
+    /// `lo` of this namespace (it always exists; index 1).
+    pub async fn loopback(&self) -> Result<Link> {
+        self.require_link("lo").await
+    }
+
+    /// Set `lo` up or down.
+    pub async fn set_loopback(&self, up: bool) -> Result<()> {
+        let lo = self.loopback().await?;
+        if up { self.set_up(lo.index).await } else { self.set_down(lo.index).await }
+    }
+
+    /// Wait until the link is operationally up, or fail with `is_timeout()` after `timeout`.
+    ///
+    /// Event-driven: subscribes to link notifications in the link's namespace *before* reading the
+    /// current state (so no transition is missed), then wakes on every notification. Multicast
+    /// messages can be dropped when the socket buffer overflows (ENOBUFS), so the state is also
+    /// re-read every 100 ms as a fallback. A veth becomes oper-up once both ends are up, after the
+    /// kernel's linkwatch runs (usually within milliseconds, at worst about a second).
+    pub async fn wait_oper_up(&self, index: u32, timeout: Duration) -> Result<Link> {
+        const RECHECK: Duration = Duration::from_millis(100);
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut events = self.subscribe(RTMGRP_LINK)?;
+        loop {
+            let link = self.link_by_index(index).await?.ok_or_else(|| {
+                NetError::from_errno(self.ctx(format!("wait for link #{index} to be up")), libc::ENODEV)
+            })?;
+            if link.is_oper_up() {
+                return Ok(link);
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Err(NetError::from_errno(
+                    self.ctx(format!(
+                        "wait for link {} to be oper-up (still {:?} after {:?})",
+                        link.name, link.oper_state, timeout
+                    )),
+                    libc::ETIMEDOUT,
+                ));
+            }
+            let until = deadline.min(now + RECHECK);
+            // Drain notifications until one concerns our link (or the recheck timer fires).
+            loop {
+                match tokio::time::timeout_at(until, events.next()).await {
+                    Err(_) => break,
+                    Ok(None) => {
+                        // Subscription died: keep polling on the timer.
+                        tokio::time::sleep_until(until).await;
+                        break;
+                    }
+                    Ok(Some((msg, _))) => {
+                        if let NetlinkPayload::InnerMessage(
+                            RouteNetlinkMessage::NewLink(l) | RouteNetlinkMessage::DelLink(l),
+                        ) = &msg.payload
+                        {
+                            if l.header.index == index {
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use netlink_packet_route::link::InfoPortKind;
+
+    #[test]
+    fn vxlan_message_is_explicit_about_learning() {
+        let m = vxlan_message(&VxlanSpec { name: "vx0".into(), vni: 7, learning: false, ..Default::default() });
+        let infos = m
+            .attributes
+            .iter()
+            .find_map(|a| match a {
+                LinkAttribute::LinkInfo(i) => Some(i),
+                _ => None,
+            })
+            .unwrap();
+        assert!(matches!(infos[0], LinkInfo::Kind(InfoKind::Vxlan)));
+        let LinkInfo::Data(InfoData::Vxlan(d)) = &infos[1] else { panic!() };
+        assert!(d.contains(&InfoVxlan::Id(7)));
+        assert!(d.contains(&InfoVxlan::Learning(false)));
+        assert!(!d.iter().any(|a| matches!(a, InfoVxlan::Port(_))), "no port: kernel default");
+    }
+
+    #[test]
+    fn bridge_port_message_uses_af_bridge_protinfo() {
+        let m = bridge_port_message(5, &BridgePortFlags { hairpin: Some(true), isolated: None });
+        assert_eq!(m.header.interface_family, AddressFamily::Bridge);
+        assert_eq!(m.header.index, 5);
+        assert_eq!(
+            m.attributes,
+            vec![LinkAttribute::ProtoInfoBridge(vec![LinkProtoInfoBridge::Other(DefaultNla::new(4, vec![1]))])]
+        );
+    }
+
+    #[test]
+    fn bridge_vlan_message_is_af_bridge() {
+        let m = bridge_vlan_message(3, &BridgeVlan { vid: 10, pvid: true, untagged: true, on_bridge: false });
+        assert_eq!(m.header.interface_family, AddressFamily::Bridge);
+        assert_eq!(
+            m.attributes,
+            vec![LinkAttribute::AfSpecBridge(vec![AfSpecBridge::VlanInfo(BridgeVlanInfo {
+                flags: BridgeVlanInfoFlags::Pvid | BridgeVlanInfoFlags::Untagged,
+                vid: 10
+            })])]
+        );
+    }
+
+    #[test]
+    fn parses_link_message() {
+        let mut m = LinkMessage::default();
+        m.header.index = 3;
+        m.header.flags = LinkFlags::Up | LinkFlags::LowerUp;
+        m.attributes = vec![
+            LinkAttribute::IfName("eth0".into()),
+            LinkAttribute::Address(vec![2, 0, 0, 0, 0, 1]),
+            LinkAttribute::Mtu(1450),
+            LinkAttribute::Controller(2),
+            LinkAttribute::OperState(State::Up),
+            LinkAttribute::Link(9),
+            LinkAttribute::LinkInfo(vec![
+                LinkInfo::Kind(InfoKind::Veth),
+                LinkInfo::PortKind(InfoPortKind::Bridge),
+                LinkInfo::PortData(InfoPortData::BridgePort(vec![InfoBridgePort::HairpinMode(true)])),
+            ]),
+        ];
+        let l = Link::from_message(&m);
+        assert_eq!(l.name, "eth0");
+        assert!(l.is_kind("veth") && l.admin_up && l.lower_up && l.is_oper_up());
+        assert_eq!(l.mac, Some(Mac([2, 0, 0, 0, 0, 1])));
+        assert_eq!((l.mtu, l.master, l.peer_index), (Some(1450), Some(2), Some(9)));
+        assert_eq!(l.bridge_port, Some(BridgePortInfo { hairpin: Some(true), isolated: None }));
+    }
+}

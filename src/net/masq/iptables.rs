@@ -1,0 +1,393 @@
+//! The iptables backend, compatible with the reference plugins (`ipMasqBackend: "iptables"`): rcni's DEL
+//! cleans rules a reference ADD made and the other way round.
+//!
+//! Per container and address family, table `nat`:
+//! ```text
+//! -A POSTROUTING -s 10.88.0.5/32 -m comment --comment "name: \"brnet\" id: \"ctr1\"" -j CNI-2fbf118d4cafd020f013271b
+//! -A CNI-2fbf118d4cafd020f013271b -d 10.88.0.0/16 -m comment --comment "..." -j ACCEPT
+//! -A CNI-2fbf118d4cafd020f013271b ! -d 224.0.0.0/4 -m comment --comment "..." -j MASQUERADE
+//! ```
+//! (v6: `/128`, `ff00::/8`, ip6tables). The reference runs several `iptables` commands per address; we
+//! read the table once with `iptables-save -t nat` and apply the change atomically with one
+//! `iptables-restore --noflush`. Teardown finds the POSTROUTING jumps by their target chain, so it needs
+//! no IPs, and is skipped without spawning anything when a netlink / `/proc` probe shows the chain cannot
+//! exist.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::io::Write;
+use std::net::IpAddr;
+use std::process::{Command, Stdio};
+
+use ipnetwork::IpNetwork;
+
+use super::nfnl::{NFPROTO_IPV4, NFPROTO_IPV6, Nfnl};
+use super::{Error, Owner, PodEntry, Result, find_binary, reference_chain_name, reference_comment};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fam {
+    V4,
+    V6,
+}
+
+impl Fam {
+    fn of(addr: &IpAddr) -> Fam {
+        if addr.is_ipv4() { Fam::V4 } else { Fam::V6 }
+    }
+    fn tool(self) -> &'static str {
+        match self {
+            Fam::V4 => "iptables",
+            Fam::V6 => "ip6tables",
+        }
+    }
+    fn nfproto(self) -> u8 {
+        match self {
+            Fam::V4 => NFPROTO_IPV4,
+            Fam::V6 => NFPROTO_IPV6,
+        }
+    }
+    fn multicast(self) -> &'static str {
+        match self {
+            Fam::V4 => "224.0.0.0/4",
+            Fam::V6 => "ff00::/8",
+        }
+    }
+    fn host_prefix(self) -> u8 {
+        match self {
+            Fam::V4 => 32,
+            Fam::V6 => 128,
+        }
+    }
+    /// The legacy (x_tables) table list of the calling thread's netns.
+    fn legacy_names(self) -> &'static str {
+        match self {
+            Fam::V4 => "/proc/thread-self/net/ip_tables_names",
+            Fam::V6 => "/proc/thread-self/net/ip6_tables_names",
+        }
+    }
+}
+
+/// Quotes like iptables-save does: always double quotes, `"` and `\` escaped.
+fn save_quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        if c == '"' || c == '\\' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
+    out
+}
+
+/// Splits an iptables-save line into arguments (double quotes, backslash escapes).
+fn tokens(line: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let (mut in_quote, mut escaped, mut have) = (false, false, false);
+    for c in line.chars() {
+        if escaped {
+            cur.push(c);
+            escaped = false;
+        } else if c == '\\' {
+            escaped = true;
+            have = true;
+        } else if c == '"' {
+            in_quote = !in_quote;
+            have = true;
+        } else if c.is_whitespace() && !in_quote {
+            if have {
+                out.push(std::mem::take(&mut cur));
+                have = false;
+            }
+        } else {
+            cur.push(c);
+            have = true;
+        }
+    }
+    if have {
+        out.push(cur);
+    }
+    out
+}
+
+/// The rules the reference creates for this pod and family, in iptables-save form:
+/// (rules of the container chain, POSTROUTING jumps).
+fn expected_lines(network: &str, exempt: &[IpNetwork], pod: &PodEntry, fam: Fam) -> (Vec<String>, Vec<String>) {
+    let chain = reference_chain_name(network, &pod.container_id);
+    let comment = save_quote(&reference_comment(network, &pod.container_id));
+    let mut seen = BTreeSet::new();
+    let mut rules = Vec::new();
+    for n in exempt.iter().filter(|n| Fam::of(&n.ip()) == fam) {
+        let net = format!("{}/{}", n.network(), n.prefix());
+        if seen.insert(net.clone()) {
+            rules.push(format!("-A {chain} -d {net} -m comment --comment {comment} -j ACCEPT"));
+        }
+    }
+    rules.push(format!("-A {chain} ! -d {} -m comment --comment {comment} -j MASQUERADE", fam.multicast()));
+    let ips: BTreeSet<IpAddr> = pod.ips.iter().map(|n| n.ip()).filter(|a| Fam::of(a) == fam).collect();
+    let jumps = ips
+        .iter()
+        .map(|ip| format!("-A POSTROUTING -s {ip}/{} -m comment --comment {comment} -j {chain}", fam.host_prefix()))
+        .collect();
+    (rules, jumps)
+}
+
+fn families(pod: &PodEntry) -> Vec<Fam> {
+    let mut v = Vec::new();
+    for f in [Fam::V4, Fam::V6] {
+        if pod.ips.iter().any(|n| Fam::of(&n.ip()) == f) {
+            v.push(f);
+        }
+    }
+    v
+}
+
+fn run(network: &str, tool: &str, args: &[&str], stdin: Option<&str>, what: &str) -> Result<String> {
+    let bin = find_binary(tool);
+    let command = format!("{} {}", bin.display(), args.join(" "));
+    let fail = |detail: String| Error::Command {
+        what: format!("masquerade for network {network:?} (iptables backend): {what}"),
+        command: command.clone(),
+        detail,
+    };
+    let mut child = Command::new(&bin)
+        .args(args)
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| fail(format!("{e} (install iptables, or use the default nftables backend)")))?;
+    let mut write_err = None;
+    if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        write_err = pipe.write_all(input.as_bytes()).err();
+    }
+    let out = child.wait_with_output().map_err(|e| fail(e.to_string()))?;
+    if !out.status.success() {
+        return Err(fail(format!(
+            "{}: {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim(),
+            stdin.map(|s| format!("\ninput:\n{s}")).unwrap_or_default()
+        )));
+    }
+    if let Some(e) = write_err {
+        return Err(fail(format!("writing the input: {e}")));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The `nat` table of one family, as iptables-save lines (without comments / COMMIT).
+fn save(network: &str, fam: Fam) -> Result<Vec<String>> {
+    let tool = format!("{}-save", fam.tool());
+    let out = run(network, &tool, &["-t", "nat"], None, "reading table nat")?;
+    Ok(out.lines().filter(|l| l.starts_with('-') || l.starts_with(':')).map(str::to_string).collect())
+}
+
+fn restore(network: &str, fam: Fam, input: &str, what: &str) -> Result<()> {
+    let tool = format!("{}-restore", fam.tool());
+    run(network, &tool, &["-w", "--noflush"], Some(input), what).map(|_| ())
+}
+
+fn chain_declared(lines: &[String], chain: &str) -> bool {
+    let decl = format!(":{chain} ");
+    lines.iter().any(|l| l.starts_with(&decl))
+}
+
+fn jumps_to<'a>(lines: &'a [String], chain: &str) -> Vec<&'a String> {
+    let suffix = format!(" -j {chain}");
+    lines.iter().filter(|l| l.starts_with("-A POSTROUTING ") && l.ends_with(&suffix)).collect()
+}
+
+/// Creates (or rewrites) the container chain and adds the missing POSTROUTING jumps.
+pub fn setup(network: &str, exempt: &[IpNetwork], pod: &PodEntry) -> Result<()> {
+    let chain = reference_chain_name(network, &pod.container_id);
+    for fam in families(pod) {
+        let (rules, jumps) = expected_lines(network, exempt, pod, fam);
+        let lines = save(network, fam)?;
+        let mut input = format!("*nat\n:{chain} - [0:0]\n");
+        for r in &rules {
+            input.push_str(r);
+            input.push('\n');
+        }
+        for j in jumps.iter().filter(|j| !lines.contains(j)) {
+            input.push_str(j);
+            input.push('\n');
+        }
+        input.push_str("COMMIT\n");
+        restore(network, fam, &input, &format!("creating chain {chain} in table nat"))?;
+    }
+    Ok(())
+}
+
+/// Whether a chain (or, with `chain = "POSTROUTING"`, the nat table) of this family may exist: probed
+/// over nf_tables netlink (iptables-nft) and via the legacy x_tables table list.
+fn may_exist(fam: Fam, chain: &str) -> bool {
+    let legacy =
+        std::fs::read_to_string(fam.legacy_names()).map(|s| s.lines().any(|l| l.trim() == "nat")).unwrap_or(false);
+    if legacy {
+        return true;
+    }
+    match Nfnl::open().and_then(|mut nl| nl.chain_exists(fam.nfproto(), "nat", chain)) {
+        Ok(exists) => exists,
+        // Cannot tell: look with the tools rather than leak.
+        Err(e) => !matches!(e.errno(), Some(libc::EOPNOTSUPP) | Some(libc::EAFNOSUPPORT)),
+    }
+}
+
+/// restore input removing the given chains and every POSTROUTING jump to them.
+fn removal_input(lines: &[String], chains: &[String]) -> Option<String> {
+    let mut body = String::new();
+    for chain in chains {
+        for j in jumps_to(lines, chain) {
+            body.push_str(&format!("-D{}\n", &j[2..]));
+        }
+    }
+    for chain in chains {
+        if chain_declared(lines, chain) {
+            body.push_str(&format!("-F {chain}\n-X {chain}\n"));
+        }
+    }
+    if body.is_empty() { None } else { Some(format!("*nat\n{body}COMMIT\n")) }
+}
+
+/// Removes the reference chain of (network, container) and the jumps to it, if they exist.
+pub fn teardown_if_present(network: &str, pod: &PodEntry) -> Result<()> {
+    let chain = reference_chain_name(network, &pod.container_id);
+    for fam in [Fam::V4, Fam::V6] {
+        if !may_exist(fam, &chain) {
+            continue;
+        }
+        let lines = save(network, fam)?;
+        if let Some(input) = removal_input(&lines, std::slice::from_ref(&chain)) {
+            restore(network, fam, &input, &format!("removing chain {chain} from table nat"))?;
+        }
+    }
+    Ok(())
+}
+
+/// Verifies the pod's chain and jumps.
+pub fn check(network: &str, exempt: &[IpNetwork], pod: &PodEntry) -> Result<()> {
+    let chain = reference_chain_name(network, &pod.container_id);
+    for fam in families(pod) {
+        let (rules, jumps) = expected_lines(network, exempt, pod, fam);
+        let lines = save(network, fam)?;
+        if !chain_declared(&lines, &chain) {
+            return Err(Error::Check(format!(
+                "masquerade for network {network:?}: chain {chain} of container {} is missing from \
+                 {} table nat; re-create the pod",
+                pod.container_id,
+                fam.tool()
+            )));
+        }
+        if let Some(missing) = rules.iter().chain(&jumps).find(|r| !lines.contains(r)) {
+            return Err(Error::Check(format!(
+                "masquerade for network {network:?}: rule `{missing}` is missing from {} table nat \
+                 (`{}-save -t nat` shows the state); re-create the pod",
+                fam.tool(),
+                fam.tool()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The container ID of a reference rule comment of `network`, if the line has one.
+fn comment_id(line: &str, network: &str) -> Option<String> {
+    let toks = tokens(line);
+    let i = toks.iter().position(|t| t == "--comment")?;
+    let comment = toks.get(i + 1)?;
+    let prefix = format!("name: {} id: ", super::go_quote(network));
+    let quoted = comment.strip_prefix(&prefix)?;
+    let id = quoted.strip_prefix('"')?.strip_suffix('"')?;
+    Some(id.replace("\\\"", "\"").replace("\\\\", "\\"))
+}
+
+/// Removes reference chains of `network` whose container is not among `valid`.
+pub fn gc_if_present(network: &str, valid: &[Owner]) -> Result<()> {
+    let valid_ids: HashSet<&str> = valid.iter().map(|o| o.container_id.as_str()).collect();
+    for fam in [Fam::V4, Fam::V6] {
+        if !may_exist(fam, "POSTROUTING") {
+            continue;
+        }
+        let lines = save(network, fam)?;
+        let mut stale: BTreeMap<String, String> = BTreeMap::new();
+        for l in &lines {
+            if let Some(id) = comment_id(l, network) {
+                if !valid_ids.contains(id.as_str()) {
+                    let chain = reference_chain_name(network, &id);
+                    stale.insert(chain, id);
+                }
+            }
+        }
+        let chains: Vec<String> = stale.into_keys().collect();
+        if let Some(input) = removal_input(&lines, &chains) {
+            restore(network, fam, &input, "removing chains of removed containers")?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod() -> PodEntry {
+        PodEntry {
+            container_id: "ctr1".into(),
+            ifname: "eth0".into(),
+            ips: vec!["10.88.0.5/16".parse().unwrap(), "fd88::5/64".parse().unwrap()],
+        }
+    }
+
+    #[test]
+    fn reference_lines() {
+        let ex: Vec<IpNetwork> = pod().ips.clone();
+        let (rules, jumps) = expected_lines("brnet", &ex, &pod(), Fam::V4);
+        let c = r#""name: \"brnet\" id: \"ctr1\"""#;
+        assert_eq!(
+            rules,
+            vec![
+                format!("-A CNI-2fbf118d4cafd020f013271b -d 10.88.0.0/16 -m comment --comment {c} -j ACCEPT"),
+                format!("-A CNI-2fbf118d4cafd020f013271b ! -d 224.0.0.0/4 -m comment --comment {c} -j MASQUERADE"),
+            ]
+        );
+        assert_eq!(
+            jumps,
+            vec![format!("-A POSTROUTING -s 10.88.0.5/32 -m comment --comment {c} -j CNI-2fbf118d4cafd020f013271b")]
+        );
+        let (rules6, jumps6) = expected_lines("brnet", &ex, &pod(), Fam::V6);
+        assert!(rules6[0].contains("-d fd88::/64 "), "{rules6:?}");
+        assert!(rules6[1].contains("! -d ff00::/8 "));
+        assert!(jumps6[0].contains("-s fd88::5/128 "));
+    }
+
+    #[test]
+    fn tokenizer_and_comment_id() {
+        let l = r#"-A POSTROUTING -s 10.88.0.5/32 -m comment --comment "name: \"brnet\" id: \"ctr1\"" -j CNI-x"#;
+        let t = tokens(l);
+        assert_eq!(t[7], r#"name: "brnet" id: "ctr1""#);
+        assert_eq!(t.len(), 10);
+        assert_eq!(comment_id(l, "brnet").as_deref(), Some("ctr1"));
+        assert_eq!(comment_id(l, "other"), None);
+        assert_eq!(tokens(r#"a "" b"#), vec!["a", "", "b"]);
+    }
+
+    #[test]
+    fn removal() {
+        let lines: Vec<String> = [
+            ":POSTROUTING ACCEPT [0:0]",
+            ":CNI-x - [0:0]",
+            "-A POSTROUTING -s 10.0.0.5/32 -j CNI-x",
+            "-A POSTROUTING -s 10.0.0.6/32 -j CNI-xy",
+            "-A CNI-x -j MASQUERADE",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert_eq!(
+            removal_input(&lines, &["CNI-x".to_string()]).unwrap(),
+            "*nat\n-D POSTROUTING -s 10.0.0.5/32 -j CNI-x\n-F CNI-x\n-X CNI-x\nCOMMIT\n"
+        );
+        assert_eq!(removal_input(&lines, &["CNI-z".to_string()]), None);
+    }
+}

@@ -1,0 +1,701 @@
+//! A minimal nf_tables netlink client (NETLINK_NETFILTER): just what the masquerade fast path needs —
+//! ruleset generation, set element lookup / dump / add / delete in a generation-checked batch, rule
+//! dump of one chain (to probe the structure) and a chain probe.
+//!
+//! Encoding (kernel uapi `linux/netfilter/nfnetlink.h`, `linux/netfilter/nf_tables.h`): every message
+//! is `nlmsghdr` + `nfgenmsg {family, version = 0, res_id (big endian)}` + attributes. Attribute
+//! integers are big endian, strings NUL-terminated, nested attributes flagged `NLA_F_NESTED`. Changes go
+//! in a batch: `NFNL_MSG_BATCH_BEGIN` (res_id = NFNL_SUBSYS_NFTABLES, optional `NFNL_BATCH_GENID`), the
+//! messages, `NFNL_MSG_BATCH_END`; the kernel applies it atomically while processing our `sendmsg`.
+//! Comments ("userdata") are libnftnl's TLV list: type u8, length u8, value (comment text + NUL);
+//! type 0 is the comment for elements, rules and chains alike.
+
+use std::fmt;
+use std::io;
+
+use netlink_sys::{Socket, protocols::NETLINK_NETFILTER};
+
+pub const NFPROTO_INET: u8 = 1;
+pub const NFPROTO_IPV4: u8 = 2;
+pub const NFPROTO_IPV6: u8 = 10;
+const AF_UNSPEC: u8 = 0;
+
+const NLMSG_HDRLEN: usize = 16;
+const NFGENMSG_LEN: usize = 4;
+const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
+
+const NLM_F_REQUEST: u16 = 0x01;
+const NLM_F_ACK: u16 = 0x04;
+const NLM_F_DUMP: u16 = 0x300;
+const NLM_F_EXCL: u16 = 0x200;
+const NLM_F_CREATE: u16 = 0x400;
+
+const NLA_F_NESTED: u16 = 0x8000;
+const NLA_TYPE_MASK: u16 = 0x3fff;
+
+const NFNL_SUBSYS_NFTABLES: u16 = 10;
+const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
+const NFNL_MSG_BATCH_END: u16 = 0x11;
+const NFNL_BATCH_GENID: u16 = 1;
+
+const NFT_MSG_GETCHAIN: u16 = 4;
+const NFT_MSG_GETRULE: u16 = 7;
+const NFT_MSG_NEWSETELEM: u16 = 12;
+const NFT_MSG_GETSETELEM: u16 = 13;
+const NFT_MSG_DELSETELEM: u16 = 14;
+const NFT_MSG_NEWGEN: u16 = 15;
+const NFT_MSG_GETGEN: u16 = 16;
+
+const NFTA_CHAIN_TABLE: u16 = 1;
+const NFTA_CHAIN_NAME: u16 = 3;
+const NFTA_RULE_TABLE: u16 = 1;
+const NFTA_RULE_CHAIN: u16 = 2;
+const NFTA_RULE_HANDLE: u16 = 3;
+const NFTA_RULE_USERDATA: u16 = 7;
+const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
+const NFTA_SET_ELEM_LIST_SET: u16 = 2;
+const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
+const NFTA_LIST_ELEM: u16 = 1;
+const NFTA_SET_ELEM_KEY: u16 = 1;
+const NFTA_SET_ELEM_USERDATA: u16 = 6;
+const NFTA_DATA_VALUE: u16 = 1;
+const NFTA_GEN_ID: u16 = 1;
+
+/// libnftnl's userdata TLV type of a comment (elements, rules, chains).
+const UDATA_COMMENT: u8 = 0;
+
+/// errno values the callers distinguish.
+pub const ENOENT: i32 = libc::ENOENT;
+pub const EEXIST: i32 = libc::EEXIST;
+/// The batch's generation id is stale: someone changed the ruleset since we read it.
+pub const ERESTART: i32 = libc::ERESTART;
+
+#[derive(Debug)]
+pub enum NetlinkError {
+    /// The socket could not be opened / used.
+    Io(io::Error),
+    /// The kernel answered with an error (positive errno).
+    Kernel(i32),
+    /// The answer could not be understood.
+    Protocol(String),
+}
+
+impl NetlinkError {
+    pub fn errno(&self) -> Option<i32> {
+        match self {
+            NetlinkError::Kernel(e) => Some(*e),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for NetlinkError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NetlinkError::Io(e) => write!(f, "nf_tables netlink socket: {e}"),
+            NetlinkError::Kernel(e) => {
+                write!(f, "kernel said: {}", io::Error::from_raw_os_error(*e))?;
+                match *e {
+                    libc::EPERM => write!(f, " (needs CAP_NET_ADMIN in the node's network namespace)"),
+                    libc::EOPNOTSUPP | libc::EPROTONOSUPPORT | libc::EAFNOSUPPORT => {
+                        write!(f, " (is nf_tables / nft_masq available in this kernel? try `modprobe nft_masq`)")
+                    }
+                    _ => Ok(()),
+                }
+            }
+            NetlinkError::Protocol(m) => write!(f, "unexpected nf_tables netlink answer: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for NetlinkError {}
+
+pub type NlResult<T> = Result<T, NetlinkError>;
+
+// ---------------------------------------------------------------------------------------------
+// Message building
+
+/// A buffer of netlink messages under construction.
+#[derive(Default)]
+pub struct MsgBuf {
+    pub data: Vec<u8>,
+    nests: Vec<usize>,
+    msg_start: Option<usize>,
+}
+
+fn align4(n: usize) -> usize {
+    (n + 3) & !3
+}
+
+impl MsgBuf {
+    /// Starts a message: nlmsghdr + nfgenmsg.
+    pub fn begin(&mut self, msg_type: u16, flags: u16, seq: u32, family: u8, res_id: u16) {
+        debug_assert!(self.msg_start.is_none());
+        self.msg_start = Some(self.data.len());
+        self.data.extend_from_slice(&0u32.to_ne_bytes()); // length, patched in end()
+        self.data.extend_from_slice(&msg_type.to_ne_bytes());
+        self.data.extend_from_slice(&flags.to_ne_bytes());
+        self.data.extend_from_slice(&seq.to_ne_bytes());
+        self.data.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel
+        self.data.push(family);
+        self.data.push(0); // NFNETLINK_V0
+        self.data.extend_from_slice(&res_id.to_be_bytes());
+    }
+
+    /// Starts an nf_tables message of type `NFT_MSG_*`.
+    pub fn begin_nft(&mut self, nft_msg: u16, flags: u16, seq: u32, family: u8) {
+        self.begin((NFNL_SUBSYS_NFTABLES << 8) | nft_msg, flags | NLM_F_REQUEST, seq, family, 0);
+    }
+
+    pub fn end(&mut self) {
+        let start = self.msg_start.take().expect("end() without begin()");
+        debug_assert!(self.nests.is_empty());
+        let len = (self.data.len() - start) as u32;
+        self.data[start..start + 4].copy_from_slice(&len.to_ne_bytes());
+    }
+
+    pub fn attr(&mut self, ty: u16, payload: &[u8]) {
+        let len = 4 + payload.len();
+        self.data.extend_from_slice(&(len as u16).to_ne_bytes());
+        self.data.extend_from_slice(&ty.to_ne_bytes());
+        self.data.extend_from_slice(payload);
+        self.data.resize(align4(self.data.len()), 0);
+    }
+
+    pub fn attr_str(&mut self, ty: u16, s: &str) {
+        let mut v = Vec::with_capacity(s.len() + 1);
+        v.extend_from_slice(s.as_bytes());
+        v.push(0);
+        self.attr(ty, &v);
+    }
+
+    pub fn attr_u32_be(&mut self, ty: u16, v: u32) {
+        self.attr(ty, &v.to_be_bytes());
+    }
+
+    pub fn nest_start(&mut self, ty: u16) {
+        self.nests.push(self.data.len());
+        self.data.extend_from_slice(&0u16.to_ne_bytes());
+        self.data.extend_from_slice(&(ty | NLA_F_NESTED).to_ne_bytes());
+    }
+
+    pub fn nest_end(&mut self) {
+        let start = self.nests.pop().expect("nest_end() without nest_start()");
+        let len = (self.data.len() - start) as u16;
+        self.data[start..start + 2].copy_from_slice(&len.to_ne_bytes());
+    }
+}
+
+/// Encodes a comment as libnftnl userdata (TLV, value NUL-terminated).
+pub fn udata_comment(comment: &str) -> Vec<u8> {
+    let bytes = comment.as_bytes();
+    let n = bytes.len().min(254);
+    let mut v = Vec::with_capacity(n + 3);
+    v.push(UDATA_COMMENT);
+    v.push((n + 1) as u8);
+    v.extend_from_slice(&bytes[..n]);
+    v.push(0);
+    v
+}
+
+/// Extracts the comment from libnftnl userdata; `None` if there is none.
+pub fn parse_udata_comment(udata: &[u8]) -> Option<String> {
+    let mut rest = udata;
+    while rest.len() >= 2 {
+        let (ty, len) = (rest[0], rest[1] as usize);
+        if rest.len() < 2 + len {
+            return None;
+        }
+        let value = &rest[2..2 + len];
+        if ty == UDATA_COMMENT {
+            let value = value.strip_suffix(&[0]).unwrap_or(value);
+            return Some(String::from_utf8_lossy(value).into_owned());
+        }
+        rest = &rest[2 + len..];
+    }
+    None
+}
+
+// ---------------------------------------------------------------------------------------------
+// Message parsing
+
+/// One received netlink message.
+pub struct Msg<'a> {
+    pub msg_type: u16,
+    pub seq: u32,
+    /// Payload after nlmsghdr (for NFT messages: nfgenmsg + attributes).
+    pub payload: &'a [u8],
+}
+
+/// Splits a receive buffer into messages.
+pub fn parse_msgs(buf: &[u8]) -> NlResult<Vec<Msg<'_>>> {
+    let mut out = Vec::new();
+    let mut off = 0;
+    while off + NLMSG_HDRLEN <= buf.len() {
+        let len = u32::from_ne_bytes(buf[off..off + 4].try_into().unwrap()) as usize;
+        if len < NLMSG_HDRLEN || off + len > buf.len() {
+            return Err(NetlinkError::Protocol(format!("bad message length {len} at offset {off} of {}", buf.len())));
+        }
+        let msg_type = u16::from_ne_bytes(buf[off + 4..off + 6].try_into().unwrap());
+        let seq = u32::from_ne_bytes(buf[off + 8..off + 12].try_into().unwrap());
+        out.push(Msg { msg_type, seq, payload: &buf[off + NLMSG_HDRLEN..off + len] });
+        off += align4(len);
+    }
+    Ok(out)
+}
+
+/// Iterates the attributes in `buf`: (type without flags, payload).
+pub fn attrs(buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+    let mut off = 0;
+    std::iter::from_fn(move || {
+        if off + 4 > buf.len() {
+            return None;
+        }
+        let len = u16::from_ne_bytes(buf[off..off + 2].try_into().unwrap()) as usize;
+        let ty = u16::from_ne_bytes(buf[off + 2..off + 4].try_into().unwrap()) & NLA_TYPE_MASK;
+        if len < 4 || off + len > buf.len() {
+            return None;
+        }
+        let payload = &buf[off + 4..off + len];
+        off += align4(len);
+        Some((ty, payload))
+    })
+}
+
+fn attr(buf: &[u8], ty: u16) -> Option<&[u8]> {
+    attrs(buf).find(|(t, _)| *t == ty).map(|(_, p)| p)
+}
+
+/// Error code of an NLMSG_ERROR payload: 0 = ack, else positive errno.
+fn error_code(payload: &[u8]) -> NlResult<i32> {
+    let raw = payload.get(0..4).ok_or_else(|| NetlinkError::Protocol("short NLMSG_ERROR".into()))?;
+    Ok(-i32::from_ne_bytes(raw.try_into().unwrap()))
+}
+
+/// A set element as the kernel reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetElem {
+    pub key: Vec<u8>,
+    pub comment: Option<String>,
+}
+
+/// Parses the elements of a NEWSETELEM message (payload after nlmsghdr).
+pub fn parse_setelem_msg(payload: &[u8]) -> NlResult<Vec<SetElem>> {
+    let attrs_buf =
+        payload.get(NFGENMSG_LEN..).ok_or_else(|| NetlinkError::Protocol("short set element message".into()))?;
+    let mut out = Vec::new();
+    let Some(list) = attr(attrs_buf, NFTA_SET_ELEM_LIST_ELEMENTS) else {
+        return Ok(out);
+    };
+    for (ty, elem) in attrs(list) {
+        if ty != NFTA_LIST_ELEM {
+            continue;
+        }
+        let key = attr(elem, NFTA_SET_ELEM_KEY)
+            .and_then(|k| attr(k, NFTA_DATA_VALUE))
+            .ok_or_else(|| NetlinkError::Protocol("set element without a key".into()))?;
+        let comment = attr(elem, NFTA_SET_ELEM_USERDATA).and_then(parse_udata_comment);
+        out.push(SetElem { key: key.to_vec(), comment });
+    }
+    Ok(out)
+}
+
+/// A rule as the kernel reports it (only what the probe needs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleInfo {
+    pub handle: u64,
+    pub comment: Option<String>,
+}
+
+fn parse_rule_msg(payload: &[u8]) -> NlResult<RuleInfo> {
+    let attrs_buf = payload.get(NFGENMSG_LEN..).ok_or_else(|| NetlinkError::Protocol("short rule message".into()))?;
+    let handle = attr(attrs_buf, NFTA_RULE_HANDLE).and_then(|h| h.try_into().ok()).map(u64::from_be_bytes).unwrap_or(0);
+    let comment = attr(attrs_buf, NFTA_RULE_USERDATA).and_then(parse_udata_comment);
+    Ok(RuleInfo { handle, comment })
+}
+
+/// One change in a batch.
+pub enum BatchOp<'a> {
+    /// Add elements (key, comment) to `set`; `excl` = fail with EEXIST if a key is present.
+    AddElems { set: &'a str, elems: Vec<(Vec<u8>, String)>, excl: bool },
+    /// Delete elements (by key) from `set`; fails with ENOENT if one is missing.
+    DelElems { set: &'a str, keys: Vec<Vec<u8>> },
+}
+
+/// Appends a NEWSETELEM / DELSETELEM message for `op` on `family table`.
+pub fn encode_op(buf: &mut MsgBuf, seq: u32, family: u8, table: &str, op: &BatchOp<'_>) {
+    let (msg, flags, set) = match op {
+        BatchOp::AddElems { set, excl, .. } => {
+            (NFT_MSG_NEWSETELEM, NLM_F_CREATE | NLM_F_ACK | if *excl { NLM_F_EXCL } else { 0 }, *set)
+        }
+        BatchOp::DelElems { set, .. } => (NFT_MSG_DELSETELEM, NLM_F_ACK, *set),
+    };
+    buf.begin_nft(msg, flags, seq, family);
+    buf.attr_str(NFTA_SET_ELEM_LIST_TABLE, table);
+    buf.attr_str(NFTA_SET_ELEM_LIST_SET, set);
+    buf.nest_start(NFTA_SET_ELEM_LIST_ELEMENTS);
+    let put_key = |buf: &mut MsgBuf, key: &[u8]| {
+        buf.nest_start(NFTA_SET_ELEM_KEY);
+        buf.attr(NFTA_DATA_VALUE, key);
+        buf.nest_end();
+    };
+    match op {
+        BatchOp::AddElems { elems, .. } => {
+            for (key, comment) in elems {
+                buf.nest_start(NFTA_LIST_ELEM);
+                put_key(buf, key);
+                buf.attr(NFTA_SET_ELEM_USERDATA, &udata_comment(comment));
+                buf.nest_end();
+            }
+        }
+        BatchOp::DelElems { keys, .. } => {
+            for key in keys {
+                buf.nest_start(NFTA_LIST_ELEM);
+                put_key(buf, key);
+                buf.nest_end();
+            }
+        }
+    }
+    buf.nest_end();
+    buf.end();
+}
+
+/// Appends a whole batch (begin, ops, end) with sequence numbers from `seq`. Returns the number of
+/// messages that will be acknowledged.
+pub fn encode_batch(
+    buf: &mut MsgBuf,
+    seq: u32,
+    genid: Option<u32>,
+    family: u8,
+    table: &str,
+    ops: &[BatchOp<'_>],
+) -> usize {
+    buf.begin(NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, seq, AF_UNSPEC, NFNL_SUBSYS_NFTABLES);
+    if let Some(g) = genid {
+        buf.attr_u32_be(NFNL_BATCH_GENID, g);
+    }
+    buf.end();
+    for (i, op) in ops.iter().enumerate() {
+        encode_op(buf, seq + 1 + i as u32, family, table, op);
+    }
+    buf.begin(NFNL_MSG_BATCH_END, NLM_F_REQUEST, seq + 1 + ops.len() as u32, AF_UNSPEC, NFNL_SUBSYS_NFTABLES);
+    buf.end();
+    ops.len()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The socket
+
+/// An NETLINK_NETFILTER socket in the calling thread's network namespace.
+pub struct Nfnl {
+    sock: Socket,
+    seq: u32,
+    rbuf: Vec<u8>,
+}
+
+const RECV_BUF: usize = 64 * 1024;
+
+impl Nfnl {
+    pub fn open() -> NlResult<Nfnl> {
+        let mut sock = Socket::new(NETLINK_NETFILTER).map_err(NetlinkError::Io)?;
+        sock.bind_auto().map_err(NetlinkError::Io)?;
+        let seq =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(1)
+                | 1;
+        Ok(Nfnl { sock, seq, rbuf: Vec::with_capacity(RECV_BUF) })
+    }
+
+    fn next_seq(&mut self, n: u32) -> u32 {
+        let s = self.seq;
+        self.seq = self.seq.wrapping_add(n + 1);
+        s
+    }
+
+    fn send(&self, data: &[u8]) -> NlResult<()> {
+        let n = self.sock.send(data, 0).map_err(NetlinkError::Io)?;
+        if n != data.len() {
+            return Err(NetlinkError::Protocol(format!("short send: {n} of {} bytes", data.len())));
+        }
+        Ok(())
+    }
+
+    /// Receives one datagram into `self.rbuf`; `Ok(false)` on EAGAIN when non-blocking.
+    fn recv(&mut self, flags: libc::c_int) -> NlResult<bool> {
+        self.rbuf.clear();
+        match self.sock.recv(&mut self.rbuf, flags) {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+            Err(e) => Err(NetlinkError::Io(e)),
+        }
+    }
+
+    /// Sends one request (already encoded with sequence `seq`) and feeds every reply message of that
+    /// sequence to `on_msg` until the final ack / NLMSG_DONE. Kernel errors are returned as `Kernel`.
+    fn request(
+        &mut self,
+        req: &[u8],
+        seq: u32,
+        dump: bool,
+        mut on_msg: impl FnMut(&Msg<'_>) -> NlResult<()>,
+    ) -> NlResult<()> {
+        self.send(req)?;
+        loop {
+            self.recv(0)?;
+            let rbuf = std::mem::take(&mut self.rbuf);
+            let result = (|| {
+                for m in parse_msgs(&rbuf)? {
+                    if m.seq != seq {
+                        continue;
+                    }
+                    match m.msg_type {
+                        NLMSG_ERROR => {
+                            let code = error_code(m.payload)?;
+                            return if code == 0 { Ok(true) } else { Err(NetlinkError::Kernel(code)) };
+                        }
+                        NLMSG_DONE if dump => return Ok(true),
+                        _ => on_msg(&m)?,
+                    }
+                }
+                Ok(false)
+            })();
+            self.rbuf = rbuf;
+            if result? {
+                return Ok(());
+            }
+        }
+    }
+
+    /// The current ruleset generation id.
+    pub fn generation(&mut self) -> NlResult<u32> {
+        let seq = self.next_seq(0);
+        let mut b = MsgBuf::default();
+        b.begin_nft(NFT_MSG_GETGEN, NLM_F_ACK, seq, AF_UNSPEC);
+        b.end();
+        let mut gen_id = None;
+        self.request(&b.data, seq, false, |m| {
+            if m.msg_type == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWGEN {
+                gen_id = m
+                    .payload
+                    .get(NFGENMSG_LEN..)
+                    .and_then(|a| attr(a, NFTA_GEN_ID))
+                    .and_then(|v| v.try_into().ok())
+                    .map(u32::from_be_bytes);
+            }
+            Ok(())
+        })?;
+        gen_id.ok_or_else(|| NetlinkError::Protocol("no generation id in reply".into()))
+    }
+
+    /// Looks one element up by key. `Ok(None)` if the element, the set or the table does not exist.
+    pub fn get_elem(&mut self, family: u8, table: &str, set: &str, key: &[u8]) -> NlResult<Option<SetElem>> {
+        let seq = self.next_seq(0);
+        let mut b = MsgBuf::default();
+        b.begin_nft(NFT_MSG_GETSETELEM, NLM_F_ACK, seq, family);
+        b.attr_str(NFTA_SET_ELEM_LIST_TABLE, table);
+        b.attr_str(NFTA_SET_ELEM_LIST_SET, set);
+        b.nest_start(NFTA_SET_ELEM_LIST_ELEMENTS);
+        b.nest_start(NFTA_LIST_ELEM);
+        b.nest_start(NFTA_SET_ELEM_KEY);
+        b.attr(NFTA_DATA_VALUE, key);
+        b.nest_end();
+        b.nest_end();
+        b.nest_end();
+        b.end();
+        let mut found = None;
+        let r = self.request(&b.data, seq, false, |m| {
+            if m.msg_type == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWSETELEM {
+                found = parse_setelem_msg(m.payload)?.into_iter().next();
+            }
+            Ok(())
+        });
+        match r {
+            Ok(()) => Ok(found),
+            Err(NetlinkError::Kernel(ENOENT)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// All elements of a set; `Ok(None)` if the set or table does not exist.
+    pub fn dump_elems(&mut self, family: u8, table: &str, set: &str) -> NlResult<Option<Vec<SetElem>>> {
+        let seq = self.next_seq(0);
+        let mut b = MsgBuf::default();
+        b.begin_nft(NFT_MSG_GETSETELEM, NLM_F_DUMP, seq, family);
+        b.attr_str(NFTA_SET_ELEM_LIST_TABLE, table);
+        b.attr_str(NFTA_SET_ELEM_LIST_SET, set);
+        b.end();
+        let mut out = Vec::new();
+        let r = self.request(&b.data, seq, true, |m| {
+            if m.msg_type == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWSETELEM {
+                out.extend(parse_setelem_msg(m.payload)?);
+            }
+            Ok(())
+        });
+        match r {
+            Ok(()) => Ok(Some(out)),
+            Err(NetlinkError::Kernel(ENOENT)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The rules of one chain (empty if the chain or table does not exist).
+    pub fn dump_rules(&mut self, family: u8, table: &str, chain: &str) -> NlResult<Vec<RuleInfo>> {
+        let seq = self.next_seq(0);
+        let mut b = MsgBuf::default();
+        b.begin_nft(NFT_MSG_GETRULE, NLM_F_DUMP, seq, family);
+        b.attr_str(NFTA_RULE_TABLE, table);
+        b.attr_str(NFTA_RULE_CHAIN, chain);
+        b.end();
+        let mut out = Vec::new();
+        let r = self.request(&b.data, seq, true, |m| {
+            if m.msg_type == (NFNL_SUBSYS_NFTABLES << 8) | 6 {
+                out.push(parse_rule_msg(m.payload)?);
+            }
+            Ok(())
+        });
+        match r {
+            Ok(()) => Ok(out),
+            Err(NetlinkError::Kernel(ENOENT)) => Ok(Vec::new()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Whether `chain` exists in `family table`.
+    pub fn chain_exists(&mut self, family: u8, table: &str, chain: &str) -> NlResult<bool> {
+        let seq = self.next_seq(0);
+        let mut b = MsgBuf::default();
+        b.begin_nft(NFT_MSG_GETCHAIN, NLM_F_ACK, seq, family);
+        b.attr_str(NFTA_CHAIN_TABLE, table);
+        b.attr_str(NFTA_CHAIN_NAME, chain);
+        b.end();
+        match self.request(&b.data, seq, false, |_| Ok(())) {
+            Ok(()) => Ok(true),
+            Err(NetlinkError::Kernel(ENOENT)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Applies `ops` atomically; with `genid`, only if the ruleset is still at that generation
+    /// (otherwise `Kernel(ERESTART)`). The first kernel error of the batch is returned.
+    pub fn batch(&mut self, genid: Option<u32>, family: u8, table: &str, ops: &[BatchOp<'_>]) -> NlResult<()> {
+        if ops.is_empty() {
+            return Ok(());
+        }
+        let seq = self.next_seq(ops.len() as u32 + 1);
+        let mut b = MsgBuf::default();
+        let expected = encode_batch(&mut b, seq, genid, family, table, ops);
+        self.send(&b.data)?;
+        // The kernel processes the batch synchronously inside sendmsg, so every answer is queued by now.
+        let (mut acks, mut first_err) = (0, None);
+        while self.recv(libc::MSG_DONTWAIT)? {
+            for m in parse_msgs(&self.rbuf)? {
+                if m.msg_type != NLMSG_ERROR || m.seq < seq || m.seq > seq + expected as u32 + 1 {
+                    continue;
+                }
+                match error_code(m.payload)? {
+                    0 => acks += 1,
+                    e => {
+                        first_err.get_or_insert(e);
+                    }
+                }
+            }
+        }
+        if let Some(e) = first_err {
+            return Err(NetlinkError::Kernel(e));
+        }
+        if acks != expected {
+            return Err(NetlinkError::Protocol(format!("batch of {expected} changes: only {acks} acknowledged")));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn udata_roundtrip() {
+        // As nft encodes `comment "ctr1/eth0"` (seen in `nft --debug=netlink`): \x00\x0actr1/eth0\x00
+        let u = udata_comment("ctr1/eth0");
+        assert_eq!(u, b"\x00\x0actr1/eth0\x00");
+        assert_eq!(parse_udata_comment(&u).as_deref(), Some("ctr1/eth0"));
+        // other TLVs before the comment are skipped
+        let mut v = vec![1u8, 1, 7];
+        v.extend_from_slice(&u);
+        assert_eq!(parse_udata_comment(&v).as_deref(), Some("ctr1/eth0"));
+        assert_eq!(parse_udata_comment(&[1, 1, 7]), None);
+        assert_eq!(parse_udata_comment(&[0, 9, 1]), None); // truncated
+    }
+
+    #[test]
+    fn attribute_padding_and_nesting() {
+        let mut b = MsgBuf::default();
+        b.begin_nft(NFT_MSG_GETSETELEM, NLM_F_ACK, 7, NFPROTO_INET);
+        b.attr_str(NFTA_SET_ELEM_LIST_TABLE, "rcni"); // 4 + 5 -> padded to 12
+        b.nest_start(NFTA_SET_ELEM_LIST_ELEMENTS);
+        b.attr(NFTA_DATA_VALUE, &[10, 0, 0, 1]);
+        b.nest_end();
+        b.end();
+        let d = &b.data;
+        assert_eq!(u32::from_ne_bytes(d[0..4].try_into().unwrap()) as usize, d.len());
+        assert_eq!(d.len(), 16 + 4 + 12 + 4 + 8);
+        assert_eq!(u16::from_ne_bytes(d[4..6].try_into().unwrap()), (10 << 8) | 13);
+        assert_eq!(u16::from_ne_bytes(d[6..8].try_into().unwrap()), NLM_F_REQUEST | NLM_F_ACK);
+        assert_eq!(u32::from_ne_bytes(d[8..12].try_into().unwrap()), 7);
+        assert_eq!(&d[16..20], &[NFPROTO_INET, 0, 0, 0]);
+        // table attribute: len 9, type 1, "rcni\0", 3 bytes padding
+        assert_eq!(&d[20..24], &[9, 0, 1, 0]);
+        assert_eq!(&d[24..32], b"rcni\0\0\0\0");
+        // nested: len 12, type 3 | NLA_F_NESTED
+        assert_eq!(u16::from_ne_bytes(d[32..34].try_into().unwrap()), 12);
+        assert_eq!(u16::from_ne_bytes(d[34..36].try_into().unwrap()), 3 | NLA_F_NESTED);
+        assert_eq!(&d[36..44], &[8, 0, 1, 0, 10, 0, 0, 1]);
+        // and it parses back
+        let msgs = parse_msgs(d).unwrap();
+        assert_eq!(msgs.len(), 1);
+        let a: Vec<_> = attrs(&msgs[0].payload[4..]).collect();
+        assert_eq!(a[0], (1, &b"rcni\0"[..]));
+        assert_eq!(a[1].0, 3);
+        assert_eq!(attr(a[1].1, NFTA_DATA_VALUE), Some(&[10u8, 0, 0, 1][..]));
+    }
+
+    #[test]
+    fn batch_layout_and_element_roundtrip() {
+        let mut b = MsgBuf::default();
+        let ops = [
+            BatchOp::DelElems { set: "pods4-x", keys: vec![vec![10, 0, 0, 5]] },
+            BatchOp::AddElems { set: "pods4-x", elems: vec![(vec![10, 0, 0, 5], "c2/eth0".to_string())], excl: true },
+        ];
+        let n = encode_batch(&mut b, 100, Some(0x01020304), NFPROTO_INET, "rcni", &ops);
+        assert_eq!(n, 2);
+        let msgs = parse_msgs(&b.data).unwrap();
+        let types: Vec<_> = msgs.iter().map(|m| (m.msg_type, m.seq)).collect();
+        assert_eq!(
+            types,
+            vec![
+                (NFNL_MSG_BATCH_BEGIN, 100),
+                ((10 << 8) | NFT_MSG_DELSETELEM, 101),
+                ((10 << 8) | NFT_MSG_NEWSETELEM, 102),
+                (NFNL_MSG_BATCH_END, 103)
+            ]
+        );
+        // batch begin: AF_UNSPEC, res_id = NFNL_SUBSYS_NFTABLES big endian, genid attribute big endian
+        assert_eq!(&msgs[0].payload[0..4], &[0, 0, 0, 10]);
+        assert_eq!(&msgs[0].payload[4..12], &[8, 0, 1, 0, 1, 2, 3, 4]);
+        // the NEWSETELEM message parses back as the kernel's answer would
+        let elems = parse_setelem_msg(msgs[2].payload).unwrap();
+        assert_eq!(elems, vec![SetElem { key: vec![10, 0, 0, 5], comment: Some("c2/eth0".into()) }]);
+        let flags = u16::from_ne_bytes(b.data[6..8].try_into().unwrap());
+        assert_eq!(flags, NLM_F_REQUEST);
+    }
+
+    #[test]
+    fn error_codes() {
+        assert_eq!(error_code(&(-2i32).to_ne_bytes()).unwrap(), 2);
+        assert_eq!(error_code(&0i32.to_ne_bytes()).unwrap(), 0);
+        assert!(error_code(&[0, 0]).is_err());
+        let s = NetlinkError::Kernel(libc::EPERM).to_string();
+        assert!(s.contains("CAP_NET_ADMIN"), "{s}");
+    }
+}

@@ -1,0 +1,523 @@
+//! The nftables backend: one base chain, two rules and four sets per network in table `inet rcni`
+//! (layout in the module documentation of `masq`). Structure is written with the `nft` binary when a
+//! netlink probe finds it missing or outdated; pod elements are read and written over nf_tables netlink.
+
+use std::collections::{BTreeSet, HashSet};
+use std::io::Write;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::process::{Command, Stdio};
+
+use ipnetwork::IpNetwork;
+
+use super::nfnl::{BatchOp, EEXIST, ENOENT, ERESTART, NFPROTO_INET, NetlinkError, Nfnl, SetElem};
+use super::{Element, Error, Owner, PodEntry, Result, find_binary, sha512_hex};
+
+pub const TABLE: &str = "rcni";
+/// Bumped when the rules change shape; part of the fingerprint, so an upgrade rewrites old chains.
+const LAYOUT_VERSION: u32 = 1;
+/// How often a read-modify-write is retried when the ruleset changed under it.
+const MAX_ATTEMPTS: usize = 30;
+
+/// The object names of one network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Names {
+    pub chain: String,
+    pub pods4: String,
+    pub pods6: String,
+    pub exempt4: String,
+    pub exempt6: String,
+}
+
+impl Names {
+    pub fn new(network: &str) -> Names {
+        let h = &sha512_hex(network)[..16];
+        Names {
+            chain: format!("masq-{h}"),
+            pods4: format!("pods4-{h}"),
+            pods6: format!("pods6-{h}"),
+            exempt4: format!("exempt4-{h}"),
+            exempt6: format!("exempt6-{h}"),
+        }
+    }
+
+    fn pods(&self, addr: &IpAddr) -> &str {
+        match addr {
+            IpAddr::V4(_) => &self.pods4,
+            IpAddr::V6(_) => &self.pods6,
+        }
+    }
+}
+
+/// Exempt prefixes normalised: network addresses, per family, sorted, without prefixes contained in
+/// another (an interval set rejects overlaps).
+fn normalize_exempt(exempt: &[IpNetwork]) -> (Vec<IpNetwork>, Vec<IpNetwork>) {
+    let mut all: Vec<IpNetwork> = exempt
+        .iter()
+        .map(|n| IpNetwork::new(n.network(), n.prefix()).expect("prefix of a valid network"))
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    // shortest prefixes first so that a contained prefix is dropped
+    all.sort_by_key(|n| n.prefix());
+    let mut kept: Vec<IpNetwork> = Vec::new();
+    for n in all {
+        if !kept.iter().any(|k| k.contains(n.network())) {
+            kept.push(n);
+        }
+    }
+    kept.sort();
+    kept.into_iter().partition(|n| n.is_ipv4())
+}
+
+/// The rule comments that identify an up-to-date structure for (network, exempt).
+fn rule_comments(network: &str, ex4: &[IpNetwork], ex6: &[IpNetwork]) -> [String; 2] {
+    let mut input = format!("v{LAYOUT_VERSION}\n{network}\n");
+    for n in ex4.iter().chain(ex6) {
+        input.push_str(&format!("{n}\n"));
+    }
+    let fp = &sha512_hex(&input)[..16];
+    [format!("rcni-masq v{LAYOUT_VERSION} ip {fp}"), format!("rcni-masq v{LAYOUT_VERSION} ip6 {fp}")]
+}
+
+/// A string safe inside an nft double-quoted comment, at most 100 bytes.
+fn comment_safe(s: &str) -> String {
+    s.chars().filter(|c| !matches!(c, '"' | '\\' | '\n' | '\r') && !c.is_control()).take(64).collect()
+}
+
+/// The nft script that (re)writes the structure of a network (idempotent, one transaction).
+pub fn structure_script(network: &str, exempt: &[IpNetwork]) -> String {
+    let n = Names::new(network);
+    let (ex4, ex6) = normalize_exempt(exempt);
+    let [c4, c6] = rule_comments(network, &ex4, &ex6);
+    let name = comment_safe(network);
+    let mut s = String::new();
+    s.push_str(&format!("add table inet {TABLE} {{ comment \"rcni: masquerade of pod addresses\"; }}\n"));
+    for (set, ty, interval, what) in [
+        (&n.pods4, "ipv4_addr", false, "pods of"),
+        (&n.pods6, "ipv6_addr", false, "pods of"),
+        (&n.exempt4, "ipv4_addr", true, "not masqueraded destinations of"),
+        (&n.exempt6, "ipv6_addr", true, "not masqueraded destinations of"),
+    ] {
+        let flags = if interval { " flags interval;" } else { "" };
+        s.push_str(&format!("add set inet {TABLE} {set} {{ type {ty};{flags} comment \"{what} network {name}\"; }}\n"));
+    }
+    s.push_str(&format!(
+        "add chain inet {TABLE} {chain} {{ type nat hook postrouting priority srcnat; policy accept; \
+         comment \"rcni masquerade for network {name}\"; }}\n\
+         flush chain inet {TABLE} {chain}\n\
+         add rule inet {TABLE} {chain} ip saddr @{p4} ip daddr != @{e4} ip daddr != 224.0.0.0/4 \
+         masquerade comment \"{c4}\"\n\
+         add rule inet {TABLE} {chain} ip6 saddr @{p6} ip6 daddr != @{e6} ip6 daddr != ff00::/8 \
+         masquerade comment \"{c6}\"\n\
+         flush set inet {TABLE} {e4}\n\
+         flush set inet {TABLE} {e6}\n",
+        chain = n.chain,
+        p4 = n.pods4,
+        p6 = n.pods6,
+        e4 = n.exempt4,
+        e6 = n.exempt6,
+    ));
+    for (set, list) in [(&n.exempt4, &ex4), (&n.exempt6, &ex6)] {
+        if !list.is_empty() {
+            let elems: Vec<String> = list.iter().map(|p| p.to_string()).collect();
+            s.push_str(&format!("add element inet {TABLE} {set} {{ {} }}\n", elems.join(", ")));
+        }
+    }
+    s
+}
+
+fn run_nft(network: &str, script: &str) -> Result<()> {
+    let nft = find_binary("nft");
+    let fail = |detail: String| Error::Command {
+        what: format!(
+            "masquerade for network {network:?}: writing table inet {TABLE} (chain {})",
+            Names::new(network).chain
+        ),
+        command: format!("{} -f -", nft.display()),
+        detail,
+    };
+    let mut child = Command::new(&nft)
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| fail(format!("{e} (install the nftables package, or set ipMasqBackend to \"iptables\")")))?;
+    let write = child.stdin.take().expect("piped stdin").write_all(script.as_bytes());
+    let out = child.wait_with_output().map_err(|e| fail(e.to_string()))?;
+    if !out.status.success() {
+        return Err(fail(format!(
+            "{}: {}\nscript:\n{script}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    write.map_err(|e| fail(format!("writing the script: {e}")))?;
+    Ok(())
+}
+
+fn nl_err(network: &str, what: &str, err: NetlinkError) -> Error {
+    Error::Netlink { what: format!("masquerade for network {network:?}: {what}"), err }
+}
+
+fn open(network: &str) -> Result<Nfnl> {
+    Nfnl::open().map_err(|e| nl_err(network, "opening the nf_tables netlink socket", e))
+}
+
+/// Whether the chain holds exactly the two rules of the current (network, exempt) fingerprint.
+fn structure_ok(nl: &mut Nfnl, network: &str, exempt: &[IpNetwork]) -> Result<bool> {
+    let n = Names::new(network);
+    let (ex4, ex6) = normalize_exempt(exempt);
+    let expected = rule_comments(network, &ex4, &ex6);
+    let rules = nl
+        .dump_rules(NFPROTO_INET, TABLE, &n.chain)
+        .map_err(|e| nl_err(network, &format!("listing chain inet {TABLE} {}", n.chain), e))?;
+    let mut found: Vec<String> = rules.into_iter().filter_map(|r| r.comment).collect();
+    found.sort();
+    Ok(found.len() == 2 && found == expected)
+}
+
+/// Writes the network's structure unless the probe shows it is already there.
+fn ensure_structure(nl: &mut Nfnl, network: &str, exempt: &[IpNetwork]) -> Result<()> {
+    if structure_ok(nl, network, exempt)? {
+        return Ok(());
+    }
+    let script = structure_script(network, exempt);
+    match run_nft(network, &script) {
+        Ok(()) => Ok(()),
+        // A concurrent ADD of the same network may have raced us; fine if the result is right.
+        Err(e) => {
+            if structure_ok(nl, network, exempt)? {
+                Ok(())
+            } else {
+                Err(e)
+            }
+        }
+    }
+}
+
+fn key_of(addr: &IpAddr) -> Vec<u8> {
+    match addr {
+        IpAddr::V4(a) => a.octets().to_vec(),
+        IpAddr::V6(a) => a.octets().to_vec(),
+    }
+}
+
+fn addr_of(key: &[u8]) -> Option<IpAddr> {
+    match key.len() {
+        4 => Some(IpAddr::V4(Ipv4Addr::from(<[u8; 4]>::try_from(key).ok()?))),
+        16 => Some(IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(key).ok()?))),
+        _ => None,
+    }
+}
+
+fn pod_addrs(pod: &PodEntry) -> Vec<IpAddr> {
+    pod.ips.iter().map(|n| n.ip()).collect::<BTreeSet<_>>().into_iter().collect()
+}
+
+fn retryable(e: &NetlinkError) -> bool {
+    matches!(e.errno(), Some(ERESTART) | Some(EEXIST) | Some(ENOENT))
+}
+
+/// Adds the pod's addresses with its owner tag; replaces other owners; one transaction.
+pub fn setup(network: &str, exempt: &[IpNetwork], pod: &PodEntry) -> Result<()> {
+    let n = Names::new(network);
+    let tag = pod.owner().tag();
+    let addrs = pod_addrs(pod);
+    let mut nl = open(network)?;
+    let mut last_err = None;
+    for _ in 0..MAX_ATTEMPTS {
+        ensure_structure(&mut nl, network, exempt)?;
+        let gen_id = nl.generation().map_err(|e| nl_err(network, "reading the nf_tables generation", e))?;
+        let (mut del, mut add): (Vec<&IpAddr>, Vec<&IpAddr>) = (Vec::new(), Vec::new());
+        for a in &addrs {
+            let cur = nl
+                .get_elem(NFPROTO_INET, TABLE, n.pods(a), &key_of(a))
+                .map_err(|e| nl_err(network, &format!("looking up {a} in set inet {TABLE} {}", n.pods(a)), e))?;
+            match cur {
+                Some(SetElem { comment, .. }) if comment.as_deref() == Some(tag.as_str()) => {}
+                Some(_) => {
+                    del.push(a);
+                    add.push(a);
+                }
+                None => add.push(a),
+            }
+        }
+        let ops = element_ops(&n, &del, &add, &tag);
+        match nl.batch(Some(gen_id), NFPROTO_INET, TABLE, &ops) {
+            Ok(()) => return Ok(()),
+            Err(e) if retryable(&e) => last_err = Some(e),
+            Err(e) => return Err(element_err(network, &n, &add, pod, e)),
+        }
+    }
+    Err(element_err(network, &n, &addrs.iter().collect::<Vec<_>>(), pod, last_err.expect("at least one attempt")))
+}
+
+fn element_err(network: &str, n: &Names, addrs: &[&IpAddr], pod: &PodEntry, e: NetlinkError) -> Error {
+    let list: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
+    nl_err(
+        network,
+        &format!(
+            "adding {} of {} to sets inet {TABLE} {}/{} (the ruleset kept changing or the sets are \
+             broken; `nft list table inet {TABLE}` shows the state, deleting the table makes the next \
+             ADD recreate it)",
+            list.join(", "),
+            pod.owner(),
+            n.pods4,
+            n.pods6
+        ),
+        e,
+    )
+}
+
+/// Deletions first, then additions (excl), grouped per set.
+fn element_ops<'a>(n: &'a Names, del: &[&IpAddr], add: &[&IpAddr], tag: &str) -> Vec<BatchOp<'a>> {
+    let mut ops = Vec::new();
+    for set in [&n.pods4, &n.pods6] {
+        let keys: Vec<Vec<u8>> = del.iter().filter(|a| n.pods(a) == set).map(|a| key_of(a)).collect();
+        if !keys.is_empty() {
+            ops.push(BatchOp::DelElems { set, keys });
+        }
+    }
+    for set in [&n.pods4, &n.pods6] {
+        let elems: Vec<(Vec<u8>, String)> =
+            add.iter().filter(|a| n.pods(a) == set).map(|a| (key_of(a), tag.to_string())).collect();
+        if !elems.is_empty() {
+            ops.push(BatchOp::AddElems { set, elems, excl: true });
+        }
+    }
+    ops
+}
+
+/// Errors meaning "nf_tables is not there at all", i.e. nothing to tear down.
+fn absent(e: &NetlinkError) -> bool {
+    match e {
+        NetlinkError::Io(io) => matches!(io.raw_os_error(), Some(libc::EPROTONOSUPPORT) | Some(libc::EAFNOSUPPORT)),
+        NetlinkError::Kernel(code) => matches!(*code, libc::EOPNOTSUPP | libc::EPROTONOSUPPORT | libc::EAFNOSUPPORT),
+        NetlinkError::Protocol(_) => false,
+    }
+}
+
+/// Removes the pod's elements that it still owns.
+pub fn teardown(network: &str, pod: &PodEntry) -> Result<()> {
+    let n = Names::new(network);
+    let tag = pod.owner().tag();
+    let addrs = pod_addrs(pod);
+    if addrs.is_empty() {
+        return Ok(());
+    }
+    let mut nl = match Nfnl::open() {
+        Ok(nl) => nl,
+        Err(e) if absent(&e) => return Ok(()),
+        Err(e) => return Err(nl_err(network, "opening the nf_tables netlink socket", e)),
+    };
+    let mut last_err = None;
+    for _ in 0..MAX_ATTEMPTS {
+        let gen_id = match nl.generation() {
+            Ok(g) => g,
+            Err(e) if absent(&e) => return Ok(()),
+            Err(e) => return Err(nl_err(network, "reading the nf_tables generation", e)),
+        };
+        let mut del = Vec::new();
+        for a in &addrs {
+            match nl.get_elem(NFPROTO_INET, TABLE, n.pods(a), &key_of(a)) {
+                Ok(Some(SetElem { comment, .. })) if comment.as_deref() == Some(tag.as_str()) => del.push(a),
+                Ok(_) => {}
+                Err(e) if absent(&e) => {}
+                Err(e) => {
+                    return Err(nl_err(network, &format!("looking up {a} in set inet {TABLE} {}", n.pods(a)), e));
+                }
+            }
+        }
+        if del.is_empty() {
+            return Ok(());
+        }
+        let ops = element_ops(&n, &del, &[], &tag);
+        match nl.batch(Some(gen_id), NFPROTO_INET, TABLE, &ops) {
+            Ok(()) => return Ok(()),
+            Err(e) if retryable(&e) => last_err = Some(e),
+            Err(e) => return Err(del_err(network, &n, pod, e)),
+        }
+    }
+    Err(del_err(network, &n, pod, last_err.expect("at least one attempt")))
+}
+
+fn del_err(network: &str, n: &Names, pod: &PodEntry, e: NetlinkError) -> Error {
+    nl_err(
+        network,
+        &format!(
+            "removing the addresses of {} from sets inet {TABLE} {}/{} (the ruleset kept changing; \
+             retry the DEL)",
+            pod.owner(),
+            n.pods4,
+            n.pods6
+        ),
+        e,
+    )
+}
+
+/// Verifies structure and the pod's elements.
+pub fn check(network: &str, exempt: &[IpNetwork], pod: &PodEntry) -> Result<()> {
+    let n = Names::new(network);
+    let tag = pod.owner().tag();
+    let mut nl = open(network)?;
+    if !structure_ok(&mut nl, network, exempt)? {
+        return Err(Error::Check(format!(
+            "masquerade for network {network:?}: chain inet {TABLE} {} is missing or does not hold the \
+             expected two masquerade rules for the configured exempt prefixes (changed by hand, or the \
+             config changed since ADD); an ADD rewrites it",
+            n.chain
+        )));
+    }
+    for a in pod_addrs(pod) {
+        let set = n.pods(&a);
+        let cur = nl
+            .get_elem(NFPROTO_INET, TABLE, set, &key_of(&a))
+            .map_err(|e| nl_err(network, &format!("looking up {a} in set inet {TABLE} {set}"), e))?;
+        match cur {
+            None => {
+                return Err(Error::Check(format!(
+                    "masquerade for network {network:?}: address {a} of {} is missing from set inet \
+                     {TABLE} {set}, so its traffic is not masqueraded; re-create the pod (or its \
+                     network attachment)",
+                    pod.owner()
+                )));
+            }
+            Some(SetElem { comment, .. }) if comment.as_deref() != Some(tag.as_str()) => {
+                return Err(Error::Check(format!(
+                    "masquerade for network {network:?}: address {a} in set inet {TABLE} {set} belongs \
+                     to {:?}, not to {} (the address is in use by another attachment?)",
+                    comment.unwrap_or_default(),
+                    tag
+                )));
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
+fn dump_all(nl: &mut Nfnl, network: &str, n: &Names) -> Result<Vec<(Element, Vec<u8>, String)>> {
+    let mut out = Vec::new();
+    for set in [&n.pods4, &n.pods6] {
+        let elems = match nl.dump_elems(NFPROTO_INET, TABLE, set) {
+            Ok(Some(e)) => e,
+            Ok(None) => continue,
+            Err(e) if absent(&e) => continue,
+            Err(e) => {
+                return Err(nl_err(network, &format!("listing set inet {TABLE} {set}"), e));
+            }
+        };
+        for e in elems {
+            if let Some(addr) = addr_of(&e.key) {
+                out.push((Element { addr, owner: e.comment.unwrap_or_default() }, e.key, set.clone()));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The pod elements of the network, sorted.
+pub fn list(network: &str) -> Result<Vec<Element>> {
+    let n = Names::new(network);
+    let mut nl = match Nfnl::open() {
+        Ok(nl) => nl,
+        Err(e) if absent(&e) => return Ok(Vec::new()),
+        Err(e) => return Err(nl_err(network, "opening the nf_tables netlink socket", e)),
+    };
+    let mut v: Vec<Element> = dump_all(&mut nl, network, &n)?.into_iter().map(|(e, _, _)| e).collect();
+    v.sort();
+    Ok(v)
+}
+
+/// Removes elements whose owner is not valid; returns them.
+pub fn gc(network: &str, valid: &[Owner]) -> Result<Vec<Element>> {
+    let n = Names::new(network);
+    let valid: HashSet<String> = valid.iter().map(Owner::tag).collect();
+    let mut nl = match Nfnl::open() {
+        Ok(nl) => nl,
+        Err(e) if absent(&e) => return Ok(Vec::new()),
+        Err(e) => return Err(nl_err(network, "opening the nf_tables netlink socket", e)),
+    };
+    let mut last_err = None;
+    for _ in 0..MAX_ATTEMPTS {
+        let gen_id = match nl.generation() {
+            Ok(g) => g,
+            Err(e) if absent(&e) => return Ok(Vec::new()),
+            Err(e) => return Err(nl_err(network, "reading the nf_tables generation", e)),
+        };
+        let stale: Vec<_> =
+            dump_all(&mut nl, network, &n)?.into_iter().filter(|(e, _, _)| !valid.contains(&e.owner)).collect();
+        if stale.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut ops = Vec::new();
+        for set in [&n.pods4, &n.pods6] {
+            let keys: Vec<Vec<u8>> = stale.iter().filter(|(_, _, s)| s == set).map(|(_, k, _)| k.clone()).collect();
+            if !keys.is_empty() {
+                ops.push(BatchOp::DelElems { set, keys });
+            }
+        }
+        match nl.batch(Some(gen_id), NFPROTO_INET, TABLE, &ops) {
+            Ok(()) => {
+                let mut removed: Vec<Element> = stale.into_iter().map(|(e, _, _)| e).collect();
+                removed.sort();
+                return Ok(removed);
+            }
+            Err(e) if retryable(&e) => last_err = Some(e),
+            Err(e) => {
+                return Err(nl_err(
+                    network,
+                    &format!("removing stale elements from sets inet {TABLE} {}/{}", n.pods4, n.pods6),
+                    e,
+                ));
+            }
+        }
+    }
+    Err(nl_err(
+        network,
+        "garbage collection: the ruleset kept changing; retry",
+        last_err.expect("at least one attempt"),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_short_and_stable() {
+        let n = Names::new("brnet");
+        assert_eq!(n.chain.len(), 5 + 16);
+        assert!(n.pods4.starts_with("pods4-"));
+        assert_eq!(&n.chain[5..], &n.pods6[6..]);
+        assert_ne!(Names::new("brnet2").chain, n.chain);
+    }
+
+    #[test]
+    fn exempt_normalised() {
+        let ex: Vec<IpNetwork> = ["10.244.1.5/24", "10.244.0.0/16", "192.168.0.0/24", "fd00::5/64", "10.244.1.0/24"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        let (v4, v6) = normalize_exempt(&ex);
+        assert_eq!(v4.iter().map(|n| n.to_string()).collect::<Vec<_>>(), vec!["10.244.0.0/16", "192.168.0.0/24"]);
+        assert_eq!(v6.iter().map(|n| n.to_string()).collect::<Vec<_>>(), vec!["fd00::/64"]);
+    }
+
+    #[test]
+    fn script_mentions_everything() {
+        let s = structure_script("my\"net", &["10.244.1.0/24".parse().unwrap()]);
+        assert!(s.contains("network mynet"), "{s}");
+        assert!(s.contains("add element inet rcni exempt4-"), "{s}");
+        assert!(!s.contains("add element inet rcni exempt6-"), "{s}");
+        assert!(s.contains("flush chain inet rcni masq-"), "{s}");
+        let (c4, c6) = {
+            let [a, b] = rule_comments("my\"net", &["10.244.1.0/24".parse().unwrap()], &[]);
+            (a, b)
+        };
+        assert!(s.contains(&c4) && s.contains(&c6));
+        let [other, _] = rule_comments("my\"net", &["10.244.2.0/24".parse().unwrap()], &[]);
+        assert_ne!(other, c4);
+    }
+}

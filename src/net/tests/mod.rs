@@ -1,0 +1,10 @@
+//! Root tests against the real kernel. Each test works only inside network namespaces it creates
+//! (`rcni-net-<test>-<pid>`, removed on drop, also on panic); nothing touches the host namespace.
+//! The plugin process would run in a "node" namespace: tests open both node and pod by path.
+
+mod addrs;
+mod harness;
+mod links;
+mod neighs;
+mod routes;
+mod sysctls;

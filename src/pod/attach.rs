@@ -1,0 +1,263 @@
+//! ADD of a pod on a node bridge — the recipe bridge and vxlan share: bridge, veth, IPAM, pod addresses
+//! and routes, gateway, forwarding, masquerade. If any step fails, every earlier step is undone (the
+//! reference leaves the veth behind).
+
+use super::bridge::{BridgeSettings, enable_forwarding, ensure_bridge, ensure_gateways};
+use super::iface::{self, IfaceSetup};
+use super::ipam::Ipam;
+use super::veth::{self, VethAttach};
+use super::{block_on, open_netns, plan};
+use crate::cni::log;
+use crate::cni::result::{AddResult, Interface, Route};
+use crate::cni::skel::Request;
+use crate::cni::{CniError, CniResult};
+use crate::net::masq::{self, Backend, PodEntry};
+use crate::net::{BridgeVlan, IpFamily, Link, Mac, NetHandle, Netns};
+use ipnetwork::IpNetwork;
+use std::time::Duration;
+
+/// How long the host end may take to become a forwarding bridge port (the reference polls up to 2.55 s).
+const PORT_UP_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Everything that shapes one attachment, decided by the plugin from its config.
+#[derive(Debug, Clone, Default)]
+pub struct AttachSpec {
+    pub bridge: BridgeSettings,
+    /// MTU of both veth ends.
+    pub mtu: Option<u32>,
+    pub hairpin: bool,
+    pub isolated: bool,
+    pub container_mac: Option<Mac>,
+    pub is_gateway: bool,
+    pub is_default_gateway: bool,
+    pub force_address: bool,
+    pub enable_dad: bool,
+    pub disable_container_interface: bool,
+    pub vlans: Option<VlanPlan>,
+    pub masq: Option<MasqSpec>,
+    /// Destinations the pod reaches through its gateway besides what IPAM returns (vxlan: the cluster
+    /// network); added to the result as routes with the gateway.
+    pub gateway_routes: Vec<IpNetwork>,
+}
+
+#[derive(Debug, Clone)]
+pub struct VlanPlan {
+    /// The port's PVID (untagged); None with only trunk VLANs means VLAN 1 is native.
+    pub native: Option<u16>,
+    pub tagged: Vec<u16>,
+    pub preserve_default: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct MasqSpec {
+    pub backend: Backend,
+    /// Destinations never masqueraded; None = each pod address's own subnet (bridge).
+    pub exempt: Option<Vec<IpNetwork>>,
+}
+
+impl MasqSpec {
+    pub fn exempt_for(&self, ips: &[IpNetwork]) -> Vec<IpNetwork> {
+        match &self.exempt {
+            Some(list) => list.clone(),
+            None => ips.iter().map(|i| plan::subnet_of(*i)).collect(),
+        }
+    }
+}
+
+/// What this ADD has done so far, so a failure can undo it in reverse.
+#[derive(Default)]
+struct Undo {
+    veth: bool,
+    ipam: bool,
+    masq: Option<PodEntry>,
+}
+
+impl Undo {
+    async fn run(self, req: &Request, ipam: Option<&Ipam>, node: &NetHandle, pod: &NetHandle) {
+        if let Some(entry) = &self.masq {
+            if let Err(e) = masq::teardown(&req.conf.name, entry) {
+                log::warn(&req.conf.plugin_type, format!("rollback: masquerade teardown: {e}"));
+            }
+        }
+        if self.veth {
+            if let Err(e) = veth::remove(node, Some(pod), &req.container_id, &req.ifname).await {
+                log::warn(&req.conf.plugin_type, format!("rollback: veth removal: {e}"));
+            }
+        }
+        if let (true, Some(ipam)) = (self.ipam, ipam) {
+            if let Err(e) = ipam.del(req) {
+                log::warn(&req.conf.plugin_type, format!("rollback: IPAM DEL: {e}"));
+            }
+        }
+    }
+}
+
+pub fn add(req: &Request, spec: &AttachSpec, ipam: Option<&Ipam>) -> CniResult<AddResult> {
+    let pod_ns = open_netns(&req.netns)?;
+    block_on(async {
+        let node = NetHandle::current()?;
+        let pod = NetHandle::for_netns(&pod_ns)?;
+        add_in(req, spec, ipam, &node, &pod, &pod_ns).await
+    })
+}
+
+/// ADD with handles the caller already has (vxlan prepares the node first with the same handle).
+pub async fn add_in(
+    req: &Request,
+    spec: &AttachSpec,
+    ipam: Option<&Ipam>,
+    node: &NetHandle,
+    pod: &NetHandle,
+    pod_ns: &Netns,
+) -> CniResult<AddResult> {
+    // Checked before anything is made, so this failure needs no undo.
+    veth::ensure_absent_in_pod(pod, &req.ifname).await?;
+    // The bridge is shared by every pod of the network: it stays even if this ADD fails.
+    let br = ensure_bridge(node, &spec.bridge).await?;
+    let mut undo = Undo::default();
+    match steps(req, spec, ipam, node, pod, pod_ns, &br, &mut undo).await {
+        Ok(r) => Ok(r),
+        Err(e) => {
+            undo.run(req, ipam, node, pod).await;
+            Err(e)
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn steps(
+    req: &Request,
+    spec: &AttachSpec,
+    ipam: Option<&Ipam>,
+    node: &NetHandle,
+    pod: &NetHandle,
+    pod_ns: &Netns,
+    br: &Link,
+    undo: &mut Undo,
+) -> CniResult<AddResult> {
+    undo.veth = true; // set first: a half-made pair (host end only) is removed too
+    let attached = veth::attach(
+        node,
+        pod,
+        &VethAttach {
+            pod_ns,
+            container_id: &req.container_id,
+            ifname: &req.ifname,
+            bridge_index: br.index,
+            mtu: spec.mtu,
+            container_mac: spec.container_mac,
+            hairpin: spec.hairpin,
+            isolated: spec.isolated,
+        },
+    )
+    .await?;
+    if let Some(vlans) = &spec.vlans {
+        configure_vlans(node, &attached.host, vlans).await?;
+    }
+
+    let mut result = AddResult::default();
+    if let Some(ipam) = ipam {
+        undo.ipam = true; // a failed IPAM ADD may still have reserved something: DEL it too
+        let ipam_result = ipam.add(req)?;
+        if ipam_result.ips.is_empty() {
+            return Err(CniError::internal("IPAM plugin returned missing IP config")
+                .with_details(format!("{} gave no address; check its ranges", ipam.plugin)));
+        }
+        result.ips = ipam_result.ips;
+        result.routes = ipam_result.routes;
+        result.dns = ipam_result.dns;
+        for ip in &mut result.ips {
+            ip.interface = Some(2);
+        }
+        if spec.is_gateway {
+            plan::fill_gateways(&mut result.ips);
+        }
+        add_gateway_routes(&mut result, &spec.gateway_routes);
+        if spec.is_default_gateway {
+            plan::add_default_routes(&mut result);
+        }
+        let routes = plan::pod_routes(&result);
+        let setup =
+            IfaceSetup { link: &attached.container, ips: &result.ips, routes: &routes, enable_dad: spec.enable_dad };
+        iface::configure(pod, pod_ns, &setup).await?;
+        if spec.is_gateway {
+            ensure_gateways(node, br, &plan::bridge_gateways(&result.ips), spec.force_address).await?;
+            let mut fams: Vec<IpFamily> = Vec::new();
+            for ip in &result.ips {
+                let f = IpFamily::of(&ip.address.ip());
+                if !fams.contains(&f) {
+                    fams.push(f);
+                }
+            }
+            enable_forwarding(&fams)?;
+        }
+        if let Some(m) = &spec.masq {
+            let ips: Vec<IpNetwork> = result.ips.iter().map(|i| i.address).collect();
+            let exempt = m.exempt_for(&ips);
+            let entry = PodEntry { container_id: req.container_id.clone(), ifname: req.ifname.clone(), ips };
+            undo.masq = Some(entry.clone());
+            masq::setup(m.backend, &req.conf.name, &exempt, &entry)
+                .map_err(|e| CniError::internal(format!("failed to set up masquerade: {e}")))?;
+        }
+    } else if !spec.disable_container_interface {
+        pod.set_up(attached.container.index).await?;
+    }
+
+    if !spec.disable_container_interface {
+        node.wait_oper_up(attached.host.index, PORT_UP_TIMEOUT).await.map_err(|e| {
+            CniError::internal(format!("bridge port in error state: {} did not come up: {e}", attached.host.name))
+        })?;
+    }
+
+    // MACs as they are now: the bridge's is pinned, the veth ends' never change after creation.
+    let br_now = node.require_link(&br.name).await?;
+    let mac_str = |l: &Link| l.mac.map(|m| m.to_string()).unwrap_or_default();
+    result.interfaces = vec![
+        Interface { name: br_now.name.clone(), mac: mac_str(&br_now), ..Default::default() },
+        Interface { name: attached.host.name.clone(), mac: mac_str(&attached.host), ..Default::default() },
+        Interface {
+            name: attached.container.name.clone(),
+            mac: mac_str(&attached.container),
+            sandbox: req.netns.clone(),
+            ..Default::default()
+        },
+    ];
+    if let Some(dns) = req.conf.dns.as_ref().filter(|d| !d.is_empty()) {
+        result.dns = dns.clone();
+    }
+    Ok(result)
+}
+
+/// Routes to `dsts` via the family's gateway, unless the result already has a route to that destination.
+fn add_gateway_routes(result: &mut AddResult, dsts: &[IpNetwork]) {
+    for dst in dsts {
+        let gw = result.ips.iter().filter(|i| i.address.is_ipv4() == dst.is_ipv4()).find_map(|i| i.gateway);
+        if gw.is_some() && !result.routes.iter().any(|r| r.dst == *dst) {
+            result.routes.push(Route::new(*dst, gw));
+        }
+    }
+}
+
+/// VLANs on the host port: the native VLAN becomes the PVID (untagged), trunk IDs are tagged; the kernel's
+/// default VLAN 1 is removed unless it is to be preserved (the reference's current default is to remove it).
+async fn configure_vlans(node: &NetHandle, host: &Link, v: &VlanPlan) -> CniResult<()> {
+    let vlan_err = |e: crate::net::NetError| {
+        CniError::internal(format!("failed to set VLANs on {}: {e}", host.name))
+            .with_details("the kernel needs CONFIG_BRIDGE_VLAN_FILTERING for vlan/vlanTrunk")
+    };
+    if !v.preserve_default {
+        let default = BridgeVlan { vid: 1, pvid: true, untagged: true, on_bridge: false };
+        match node.bridge_vlan_del(host.index, &default).await {
+            Err(e) if !e.is_not_found() => return Err(vlan_err(e)),
+            _ => {}
+        }
+    }
+    let native = v.native.unwrap_or(1);
+    let untagged = BridgeVlan { vid: native, pvid: true, untagged: true, on_bridge: false };
+    node.bridge_vlan_add(host.index, &untagged).await.map_err(vlan_err)?;
+    for vid in v.tagged.iter().copied().filter(|t| *t != native) {
+        let tagged = BridgeVlan { vid, pvid: false, untagged: false, on_bridge: false };
+        node.bridge_vlan_add(host.index, &tagged).await.map_err(vlan_err)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,113 @@
+//! Apply an IPAM result to the pod's interface (sysctls, addresses, up, routes), and check it later.
+
+use crate::cni::result::{IpConfig, Route};
+use crate::cni::{CniError, CniResult};
+use crate::net::{AddrOptions, IpFamily, Link, NetHandle, Netns, RouteFilter, RouteSpec, run_in_netns, sysctl};
+use std::time::Duration;
+
+/// How long to wait for IPv6 duplicate address detection when `enabledad` is on (the reference waits 5 s).
+const DAD_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub struct IfaceSetup<'a> {
+    pub link: &'a Link,
+    pub ips: &'a [IpConfig],
+    /// Already planned: gateways filled in, duplicates dropped (see `plan::pod_routes`).
+    pub routes: &'a [Route],
+    pub enable_dad: bool,
+}
+
+/// Sysctls of the pod interface, written from one thread inside the pod netns (sysctls follow the
+/// writing thread's namespace). Keys missing on a host without IPv6 are skipped.
+fn pod_sysctls(ns: &Netns, ifname: &str, has_v6: bool, enable_dad: bool) -> CniResult<()> {
+    let mut kvs: Vec<(String, &str)> = vec![(format!("net/ipv4/conf/{ifname}/arp_notify"), "1")];
+    if has_v6 {
+        kvs.push(("net/ipv6/conf/lo/disable_ipv6".into(), "0"));
+        kvs.push((format!("net/ipv6/conf/{ifname}/disable_ipv6"), "0"));
+        // Keep addresses when the link goes down, so a later up does not lose them.
+        kvs.push((format!("net/ipv6/conf/{ifname}/keep_addr_on_down"), "1"));
+        kvs.push((format!("net/ipv6/conf/{ifname}/accept_dad"), if enable_dad { "1" } else { "0" }));
+        if enable_dad {
+            kvs.push((format!("net/ipv6/conf/{ifname}/enhanced_dad"), "1"));
+        }
+    }
+    run_in_netns(ns, move || {
+        for (k, v) in &kvs {
+            match sysctl::write(k, v) {
+                Err(e) if !e.is_not_found() => return Err(e),
+                _ => {}
+            }
+        }
+        Ok(())
+    })??;
+    Ok(())
+}
+
+pub async fn configure(pod: &NetHandle, pod_ns: &Netns, s: &IfaceSetup<'_>) -> CniResult<()> {
+    let has_v6 = s.ips.iter().any(|i| i.address.is_ipv6());
+    pod_sysctls(pod_ns, &s.link.name, has_v6, s.enable_dad)?;
+    for ip in s.ips {
+        let opts = AddrOptions { nodad: ip.address.is_ipv6() && !s.enable_dad, exists_ok: false };
+        pod.add_address(s.link.index, ip.address, opts).await.map_err(|e| {
+            CniError::internal(format!("failed to add IP addr {} to {:?}: {e}", ip.address, s.link.name))
+        })?;
+    }
+    pod.set_up(s.link.index).await?;
+    if has_v6 && s.enable_dad {
+        pod.wait_addresses_settled(s.link.index, DAD_TIMEOUT)
+            .await
+            .map_err(|e| CniError::internal(format!("IPv6 duplicate address detection on {}: {e}", s.link.name)))?;
+    }
+    for r in s.routes {
+        let spec = route_spec(r, s.link.index);
+        match pod.add_route(&spec).await {
+            Ok(()) => {}
+            Err(e) if e.is_exists() => {}
+            Err(e) => {
+                let via = r.gw.map(|g| format!(" via {g}")).unwrap_or_default();
+                return Err(CniError::internal(format!(
+                    "failed to add route '{}{via} dev {}': {e}",
+                    r.dst, s.link.name
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn route_spec(r: &Route, oif: u32) -> RouteSpec {
+    let mut spec = RouteSpec::to(r.dst);
+    spec.gw = r.gw;
+    spec.oif = Some(oif);
+    spec.metric = r.priority;
+    spec.table = r.table;
+    spec.scope = r.scope;
+    spec.mtu = r.mtu;
+    spec.advmss = r.advmss;
+    spec
+}
+
+/// CHECK: every address is on the interface with its prefix, and every route exists (a default route is
+/// matched by its gateway, as the reference does).
+pub async fn check(pod: &NetHandle, link: &Link, ips: &[IpConfig], routes: &[Route]) -> CniResult<()> {
+    let have: Vec<_> = pod.addresses(Some(link.index), None).await?.into_iter().map(|a| a.net).collect();
+    for ip in ips {
+        if !have.contains(&ip.address) {
+            return Err(CniError::internal(format!("address {} is missing on {} in the pod", ip.address, link.name))
+                .with_details("something removed it after ADD; DEL and ADD the pod again"));
+        }
+    }
+    for r in routes {
+        let fam = if r.dst.is_ipv4() { IpFamily::V4 } else { IpFamily::V6 };
+        let filter =
+            RouteFilter { family: Some(fam), table: Some(r.table.unwrap_or(crate::net::TABLE_MAIN)), oif: None };
+        let found = pod.routes(&filter).await?.into_iter().any(|k| {
+            k.dst == r.dst && (r.gw.is_none() || k.gw == r.gw) && (k.oif.is_none() || k.oif == Some(link.index))
+        });
+        if !found {
+            let via = r.gw.map(|g| format!(" via {g}")).unwrap_or_default();
+            return Err(CniError::internal(format!("route {}{via} is missing in the pod", r.dst))
+                .with_details("something removed it after ADD; DEL and ADD the pod again"));
+        }
+    }
+    Ok(())
+}

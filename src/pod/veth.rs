@@ -1,0 +1,94 @@
+//! A pod's veth pair: the container end born in the pod netns under its final name, the host end on the
+//! bridge under a name derived from (containerID, ifname).
+
+use super::names::host_veth_name;
+use crate::cni::{CniError, CniResult};
+use crate::net::{BridgePortFlags, Link, Mac, NetHandle, Netns, VethEnd, VethSpec};
+
+pub struct VethAttach<'a> {
+    pub pod_ns: &'a Netns,
+    pub container_id: &'a str,
+    pub ifname: &'a str,
+    pub bridge_index: u32,
+    pub mtu: Option<u32>,
+    pub container_mac: Option<Mac>,
+    pub hairpin: bool,
+    pub isolated: bool,
+}
+
+pub struct Attached {
+    pub host: Link,
+    pub container: Link,
+}
+
+/// Fail early, before anything is created, if the pod already has an interface with this name.
+pub async fn ensure_absent_in_pod(pod: &NetHandle, ifname: &str) -> CniResult<()> {
+    if pod.link_by_name(ifname).await?.is_some() {
+        return Err(CniError::internal(format!("container veth name ({ifname:?}) already exists"))
+            .with_details("the pod already has an interface with this name: choose another CNI_IFNAME or DEL the old attachment first"));
+    }
+    Ok(())
+}
+
+/// Create the pair and attach the host end to the bridge. A host end left by an earlier, interrupted ADD of
+/// this same attachment carries our derived name: it is ours, so it is removed and the pair made anew.
+pub async fn attach(node: &NetHandle, pod: &NetHandle, a: &VethAttach<'_>) -> CniResult<Attached> {
+    let host_name = host_veth_name(a.container_id, a.ifname);
+    let spec = VethSpec {
+        host: VethEnd { name: host_name.clone(), mtu: a.mtu, mac: None },
+        host_up: true,
+        host_master: Some(a.bridge_index),
+        peer: VethEnd { name: a.ifname.to_string(), mtu: a.mtu, mac: a.container_mac },
+        peer_ns: a.pod_ns,
+    };
+    let host = match node.create_veth(&spec).await {
+        Ok(l) => l,
+        Err(e) if e.is_exists() && node.link_by_name(&host_name).await?.is_some() => {
+            node.delete_link_by_name(&host_name).await.or_else(|e| if e.is_not_found() { Ok(()) } else { Err(e) })?;
+            node.create_veth(&spec).await.map_err(|e| veth_error(a, &host_name, e))?
+        }
+        Err(e) => return Err(veth_error(a, &host_name, e)),
+    };
+    if a.hairpin || a.isolated {
+        let flags = BridgePortFlags { hairpin: Some(a.hairpin), isolated: Some(a.isolated) };
+        node.set_bridge_port_flags(host.index, &flags)
+            .await
+            .map_err(|e| CniError::internal(format!("failed to set port flags on {host_name}: {e}")))?;
+    }
+    let container = pod.require_link(a.ifname).await?;
+    Ok(Attached { host, container })
+}
+
+fn veth_error(a: &VethAttach<'_>, host_name: &str, e: crate::net::NetError) -> CniError {
+    if e.is_exists() {
+        CniError::internal(format!("container veth name ({:?}) peer provided ({host_name:?}) already exists", a.ifname))
+            .with_details(
+                "an interface with one of these names exists: DEL the old attachment or choose another CNI_IFNAME",
+            )
+    } else {
+        CniError::internal(format!("failed to create veth {host_name} <-> {}: {e}", a.ifname))
+    }
+}
+
+/// Remove the pair: from the pod side when the netns is still there, and by its derived host name in any
+/// case (the netns may be gone, or the pair half-made). Absent links are fine.
+pub async fn remove(node: &NetHandle, pod: Option<&NetHandle>, container_id: &str, ifname: &str) -> CniResult<()> {
+    let ignore_absent = |r: crate::net::Result<()>| match r {
+        Err(e) if !e.is_not_found() => Err(CniError::from(e)),
+        _ => Ok(()),
+    };
+    if let Some(pod) = pod {
+        if let Some(l) = pod.link_by_name(ifname).await? {
+            // Only a veth is ours to delete: never remove some other kind of device that has the name.
+            if l.is_kind("veth") {
+                ignore_absent(pod.delete_link(l.index).await)?;
+            }
+        }
+    }
+    ignore_absent(node.delete_link_by_name(&host_veth_name(container_id, ifname)).await)
+}
+
+/// The host end of the pod's veth, by its derived name.
+pub async fn host_end(node: &NetHandle, container_id: &str, ifname: &str) -> CniResult<Option<Link>> {
+    Ok(node.link_by_name(&host_veth_name(container_id, ifname)).await?)
+}

@@ -1,0 +1,515 @@
+//! Integration tests of `rcni::net::masq` in throwaway network namespaces (needs root).
+//!
+//! Every test creates its own netns `rcni-masq-<test>-<pid>` and runs the library on a thread that
+//! `setns`'d into it; shell commands run under `ip netns exec`. The host's netns is never touched and
+//! the namespaces are deleted on drop (also on panic).
+
+use std::net::IpAddr;
+use std::process::Command;
+use std::time::Instant;
+
+use ipnetwork::IpNetwork;
+use rcni::net::masq::{self, Backend, Element, Owner, PodEntry};
+
+struct Netns {
+    name: String,
+}
+
+impl Netns {
+    fn new(tag: &str) -> Netns {
+        let name = format!("rcni-masq-{tag}-{}", std::process::id());
+        let _ = Command::new("ip").args(["netns", "del", &name]).stderr(std::process::Stdio::null()).status();
+        sh(&["ip", "netns", "add", &name]);
+        Netns { name }
+    }
+
+    /// Runs `f` on a thread inside this netns.
+    fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        let path = format!("/run/netns/{}", self.name);
+        std::thread::scope(|s| {
+            let h = s.spawn(|| {
+                let fd = std::fs::File::open(&path).expect("open netns");
+                nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+                f()
+            });
+            match h.join() {
+                Ok(v) => v,
+                Err(p) => std::panic::resume_unwind(p),
+            }
+        })
+    }
+
+    /// Runs a command inside this netns; panics on failure; returns stdout.
+    fn exec(&self, cmd: &[&str]) -> String {
+        let mut full = vec!["ip", "netns", "exec", &self.name];
+        full.extend_from_slice(cmd);
+        sh(&full)
+    }
+
+    fn try_exec(&self, cmd: &[&str]) -> Result<String, String> {
+        let out = Command::new("ip").args(["netns", "exec", &self.name]).args(cmd).output().unwrap();
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+
+    fn nft_rules(&self, network: &str) -> Vec<String> {
+        let chain = masq::nft_names(network).chain;
+        self.exec(&["nft", "list", "chain", "inet", "rcni", &chain])
+            .lines()
+            .map(str::trim)
+            .filter(|l| l.contains(" masquerade") && !l.starts_with("comment"))
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+    }
+}
+
+fn sh(cmd: &[&str]) -> String {
+    let out = Command::new(cmd[0]).args(&cmd[1..]).output().unwrap();
+    assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn net(s: &str) -> IpNetwork {
+    s.parse().unwrap()
+}
+
+fn pod(id: &str, ifname: &str, ips: &[&str]) -> PodEntry {
+    PodEntry { container_id: id.to_string(), ifname: ifname.to_string(), ips: ips.iter().map(|s| net(s)).collect() }
+}
+
+fn elem(addr: &str, owner: &str) -> Element {
+    Element { addr: addr.parse::<IpAddr>().unwrap(), owner: owner.to_string() }
+}
+
+#[test]
+fn nft_setup_idempotent_many_pods_and_delete_all() {
+    let ns = Netns::new("many");
+    let exempt = [net("10.244.1.0/24")];
+    let pods: Vec<PodEntry> =
+        (0..100).map(|i| pod(&format!("ctr{i}"), "eth0", &[&format!("10.244.1.{}/24", i + 2)])).collect();
+    ns.run(|| {
+        masq::setup(Backend::Nftables, "brnet", &exempt, &pods[0]).unwrap();
+        masq::setup(Backend::Nftables, "brnet", &exempt, &pods[0]).unwrap();
+    });
+    assert_eq!(ns.nft_rules("brnet").len(), 2, "one rule per family");
+    ns.run(|| {
+        for p in &pods {
+            masq::setup(Backend::Nftables, "brnet", &exempt, p).unwrap();
+        }
+        let l = masq::list("brnet").unwrap();
+        assert_eq!(l.len(), 100);
+        for p in &pods {
+            masq::check(Backend::Nftables, "brnet", &exempt, p).unwrap();
+        }
+    });
+    let rules = ns.nft_rules("brnet");
+    assert_eq!(rules.len(), 2, "{rules:?}");
+    // Elements written over netlink read back correctly with nft, comment included.
+    let n = masq::nft_names("brnet");
+    let set = ns.exec(&["nft", "-j", "list", "set", "inet", "rcni", &n.pods4]);
+    assert!(set.contains(r#"{"elem": {"val": "10.244.1.2", "comment": "ctr0/eth0"}}"#), "{set}");
+    assert_eq!(set.matches("\"comment\": \"ctr").count(), 100);
+    let exempt_set = ns.exec(&["nft", "list", "set", "inet", "rcni", &n.exempt4]);
+    assert!(exempt_set.contains("10.244.1.0/24"), "{exempt_set}");
+    ns.run(|| {
+        for p in &pods {
+            masq::teardown("brnet", p).unwrap();
+        }
+        assert_eq!(masq::list("brnet").unwrap(), vec![]);
+        // teardown is idempotent
+        masq::teardown("brnet", &pods[0]).unwrap();
+    });
+    assert_eq!(ns.nft_rules("brnet").len(), 2);
+}
+
+#[test]
+fn nft_owner_check() {
+    let ns = Netns::new("owner");
+    let exempt = [net("10.244.1.0/24")];
+    let old = pod("old", "eth0", &["10.244.1.7/24"]);
+    let new = pod("new", "eth0", &["10.244.1.7/24"]);
+    let other_if = pod("old", "net1", &["10.244.1.7/24"]);
+    ns.run(|| {
+        masq::setup(Backend::Nftables, "brnet", &exempt, &old).unwrap();
+        // the new pod got the same IP before the old one's DEL ran: owner replaced
+        masq::setup(Backend::Nftables, "brnet", &exempt, &new).unwrap();
+        assert_eq!(masq::list("brnet").unwrap(), vec![elem("10.244.1.7", "new/eth0")]);
+        let err = masq::check(Backend::Nftables, "brnet", &exempt, &old).unwrap_err().to_string();
+        assert!(err.contains("belongs to \"new/eth0\""), "{err}");
+        // late DEL of the old pod (and of another ifname of it) leaves the new one alone
+        masq::teardown("brnet", &old).unwrap();
+        masq::teardown("brnet", &other_if).unwrap();
+        assert_eq!(masq::list("brnet").unwrap(), vec![elem("10.244.1.7", "new/eth0")]);
+        masq::check(Backend::Nftables, "brnet", &exempt, &new).unwrap();
+        masq::teardown("brnet", &new).unwrap();
+        assert_eq!(masq::list("brnet").unwrap(), vec![]);
+    });
+}
+
+#[test]
+fn nft_dual_stack_and_networks_are_independent() {
+    let ns = Netns::new("dual");
+    let ex_a = [net("10.244.1.0/24"), net("fd00:a::/64")];
+    let ex_b = [net("10.10.0.0/16")];
+    let a = pod("c1", "eth0", &["10.244.1.5/24", "fd00:a::5/64"]);
+    let b = pod("c2", "eth0", &["10.10.3.4/16"]);
+    ns.run(|| {
+        masq::setup(Backend::Nftables, "net-a", &ex_a, &a).unwrap();
+        masq::setup(Backend::Nftables, "net-b", &ex_b, &b).unwrap();
+        assert_eq!(masq::list("net-a").unwrap(), vec![elem("10.244.1.5", "c1/eth0"), elem("fd00:a::5", "c1/eth0")]);
+        assert_eq!(masq::list("net-b").unwrap(), vec![elem("10.10.3.4", "c2/eth0")]);
+        masq::check(Backend::Nftables, "net-a", &ex_a, &a).unwrap();
+    });
+    let rules = ns.nft_rules("net-a");
+    assert_eq!(rules.len(), 2, "{rules:?}");
+    let n = masq::nft_names("net-a");
+    assert!(
+        rules.iter().any(|r| r.starts_with(&format!(
+            "ip6 saddr @{} ip6 daddr != @{} ip6 daddr != ff00::/8 masquerade",
+            n.pods6, n.exempt6
+        ))),
+        "{rules:?}"
+    );
+    assert!(
+        rules.iter().any(|r| r.starts_with(&format!(
+            "ip saddr @{} ip daddr != @{} ip daddr != 224.0.0.0/4 masquerade",
+            n.pods4, n.exempt4
+        ))),
+        "{rules:?}"
+    );
+    let ex6 = ns.exec(&["nft", "list", "set", "inet", "rcni", &n.exempt6]);
+    assert!(ex6.contains("fd00:a::/64"), "{ex6}");
+    ns.run(|| {
+        masq::teardown("net-a", &a).unwrap();
+        assert_eq!(masq::list("net-a").unwrap(), vec![]);
+        assert_eq!(masq::list("net-b").unwrap().len(), 1);
+        // an unknown network lists empty and tears down fine
+        assert_eq!(masq::list("nope").unwrap(), vec![]);
+        masq::teardown("nope", &a).unwrap();
+    });
+}
+
+#[test]
+fn nft_exempt_change_rewrites_structure() {
+    let ns = Netns::new("exempt");
+    let p = pod("c1", "eth0", &["10.244.1.5/24"]);
+    ns.run(|| {
+        masq::setup(Backend::Nftables, "n", &[net("10.244.1.0/24")], &p).unwrap();
+        masq::setup(Backend::Nftables, "n", &[net("10.244.0.0/16")], &p).unwrap();
+        let err = masq::check(Backend::Nftables, "n", &[net("10.244.1.0/24")], &p).unwrap_err();
+        assert!(err.to_string().contains("exempt"), "{err}");
+        masq::check(Backend::Nftables, "n", &[net("10.244.0.0/16")], &p).unwrap();
+    });
+    let n = masq::nft_names("n");
+    let ex = ns.exec(&["nft", "list", "set", "inet", "rcni", &n.exempt4]);
+    assert!(ex.contains("10.244.0.0/16") && !ex.contains("10.244.1.0/24"), "{ex}");
+    assert_eq!(ns.nft_rules("n").len(), 2);
+    ns.run(|| assert_eq!(masq::list("n").unwrap().len(), 1));
+}
+
+#[test]
+fn nft_check_reports_hand_deletions_and_setup_repairs() {
+    let ns = Netns::new("check");
+    let exempt = [net("10.244.1.0/24")];
+    let p = pod("c1", "eth0", &["10.244.1.5/24"]);
+    ns.run(|| masq::setup(Backend::Nftables, "brnet", &exempt, &p).unwrap());
+    let n = masq::nft_names("brnet");
+    ns.exec(&["nft", "delete", "element", "inet", "rcni", &n.pods4, "{ 10.244.1.5 }"]);
+    let err = ns.run(|| masq::check(Backend::Nftables, "brnet", &exempt, &p)).unwrap_err().to_string();
+    assert!(err.contains("address 10.244.1.5 of c1/eth0 is missing from set inet rcni pods4-"), "{err}");
+    // a rule deleted by hand
+    ns.run(|| masq::setup(Backend::Nftables, "brnet", &exempt, &p).unwrap());
+    let listing = ns.exec(&["nft", "-a", "list", "chain", "inet", "rcni", &n.chain]);
+    let handle = listing
+        .lines()
+        .find(|l| l.contains("ip6 saddr"))
+        .and_then(|l| l.rsplit("# handle ").next())
+        .unwrap()
+        .trim()
+        .to_string();
+    ns.exec(&["nft", "delete", "rule", "inet", "rcni", &n.chain, "handle", &handle]);
+    let err = ns.run(|| masq::check(Backend::Nftables, "brnet", &exempt, &p)).unwrap_err().to_string();
+    assert!(err.contains(&format!("chain inet rcni {}", n.chain)), "{err}");
+    // ADD repairs the chain and keeps the elements
+    ns.run(|| {
+        masq::setup(Backend::Nftables, "brnet", &exempt, &p).unwrap();
+        masq::check(Backend::Nftables, "brnet", &exempt, &p).unwrap();
+    });
+    assert_eq!(ns.nft_rules("brnet").len(), 2);
+}
+
+#[test]
+fn nft_gc() {
+    let ns = Netns::new("gc");
+    let exempt = [net("10.244.1.0/24")];
+    let keep = pod("keep", "eth0", &["10.244.1.2/24", "fd00::2/64"]);
+    let gone1 = pod("gone1", "eth0", &["10.244.1.3/24", "fd00::3/64"]);
+    let gone2 = pod("keep", "net1", &["10.244.1.4/24"]);
+    ns.run(|| {
+        for p in [&keep, &gone1, &gone2] {
+            masq::setup(Backend::Nftables, "brnet", &exempt, p).unwrap();
+        }
+        let removed = masq::gc("brnet", &[Owner::new("keep", "eth0")]).unwrap();
+        assert_eq!(
+            removed,
+            vec![elem("10.244.1.3", "gone1/eth0"), elem("10.244.1.4", "keep/net1"), elem("fd00::3", "gone1/eth0"),]
+        );
+        assert_eq!(masq::list("brnet").unwrap(), vec![elem("10.244.1.2", "keep/eth0"), elem("fd00::2", "keep/eth0")]);
+        assert_eq!(masq::gc("brnet", &[Owner::new("keep", "eth0")]).unwrap(), vec![]);
+        assert_eq!(masq::gc("nope", &[]).unwrap(), vec![]);
+    });
+}
+
+const REF_CHAIN: &str = "CNI-2fbf118d4cafd020f013271b";
+const REF_COMMENT: &str = r#""name: \"brnet\" id: \"ctr1\"""#;
+
+#[test]
+fn iptables_reference_layout_and_teardown() {
+    let ns = Netns::new("ipt");
+    let p = pod("ctr1", "eth0", &["10.88.0.5/16", "fd88::5/64"]);
+    let exempt = [net("10.88.0.0/16"), net("fd88::/64")];
+    ns.run(|| {
+        masq::setup(Backend::Iptables, "brnet", &exempt, &p).unwrap();
+        masq::setup(Backend::Iptables, "brnet", &exempt, &p).unwrap();
+        masq::check(Backend::Iptables, "brnet", &exempt, &p).unwrap();
+    });
+    let v4 = ns.exec(&["iptables-save", "-t", "nat"]);
+    let expected4 = [
+        format!(":{REF_CHAIN} - [0:0]"),
+        format!("-A POSTROUTING -s 10.88.0.5/32 -m comment --comment {REF_COMMENT} -j {REF_CHAIN}"),
+        format!("-A {REF_CHAIN} -d 10.88.0.0/16 -m comment --comment {REF_COMMENT} -j ACCEPT"),
+        format!("-A {REF_CHAIN} ! -d 224.0.0.0/4 -m comment --comment {REF_COMMENT} -j MASQUERADE"),
+    ];
+    for e in &expected4 {
+        assert_eq!(v4.lines().filter(|l| l == e).count(), 1, "{e}\n{v4}");
+    }
+    let v6 = ns.exec(&["ip6tables-save", "-t", "nat"]);
+    for e in [
+        format!("-A POSTROUTING -s fd88::5/128 -m comment --comment {REF_COMMENT} -j {REF_CHAIN}"),
+        format!("-A {REF_CHAIN} -d fd88::/64 -m comment --comment {REF_COMMENT} -j ACCEPT"),
+        format!("-A {REF_CHAIN} ! -d ff00::/8 -m comment --comment {REF_COMMENT} -j MASQUERADE"),
+    ] {
+        assert_eq!(v6.lines().filter(|l| *l == e).count(), 1, "{e}\n{v6}");
+    }
+    // a deleted jump is reported by CHECK
+    ns.exec(&[
+        "iptables",
+        "-t",
+        "nat",
+        "-D",
+        "POSTROUTING",
+        "-s",
+        "10.88.0.5/32",
+        "-m",
+        "comment",
+        "--comment",
+        r#"name: "brnet" id: "ctr1""#,
+        "-j",
+        REF_CHAIN,
+    ]);
+    let err = ns.run(|| masq::check(Backend::Iptables, "brnet", &exempt, &p)).unwrap_err().to_string();
+    assert!(err.contains("-A POSTROUTING -s 10.88.0.5/32"), "{err}");
+    // teardown without any IPs (no prevResult) still removes everything
+    let no_ips = pod("ctr1", "eth0", &[]);
+    ns.run(|| {
+        masq::setup(Backend::Iptables, "brnet", &exempt, &p).unwrap();
+        masq::teardown("brnet", &no_ips).unwrap();
+        masq::teardown("brnet", &no_ips).unwrap();
+    });
+    let v4 = ns.exec(&["iptables-save", "-t", "nat"]);
+    let v6 = ns.exec(&["ip6tables-save", "-t", "nat"]);
+    assert!(!v4.contains("CNI-") && !v6.contains("CNI-"), "{v4}\n{v6}");
+}
+
+#[test]
+fn iptables_teardown_of_reference_made_rules() {
+    // Rules as the reference plugin makes them, command by command, incl. the legacy `-s ip/prefix` jump.
+    let ns = Netns::new("iptref");
+    let c = r#"name: "brnet" id: "ctr1""#;
+    ns.exec(&["iptables", "-w", "-t", "nat", "-N", REF_CHAIN]);
+    ns.exec(&[
+        "iptables",
+        "-w",
+        "-t",
+        "nat",
+        "-A",
+        REF_CHAIN,
+        "-d",
+        "10.88.0.5/16",
+        "-j",
+        "ACCEPT",
+        "-m",
+        "comment",
+        "--comment",
+        c,
+    ]);
+    ns.exec(&[
+        "iptables",
+        "-w",
+        "-t",
+        "nat",
+        "-A",
+        REF_CHAIN,
+        "!",
+        "-d",
+        "224.0.0.0/4",
+        "-j",
+        "MASQUERADE",
+        "-m",
+        "comment",
+        "--comment",
+        c,
+    ]);
+    ns.exec(&[
+        "iptables",
+        "-w",
+        "-t",
+        "nat",
+        "-A",
+        "POSTROUTING",
+        "-s",
+        "10.88.0.5",
+        "-j",
+        REF_CHAIN,
+        "-m",
+        "comment",
+        "--comment",
+        c,
+    ]);
+    ns.exec(&[
+        "iptables",
+        "-w",
+        "-t",
+        "nat",
+        "-A",
+        "POSTROUTING",
+        "-s",
+        "10.88.0.5/16",
+        "-j",
+        REF_CHAIN,
+        "-m",
+        "comment",
+        "--comment",
+        c,
+    ]);
+    // an unrelated rule survives
+    ns.exec(&["iptables", "-w", "-t", "nat", "-A", "POSTROUTING", "-s", "10.1.0.0/16", "-j", "MASQUERADE"]);
+    let p = pod("ctr1", "eth0", &["10.88.0.5/16"]);
+    ns.run(|| {
+        masq::check(Backend::Iptables, "brnet", &[net("10.88.0.0/16")], &p).unwrap();
+        masq::teardown("brnet", &p).unwrap();
+    });
+    let v4 = ns.exec(&["iptables-save", "-t", "nat"]);
+    assert!(!v4.contains("CNI-"), "{v4}");
+    assert!(v4.contains("-A POSTROUTING -s 10.1.0.0/16 -j MASQUERADE"), "{v4}");
+}
+
+#[test]
+fn iptables_gc() {
+    let ns = Netns::new("iptgc");
+    let exempt = [net("10.88.0.0/16")];
+    let keep = pod("keep", "eth0", &["10.88.0.2/16"]);
+    let gone = pod("gone", "eth0", &["10.88.0.3/16"]);
+    let other_net = pod("gone", "eth0", &["10.99.0.3/16"]);
+    ns.run(|| {
+        masq::setup(Backend::Iptables, "brnet", &exempt, &keep).unwrap();
+        masq::setup(Backend::Iptables, "brnet", &exempt, &gone).unwrap();
+        masq::setup(Backend::Iptables, "other", &[net("10.99.0.0/16")], &other_net).unwrap();
+        masq::gc("brnet", &[Owner::new("keep", "eth0")]).unwrap();
+        masq::check(Backend::Iptables, "brnet", &exempt, &keep).unwrap();
+        masq::check(Backend::Iptables, "other", &[net("10.99.0.0/16")], &other_net).unwrap();
+        assert!(masq::check(Backend::Iptables, "brnet", &exempt, &gone).is_err());
+    });
+    let v4 = ns.exec(&["iptables-save", "-t", "nat"]);
+    let gone_chain = masq::reference_chain_name("brnet", "gone");
+    assert!(!v4.contains(&gone_chain), "{v4}");
+}
+
+#[test]
+fn unknown_backend_and_invalid_input() {
+    let err = Backend::parse(Some("ipfw")).unwrap_err().to_string();
+    assert!(err.contains("\"ipfw\"") && err.contains("\"nftables\""), "{err}");
+    let p = pod("", "eth0", &["10.0.0.2/24"]);
+    assert!(masq::setup(Backend::Nftables, "n", &[], &p).is_err());
+    assert!(masq::list("").is_err());
+}
+
+/// Pod traffic really leaves with the router's address: pod ns -- veth -- router ns -- veth -- server ns.
+#[test]
+fn nft_real_traffic_is_masqueraded() {
+    let pid = std::process::id();
+    let router = Netns::new("rt-r");
+    let podns = Netns::new("rt-p");
+    let server = Netns::new("rt-s");
+    let (vp, vs) = (format!("rmp{pid}"), format!("rms{pid}"));
+    // veths are created inside the router ns and one end moved out, so the host never sees them
+    router.exec(&["ip", "link", "add", &vp, "type", "veth", "peer", "name", "pod0"]);
+    router.exec(&["ip", "link", "set", "pod0", "netns", &podns.name]);
+    router.exec(&["ip", "link", "add", &vs, "type", "veth", "peer", "name", "srv0"]);
+    router.exec(&["ip", "link", "set", "srv0", "netns", &server.name]);
+    router.exec(&["ip", "addr", "add", "10.244.1.1/24", "dev", &vp]);
+    router.exec(&["ip", "addr", "add", "192.0.2.1/24", "dev", &vs]);
+    router.exec(&["ip", "link", "set", &vp, "up"]);
+    router.exec(&["ip", "link", "set", &vs, "up"]);
+    router.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    podns.exec(&["ip", "addr", "add", "10.244.1.5/24", "dev", "pod0"]);
+    podns.exec(&["ip", "link", "set", "pod0", "up"]);
+    podns.exec(&["ip", "route", "add", "default", "via", "10.244.1.1"]);
+    server.exec(&["ip", "addr", "add", "192.0.2.2/24", "dev", "srv0"]);
+    server.exec(&["ip", "link", "set", "srv0", "up"]);
+    server.exec(&["ip", "link", "set", "lo", "up"]);
+    // the server has no route back to 10.244.1.0/24: only masqueraded traffic gets an answer
+    assert!(podns.try_exec(&["ping", "-c1", "-W1", "192.0.2.2"]).is_err());
+    let p = pod("c1", "eth0", &["10.244.1.5/24"]);
+    router.run(|| masq::setup(Backend::Nftables, "rt", &[net("10.244.1.0/24")], &p).unwrap());
+    podns.exec(&["ping", "-c1", "-W2", "192.0.2.2"]);
+    let ct = router.try_exec(&["conntrack", "-L"]).unwrap_or_default();
+    if !ct.is_empty() {
+        assert!(ct.contains("192.0.2.1"), "{ct}");
+    }
+    router.run(|| masq::teardown("rt", &p).unwrap());
+    let _ = router.try_exec(&["conntrack", "-F"]);
+    assert!(podns.try_exec(&["ping", "-c1", "-W1", "192.0.2.2"]).is_err());
+}
+
+/// Cost per pod add / delete with the nft backend (run with
+/// `cargo test --release --test masq -- --ignored --nocapture bench`).
+#[test]
+#[ignore]
+fn bench_nft_pod_add_delete() {
+    let ns = Netns::new("bench");
+    let exempt = [net("10.244.0.0/16")];
+    let n = 1000;
+    let pods: Vec<PodEntry> = (0..n)
+        .map(|i| pod(&format!("{i:064x}"), "eth0", &[&format!("10.244.{}.{}/16", i / 250, i % 250 + 2)]))
+        .collect();
+    ns.run(|| {
+        masq::setup(Backend::Nftables, "bench", &exempt, &pods[0]).unwrap();
+        let t = Instant::now();
+        for p in &pods {
+            masq::setup(Backend::Nftables, "bench", &exempt, p).unwrap();
+        }
+        let add = t.elapsed() / n as u32;
+        let t = Instant::now();
+        for p in &pods {
+            masq::teardown("bench", p).unwrap();
+        }
+        let del = t.elapsed() / n as u32;
+        println!("nft backend, {n} pods: add {add:?}/pod, delete {del:?}/pod");
+        let t = Instant::now();
+        masq::setup(Backend::Iptables, "bench", &exempt, &pods[0]).unwrap();
+        let ipt_add = t.elapsed();
+        let t = Instant::now();
+        masq::teardown("bench", &pods[0]).unwrap();
+        println!("iptables backend: add {ipt_add:?}, delete {:?}", t.elapsed());
+    });
+}
