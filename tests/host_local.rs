@@ -646,3 +646,55 @@ fn interop_concurrent_mixed_adds_share_the_lock() {
     }
     assert!(ip_files(&t.net()).is_empty());
 }
+
+/// Processes killed (SIGKILL) at arbitrary points leave either whole reservations or none: never an empty
+/// or partial file, never one address for two containers; the next ADDs work normally.
+#[test]
+fn killed_adds_leave_whole_files_only() {
+    let t = TempDir::new("kill");
+    let c = conf(&t, "1.0.0", json!({"ranges": [[{"subnet": "10.120.0.0/24"}], [{"subnet": "fd00:120::/64"}]]}));
+    let body = c.to_string();
+    std::thread::scope(|s| {
+        for i in 0..60u64 {
+            let body = &body;
+            s.spawn(move || {
+                let mut child = Command::new(OURS)
+                    .env_clear()
+                    .env("CNI_COMMAND", "ADD")
+                    .env("CNI_CONTAINERID", format!("k{i}"))
+                    .env("CNI_IFNAME", "eth0")
+                    .env("CNI_NETNS", "/nonexistent/netns")
+                    .stdin(Stdio::piped())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .unwrap();
+                child.stdin.take().unwrap().write_all(body.as_bytes()).unwrap();
+                std::thread::sleep(std::time::Duration::from_micros((i * 1999) % 120_000));
+                let _ = child.kill();
+                let _ = child.wait();
+            });
+        }
+    });
+    let f = ip_files(&t.net());
+    eprintln!("{} reservation files survived the kills", f.len());
+    let mut owners = HashSet::new();
+    for (ip, owner) in &f {
+        let (id, ifname) = owner.split_once("\r\n").unwrap_or_else(|| panic!("{ip}: malformed {owner:?}"));
+        assert_eq!(ifname, "eth0");
+        assert!(id.starts_with('k'), "{ip}: {owner:?}");
+        owners.insert((owner.clone(), ip.contains(':')));
+    }
+    assert_eq!(owners.len(), f.len(), "an attachment holds two addresses of one family");
+    for (name, content) in files(&t.net()) {
+        if let Some(set) = name.strip_prefix("last_reserved_ip.") {
+            assert!(content.parse::<std::net::IpAddr>().is_ok(), "last_reserved_ip.{set}: {content:?}");
+        }
+    }
+    // Runtimes DEL after a failed ADD: that clears every half-done attachment.
+    for i in 0..60 {
+        del(OURS, &format!("k{i}"), &c).expect_ok();
+    }
+    assert!(ip_files(&t.net()).is_empty());
+    assert_eq!(add(OURS, "after", &c).ips().len(), 2);
+}

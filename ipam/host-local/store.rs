@@ -65,6 +65,8 @@ pub type SResult<T> = Result<T, StoreError>;
 /// A locked network directory. The lock is released when the `Store` is dropped (or the process exits).
 pub struct Store {
     dir: PathBuf,
+    /// The directory, for openat(2) of its entries (no path walk per file).
+    dirfd: File,
     _lock: File,
 }
 
@@ -165,7 +167,47 @@ impl Store {
             .open(&path)
             .map_err(|e| StoreError::io("cannot open lock file", &path, e))?;
         let f = lock_with_timeout(f, &path, timeout)?;
-        Ok(Store { dir: dir.to_path_buf(), _lock: f })
+        let dirfd = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
+            .open(dir)
+            .map_err(|e| StoreError::io("cannot open", dir, e))?;
+        Ok(Store { dir: dir.to_path_buf(), dirfd, _lock: f })
+    }
+
+    /// Read a small file of the directory: openat + read + close (std's fs::read also stats it).
+    /// Does not follow symlinks and never blocks on a FIFO someone left there.
+    fn read_entry(&self, name: &std::ffi::OsStr) -> io::Result<Vec<u8>> {
+        let c = CString::new(name.as_bytes()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        let fd = unsafe {
+            libc::openat(
+                self.dirfd.as_raw_fd(),
+                c.as_ptr(),
+                libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOFOLLOW | libc::O_NONBLOCK,
+            )
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let f = unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        let mut out = Vec::new();
+        let mut buf = [0u8; 512];
+        loop {
+            let n = unsafe { libc::read(f.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            let n = n as usize;
+            out.extend_from_slice(&buf[..n]);
+            // A short read of a regular file means end of file; owner files are ~80 bytes.
+            if n < buf.len() || out.len() > 64 * 1024 {
+                return Ok(out);
+            }
+        }
     }
 
     /// All reservations (files named by an address) and their holders, in one directory read.
@@ -177,7 +219,7 @@ impl Store {
             let Some(ip) = name_ip(&ent.file_name()) else {
                 continue;
             };
-            let holder = match fs::read(ent.path()) {
+            let holder = match self.read_entry(&ent.file_name()) {
                 Ok(b) => Holder::parse(&String::from_utf8_lossy(&b)),
                 Err(e) if is_not_found(&e) => continue,
                 Err(e) => Holder { container_id: format!("(unreadable: {e})"), ifname: None },
@@ -316,8 +358,8 @@ impl Store {
             if ent.file_type().map(|t| !t.is_file()).unwrap_or(true) {
                 continue;
             }
+            let Ok(b) = self.read_entry(&name) else { continue };
             let path = ent.path();
-            let Ok(b) = fs::read(&path) else { continue };
             let h = Holder::parse(&String::from_utf8_lossy(&b));
             if h.is(id, ifname) {
                 exact.push(path);
@@ -364,7 +406,7 @@ impl Store {
                 continue;
             }
             if ip.is_some() {
-                let b = match fs::read(&path) {
+                let b = match self.read_entry(&name) {
                     Ok(b) => b,
                     Err(e) if is_not_found(&e) => continue,
                     Err(e) => {
