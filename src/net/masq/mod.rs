@@ -53,10 +53,11 @@
 //!
 //! # Teardown always cleans both
 //!
-//! [`teardown`] removes the pod's nft elements (owner-checked) and, when they exist (probed cheaply over
-//! netlink and `/proc`), the reference iptables chain of this (network, container) with every POSTROUTING
-//! jump to it — found by listing, so it works without knowing the IPs (reference pain point: rules leaked
-//! when DEL had no netns).
+//! [`teardown`] removes the pod's nft elements (owner-checked), the reference plugins' nftables rules of
+//! this attachment (table `inet cni_plugins_masquerade`, found by their comment hash) and, when they exist
+//! (probed cheaply over netlink and `/proc`), the reference iptables chain of this (network, container)
+//! with every POSTROUTING jump to it — found by listing, so it works without knowing the IPs (reference
+//! pain point: rules leaked when DEL had no netns). [`gc`] does the same for every stale owner.
 
 mod iptables;
 mod nfnl;
@@ -280,11 +281,13 @@ pub fn setup(backend: Backend, network: &str, exempt: &[IpNetwork], pod: &PodEnt
 }
 
 /// Removes `pod`'s masquerading in `network`, whatever backend created it: the nft elements whose owner
-/// is this pod (an element owned by someone else is left alone) and the reference iptables chain of this
-/// (network, containerID) if it exists. Anything already gone counts as success.
+/// is this pod (an element owned by someone else is left alone), the rules the reference plugins'
+/// nftables backend made for this (network, ifname, containerID), and the reference iptables chain of
+/// this (network, containerID) — each probed cheaply first. Anything already gone counts as success.
 pub fn teardown(network: &str, pod: &PodEntry) -> Result<()> {
     validate(network, Some(pod))?;
     nft::teardown(network, pod)?;
+    nft::teardown_reference(network, pod)?;
     iptables::teardown_if_present(network, pod)
 }
 
@@ -297,11 +300,12 @@ pub fn check(backend: Backend, network: &str, exempt: &[IpNetwork], pod: &PodEnt
     }
 }
 
-/// Removes the nft elements of `network` whose owner is not among `valid`, and the reference iptables
-/// chains of `network` whose container is not among `valid`. Returns the nft elements removed.
+/// Removes the nft elements of `network` whose owner is not among `valid`, and likewise the reference
+/// plugins' nftables rules and iptables chains of `network`. Returns the (rcni) nft elements removed.
 pub fn gc(network: &str, valid: &[Owner]) -> Result<Vec<Element>> {
     validate(network, None)?;
     let removed = nft::gc(network, valid)?;
+    nft::gc_reference(network, valid)?;
     iptables::gc_if_present(network, valid)?;
     Ok(removed)
 }
