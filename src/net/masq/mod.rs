@@ -44,6 +44,13 @@
 //!   ruleset generation id: the batch carries the generation read before the lookup, and the kernel rejects
 //!   it (ERESTART) if anything changed in between; we then retry.
 //!
+//! Cost (measured in a netns on kernel 6.18, `cargo test --release --test masq -- --ignored --nocapture
+//! bench`): pod add ≈ 80–90 µs once the network is set up (4 netlink round trips: rule probe,
+//! generation, element lookup, batch); the first ADD of a network spawns `nft` once (≈ 5 ms). Pod delete
+//! does ≈ 50 µs of work, but closing the nfnetlink socket after a deletion waits for one RCU grace period
+//! (≈ 10–15 ms here): current kernels flush nf_tables' deferred destroy work whenever an nfnetlink socket
+//! is released. `nft` and `iptables-nft` pay the same wait after any deletion.
+//!
 //! # iptables (`ipMasqBackend: "iptables"`)
 //!
 //! Reference compatible, so that our DEL cleans rules a reference ADD made and the other way round: per
