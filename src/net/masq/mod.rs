@@ -44,6 +44,13 @@
 //!   ruleset generation id: the batch carries the generation read before the lookup, and the kernel rejects
 //!   it (ERESTART) if anything changed in between; we then retry.
 //!
+//! Cost (measured in a netns on kernel 6.18, `cargo test --release --test masq -- --ignored --nocapture
+//! bench`): pod add ≈ 80–90 µs once the network is set up (4 netlink round trips: rule probe,
+//! generation, element lookup, batch); the first ADD of a network spawns `nft` once (≈ 5 ms). Pod delete
+//! does ≈ 50 µs of work, but closing the nfnetlink socket after a deletion waits for one RCU grace period
+//! (≈ 10–15 ms here): current kernels flush nf_tables' deferred destroy work whenever an nfnetlink socket
+//! is released. `nft` and `iptables-nft` pay the same wait after any deletion.
+//!
 //! # iptables (`ipMasqBackend: "iptables"`)
 //!
 //! Reference compatible, so that our DEL cleans rules a reference ADD made and the other way round: per
@@ -53,10 +60,11 @@
 //!
 //! # Teardown always cleans both
 //!
-//! [`teardown`] removes the pod's nft elements (owner-checked) and, when they exist (probed cheaply over
-//! netlink and `/proc`), the reference iptables chain of this (network, container) with every POSTROUTING
-//! jump to it — found by listing, so it works without knowing the IPs (reference pain point: rules leaked
-//! when DEL had no netns).
+//! [`teardown`] removes the pod's nft elements (owner-checked), the reference plugins' nftables rules of
+//! this attachment (table `inet cni_plugins_masquerade`, found by their comment hash) and, when they exist
+//! (probed cheaply over netlink and `/proc`), the reference iptables chain of this (network, container)
+//! with every POSTROUTING jump to it — found by listing, so it works without knowing the IPs (reference
+//! pain point: rules leaked when DEL had no netns). [`gc`] does the same for every stale owner.
 
 mod iptables;
 mod nfnl;
@@ -280,11 +288,13 @@ pub fn setup(backend: Backend, network: &str, exempt: &[IpNetwork], pod: &PodEnt
 }
 
 /// Removes `pod`'s masquerading in `network`, whatever backend created it: the nft elements whose owner
-/// is this pod (an element owned by someone else is left alone) and the reference iptables chain of this
-/// (network, containerID) if it exists. Anything already gone counts as success.
+/// is this pod (an element owned by someone else is left alone), the rules the reference plugins'
+/// nftables backend made for this (network, ifname, containerID), and the reference iptables chain of
+/// this (network, containerID) — each probed cheaply first. Anything already gone counts as success.
 pub fn teardown(network: &str, pod: &PodEntry) -> Result<()> {
     validate(network, Some(pod))?;
     nft::teardown(network, pod)?;
+    nft::teardown_reference(network, pod)?;
     iptables::teardown_if_present(network, pod)
 }
 
@@ -297,11 +307,12 @@ pub fn check(backend: Backend, network: &str, exempt: &[IpNetwork], pod: &PodEnt
     }
 }
 
-/// Removes the nft elements of `network` whose owner is not among `valid`, and the reference iptables
-/// chains of `network` whose container is not among `valid`. Returns the nft elements removed.
+/// Removes the nft elements of `network` whose owner is not among `valid`, and likewise the reference
+/// plugins' nftables rules and iptables chains of `network`. Returns the (rcni) nft elements removed.
 pub fn gc(network: &str, valid: &[Owner]) -> Result<Vec<Element>> {
     validate(network, None)?;
     let removed = nft::gc(network, valid)?;
+    nft::gc_reference(network, valid)?;
     iptables::gc_if_present(network, valid)?;
     Ok(removed)
 }

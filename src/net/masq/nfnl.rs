@@ -40,7 +40,9 @@ const NFNL_MSG_BATCH_END: u16 = 0x11;
 const NFNL_BATCH_GENID: u16 = 1;
 
 const NFT_MSG_GETCHAIN: u16 = 4;
+const NFT_MSG_NEWRULE: u16 = 6;
 const NFT_MSG_GETRULE: u16 = 7;
+const NFT_MSG_DELRULE: u16 = 8;
 const NFT_MSG_NEWSETELEM: u16 = 12;
 const NFT_MSG_GETSETELEM: u16 = 13;
 const NFT_MSG_DELSETELEM: u16 = 14;
@@ -321,15 +323,26 @@ pub enum BatchOp<'a> {
     AddElems { set: &'a str, elems: Vec<(Vec<u8>, String)>, excl: bool },
     /// Delete elements (by key) from `set`; fails with ENOENT if one is missing.
     DelElems { set: &'a str, keys: Vec<Vec<u8>> },
+    /// Delete a rule by handle; fails with ENOENT if it is gone.
+    DelRule { chain: &'a str, handle: u64 },
 }
 
 /// Appends a NEWSETELEM / DELSETELEM message for `op` on `family table`.
 pub fn encode_op(buf: &mut MsgBuf, seq: u32, family: u8, table: &str, op: &BatchOp<'_>) {
+    if let BatchOp::DelRule { chain, handle } = op {
+        buf.begin_nft(NFT_MSG_DELRULE, NLM_F_ACK, seq, family);
+        buf.attr_str(NFTA_RULE_TABLE, table);
+        buf.attr_str(NFTA_RULE_CHAIN, chain);
+        buf.attr(NFTA_RULE_HANDLE, &handle.to_be_bytes());
+        buf.end();
+        return;
+    }
     let (msg, flags, set) = match op {
         BatchOp::AddElems { set, excl, .. } => {
             (NFT_MSG_NEWSETELEM, NLM_F_CREATE | NLM_F_ACK | if *excl { NLM_F_EXCL } else { 0 }, *set)
         }
         BatchOp::DelElems { set, .. } => (NFT_MSG_DELSETELEM, NLM_F_ACK, *set),
+        BatchOp::DelRule { .. } => unreachable!("handled above"),
     };
     buf.begin_nft(msg, flags, seq, family);
     buf.attr_str(NFTA_SET_ELEM_LIST_TABLE, table);
@@ -349,6 +362,7 @@ pub fn encode_op(buf: &mut MsgBuf, seq: u32, family: u8, table: &str, op: &Batch
                 buf.nest_end();
             }
         }
+        BatchOp::DelRule { .. } => {}
         BatchOp::DelElems { keys, .. } => {
             for key in keys {
                 buf.nest_start(NFTA_LIST_ELEM);
@@ -548,7 +562,7 @@ impl Nfnl {
         b.end();
         let mut out = Vec::new();
         let r = self.request(&b.data, seq, true, |m| {
-            if m.msg_type == (NFNL_SUBSYS_NFTABLES << 8) | 6 {
+            if m.msg_type == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWRULE {
                 out.push(parse_rule_msg(m.payload)?);
             }
             Ok(())
