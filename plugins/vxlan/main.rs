@@ -51,7 +51,8 @@ fn own_subnets(c: &VxlanConf, raw: &Value) -> CniResult<Vec<IpNetwork>> {
 /// The IPAM delegate: the configured `ipam`, or host-local ranges generated from `subnet` (the same bytes
 /// for ADD and DEL, since they come from the same config).
 fn ipam_for(req_conf: &Value, c: &VxlanConf, own: &[IpNetwork]) -> CniResult<Ipam> {
-    if let Some(t) = req_conf.get("ipam").and_then(|i| i.get("type")).and_then(Value::as_str).filter(|t| !t.is_empty()) {
+    if let Some(t) = req_conf.get("ipam").and_then(|i| i.get("type")).and_then(Value::as_str).filter(|t| !t.is_empty())
+    {
         return Ok(Ipam { plugin: t.to_string(), stdin: serde_json::to_vec(req_conf).expect("JSON value") });
     }
     let ranges: Vec<Value> = own.iter().map(|s| json!([{ "subnet": s.to_string() }])).collect();
@@ -82,7 +83,8 @@ fn load(raw: &Value, stdin: &[u8]) -> CniResult<Loaded> {
 /// masquerade only for traffic leaving the cluster network.
 fn spec(c: &VxlanConf, mtu: u32) -> CniResult<AttachSpec> {
     let masq = if c.ip_masq {
-        let backend = Backend::parse(c.ip_masq_backend.as_deref()).map_err(|e| CniError::invalid_config(e.to_string()))?;
+        let backend =
+            Backend::parse(c.ip_masq_backend.as_deref()).map_err(|e| CniError::invalid_config(e.to_string()))?;
         Some(MasqSpec { backend, exempt: Some(c.network.clone()) })
     } else {
         None
@@ -192,8 +194,7 @@ impl Plugin for Vxlan {
 /// `vxlan sync <file>`: the vxlan plugin object of a conflist (or a single-plugin conf), with the list's
 /// name and cniVersion injected as a runtime would.
 fn sync(path: &str) -> CniResult<Vec<String>> {
-    let bytes = std::fs::read(path)
-        .map_err(|e| CniError::new(code::IO_FAILURE, format!("cannot read {path}: {e}")))?;
+    let bytes = std::fs::read(path).map_err(|e| CniError::new(code::IO_FAILURE, format!("cannot read {path}: {e}")))?;
     let file: Value =
         serde_json::from_slice(&bytes).map_err(|e| CniError::new(code::DECODE, format!("{path}: {e}")))?;
     let mut plugin = match file.get("plugins").and_then(Value::as_array) {

@@ -35,9 +35,8 @@ pub async fn underlay(node: &NetHandle, c: &VxlanConf) -> CniResult<Underlay> {
         })?
     } else if let Some(local) = c.vxlan.local {
         let holder = node.addresses(None, None).await?.into_iter().find(|a| a.ip() == local);
-        let holder = holder.ok_or_else(|| {
-            not_ready(format!("no device in this node has the address {local} (vxlan.local)"))
-        })?;
+        let holder =
+            holder.ok_or_else(|| not_ready(format!("no device in this node has the address {local} (vxlan.local)")))?;
         node.link_by_index(holder.index).await?.ok_or_else(|| not_ready(format!("device of {local} vanished")))?
     } else {
         let routes = node.routes(&RouteFilter::default()).await?;
@@ -124,7 +123,12 @@ fn vtep_addresses(own: &[IpNetwork]) -> Vec<IpNetwork> {
 
 /// Make the VTEP exist as configured: create it, or re-create it when it drifted (wrong VNI, port, local
 /// address, MAC...). Returns the device and what changed.
-pub async fn ensure_vtep(node: &NetHandle, c: &VxlanConf, u: &Underlay, own: &[IpNetwork]) -> CniResult<(Link, Vec<String>)> {
+pub async fn ensure_vtep(
+    node: &NetHandle,
+    c: &VxlanConf,
+    u: &Underlay,
+    own: &[IpNetwork],
+) -> CniResult<(Link, Vec<String>)> {
     let want = want_vtep(c, u);
     let mut changes = Vec::new();
     let mut link = match node.link_by_name(&want.name).await? {
@@ -146,7 +150,13 @@ pub async fn ensure_vtep(node: &NetHandle, c: &VxlanConf, u: &Underlay, own: &[I
         link = Some(match node.create_vxlan(&want).await {
             Ok(l) => {
                 if changes.is_empty() {
-                    changes.push(format!("created {} (vni {}, port {}, local {})", want.name, want.vni, c.port(), u.local));
+                    changes.push(format!(
+                        "created {} (vni {}, port {}, local {})",
+                        want.name,
+                        want.vni,
+                        c.port(),
+                        u.local
+                    ));
                 }
                 let _ = sysctl::write(&format!("net/ipv6/conf/{}/accept_ra", want.name), "0");
                 l
@@ -156,7 +166,11 @@ pub async fn ensure_vtep(node: &NetHandle, c: &VxlanConf, u: &Underlay, own: &[I
                 let l = node.require_link(&want.name).await?;
                 let d = drift(&l, &want);
                 if !d.is_empty() {
-                    return Err(CniError::internal(format!("{} exists with other settings: {}", want.name, d.join(", "))));
+                    return Err(CniError::internal(format!(
+                        "{} exists with other settings: {}",
+                        want.name,
+                        d.join(", ")
+                    )));
                 }
                 l
             }
@@ -167,6 +181,7 @@ pub async fn ensure_vtep(node: &NetHandle, c: &VxlanConf, u: &Underlay, own: &[I
         });
     }
     let mut link = link.expect("set above");
+    changes.extend(remove_stale_vteps(node, &link, u.local).await?);
     if link.mtu != want.mtu {
         node.set_mtu(link.index, u.mtu).await?;
     }
@@ -184,16 +199,38 @@ pub async fn ensure_vtep(node: &NetHandle, c: &VxlanConf, u: &Underlay, own: &[I
     Ok((link, changes))
 }
 
+/// The default device name carries the VNI (`rcni.<vni>`), so a VNI change leaves the old device behind,
+/// still holding the peer routes. Any other `rcni.*` VXLAN device with our local address is such a
+/// previous incarnation: remove it. (Devices with other names are never touched.)
+async fn remove_stale_vteps(node: &NetHandle, current: &Link, local: IpAddr) -> CniResult<Vec<String>> {
+    let mut changes = Vec::new();
+    for l in node.links().await? {
+        let ours = l.name.starts_with("rcni.") && l.vxlan.as_ref().is_some_and(|v| v.local == Some(local));
+        if ours && l.index != current.index {
+            match node.delete_link(l.index).await {
+                Err(e) if !e.is_not_found() => return Err(e.into()),
+                _ => changes.push(format!("removed stale device {}", l.name)),
+            }
+        }
+    }
+    Ok(changes)
+}
+
 /// CHECK of the VTEP: it exists as the config wants.
 pub async fn check_vtep(node: &NetHandle, c: &VxlanConf, u: &Underlay) -> CniResult<Link> {
     let want = want_vtep(c, u);
     let l = node.link_by_name(&want.name).await?.ok_or_else(|| {
-        CniError::internal(format!("vxlan device {} is missing", want.name)).with_details("run `vxlan sync` or ADD a pod")
+        CniError::internal(format!("vxlan device {} is missing", want.name))
+            .with_details("run `vxlan sync` or ADD a pod")
     })?;
     let d = drift(&l, &want);
     if !d.is_empty() {
-        return Err(CniError::internal(format!("vxlan device {} differs from the config: {}", want.name, d.join(", ")))
-            .with_details("run `vxlan sync <conf>` to re-create it"));
+        return Err(CniError::internal(format!(
+            "vxlan device {} differs from the config: {}",
+            want.name,
+            d.join(", ")
+        ))
+        .with_details("run `vxlan sync <conf>` to re-create it"));
     }
     Ok(l)
 }

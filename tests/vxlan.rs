@@ -1,0 +1,296 @@
+//! The vxlan plugin across three simulated nodes: node netns joined by an underlay switch (a bridge in its
+//! own netns, addresses in 198.18.0.0/24), each with two pods wired by cnitool from conf/40-vxlan.conflist
+//! and one shared peers file. Everything lives in the test's own namespaces.
+
+mod support;
+
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+use support::{Cnitool, NetConfDir, NodeNs, PodNs, TempDir, rcni_bin};
+
+const NET: &str = "rcni-overlay";
+const DEV: &str = "rcni.1";
+
+fn rcni_path() -> Vec<PathBuf> {
+    vec![rcni_bin("vxlan").parent().unwrap().to_path_buf()]
+}
+
+fn peer(i: usize) -> Value {
+    json!({"underlay": format!("198.18.0.{i}"), "subnets": [format!("10.244.{i}.0/24"), format!("fd00:244:0:{i}::/64")]})
+}
+
+struct Node {
+    ns: NodeNs,
+    tool: Cnitool,
+    conf: NetConfDir,
+    pods: Vec<PodNs>,
+    _data: TempDir,
+}
+
+impl Node {
+    fn run(&self, cmd: &str, pod: usize) -> support::Output {
+        let cid = format!("pod{pod}");
+        self.tool.run_with(&self.ns, &[cmd, NET, self.pods[pod].path_str()], &[("CNI_CONTAINERID", &cid)])
+    }
+
+    fn conflist_path(&self) -> PathBuf {
+        self.conf.path().join(format!("10-{NET}.conflist"))
+    }
+
+    fn sync(&self) -> String {
+        let out = self.ns.cmd(rcni_bin("vxlan")).arg("sync").arg(self.conflist_path()).run().ok();
+        out.stdout.clone()
+    }
+
+    fn pod_v4(&self, pod: usize) -> String {
+        self.pods[pod].addrs("eth0").into_iter().find(|a| a.family == "inet").unwrap().local
+    }
+
+    fn pod_v6(&self, pod: usize) -> String {
+        let a = self.pods[pod].addrs("eth0");
+        a.into_iter().find(|a| a.family == "inet6" && a.scope == "global").unwrap().local
+    }
+
+    /// (tx packets, rx packets) of the VTEP.
+    fn vtep_counters(&self) -> (u64, u64) {
+        let v = self.ns.ip_json(&["-s", "link", "show", DEV]);
+        let s = &v[0]["stats64"];
+        (s["tx"]["packets"].as_u64().unwrap(), s["rx"]["packets"].as_u64().unwrap())
+    }
+}
+
+struct Cluster {
+    nodes: Vec<Node>,
+    peers_file: PathBuf,
+    _switch: NodeNs,
+    _dir: TempDir,
+}
+
+impl Cluster {
+    fn new(tag: &str, count: usize) -> Cluster {
+        let dir = TempDir::new(tag);
+        let peers_file = dir.join("peers.json");
+        let all: Vec<Value> = (1..=count).map(peer).collect();
+        std::fs::write(&peers_file, serde_json::to_vec_pretty(&all).unwrap()).unwrap();
+        let switch = NodeNs::new(&format!("{tag}-sw"));
+        switch.ip(&["link", "add", "sw0", "type", "bridge"]).ok();
+        switch.ip(&["link", "set", "sw0", "up"]).ok();
+        let example =
+            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/40-vxlan.conflist")).unwrap();
+        let mut nodes = Vec::new();
+        for i in 1..=count {
+            let ns = NodeNs::new(&format!("{tag}-n{i}"));
+            // The underlay: a veth from the switch into the node, created from inside the switch netns.
+            let port = format!("p{i}");
+            switch.ip(&["link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", ns.name()]).ok();
+            switch.ip(&["link", "set", &port, "master", "sw0", "up"]).ok();
+            ns.ip(&["addr", "add", &format!("198.18.0.{i}/24"), "dev", "eth0"]).ok();
+            ns.ip(&["link", "set", "eth0", "up"]).ok();
+            let data = TempDir::new(&format!("{tag}-data{i}"));
+            let text = example
+                .replace("10.244.1.0/24", &format!("10.244.{i}.0/24"))
+                .replace("fd00:244:0:1::/64", &format!("fd00:244:0:{i}::/64"))
+                .replace("/etc/rcni/peers.json", &peers_file.to_string_lossy())
+                .replace("/var/lib/cni/networks", &data.path().to_string_lossy());
+            let conf = NetConfDir::new(&serde_json::from_str(&text).unwrap());
+            let tool = Cnitool::new(&conf, &rcni_path());
+            let pods = (0..2).map(|p| PodNs::new(&format!("{tag}-n{i}p{p}"))).collect();
+            nodes.push(Node { ns, tool, conf, pods, _data: data });
+        }
+        Cluster { nodes, peers_file, _switch: switch, _dir: dir }
+    }
+
+    fn add_all(&self) {
+        for n in &self.nodes {
+            for p in 0..n.pods.len() {
+                n.run("add", p).ok();
+            }
+        }
+    }
+
+    fn del_all(&self) {
+        for n in &self.nodes {
+            for p in 0..n.pods.len() {
+                n.run("del", p).ok();
+            }
+        }
+    }
+
+    fn write_peers(&self, peers: &[Value]) {
+        std::fs::write(&self.peers_file, serde_json::to_vec(peers).unwrap()).unwrap();
+    }
+}
+
+/// A TCP exchange from `from` to `to_ip`:5000 in `to`: the server echoes what it got back in upper case.
+fn tcp_exchange(from: &PodNs, to: &PodNs, to_ip: &str) -> bool {
+    let mut server = Command::new("ip")
+        .args(["netns", "exec", to.name(), "timeout", "10", "sh", "-c", "nc -l -p 5000 -w 8 </dev/null | tr a-z A-Z"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // The client retries until the server listens (starting it under load can take a while).
+    let client = Command::new("ip")
+        .args(["netns", "exec", from.name(), "timeout", "10", "sh", "-c"])
+        .arg(format!(
+            "for i in $(seq 80); do echo hello-overlay | nc -N -w 3 {to_ip} 5000 && exit 0; sleep 0.1; done; exit 1"
+        ))
+        .output()
+        .unwrap();
+    let out = server.wait_with_output().unwrap();
+    let got = String::from_utf8_lossy(&out.stdout);
+    if !client.status.success() || !got.contains("HELLO-OVERLAY") {
+        eprintln!(
+            "tcp exchange to {to_ip}: client {:?} {}, server got {got:?}",
+            client.status,
+            String::from_utf8_lossy(&client.stderr)
+        );
+        return false;
+    }
+    true
+}
+
+#[test]
+fn three_nodes_every_pod_reaches_every_pod() {
+    let c = Cluster::new("vx3", 3);
+    c.add_all();
+    let n1 = &c.nodes[0];
+    let link = n1.ns.link(DEV).expect("the VTEP exists");
+    assert_eq!(link.mtu, 1450, "underlay 1500 - 50");
+    let d = n1.ns.ip_json(&["-d", "link", "show", DEV]);
+    let info = &d[0]["linkinfo"]["info_data"];
+    assert_eq!(info["id"], 1);
+    assert_eq!(info["port"], 4789);
+    assert_eq!(info["local"], "198.18.0.1");
+    assert_eq!(info["learning"], false);
+    assert_eq!(d[0]["address"], "02:72:c6:12:00:01", "VTEP MAC derived from the underlay address");
+
+    for (i, a) in c.nodes.iter().enumerate() {
+        for pa in 0..2 {
+            for (j, b) in c.nodes.iter().enumerate() {
+                for pb in 0..2 {
+                    if (i, pa) == (j, pb) {
+                        continue;
+                    }
+                    let (v4, v6) = (b.pod_v4(pb), b.pod_v6(pb));
+                    assert!(a.pods[pa].ping(&v4), "node{} pod{pa} -> node{} pod{pb} ({v4})", i + 1, j + 1);
+                    assert!(
+                        a.pods[pa].wait_ping(&v6, Duration::from_secs(5)),
+                        "IPv6 node{} pod{pa} -> node{} pod{pb} ({v6})",
+                        i + 1,
+                        j + 1
+                    );
+                }
+            }
+        }
+    }
+    // The cross-node path is the overlay: the VTEP's counters move with a TCP exchange.
+    let (tx0, rx0) = n1.vtep_counters();
+    assert!(tcp_exchange(&n1.pods[0], &c.nodes[2].pods[1], &c.nodes[2].pod_v4(1)), "TCP node1 -> node3");
+    let (tx1, rx1) = n1.vtep_counters();
+    assert!(tx1 > tx0 && rx1 > rx0, "VTEP counters moved: tx {tx0}->{tx1}, rx {rx0}->{rx1}");
+
+    for n in &c.nodes {
+        n.run("check", 0).ok();
+    }
+    c.del_all();
+    for n in &c.nodes {
+        assert!(n.ns.link(DEV).is_some(), "the VTEP stays after the pods are gone");
+        assert!(n.ns.links().iter().all(|l| l.kind.as_deref() != Some("veth") || l.ifname == "eth0"));
+    }
+}
+
+#[test]
+fn full_mtu_crosses_and_one_byte_more_is_refused() {
+    let c = Cluster::new("vxmtu", 2);
+    c.add_all();
+    let (a, b) = (&c.nodes[0].pods[0], c.nodes[1].pod_v4(0));
+    assert_eq!(a.link("eth0").unwrap().mtu, 1450);
+    let ok = a.cmd("ping").args(["-c", "1", "-W", "2", "-M", "do", "-s", "1422", &b]).run();
+    assert!(ok.success(), "1450-byte packet with DF crosses: {ok:?}");
+    let too_big = a.cmd("ping").args(["-c", "1", "-W", "2", "-M", "do", "-s", "1423", &b]).run();
+    assert!(!too_big.success());
+    let text = format!("{}{}", too_big.stdout, too_big.stderr);
+    assert!(text.contains("message too long") || text.contains("mtu=1450"), "refused locally: {text}");
+    c.del_all();
+}
+
+#[test]
+fn sync_removes_and_restores_a_peer() {
+    let c = Cluster::new("vxsync", 3);
+    c.add_all();
+    let (n1, n3) = (&c.nodes[0], &c.nodes[2]);
+    let target = n3.pod_v4(0);
+    assert!(n1.pods[0].ping(&target));
+
+    c.write_peers(&[peer(1), peer(2)]);
+    let changed = n1.sync();
+    assert!(changed.contains("removed route 10.244.3.0/24"), "{changed}");
+    assert!(changed.contains("removed fdb 02:72:c6:12:00:03 dst 198.18.0.3"), "{changed}");
+    c.nodes[1].sync();
+    let routes = n1.ns.ip(&["route", "show", "dev", DEV]).ok().stdout;
+    assert!(!routes.contains("10.244.3.0"), "{routes}");
+    let neigh = n1.ns.ip(&["neigh", "show", "dev", DEV]).ok().stdout;
+    assert!(!neigh.contains("10.244.3.0"), "{neigh}");
+    assert!(!n1.pods[0].ping(&target), "node3's pods are unreachable once it left the peer set");
+    assert_eq!(n1.sync().trim(), "in sync", "a second sync changes nothing");
+
+    c.write_peers(&[peer(1), peer(2), peer(3)]);
+    assert!(n1.sync().contains("added route 10.244.3.0/24 via 10.244.3.0 onlink"));
+    assert!(n1.pods[0].wait_ping(&target, Duration::from_secs(3)), "reachable again");
+    c.del_all();
+}
+
+#[test]
+fn vni_change_recreates_the_device_and_check_sees_missing_fdb() {
+    let c = Cluster::new("vxvni", 2);
+    c.add_all();
+    let n1 = &c.nodes[0];
+    n1.run("check", 0).ok();
+
+    // A peer's FDB entry deleted by hand: CHECK says which one.
+    n1.ns.cmd("bridge").args(["fdb", "del", "02:72:c6:12:00:02", "dev", DEV, "dst", "198.18.0.2"]).run().ok();
+    let out = n1.run("check", 0).fails();
+    assert!(out.stderr.contains("FDB entry 02:72:c6:12:00:02 dst 198.18.0.2 is missing on rcni.1"), "{out:?}");
+    assert!(n1.sync().contains("added fdb 02:72:c6:12:00:02 dst 198.18.0.2"));
+    n1.run("check", 0).ok();
+
+    // A new VNI in the config: sync re-creates the device with it. With the default name (rcni.<vni>) that
+    // is a new device, and the old one goes.
+    let path = n1.conflist_path();
+    let text = std::fs::read_to_string(&path).unwrap().replace("\"vni\": 1", "\"vni\": 7");
+    std::fs::write(&path, text).unwrap();
+    let changed = n1.sync();
+    assert!(changed.contains("created rcni.7 (vni 7") && changed.contains("removed stale device rcni.1"), "{changed}");
+    assert!(n1.ns.link(DEV).is_none());
+    let d = n1.ns.ip_json(&["-d", "link", "show", "rcni.7"]);
+    assert_eq!(d[0]["linkinfo"]["info_data"]["id"], 7);
+    assert!(n1.ns.ip(&["route", "show", "dev", "rcni.7"]).ok().stdout.contains("10.244.2.0/24"), "peers restored");
+
+    // With a fixed name, the same device is re-created in place.
+    let text = std::fs::read_to_string(&path).unwrap().replace("\"vni\": 7", "\"vni\": 9, \"name\": \"vx0\"");
+    std::fs::write(&path, text).unwrap();
+    n1.sync();
+    let text = std::fs::read_to_string(&path).unwrap().replace("\"vni\": 9", "\"vni\": 10");
+    std::fs::write(&path, text).unwrap();
+    let changed = n1.sync();
+    assert!(changed.contains("re-created vx0: vni Some(9) (want 10)"), "{changed}");
+    assert_eq!(n1.ns.ip_json(&["-d", "link", "show", "vx0"])[0]["linkinfo"]["info_data"]["id"], 10);
+    c.del_all();
+}
+
+#[test]
+fn status_reports_not_ready_without_underlay_or_with_a_bad_peers_file() {
+    let c = Cluster::new("vxst", 1);
+    let n = &c.nodes[0];
+    n.tool.run(&n.ns, &["status", NET]).ok();
+    std::fs::write(&c.peers_file, "not json").unwrap();
+    let out = n.tool.run(&n.ns, &["status", NET]).fails();
+    assert!(out.stderr.contains("peersFile"), "{out:?}");
+    c.write_peers(&[peer(1)]);
+    n.ns.ip(&["link", "del", "eth0"]).ok();
+    let out = n.tool.run(&n.ns, &["status", NET]).fails();
+    assert!(out.stderr.contains("underlay device \"eth0\""), "{out:?}");
+}
