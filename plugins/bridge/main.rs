@@ -48,7 +48,10 @@ fn spec(req: &Request, c: &BridgeConf, has_ipam: bool) -> CniResult<AttachSpec> 
     let masq = if c.ip_masq && has_ipam {
         let backend =
             Backend::parse(c.ip_masq_backend.as_deref()).map_err(|e| CniError::invalid_config(e.to_string()))?;
-        Some(MasqSpec { backend, exempt: None })
+        // The network's own subnets, all of them: one shared rule must exempt every pod subnet, not just
+        // the one of the pod being added (IPAM configs that do not list them fall back to that one).
+        let subnets = rcni::pod::plan::ipam_subnets(&req.conf.raw);
+        Some(MasqSpec { backend, exempt: (!subnets.is_empty()).then_some(subnets) })
     } else {
         None
     };

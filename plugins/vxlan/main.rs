@@ -28,19 +28,7 @@ fn own_subnets(c: &VxlanConf, raw: &Value) -> CniResult<Vec<IpNetwork>> {
     if !c.subnet.is_empty() {
         return Ok(c.subnet.clone());
     }
-    let ipam = raw.get("ipam");
-    let mut out: Vec<IpNetwork> = Vec::new();
-    let mut push = |v: Option<&Value>| {
-        if let Some(n) = v.and_then(Value::as_str).and_then(|s| s.parse::<IpNetwork>().ok()) {
-            out.push(IpNetwork::new(n.network(), n.prefix()).expect("valid"));
-        }
-    };
-    push(ipam.and_then(|i| i.get("subnet")));
-    for set in ipam.and_then(|i| i.get("ranges")).and_then(Value::as_array).into_iter().flatten() {
-        for r in set.as_array().into_iter().flatten() {
-            push(r.get("subnet"));
-        }
-    }
+    let out = rcni::pod::plan::ipam_subnets(raw);
     if out.is_empty() {
         return Err(CniError::invalid_config("cannot tell this node's pod subnet")
             .with_details("set \"subnet\" (e.g. \"10.244.1.0/24\") or give host-local \"ipam\" with \"ranges\""));

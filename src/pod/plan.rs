@@ -72,6 +72,33 @@ pub fn bridge_gateways(ips: &[IpConfig]) -> Vec<IpNetwork> {
     out
 }
 
+/// Every subnet a host-local-style IPAM config names: `ipam.subnet`, `ipam.ranges[][].subnet` and the
+/// `runtimeConfig.ipRanges` capability. Used as the network's own prefixes (never masqueraded, the
+/// node's pod subnets for vxlan); empty for IPAM plugins that do not describe their ranges this way.
+pub fn ipam_subnets(conf: &serde_json::Value) -> Vec<IpNetwork> {
+    use serde_json::Value;
+    let mut out: Vec<IpNetwork> = Vec::new();
+    let mut push = |v: Option<&Value>| {
+        if let Some(n) = v.and_then(Value::as_str).and_then(|s| s.parse::<IpNetwork>().ok()) {
+            let n = subnet_of(n);
+            if !out.contains(&n) {
+                out.push(n);
+            }
+        }
+    };
+    let ipam = conf.get("ipam");
+    push(ipam.and_then(|i| i.get("subnet")));
+    let range_lists = [ipam.and_then(|i| i.get("ranges")), conf.get("runtimeConfig").and_then(|r| r.get("ipRanges"))];
+    for sets in range_lists.into_iter().flatten().filter_map(Value::as_array) {
+        for set in sets.iter().filter_map(Value::as_array) {
+            for r in set {
+                push(r.get("subnet"));
+            }
+        }
+    }
+    out
+}
+
 /// The subnet (network address + prefix) an address lives in.
 pub fn subnet_of(addr: IpNetwork) -> IpNetwork {
     IpNetwork::new(addr.network(), addr.prefix()).expect("a network address with its own prefix is valid")
@@ -112,6 +139,18 @@ mod tests {
         assert_eq!(prog.len(), 2, "the two v4 defaults collapse into one: {prog:?}");
         assert_eq!(prog[0].gw, Some("10.1.2.1".parse().unwrap()));
         assert_eq!(prog[1].gw, Some("fd00::1".parse().unwrap()));
+    }
+
+    #[test]
+    fn subnets_of_an_ipam_config() {
+        let conf = serde_json::json!({
+            "ipam": {"subnet": "10.1.0.0/16", "ranges": [[{"subnet": "10.2.0.0/24"}, {"subnet": "10.3.0.0/24"}],
+                     [{"subnet": "fd00::/64"}], [{"subnet": "bad"}]]},
+            "runtimeConfig": {"ipRanges": [[{"subnet": "10.4.0.0/24"}]]}
+        });
+        let got: Vec<String> = ipam_subnets(&conf).iter().map(|n| n.to_string()).collect();
+        assert_eq!(got, ["10.1.0.0/16", "10.2.0.0/24", "10.3.0.0/24", "fd00::/64", "10.4.0.0/24"]);
+        assert!(ipam_subnets(&serde_json::json!({"ipam": {"type": "dhcp"}})).is_empty());
     }
 
     #[test]

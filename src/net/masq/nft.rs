@@ -69,14 +69,29 @@ fn normalize_exempt(exempt: &[IpNetwork]) -> (Vec<IpNetwork>, Vec<IpNetwork>) {
     kept.into_iter().partition(|n| n.is_ipv4())
 }
 
-/// The rule comments that identify an up-to-date structure for (network, exempt).
-fn rule_comments(network: &str, ex4: &[IpNetwork], ex6: &[IpNetwork]) -> [String; 2] {
+/// The address families that get a masquerade rule: those with exempt prefixes (the network's own
+/// families), or both when no prefix is given. An IPv4-only network thus has exactly one rule.
+fn families(ex4: &[IpNetwork], ex6: &[IpNetwork]) -> (bool, bool) {
+    if ex4.is_empty() && ex6.is_empty() { (true, true) } else { (!ex4.is_empty(), !ex6.is_empty()) }
+}
+
+/// The rule comments that identify an up-to-date structure for (network, exempt), sorted.
+fn rule_comments(network: &str, ex4: &[IpNetwork], ex6: &[IpNetwork]) -> Vec<String> {
     let mut input = format!("v{LAYOUT_VERSION}\n{network}\n");
     for n in ex4.iter().chain(ex6) {
         input.push_str(&format!("{n}\n"));
     }
     let fp = &sha512_hex(&input)[..16];
-    [format!("rcni-masq v{LAYOUT_VERSION} ip {fp}"), format!("rcni-masq v{LAYOUT_VERSION} ip6 {fp}")]
+    let (v4, v6) = families(ex4, ex6);
+    let mut out = Vec::new();
+    if v4 {
+        out.push(format!("rcni-masq v{LAYOUT_VERSION} ip {fp}"));
+    }
+    if v6 {
+        out.push(format!("rcni-masq v{LAYOUT_VERSION} ip6 {fp}"));
+    }
+    out.sort();
+    out
 }
 
 /// A string safe inside an nft double-quoted comment, at most 100 bytes.
@@ -88,7 +103,10 @@ fn comment_safe(s: &str) -> String {
 pub fn structure_script(network: &str, exempt: &[IpNetwork]) -> String {
     let n = Names::new(network);
     let (ex4, ex6) = normalize_exempt(exempt);
-    let [c4, c6] = rule_comments(network, &ex4, &ex6);
+    let (v4, v6) = families(&ex4, &ex6);
+    let comments = rule_comments(network, &ex4, &ex6);
+    let find = |fam: &str| comments.iter().find(|c| c.contains(&format!(" {fam} "))).cloned().unwrap_or_default();
+    let (c4, c6) = (find("ip"), find("ip6"));
     let name = comment_safe(network);
     let mut s = String::new();
     s.push_str(&format!("add table inet {TABLE} {{ comment \"rcni: masquerade of pod addresses\"; }}\n"));
@@ -105,17 +123,28 @@ pub fn structure_script(network: &str, exempt: &[IpNetwork]) -> String {
         "add chain inet {TABLE} {chain} {{ type nat hook postrouting priority srcnat; policy accept; \
          comment \"rcni masquerade for network {name}\"; }}\n\
          flush chain inet {TABLE} {chain}\n\
-         add rule inet {TABLE} {chain} ip saddr @{p4} ip daddr != @{e4} ip daddr != 224.0.0.0/4 \
-         masquerade comment \"{c4}\"\n\
-         add rule inet {TABLE} {chain} ip6 saddr @{p6} ip6 daddr != @{e6} ip6 daddr != ff00::/8 \
-         masquerade comment \"{c6}\"\n\
+         {r4}{r6}\
          flush set inet {TABLE} {e4}\n\
          flush set inet {TABLE} {e6}\n",
         chain = n.chain,
-        p4 = n.pods4,
-        p6 = n.pods6,
         e4 = n.exempt4,
         e6 = n.exempt6,
+        r4 = if v4 {
+            format!(
+                "add rule inet {TABLE} {} ip saddr @{} ip daddr != @{} ip daddr != 224.0.0.0/4 masquerade comment \"{c4}\"\n",
+                n.chain, n.pods4, n.exempt4
+            )
+        } else {
+            String::new()
+        },
+        r6 = if v6 {
+            format!(
+                "add rule inet {TABLE} {} ip6 saddr @{} ip6 daddr != @{} ip6 daddr != ff00::/8 masquerade comment \"{c6}\"\n",
+                n.chain, n.pods6, n.exempt6
+            )
+        } else {
+            String::new()
+        },
     ));
     for (set, list) in [(&n.exempt4, &ex4), (&n.exempt6, &ex6)] {
         if !list.is_empty() {
@@ -164,7 +193,7 @@ fn open(network: &str) -> Result<Nfnl> {
     Nfnl::open().map_err(|e| nl_err(network, "opening the nf_tables netlink socket", e))
 }
 
-/// Whether the chain holds exactly the two rules of the current (network, exempt) fingerprint.
+/// Whether the chain holds exactly the rules of the current (network, exempt) fingerprint.
 fn structure_ok(nl: &mut Nfnl, network: &str, exempt: &[IpNetwork]) -> Result<bool> {
     let n = Names::new(network);
     let (ex4, ex6) = normalize_exempt(exempt);
@@ -174,7 +203,7 @@ fn structure_ok(nl: &mut Nfnl, network: &str, exempt: &[IpNetwork]) -> Result<bo
         .map_err(|e| nl_err(network, &format!("listing chain inet {TABLE} {}", n.chain), e))?;
     let mut found: Vec<String> = rules.into_iter().filter_map(|r| r.comment).collect();
     found.sort();
-    Ok(found.len() == 2 && found == expected)
+    Ok(found == expected)
 }
 
 /// Writes the network's structure unless the probe shows it is already there.
@@ -446,7 +475,7 @@ pub fn check(network: &str, exempt: &[IpNetwork], pod: &PodEntry) -> Result<()> 
     if !structure_ok(&mut nl, network, exempt)? {
         return Err(Error::Check(format!(
             "masquerade for network {network:?}: chain inet {TABLE} {} is missing or does not hold the \
-             expected two masquerade rules for the configured exempt prefixes (changed by hand, or the \
+             expected masquerade rules for the configured exempt prefixes (changed by hand, or the \
              config changed since ADD); an ADD rewrites it",
             n.chain
         )));
@@ -594,12 +623,11 @@ mod tests {
         assert!(s.contains("add element inet rcni exempt4-"), "{s}");
         assert!(!s.contains("add element inet rcni exempt6-"), "{s}");
         assert!(s.contains("flush chain inet rcni masq-"), "{s}");
-        let (c4, c6) = {
-            let [a, b] = rule_comments("my\"net", &["10.244.1.0/24".parse().unwrap()], &[]);
-            (a, b)
-        };
-        assert!(s.contains(&c4) && s.contains(&c6));
-        let [other, _] = rule_comments("my\"net", &["10.244.2.0/24".parse().unwrap()], &[]);
-        assert_ne!(other, c4);
+        let c = rule_comments("my\"net", &["10.244.1.0/24".parse().unwrap()], &[]);
+        assert_eq!(c.len(), 1, "an IPv4-only network has one rule: {c:?}");
+        assert!(s.contains(&c[0]) && !s.contains("ip6 saddr"), "{s}");
+        let other = rule_comments("my\"net", &["10.244.2.0/24".parse().unwrap()], &[]);
+        assert_ne!(other, c);
+        assert_eq!(rule_comments("n", &[], &[]).len(), 2, "no exempt prefix: both families");
     }
 }
