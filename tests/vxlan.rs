@@ -125,7 +125,7 @@ impl Cluster {
 
 /// A TCP exchange from `from` to `to_ip`:5000 in `to`: the server echoes what it got back in upper case.
 fn tcp_exchange(from: &PodNs, to: &PodNs, to_ip: &str) -> bool {
-    let mut server = Command::new("ip")
+    let server = Command::new("ip")
         .args(["netns", "exec", to.name(), "timeout", "10", "sh", "-c", "nc -l -p 5000 -w 8 </dev/null | tr a-z A-Z"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

@@ -91,10 +91,10 @@ mod tests {
         std::fs::write(d.join("noexec"), "x").unwrap();
         std::fs::create_dir(d.join("adir")).unwrap();
         script(&d, "ipam", "true");
-        assert_eq!(find_plugin("ipam", &[d.clone()]).unwrap(), d.join("ipam"));
-        assert!(find_plugin("noexec", &[d.clone()]).is_err());
-        assert!(find_plugin("adir", &[d.clone()]).is_err());
-        assert_eq!(find_plugin("../ipam", &[d.clone()]).unwrap_err().code, 7);
+        assert_eq!(find_plugin("ipam", std::slice::from_ref(&d)).unwrap(), d.join("ipam"));
+        assert!(find_plugin("noexec", std::slice::from_ref(&d)).is_err());
+        assert!(find_plugin("adir", std::slice::from_ref(&d)).is_err());
+        assert_eq!(find_plugin("../ipam", std::slice::from_ref(&d)).unwrap_err().code, 7);
         assert_eq!(find_plugin("ipam", &[]).unwrap_err().code, 4);
         std::fs::remove_dir_all(d).unwrap();
     }

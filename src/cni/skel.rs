@@ -337,7 +337,8 @@ mod tests {
     fn env_validation_table() {
         let long = "a".repeat(16);
         let long: &'static str = Box::leak(long.into_boxed_str());
-        let cases: Vec<(Vec<(&str, &str)>, u32, &str)> = vec![
+        type Case = (Vec<(&'static str, &'static str)>, u32, &'static str);
+        let cases: Vec<Case> = vec![
             (with(&[("CNI_COMMAND", "FROB")]), 4, "unknown CNI_COMMAND"),
             (with(&[("CNI_NETNS", "")]), 4, "[CNI_NETNS]"),
             (with(&[("CNI_CONTAINERID", ""), ("CNI_IFNAME", "")]), 4, "[CNI_CONTAINERID,CNI_IFNAME]"),
