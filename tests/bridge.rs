@@ -416,3 +416,27 @@ fn default_gateway_plus_ipam_default_route_works_unlike_reference() {
     net.run("check", &pod, "dgw").ok();
     net.run("del", &pod, "dgw").ok();
 }
+
+/// A DEL that has neither the pod's netns (gone) nor a prevResult (direct call, as nerdctl/ctr do) still
+/// removes everything: the host veth by its derived name, the masquerade entry by owner, the IP.
+#[test]
+fn del_without_netns_or_prev_result_cleans_everything() {
+    let data = TempDir::new("br-bare");
+    let conf = simple_conf("1.1.0", data.path(), json!({}));
+    let net = Net::new(conf.clone(), data, "br-bare");
+    {
+        let pod = PodNs::new("br-bare-p");
+        net.run("add", &pod, "bare").ok();
+        assert_eq!(masq_state(&net.node).1, 1);
+    } // the pod's netns is deleted here; its veth end goes with it, the host end too
+    let mut plugin = conf["plugins"][0].clone();
+    plugin["cniVersion"] = json!("1.1.0");
+    plugin["name"] = json!("shapes");
+    for netns in ["", "/run/netns/rcni-br-bare-gone"] {
+        let env = support::cni_env("DEL", "bare", netns, "eth0", &rcni_path());
+        net.node.run_plugin(&rcni_bin("bridge"), &env, plugin.to_string().as_bytes()).ok();
+    }
+    assert_eq!(masq_state(&net.node).1, 0, "masquerade entry removed by owner");
+    assert!(ip_files(net.data.path()).is_empty(), "IP released");
+    assert!(net.node.links().iter().all(|l| l.kind.as_deref() != Some("veth")));
+}

@@ -156,6 +156,23 @@ fn nft_owner_check() {
 }
 
 #[test]
+fn nft_teardown_without_ips_finds_the_owner() {
+    let ns = Netns::new("noips");
+    let exempt = [net("10.244.1.0/24"), net("fd00:a::/64")];
+    let a = pod("a", "eth0", &["10.244.1.5/24", "fd00:a::5/64"]);
+    let b = pod("b", "eth0", &["10.244.1.6/24"]);
+    ns.run(|| {
+        masq::setup(Backend::Nftables, "brnet", &exempt, &a).unwrap();
+        masq::setup(Backend::Nftables, "brnet", &exempt, &b).unwrap();
+        // A DEL that knows neither prevResult nor the pod's netns: only the owner.
+        masq::teardown("brnet", &pod("a", "eth0", &[])).unwrap();
+        assert_eq!(masq::list("brnet").unwrap(), vec![elem("10.244.1.6", "b/eth0")]);
+        masq::teardown("brnet", &pod("a", "eth0", &[])).unwrap();
+        masq::teardown("nonexistent-net", &pod("a", "eth0", &[])).unwrap();
+    });
+}
+
+#[test]
 fn nft_dual_stack_and_networks_are_independent() {
     let ns = Netns::new("dual");
     let ex_a = [net("10.244.1.0/24"), net("fd00:a::/64")];
