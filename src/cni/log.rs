@@ -12,3 +12,20 @@ pub fn warn(plugin: &str, msg: impl std::fmt::Display) {
         }
     }
 }
+
+/// With `RCNI_TRACE=1`, print the time since the plugin's `main` started at each step to stderr (and the
+/// log file): where an ADD or DEL spends its time, on the operator's own node.
+pub fn trace(plugin: &str, step: &str) {
+    if *TRACE.get_or_init(|| std::env::var_os("RCNI_TRACE").is_some_and(|v| v == "1")) {
+        let ms = START.get_or_init(std::time::Instant::now).elapsed().as_secs_f64() * 1000.0;
+        warn(plugin, format!("+{ms:.3} ms {step}"));
+    }
+}
+
+static TRACE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+
+/// Start the trace clock (the skel calls this first thing).
+pub fn mark_start() {
+    START.get_or_init(std::time::Instant::now);
+}

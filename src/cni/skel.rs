@@ -264,6 +264,7 @@ pub fn about_text(about: &str) -> String {
 
 /// The entry point of every plugin binary: read env + stdin, validate, dispatch, print, exit.
 pub fn run(about: &str, plugin: &dyn Plugin) -> ! {
+    super::log::mark_start();
     let env = |k: &str| std::env::var(k).ok();
     let mut stdin = std::io::stdin().lock();
     let outcome = parse_invocation(&env, &mut stdin);
@@ -277,7 +278,9 @@ pub fn run(about: &str, plugin: &dyn Plugin) -> ! {
             // VERSION is compact JSON with a newline, like the reference.
             (format!("{}\n", version::version_info(requested.as_deref())), true)
         }
-        Ok(Invocation::Request(req)) => match dispatch(plugin, &req, &env) {
+        Ok(Invocation::Request(req)) => match dispatch(plugin, &req, &env)
+            .inspect(|_| super::log::trace(&req.conf.plugin_type, &format!("{} done", req.command.as_str())))
+        {
             Ok(Some(v)) => (to_pretty(&v), true),
             Ok(None) => (String::new(), true),
             Err(e) => (to_pretty(&e.to_value(&req.conf.cni_version)), false),

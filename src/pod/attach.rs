@@ -110,6 +110,7 @@ pub async fn add_in(
     pod: &NetHandle,
     pod_ns: &Netns,
 ) -> CniResult<AddResult> {
+    log::trace(&req.conf.plugin_type, "handles ready");
     // Checked before anything is made, so this failure needs no undo.
     veth::ensure_absent_in_pod(pod, &req.ifname).await?;
     // The bridge is shared by every pod of the network: it stays even if this ADD fails.
@@ -151,6 +152,7 @@ async fn steps(
         },
     )
     .await?;
+    log::trace(&req.conf.plugin_type, "veth created");
     if let Some(vlans) = &spec.vlans {
         configure_vlans(node, &attached.host, vlans).await?;
     }
@@ -159,6 +161,7 @@ async fn steps(
     if let Some(ipam) = ipam {
         undo.ipam = true; // a failed IPAM ADD may still have reserved something: DEL it too
         let ipam_result = ipam.add(req)?;
+        log::trace(&req.conf.plugin_type, "IPAM ADD done");
         if ipam_result.ips.is_empty() {
             return Err(CniError::internal("IPAM plugin returned missing IP config")
                 .with_details(format!("{} gave no address; check its ranges", ipam.plugin)));
@@ -180,6 +183,7 @@ async fn steps(
         let setup =
             IfaceSetup { link: &attached.container, ips: &result.ips, routes: &routes, enable_dad: spec.enable_dad };
         iface::configure(pod, pod_ns, &setup).await?;
+        log::trace(&req.conf.plugin_type, "pod interface configured");
         if spec.is_gateway {
             ensure_gateways(node, br, &plan::bridge_gateways(&result.ips), spec.force_address).await?;
             let mut fams: Vec<IpFamily> = Vec::new();
@@ -190,6 +194,7 @@ async fn steps(
                 }
             }
             enable_forwarding(&fams)?;
+            log::trace(&req.conf.plugin_type, "gateway and forwarding done");
         }
         if let Some(m) = &spec.masq {
             let ips: Vec<IpNetwork> = result.ips.iter().map(|i| i.address).collect();
@@ -198,6 +203,7 @@ async fn steps(
             undo.masq = Some(entry.clone());
             masq::setup(m.backend, &req.conf.name, &exempt, &entry)
                 .map_err(|e| CniError::internal(format!("failed to set up masquerade: {e}")))?;
+            log::trace(&req.conf.plugin_type, "masquerade done");
         }
     } else if !spec.disable_container_interface {
         pod.set_up(attached.container.index).await?;
@@ -209,6 +215,7 @@ async fn steps(
         })?;
     }
 
+    log::trace(&req.conf.plugin_type, "host port up");
     // MACs as they are now: the bridge's is pinned, the veth ends' never change after creation.
     let br_now = node.require_link(&br.name).await?;
     let mac_str = |l: &Link| l.mac.map(|m| m.to_string()).unwrap_or_default();
