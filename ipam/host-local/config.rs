@@ -13,23 +13,12 @@ use ipnetwork::IpNetwork;
 use serde_json::{Map, Value};
 
 use crate::allocator::{Range, RangeSet, canonical};
+use rcni::cni::result::Route;
 
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/cni/networks";
 /// How long a command waits for the network's lock before giving up with "try again" (code 11).
 /// rcni extension `ipam.lockTimeout` (seconds); the reference waits forever.
 pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// A configured route, returned verbatim in the result.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RouteConf {
-    pub dst: IpNetwork,
-    pub gw: Option<IpAddr>,
-    pub mtu: Option<u32>,
-    pub advmss: Option<u32>,
-    pub priority: Option<u32>,
-    pub table: Option<u32>,
-    pub scope: Option<u8>,
-}
 
 /// Where the network's state lives: all DEL and GC need (they work even when the ranges changed).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,7 +39,8 @@ impl Location {
 pub struct IpamConf {
     pub loc: Location,
     pub range_sets: Vec<RangeSet>,
-    pub routes: Vec<RouteConf>,
+    /// Configured routes, returned verbatim in the result.
+    pub routes: Vec<Route>,
     pub resolv_conf: Option<PathBuf>,
     pub requested: Vec<IpAddr>,
 }
@@ -174,7 +164,7 @@ fn opt_u32(obj: &Map<String, Value>, key: &str, path: &str) -> R<Option<u32>> {
     }
 }
 
-fn parse_route(v: &Value, path: &str) -> R<RouteConf> {
+fn parse_route(v: &Value, path: &str) -> R<Route> {
     let obj = as_obj(v, path)?;
     let dp = format!("{path}.dst");
     let dst = match get(obj, "dst") {
@@ -188,7 +178,7 @@ fn parse_route(v: &Value, path: &str) -> R<RouteConf> {
         None => None,
         Some(n) => Some(u8::try_from(n).map_err(|_| format!("{path}.scope: must be 0..255, got {n}"))?),
     };
-    Ok(RouteConf {
+    Ok(Route {
         dst,
         gw: opt_ip(obj, "gw", path)?,
         mtu: opt_u32(obj, "mtu", path)?,

@@ -102,10 +102,6 @@ fn allocate(conf: &IpamConf, store: &Store, id: &str, ifname: &str) -> CniResult
     Ok(picks)
 }
 
-fn to_route(r: &config::RouteConf) -> Route {
-    Route { dst: r.dst, gw: r.gw, mtu: r.mtu, advmss: r.advmss, priority: r.priority, table: r.table, scope: r.scope }
-}
-
 impl Plugin for HostLocal {
     fn add(&self, req: &Request) -> CniResult<AddResult> {
         let conf = load(req)?;
@@ -127,7 +123,7 @@ impl Plugin for HostLocal {
             cni_version: req.conf.cni_version.clone(),
             interfaces: Vec::new(),
             ips,
-            routes: conf.routes.iter().map(to_route).collect(),
+            routes: conf.routes.clone(),
             dns,
         })
     }
