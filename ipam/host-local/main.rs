@@ -16,7 +16,7 @@ use std::collections::HashSet;
 use std::net::IpAddr;
 
 use rcni::cni::error::{CniError, CniResult, code};
-use rcni::cni::result::{AddResult, Dns, IpConfig, Route};
+use rcni::cni::result::{AddResult, Dns, IpConfig};
 use rcni::cni::skel::{self, Attachment, Plugin, Request};
 
 use allocator::{Holder, Pick};
