@@ -72,7 +72,13 @@ impl Cluster {
     fn new(tag: &str, count: usize) -> Cluster {
         let dir = TempDir::new(tag);
         let peers_file = dir.join("peers.json");
-        let all: Vec<Value> = (1..=count).map(peer).collect();
+        // The example peers file (three nodes) is the cluster's, cut to `count` nodes.
+        let example: Vec<Value> = serde_json::from_str(
+            &std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/peers.example.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(example, (1..=3).map(peer).collect::<Vec<_>>(), "conf/peers.example.json describes nodes 1-3");
+        let all: Vec<Value> = example.into_iter().take(count).collect();
         std::fs::write(&peers_file, serde_json::to_vec_pretty(&all).unwrap()).unwrap();
         let switch = NodeNs::new(&format!("{tag}-sw"));
         switch.ip(&["link", "add", "sw0", "type", "bridge"]).ok();
