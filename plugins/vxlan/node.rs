@@ -83,7 +83,8 @@ fn want_vtep(c: &VxlanConf, u: &Underlay) -> VxlanSpec {
         mtu: Some(u.mtu),
         mac: Some(vtep_mac(u.local)),
         udp_csum: None,
-        up: true,
+        // Brought up by `ensure_vtep` after its sysctls are set.
+        up: false,
     }
 }
 
@@ -158,7 +159,11 @@ pub async fn ensure_vtep(
                         u.local
                     ));
                 }
-                let _ = sysctl::write(&format!("net/ipv6/conf/{}/accept_ra", want.name), "0");
+                // Before the first up: no router advertisements, no DAD (the device's link-local address
+                // would be tentative for a while). Hosts without IPv6 have no such keys.
+                for key in ["accept_ra", "accept_dad"] {
+                    let _ = sysctl::write(&format!("net/ipv6/conf/{}/{key}", want.name), "0");
+                }
                 l
             }
             // Another ADD created it at the same moment: use theirs if it matches.

@@ -40,12 +40,17 @@ pub async fn ensure_bridge(node: &NetHandle, s: &BridgeSettings) -> CniResult<Li
                 mtu: s.mtu,
                 vlan_filtering: s.vlan_filtering,
                 mac: Some(new_bridge_mac(&s.name)),
-                up: true,
+                up: false,
             };
             match node.create_bridge(&spec).await {
                 Ok(l) => {
-                    // The bridge never needs router advertisements; ignore hosts without IPv6.
-                    let _ = sysctl::write(&format!("net/ipv6/conf/{}/accept_ra", s.name), "0");
+                    // Before the first up: no router advertisements on the bridge, and no duplicate address
+                    // detection — its link-local address would stay tentative for a second or two, and
+                    // neighbour discovery towards the pods (NS to a new pod) waits for it. Hosts without
+                    // IPv6 have no such keys.
+                    for key in ["accept_ra", "accept_dad"] {
+                        let _ = sysctl::write(&format!("net/ipv6/conf/{}/{key}", s.name), "0");
+                    }
                     l
                 }
                 Err(e) if e.is_exists() => node.require_link(&s.name).await?,
