@@ -737,7 +737,7 @@ fn attachments(rs: &Ruleset) -> Vec<Attachment> {
 
 /// The attachments that have spoof-check rules or chains in the calling thread's netns, sorted.
 pub fn list() -> Result<Vec<Attachment>> {
-    Ok(read_table("macspoofchk").map(|rs| rs.map(|rs| attachments(&rs)).unwrap_or_default())?)
+    read_table("macspoofchk").map(|rs| rs.map(|rs| attachments(&rs)).unwrap_or_default())
 }
 
 /// Removes the spoof checks (chains and `PREROUTING` rules with our naming) of every attachment not in
