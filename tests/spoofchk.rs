@@ -447,3 +447,27 @@ fn traffic_with_a_spoofed_mac_is_dropped() {
     forget_all();
     assert!(a.ns.wait_ping(&b.ip, wait), "no rule, no drop");
 }
+
+/// `cargo test --release --test spoofchk -- --ignored --nocapture bench`: cost per attachment.
+#[test]
+#[ignore]
+fn bench_setup_teardown() {
+    let node = NodeNs::new("spoof-bench");
+    let m = mac("02:00:00:00:00:01");
+    let ids: Vec<String> = (0..200).map(|i| format!("{i:064x}")).collect();
+    let t = std::time::Instant::now();
+    in_ns(&node, || ids.iter().for_each(|id| spoofchk::setup(id, "eth0", "veth1", m).unwrap()));
+    let setup = t.elapsed() / ids.len() as u32;
+    let t = std::time::Instant::now();
+    in_ns(&node, || ids.iter().for_each(|id| spoofchk::check(id, "eth0", "veth1", m).unwrap()));
+    let check = t.elapsed() / ids.len() as u32;
+    let t = std::time::Instant::now();
+    in_ns(&node, || ids.iter().for_each(|id| spoofchk::teardown(id, "eth0").unwrap()));
+    let teardown = t.elapsed() / ids.len() as u32;
+    let t = std::time::Instant::now();
+    in_ns(&node, || spoofchk::teardown("absent", "eth0").unwrap());
+    let absent = t.elapsed();
+    eprintln!(
+        "per attachment (0..200 present): setup {setup:?}, check {check:?}, teardown {teardown:?}; teardown of an absent one {absent:?}"
+    );
+}

@@ -45,12 +45,26 @@
 //!   transaction. Needs neither the veth nor the MAC.
 //!
 //! A transaction that fails because something changed between the read and the write (a rule deleted
-//! by a concurrent DEL: ENOENT/EBUSY) is planned again from a fresh read, a few times.
+//! by a concurrent DEL: ENOENT/EBUSY) is planned again from a fresh read, a few times. Every `nft` run
+//! is killed after 55 s (as in the reference), so a stuck nft cannot hang a CNI call.
+//!
+//! # GC and networks
+//!
+//! The names carry containerID and ifname but no network, so [`gc`] cannot tell which network an
+//! attachment belongs to: called with one network's valid attachments it would also remove another
+//! network's spoof checks. The bridge plugin should call [`gc_filtered`] with a scope, e.g. "the host
+//! veth is a port of this network's bridge, or no longer exists".
+//!
+//! Cost (release build, kernel 6.18, nft 1.0.6, 200 attachments present, `cargo test --release --test
+//! spoofchk -- --ignored --nocapture bench`): setup ≈ 20 ms, teardown ≈ 20 ms, check ≈ 25 ms, teardown
+//! of an absent attachment ≈ 8 ms. A read is ≈ 5 ms (process start, nft's cache fill); a write waits
+//! for the kernel's nf_tables commit (RCU grace periods after flushing/deleting rules), ≈ 10–15 ms.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
@@ -70,6 +84,8 @@ pub const COMMENT_PREFIX: &str = "macspoofchk-";
 
 /// How often a read-then-write is planned again when the ruleset changed in between.
 const MAX_ATTEMPTS: usize = 4;
+/// How long one `nft` run may take before it is killed (the reference allows 55 s).
+const NFT_TIMEOUT: Duration = Duration::from_secs(55);
 /// Kernel limit for chain names (NFT_NAME_MAXLEN, including the terminating NUL).
 const MAX_NAME: usize = 255;
 /// Kernel limit for rule user data (NFT_USERDATA_MAXLEN) minus the TLV header nft adds.
@@ -380,22 +396,83 @@ fn nft(args: &[&str], stdin: Option<&str>) -> Result<String, NftFailure> {
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| fail(format!("{e} (is the nftables package installed?)")))?;
-    let write = match (stdin, child.stdin.take()) {
-        (Some(s), Some(mut pipe)) => pipe.write_all(s.as_bytes()),
+    // Pipes are served by threads so that a stuck nft cannot block us past the timeout.
+    let script = stdin.map(|s| s.as_bytes().to_vec());
+    let pipe_in = child.stdin.take();
+    let writer = std::thread::spawn(move || match (script, pipe_in) {
+        (Some(s), Some(mut pipe)) => pipe.write_all(&s),
         _ => Ok(()),
+    });
+    let reader = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut p) = pipe {
+                let _ = p.read_to_end(&mut buf);
+            }
+            buf
+        })
     };
-    let out = child.wait_with_output().map_err(|e| fail(e.to_string()))?;
-    let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
-    if !out.status.success() {
+    let stdout = reader(child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let stderr = reader(child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let status = match wait_timeout(&mut child, NFT_TIMEOUT) {
+        Ok(Some(status)) => status,
+        Ok(None) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(fail(format!(
+                "no answer within {} s, killed (is the ruleset huge or the system overloaded?)",
+                NFT_TIMEOUT.as_secs()
+            )));
+        }
+        Err(e) => return Err(fail(format!("waiting for nft: {e}"))),
+    };
+    let write = writer.join().unwrap_or(Ok(()));
+    let stdout = stdout.join().unwrap_or_default();
+    let stderr = String::from_utf8_lossy(&stderr.join().unwrap_or_default()).trim().to_string();
+    if !status.success() {
         let absent = stderr.contains("No such file or directory");
         let raced = absent || stderr.contains("Device or resource busy");
-        let mut f = fail(format!("{}: {stderr}", out.status));
+        let mut f = fail(format!("{status}: {stderr}"));
         f.absent = absent;
         f.raced = raced;
         return Err(f);
     }
     write.map_err(|e| fail(format!("writing the script: {e}")))?;
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    Ok(String::from_utf8_lossy(&stdout).into_owned())
+}
+
+/// Waits for `child` to exit, at most `timeout`; `None` if it is still running. Sleeps in `poll` on a
+/// pidfd (no latency added); on kernels without pidfds it polls `try_wait` every millisecond.
+fn wait_timeout(
+    child: &mut std::process::Child,
+    timeout: Duration,
+) -> std::io::Result<Option<std::process::ExitStatus>> {
+    let deadline = Instant::now() + timeout;
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1; the child is not reaped
+    // before we are done with the fd (only try_wait below reaps it), so the pid cannot be reused.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, child.id() as libc::pid_t, 0) } as libc::c_int;
+    let result = loop {
+        if let Some(status) = child.try_wait()? {
+            break Ok(Some(status));
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break Ok(None);
+        }
+        if fd >= 0 {
+            let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+            let ms = left.as_millis().clamp(1, i32::MAX as u128) as libc::c_int;
+            // SAFETY: one valid pollfd; EINTR just loops.
+            unsafe { libc::poll(&mut pfd, 1, ms) };
+        } else {
+            std::thread::sleep(Duration::from_millis(1).min(left));
+        }
+    };
+    if fd >= 0 {
+        // SAFETY: we own the fd.
+        unsafe { libc::close(fd) };
+    }
+    result
 }
 
 /// `nft -j list <what...>`; `None` when the table/chain does not exist.
