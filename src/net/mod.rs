@@ -18,6 +18,7 @@ pub mod masq;
 pub mod neigh;
 pub mod netns;
 pub mod route;
+pub mod spoofchk;
 pub mod sysctl;
 
 pub use addr::{AddrOptions, Address, IpFamily};
