@@ -440,3 +440,30 @@ fn del_without_netns_or_prev_result_cleans_everything() {
     assert!(ip_files(net.data.path()).is_empty(), "IP released");
     assert!(net.node.links().iter().all(|l| l.kind.as_deref() != Some("veth")));
 }
+
+/// macspoofchk: frames from a pod with a forged source MAC are dropped at its bridge port; the rules are
+/// the reference's (table bridge nat), checked by CHECK and removed by DEL.
+#[test]
+fn macspoofchk_drops_forged_source_macs() {
+    let data = TempDir::new("br-spoof");
+    let conf = simple_conf("1.1.0", data.path(), json!({"macspoofchk": true, "ipMasq": false}));
+    let net = Net::new(conf, data, "br-spoof");
+    let (a, b) = (PodNs::new("br-spoof-a"), PodNs::new("br-spoof-b"));
+    net.run("add", &a, "spoof-a").ok();
+    net.run("add", &b, "spoof-b").ok();
+    let chains = net.node.cmd("nft").args(["list", "table", "bridge", "nat"]).run().ok().stdout;
+    assert!(chains.contains("chain cni-br-iface-spoof-a-eth0-mac"), "{chains}");
+    let b_ip = v4_of(&b, "eth0");
+    assert!(a.ping(&b_ip));
+    let mac = a.link("eth0").unwrap().address;
+    a.ip(&["link", "set", "eth0", "address", "02:00:00:00:be:ef"]).ok();
+    a.ip(&["neigh", "flush", "dev", "eth0"]).ok();
+    assert!(!a.ping(&b_ip), "a forged source MAC is dropped");
+    a.ip(&["link", "set", "eth0", "address", &mac]).ok();
+    assert!(a.wait_ping(&b_ip, std::time::Duration::from_secs(3)), "the real MAC passes again");
+    net.run("check", &a, "spoof-a").ok();
+    net.run("del", &a, "spoof-a").ok();
+    net.run("del", &b, "spoof-b").ok();
+    let left = net.node.cmd("nft").args(["list", "table", "bridge", "nat"]).run().ok().stdout;
+    assert!(!left.contains("cni-br-iface-"), "{left}");
+}

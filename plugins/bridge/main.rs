@@ -71,6 +71,7 @@ fn spec(req: &Request, c: &BridgeConf, has_ipam: bool) -> CniResult<AttachSpec> 
         force_address: c.force_address,
         enable_dad: c.enable_dad,
         disable_container_interface: c.disable_container_interface,
+        mac_spoof_check: c.mac_spoof_check,
         vlans,
         masq,
         gateway_routes: Vec::new(),
@@ -94,8 +95,8 @@ impl Plugin for Bridge {
     }
 
     fn del(&self, req: &Request) -> CniResult<()> {
-        let (_, ipam) = load(req)?;
-        detach::del(req, ipam.as_ref())
+        let (spec, ipam) = load(req)?;
+        detach::del(req, ipam.as_ref(), spec.mac_spoof_check)
     }
 
     fn check(&self, req: &Request) -> CniResult<()> {
@@ -104,8 +105,9 @@ impl Plugin for Bridge {
     }
 
     fn gc(&self, req: &Request, valid: Option<&[Attachment]>) -> CniResult<()> {
-        let (_, ipam) = load(req)?;
-        detach::gc(req, ipam.as_ref(), valid)
+        let (spec, ipam) = load(req)?;
+        let spoof_bridge = spec.mac_spoof_check.then_some(spec.bridge.name.as_str());
+        detach::gc(req, ipam.as_ref(), valid, spoof_bridge)
     }
 
     fn status(&self, req: &Request) -> CniResult<()> {

@@ -143,7 +143,7 @@ impl Plugin for Vxlan {
     fn del(&self, req: &Request) -> CniResult<()> {
         // The VTEP and the peer entries stay: they serve every pod of the node.
         let l = load(&req.conf.raw, &req.stdin)?;
-        detach::del(req, Some(&l.ipam))
+        detach::del(req, Some(&l.ipam), false)
     }
 
     fn check(&self, req: &Request) -> CniResult<()> {
@@ -165,7 +165,7 @@ impl Plugin for Vxlan {
 
     fn gc(&self, req: &Request, valid: Option<&[Attachment]>) -> CniResult<()> {
         let l = load(&req.conf.raw, &req.stdin)?;
-        detach::gc(req, Some(&l.ipam), valid)
+        detach::gc(req, Some(&l.ipam), valid, None)
     }
 
     /// Not ready (50) when the underlay is missing or the peer source is unreadable or invalid — not merely

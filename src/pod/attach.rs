@@ -12,6 +12,7 @@ use crate::cni::result::{AddResult, Interface, Route};
 use crate::cni::skel::Request;
 use crate::cni::{CniError, CniResult};
 use crate::net::masq::{self, Backend, PodEntry};
+use crate::net::spoofchk;
 use crate::net::{BridgeVlan, IpFamily, Link, Mac, NetHandle, Netns};
 use ipnetwork::IpNetwork;
 use std::time::Duration;
@@ -33,6 +34,8 @@ pub struct AttachSpec {
     pub force_address: bool,
     pub enable_dad: bool,
     pub disable_container_interface: bool,
+    /// Drop frames from the pod whose source MAC is not its interface's (`macspoofchk`).
+    pub mac_spoof_check: bool,
     pub vlans: Option<VlanPlan>,
     pub masq: Option<MasqSpec>,
     /// Destinations the pod reaches through its gateway besides what IPAM returns (vxlan: the cluster
@@ -68,6 +71,7 @@ impl MasqSpec {
 #[derive(Default)]
 struct Undo {
     veth: bool,
+    spoof_check: bool,
     ipam: bool,
     masq: Option<PodEntry>,
 }
@@ -77,6 +81,11 @@ impl Undo {
         if let Some(entry) = &self.masq {
             if let Err(e) = masq::teardown(&req.conf.name, entry) {
                 log::warn(&req.conf.plugin_type, format!("rollback: masquerade teardown: {e}"));
+            }
+        }
+        if self.spoof_check {
+            if let Err(e) = spoofchk::teardown(&req.container_id, &req.ifname) {
+                log::warn(&req.conf.plugin_type, format!("rollback: macspoofchk teardown: {e}"));
             }
         }
         if self.veth {
@@ -155,6 +164,12 @@ async fn steps(
     log::trace(&req.conf.plugin_type, "veth created");
     if let Some(vlans) = &spec.vlans {
         configure_vlans(node, &attached.host, vlans).await?;
+    }
+    if spec.mac_spoof_check {
+        let mac = attached.container.mac.ok_or_else(|| CniError::internal("the pod interface has no MAC"))?;
+        undo.spoof_check = true;
+        spoofchk::setup(&req.container_id, &req.ifname, &attached.host.name, mac)
+            .map_err(|e| CniError::internal(format!("failed to set up macspoofchk: {e}")))?;
     }
 
     let mut result = AddResult::default();

@@ -10,6 +10,7 @@ use crate::cni::skel::Request;
 use crate::cni::{CniError, CniResult};
 use crate::net::NetHandle;
 use crate::net::masq::{self, PodEntry};
+use crate::net::spoofchk;
 
 /// The ADD result CHECK compares against.
 pub fn required_prev_result(req: &Request) -> CniResult<&AddResult> {
@@ -113,6 +114,11 @@ async fn check_links(
             "{} in the container is not the peer of host veth {}",
             req.ifname, host.name
         )));
+    }
+    if spec.mac_spoof_check {
+        let mac = container.mac.ok_or_else(|| CniError::internal(format!("{} has no MAC", req.ifname)))?;
+        spoofchk::check(&req.container_id, &req.ifname, &host.name, mac)
+            .map_err(|e| CniError::internal(format!("macspoofchk check failed: {e}")))?;
     }
     Ok(())
 }

@@ -12,8 +12,10 @@ use crate::cni::skel::{Attachment, Request};
 use crate::cni::{CniError, CniResult};
 use crate::net::NetHandle;
 use crate::net::masq::{self, Owner, PodEntry};
+use crate::net::spoofchk;
 
-pub fn del(req: &Request, ipam: Option<&Ipam>) -> CniResult<()> {
+/// `mac_spoof_check`: the config asks for macspoofchk, so its rules are removed too.
+pub fn del(req: &Request, ipam: Option<&Ipam>, mac_spoof_check: bool) -> CniResult<()> {
     let mut errors: Vec<CniError> = Vec::new();
     let pod_ns = open_netns_for_del(&req.netns).unwrap_or_else(|e| {
         errors.push(e);
@@ -40,6 +42,11 @@ pub fn del(req: &Request, ipam: Option<&Ipam>) -> CniResult<()> {
             // A thread starts in its creator's netns: the node's, where the masquerade state lives.
             std::thread::spawn(move || masq::teardown(&network, &entry))
         });
+        if mac_spoof_check {
+            if let Err(e) = spoofchk::teardown(&req.container_id, &req.ifname) {
+                errors.push(CniError::internal(format!("failed to remove macspoofchk rules: {e}")));
+            }
+        }
         if let Err(e) = veth::remove(&node, pod.as_ref(), &req.container_id, &req.ifname).await {
             errors.push(e);
         }
@@ -62,9 +69,17 @@ pub fn del(req: &Request, ipam: Option<&Ipam>) -> CniResult<()> {
     })
 }
 
-/// GC: forward to IPAM (the spec's "must"), and drop masquerade entries of attachments not in the valid
-/// list. With no list at all, nothing is removed.
-pub fn gc(req: &Request, ipam: Option<&Ipam>, valid: Option<&[Attachment]>) -> CniResult<()> {
+/// GC: forward to IPAM (the spec's "must"), and drop masquerade entries (and, with `spoof_bridge`, the
+/// macspoofchk rules) of attachments not in the valid list. With no list at all, nothing is removed.
+///
+/// macspoofchk rules carry no network name, so only those whose host veth is gone or is a port of this
+/// network's bridge (`spoof_bridge`) are in scope: another network's protection is never removed.
+pub fn gc(
+    req: &Request,
+    ipam: Option<&Ipam>,
+    valid: Option<&[Attachment]>,
+    spoof_bridge: Option<&str>,
+) -> CniResult<()> {
     let mut errors = Vec::new();
     if let Some(ipam) = ipam {
         if let Err(e) = ipam.gc(req) {
@@ -76,6 +91,25 @@ pub fn gc(req: &Request, ipam: Option<&Ipam>, valid: Option<&[Attachment]>) -> C
         if let Err(e) = masq::gc(&req.conf.name, &owners) {
             errors.push(CniError::internal(format!("masquerade GC: {e}")));
         }
+        if let Some(bridge) = spoof_bridge {
+            if let Err(e) = gc_spoof_checks(valid, bridge) {
+                errors.push(e);
+            }
+        }
     }
     collect_errors(errors)
+}
+
+fn gc_spoof_checks(valid: &[Attachment], bridge: &str) -> CniResult<()> {
+    let links = block_on(async { NetHandle::current()?.links().await })?;
+    let bridge_index = links.iter().find(|l| l.name == bridge).map(|l| l.index);
+    let in_scope = |a: &spoofchk::Attachment| match &a.host_veth {
+        None => true,
+        Some(v) => match links.iter().find(|l| &l.name == v) {
+            None => true,
+            Some(l) => l.master.is_some() && l.master == bridge_index,
+        },
+    };
+    let pairs: Vec<(&str, &str)> = valid.iter().map(|a| (a.container_id.as_str(), a.ifname.as_str())).collect();
+    spoofchk::gc_filtered(&pairs, in_scope).map(|_| ()).map_err(|e| CniError::internal(format!("macspoofchk GC: {e}")))
 }
