@@ -38,14 +38,22 @@ pub struct Params {
     pub json: Option<PathBuf>,
     pub markdown: Option<PathBuf>,
     pub run_id: String,
-    pub throughput: bool,
+    /// Which parts run: latency (runner, concurrency, direct, RSS), scaling, throughput.
+    pub phases: Vec<String>,
+}
+
+impl Params {
+    pub fn runs(&self, phase: &str) -> bool {
+        self.phases.iter().any(|p| p == phase)
+    }
 }
 
 fn usage() -> ! {
     eprintln!(
         "usage: rcni-bench [--pods N] [--reps R] [--concurrency C] [--scale-pods S] [--scale-window W]\n\
          \x20                 [--iperf-secs T] [--quick] [--plugin-dir DIR] [--reference-dir DIR]\n\
-         \x20                 [--json FILE] [--markdown FILE] [--run-id ID] [--no-throughput]"
+         \x20                 [--json FILE] [--markdown FILE] [--run-id ID] [--no-throughput]\n\
+         \x20                 [--phases latency,scaling,throughput]"
     );
     std::process::exit(2)
 }
@@ -60,7 +68,7 @@ fn parse_args(args: &[String]) -> Params {
             "--quick" => quick = true,
             "--no-throughput" => throughput = false,
             "--pods" | "--reps" | "--concurrency" | "--scale-pods" | "--scale-window" | "--iperf-secs"
-            | "--plugin-dir" | "--reference-dir" | "--json" | "--markdown" | "--run-id" => {
+            | "--plugin-dir" | "--reference-dir" | "--json" | "--markdown" | "--run-id" | "--phases" => {
                 let v = it.next().unwrap_or_else(|| usage());
                 opt.insert(a.as_str().trim_start_matches("--"), v.clone());
             }
@@ -88,8 +96,19 @@ fn parse_args(args: &[String]) -> Params {
         json: opt.get("json").map(PathBuf::from),
         markdown: opt.get("markdown").map(PathBuf::from),
         run_id: opt.get("run-id").cloned().unwrap_or_else(|| std::process::id().to_string()),
-        throughput,
+        phases: opt
+            .get("phases")
+            .map(String::as_str)
+            .unwrap_or("latency,scaling,throughput")
+            .split(',')
+            .filter(|p| *p != "throughput" || throughput)
+            .map(String::from)
+            .collect(),
     };
+    if let Some(bad) = p.phases.iter().find(|x| !["latency", "scaling", "throughput"].contains(&x.as_str())) {
+        eprintln!("unknown phase {bad}");
+        usage()
+    }
     if p.pods == 0 || p.reps == 0 || p.scale_pods < 2 * p.scale_window || p.scale_window == 0 {
         eprintln!("need pods >= 1, reps >= 1, scale-window >= 1 and scale-pods >= 2 * scale-window");
         usage()
@@ -248,8 +267,11 @@ fn scaling(p: &Params, s: &Suite) -> Value {
         let v = floats(&out[op]["samples_us"]);
         let first = Pct::of_us(&v[..w]);
         let last = Pct::of_us(&v[v.len() - w..]);
+        let cpu = floats(&out[op]["cpu_us"]);
+        let (cf, cl) = (stats::median(&cpu[..w]) / 1000.0, stats::median(&cpu[cpu.len() - w..]) / 1000.0);
         json!({"first": first.json(), "last": last.json(), "all": Pct::of_us(&v).json(),
-               "growth_p50": last.p50 / first.p50, "wall_ms": out[op]["wall_us"].as_f64().unwrap_or(0.0) / 1000.0})
+               "growth_p50": last.p50 / first.p50, "wall_ms": out[op]["wall_us"].as_f64().unwrap_or(0.0) / 1000.0,
+               "cpu_ms_first": cf, "cpu_ms_last": cl, "cpu_growth": cl / cf})
     };
     json!({"pods": p.scale_pods, "window": w, "add": win("add"), "del": win("del")})
 }
@@ -289,7 +311,7 @@ fn iperf(server: &Ns, client: &Ns, ip: &str, secs: u32) -> f64 {
 }
 
 /// Two pods on one bridge of `s`, TCP pod1 -> pod0.
-fn bridge_throughput(p: &Params, s: &Suite) -> Value {
+fn bridge_throughput(p: &Params, s: &Suite) -> f64 {
     let tag = if s.name == "rcni" { "rt" } else { "gt" };
     let n = node(&format!("{tag}node"));
     let pods = Ns::create_many(&format!("{tag}p"), 2);
@@ -304,11 +326,11 @@ fn bridge_throughput(p: &Params, s: &Suite) -> Value {
     ns::delete_many(pods);
     drop(n);
     let _ = std::fs::remove_dir_all(&dir);
-    json!({"gbps": g, "secs": p.iperf_secs})
+    g
 }
 
 /// Two nodes on an underlay switch (198.18.0.1, .2), our vxlan, one pod each: pod↔pod vs node↔node.
-fn overlay_throughput(p: &Params, s: &Suite) -> Value {
+fn overlay_throughput(p: &Params, s: &Suite, runs: usize) -> Value {
     let switch = node("sw");
     switch.ip(&["link", "add", "sw0", "type", "bridge"]);
     switch.ip(&["link", "set", "sw0", "up"]);
@@ -345,13 +367,19 @@ fn overlay_throughput(p: &Params, s: &Suite) -> Value {
         nodes.push(n);
         pods.push(pod);
     }
-    let overlay = iperf(&pods[1], &pods[0], &ips[1], p.iperf_secs);
-    let underlay = iperf(&nodes[1], &nodes[0], "198.18.0.2", p.iperf_secs);
+    // Alternating overlay and underlay runs, median of each.
+    let (mut ov, mut un) = (Vec::new(), Vec::new());
+    for _ in 0..runs.max(1) {
+        ov.push(iperf(&pods[1], &pods[0], &ips[1], p.iperf_secs));
+        un.push(iperf(&nodes[1], &nodes[0], "198.18.0.2", p.iperf_secs));
+    }
+    let (overlay, underlay) = (stats::median(&ov), stats::median(&un));
     drop(pods);
     drop(nodes);
     drop(switch);
     let _ = std::fs::remove_dir_all(&dir);
-    json!({"vxlan_gbps": overlay, "underlay_gbps": underlay, "ratio": overlay / underlay, "secs": p.iperf_secs})
+    json!({"vxlan_gbps": overlay, "underlay_gbps": underlay, "ratio": overlay / underlay, "secs": p.iperf_secs,
+           "runs_vxlan_gbps": ov, "runs_underlay_gbps": un})
 }
 
 fn sizes(s: &Suite) -> Value {
@@ -429,33 +457,44 @@ fn main() {
         p.pods, p.reps, p.concurrency, p.scale_pods, p.scale_window, p.iperf_secs, p.quick, meta["loadavg_start"]
     ));
 
-    for s in &suites {
-        warm_up(s);
-    }
-    // Repetitions alternate between the suites (and which one goes first) to spread drift evenly.
     let mut reps: [Vec<Value>; 2] = [Vec::new(), Vec::new()];
-    for rep in 0..p.reps {
-        let order = if rep % 2 == 0 { [0, 1] } else { [1, 0] };
-        for i in order {
-            progress(&format!("rep {}/{}: {}", rep + 1, p.reps, suites[i].name));
-            reps[i].push(latency_rep(&p, &suites[i], rep));
+    if p.runs("latency") {
+        for s in &suites {
+            warm_up(s);
+        }
+        // Repetitions alternate between the suites (and which one goes first) to spread drift evenly.
+        for rep in 0..p.reps {
+            let order = if rep % 2 == 0 { [0, 1] } else { [1, 0] };
+            for i in order {
+                progress(&format!("rep {}/{}: {}", rep + 1, p.reps, suites[i].name));
+                reps[i].push(latency_rep(&p, &suites[i], rep));
+            }
         }
     }
-    let mut scale = Vec::new();
-    for s in &suites {
-        scale.push(scaling(&p, s));
+    let mut scale = vec![Value::Null, Value::Null];
+    if p.runs("scaling") {
+        for (i, s) in suites.iter().enumerate() {
+            scale[i] = scaling(&p, s);
+        }
     }
-    let mut tput = Vec::new();
+    let mut tput = vec![Value::Null, Value::Null];
     let mut overlay = Value::Null;
-    if p.throughput {
-        for s in &suites {
-            progress(&format!("{}: pod-pod throughput on one bridge", s.name));
-            tput.push(bridge_throughput(&p, s));
+    if p.runs("throughput") {
+        // A few alternating runs per suite (the data path is the kernel's: differences are setup or noise).
+        let runs = p.reps.min(3);
+        let mut gbps: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+        for r in 0..runs {
+            let order = if r % 2 == 0 { [0, 1] } else { [1, 0] };
+            for i in order {
+                progress(&format!("{}: pod-pod throughput on one bridge ({}/{runs})", suites[i].name, r + 1));
+                gbps[i].push(bridge_throughput(&p, &suites[i]));
+            }
+        }
+        for i in 0..2 {
+            tput[i] = json!({"gbps": stats::median(&gbps[i]), "runs_gbps": gbps[i], "secs": p.iperf_secs});
         }
         progress("rcni: cross-node vxlan throughput vs raw underlay");
-        overlay = overlay_throughput(&p, &suites[0]);
-    } else {
-        tput = vec![Value::Null, Value::Null];
+        overlay = overlay_throughput(&p, &suites[0], runs);
     }
     meta["loadavg_end"] = json!(loadavg());
     meta["duration_s"] = json!(START.get().unwrap().elapsed().as_secs_f64());

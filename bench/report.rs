@@ -24,7 +24,9 @@ fn med_of(reps: &[Value], path: &str, f: impl Fn(&[f64]) -> f64) -> f64 {
 pub fn suite_json(p: &Params, s: &Suite, reps: &[Value], scale: &Value, tput: &Value, sizes: Value) -> Value {
     let mut runner = serde_json::Map::new();
     for op in OPS {
-        runner.insert(op.into(), series(reps, &format!("/serial/{op}/samples_us")));
+        let mut v = series(reps, &format!("/serial/{op}/samples_us"));
+        v["cpu_ms_median"] = json!(med_of(reps, &format!("/serial/{op}/cpu_us"), median) / 1000.0);
+        runner.insert(op.into(), v);
     }
     let wall = |op: &str| median(&reps.iter().filter_map(|r| r["parallel"][op]["wall_us"].as_f64()).collect::<Vec<_>>()) / 1000.0;
     let parallel = json!({
@@ -134,6 +136,13 @@ fn rows(doc: &Value) -> Vec<Row> {
         );
     }
     add(
+        "runner",
+        "runner_cpu",
+        "ADD / CHECK / DEL CPU time per call, user+sys of the plugin processes (ms, median)".into(),
+        &OPS.map(|op| format!("/runner/{op}/cpu_ms_median")),
+        2,
+    );
+    add(
         "scaling",
         "scaling_add_first",
         format!("ADD p50 / p90 / p99 (ms), pods 1–{w} of {sp} on one bridge"),
@@ -148,6 +157,13 @@ fn rows(doc: &Value) -> Vec<Row> {
         2,
     );
     add("scaling", "scaling_add_growth", "ADD p50 growth: last window / first window".into(), &["/scaling/add/growth_p50".into()], 2);
+    add(
+        "scaling",
+        "scaling_add_cpu",
+        format!("ADD CPU time (ms, median): pods 1–{w} / pods {}–{sp} / growth", sp - w + 1),
+        &["/scaling/add/cpu_ms_first".into(), "/scaling/add/cpu_ms_last".into(), "/scaling/add/cpu_growth".into()],
+        2,
+    );
     add(
         "scaling",
         "scaling_del_first",
@@ -209,7 +225,7 @@ fn rows(doc: &Value) -> Vec<Row> {
     for b in ["bridge", "host-local", "loopback", "vxlan"] {
         add("size", &format!("size_{b}"), format!("binary size: {b} (KiB)"), &[format!("/sizes/{b}")], 0);
     }
-    add("throughput", "tput_bridge", "pod↔pod TCP on one bridge, iperf3 (Gbit/s)".into(), &["/throughput/gbps".into()], 2);
+    add("throughput", "tput_bridge", "pod↔pod TCP on one bridge, iperf3 (Gbit/s, median of runs)".into(), &["/throughput/gbps".into()], 2);
     // sizes are bytes in the JSON, KiB in the table
     for r in out.iter_mut().filter(|r| r.section == "size") {
         r.rcni.iter_mut().for_each(|x| *x /= 1024.0);

@@ -94,9 +94,11 @@ fn run_runner(
     let mut out = serde_json::Map::new();
     let mut ips = vec![String::new(); pods.len()];
     for op in ops {
+        let cpu = Mutex::new(vec![0f64; pods.len()]);
         let one = |i: usize| -> Result<(f64, Option<String>), String> {
             let a = att(i);
             let t = Instant::now();
+            let cpu0 = if concurrency <= 1 { children_cpu_us() } else { 0.0 };
             let ip = match op.as_str() {
                 "add" => {
                     let r = rt.add_network_list(&list, &a).map_err(|e| format!("ADD pod{i}: {e}"))?;
@@ -112,7 +114,11 @@ fn run_runner(
                 }
                 other => return Err(format!("unknown op {other}")),
             };
-            Ok((us(t), ip))
+            let wall = us(t);
+            if concurrency <= 1 {
+                cpu.lock().unwrap()[i] = children_cpu_us() - cpu0;
+            }
+            Ok((wall, ip))
         };
         let samples = Mutex::new(vec![0f64; pods.len()]);
         let found = Mutex::new(vec![None; pods.len()]);
@@ -148,10 +154,24 @@ fn run_runner(
                 ips[i] = ip;
             }
         }
-        out.insert(op.clone(), json!({"samples_us": samples.into_inner().unwrap(), "wall_us": wall_us}));
+        let mut v = json!({"samples_us": samples.into_inner().unwrap(), "wall_us": wall_us});
+        if concurrency <= 1 {
+            v["cpu_us"] = json!(cpu.into_inner().unwrap());
+        }
+        out.insert(op.clone(), v);
     }
     out.insert("ips".into(), json!(ips));
     Ok(Value::Object(out))
+}
+
+/// user+sys CPU of all reaped descendants so far (RUSAGE_CHILDREN). Around one serial runner call, the
+/// difference is the CPU of that call's plugin processes (the plugin waits for its IPAM child, so it counts too).
+fn children_cpu_us() -> f64 {
+    // SAFETY: getrusage fills a plain struct.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) };
+    let tv = |t: libc::timeval| t.tv_sec as f64 * 1e6 + t.tv_usec as f64;
+    tv(ru.ru_utime) + tv(ru.ru_stime)
 }
 
 /// One finished direct invocation.
