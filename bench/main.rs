@@ -405,7 +405,12 @@ fn sh(cmd: &str) -> String {
 }
 
 fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg").unwrap_or_default().split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn machine() -> Value {
@@ -430,7 +435,12 @@ fn machine() -> Value {
 fn check_suite(s: &Suite) {
     for b in ["bridge", "host-local"] {
         let p = s.dir.join(b);
-        assert!(p.is_file(), "{} plugin {} missing (build it / install containernetworking-plugins)", s.name, p.display());
+        assert!(
+            p.is_file(),
+            "{} plugin {} missing (build it / install containernetworking-plugins)",
+            s.name,
+            p.display()
+        );
     }
 }
 
@@ -471,13 +481,13 @@ fn main() {
             }
         }
     }
-    let mut scale = vec![Value::Null, Value::Null];
+    let mut scale = [Value::Null, Value::Null];
     if p.runs("scaling") {
         for (i, s) in suites.iter().enumerate() {
             scale[i] = scaling(&p, s);
         }
     }
-    let mut tput = vec![Value::Null, Value::Null];
+    let mut tput = [Value::Null, Value::Null];
     let mut overlay = Value::Null;
     if p.runs("throughput") {
         // A few alternating runs per suite (the data path is the kernel's: differences are setup or noise).

@@ -75,7 +75,11 @@ fn delete_ns(name: &str) -> bool {
 pub fn leftovers() -> Vec<String> {
     let Some(prefix) = PREFIX.get() else { return Vec::new() };
     let (_, list) = quiet("ip", &["netns", "list"]);
-    list.lines().filter_map(|l| l.split_whitespace().next()).filter(|n| n.starts_with(prefix.as_str())).map(String::from).collect()
+    list.lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| n.starts_with(prefix.as_str()))
+        .map(String::from)
+        .collect()
 }
 
 /// Kills every process inside our namespaces, deletes the namespaces and the temp directory.
@@ -193,7 +197,12 @@ impl Ns {
     /// `ip <args>` inside this namespace; panics on failure.
     pub fn ip(&self, args: &[&str]) {
         let out = self.cmd("ip").args(args).stdin(Stdio::null()).output().expect("run ip");
-        assert!(out.status.success(), "ip netns exec {} ip {args:?}: {}", self.name, String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "ip netns exec {} ip {args:?}: {}",
+            self.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// Brings `lo` up (a node's loopback).

@@ -6,7 +6,8 @@ use crate::stats::{Pct, floats, median};
 use crate::{Params, Suite};
 
 const OPS: [&str; 3] = ["add", "check", "del"];
-const DIRECT: [&str; 6] = ["bridge_add", "bridge_del", "host_local_add", "host_local_del", "version_bridge", "version_host_local"];
+const DIRECT: [&str; 6] =
+    ["bridge_add", "bridge_del", "host_local_add", "host_local_del", "version_bridge", "version_host_local"];
 
 /// Per-repetition percentiles and their medians for one sample series found at `path` in every rep.
 fn series(reps: &[Value], path: &str) -> Value {
@@ -28,7 +29,9 @@ pub fn suite_json(p: &Params, s: &Suite, reps: &[Value], scale: &Value, tput: &V
         v["cpu_ms_median"] = json!(med_of(reps, &format!("/serial/{op}/cpu_us"), median) / 1000.0);
         runner.insert(op.into(), v);
     }
-    let wall = |op: &str| median(&reps.iter().filter_map(|r| r["parallel"][op]["wall_us"].as_f64()).collect::<Vec<_>>()) / 1000.0;
+    let wall = |op: &str| {
+        median(&reps.iter().filter_map(|r| r["parallel"][op]["wall_us"].as_f64()).collect::<Vec<_>>()) / 1000.0
+    };
     let parallel = json!({
         "pods": p.pods,
         "concurrency": p.concurrency,
@@ -115,17 +118,10 @@ fn rows(doc: &Value) -> Vec<Row> {
         let g: Vec<f64> = ptrs.iter().map(|p| get(doc, "reference", p)).collect();
         let has_ref = g.iter().any(|x| x.is_finite());
         let ratio = has_ref.then(|| r.iter().zip(&g).map(|(a, b)| a / b).collect());
-        out.push(Row {
-            section,
-            key: key.into(),
-            label,
-            rcni: r,
-            reference: has_ref.then_some(g),
-            ratio,
-            decimals,
-        });
+        out.push(Row { section, key: key.into(), label, rcni: r, reference: has_ref.then_some(g), ratio, decimals });
     };
-    let pct = |base: &str| -> Vec<String> { ["p50_ms", "p90_ms", "p99_ms"].iter().map(|k| format!("{base}/{k}")).collect() };
+    let pct =
+        |base: &str| -> Vec<String> { ["p50_ms", "p90_ms", "p99_ms"].iter().map(|k| format!("{base}/{k}")).collect() };
     for op in OPS {
         add(
             "runner",
@@ -156,7 +152,13 @@ fn rows(doc: &Value) -> Vec<Row> {
         &pct("/scaling/add/last"),
         2,
     );
-    add("scaling", "scaling_add_growth", "ADD p50 growth: last window / first window".into(), &["/scaling/add/growth_p50".into()], 2);
+    add(
+        "scaling",
+        "scaling_add_growth",
+        "ADD p50 growth: last window / first window".into(),
+        &["/scaling/add/growth_p50".into()],
+        2,
+    );
     add(
         "scaling",
         "scaling_add_cpu",
@@ -185,9 +187,27 @@ fn rows(doc: &Value) -> Vec<Row> {
         &["/scaling/add/wall_ms".into(), "/scaling/del/wall_ms".into()],
         0,
     );
-    add("parallel", "parallel_add_wall", format!("{n} ADD, {c} in parallel: total wall (ms)"), &["/parallel/add_wall_ms".into()], 0);
-    add("parallel", "parallel_del_wall", format!("{n} DEL, {c} in parallel: total wall (ms)"), &["/parallel/del_wall_ms".into()], 0);
-    add("parallel", "parallel_total_wall", format!("{n} ADD + {n} DEL: total wall (ms)"), &["/parallel/total_wall_ms".into()], 0);
+    add(
+        "parallel",
+        "parallel_add_wall",
+        format!("{n} ADD, {c} in parallel: total wall (ms)"),
+        &["/parallel/add_wall_ms".into()],
+        0,
+    );
+    add(
+        "parallel",
+        "parallel_del_wall",
+        format!("{n} DEL, {c} in parallel: total wall (ms)"),
+        &["/parallel/del_wall_ms".into()],
+        0,
+    );
+    add(
+        "parallel",
+        "parallel_total_wall",
+        format!("{n} ADD + {n} DEL: total wall (ms)"),
+        &["/parallel/total_wall_ms".into()],
+        0,
+    );
     let labels = [
         ("bridge_add", "bridge ADD (includes the host-local child)"),
         ("bridge_del", "bridge DEL (includes the host-local child)"),
@@ -220,12 +240,30 @@ fn rows(doc: &Value) -> Vec<Row> {
         &["/rss/bridge_add_tree_kib".into()],
         0,
     );
-    add("memory", "rss_host_local_add", "peak RSS of host-local ADD alone (KiB, median)".into(), &["/rss/host_local_add_kib".into()], 0);
-    add("memory", "rss_version", "peak RSS of bridge VERSION (KiB, median)".into(), &["/rss/bridge_version_kib".into()], 0);
+    add(
+        "memory",
+        "rss_host_local_add",
+        "peak RSS of host-local ADD alone (KiB, median)".into(),
+        &["/rss/host_local_add_kib".into()],
+        0,
+    );
+    add(
+        "memory",
+        "rss_version",
+        "peak RSS of bridge VERSION (KiB, median)".into(),
+        &["/rss/bridge_version_kib".into()],
+        0,
+    );
     for b in ["bridge", "host-local", "loopback", "vxlan"] {
         add("size", &format!("size_{b}"), format!("binary size: {b} (KiB)"), &[format!("/sizes/{b}")], 0);
     }
-    add("throughput", "tput_bridge", "pod↔pod TCP on one bridge, iperf3 (Gbit/s, median of runs)".into(), &["/throughput/gbps".into()], 2);
+    add(
+        "throughput",
+        "tput_bridge",
+        "pod↔pod TCP on one bridge, iperf3 (Gbit/s, median of runs)".into(),
+        &["/throughput/gbps".into()],
+        2,
+    );
     // sizes are bytes in the JSON, KiB in the table
     for r in out.iter_mut().filter(|r| r.section == "size") {
         r.rcni.iter_mut().for_each(|x| *x /= 1024.0);
@@ -237,10 +275,7 @@ fn rows(doc: &Value) -> Vec<Row> {
 }
 
 fn fmt(v: &[f64], d: usize) -> String {
-    v.iter()
-        .map(|x| if x.is_finite() { format!("{x:.d$}") } else { "–".into() })
-        .collect::<Vec<_>>()
-        .join(" / ")
+    v.iter().map(|x| if x.is_finite() { format!("{x:.d$}") } else { "–".into() }).collect::<Vec<_>>().join(" / ")
 }
 
 pub fn markdown(doc: &Value) -> String {

@@ -258,8 +258,14 @@ fn run_direct(
             json!({"samples_us": self.wall, "cpu_us": self.cpu, "maxrss_kib": self.rss})
         }
     }
-    let (mut b_add, mut b_del, mut h_add, mut h_del, mut v_b, mut v_h) =
-        (Series::default(), Series::default(), Series::default(), Series::default(), Series::default(), Series::default());
+    let (mut b_add, mut b_del, mut h_add, mut h_del, mut v_b, mut v_h) = (
+        Series::default(),
+        Series::default(),
+        Series::default(),
+        Series::default(),
+        Series::default(),
+        Series::default(),
+    );
 
     let bridge_stdin = serde_json::to_vec(bridge_conf).unwrap();
     let mut prev = Vec::new();

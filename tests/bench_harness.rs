@@ -22,7 +22,19 @@ fn quick_run_reports_every_figure_for_both_suites() {
     let run_id = format!("t{}", std::process::id());
     let plugin_dir = rcni_bin("bridge").parent().unwrap().to_path_buf();
     let out = Command::new(env!("CARGO_BIN_EXE_rcni-bench"))
-        .args(["--quick", "--pods", "3", "--reps", "2", "--concurrency", "2", "--scale-pods", "6", "--scale-window", "2"])
+        .args([
+            "--quick",
+            "--pods",
+            "3",
+            "--reps",
+            "2",
+            "--concurrency",
+            "2",
+            "--scale-pods",
+            "6",
+            "--scale-window",
+            "2",
+        ])
         .args(["--iperf-secs", "1", "--run-id", &run_id])
         .arg("--plugin-dir")
         .arg(&plugin_dir)
@@ -33,8 +45,14 @@ fn quick_run_reports_every_figure_for_both_suites() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "rcni-bench failed: {}\n{stdout}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
-    let left: Vec<String> = netns_list().into_iter().filter(|n| n.starts_with(&format!("rcni-bench-{run_id}-"))).collect();
+    assert!(
+        out.status.success(),
+        "rcni-bench failed: {}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let left: Vec<String> =
+        netns_list().into_iter().filter(|n| n.starts_with(&format!("rcni-bench-{run_id}-"))).collect();
     assert!(left.is_empty(), "namespaces left behind: {left:?}");
 
     let doc: Value = serde_json::from_slice(&std::fs::read(&json_path).unwrap()).unwrap();
@@ -56,7 +74,9 @@ fn quick_run_reports_every_figure_for_both_suites() {
         for k in ["add_wall_ms", "del_wall_ms", "total_wall_ms"] {
             ptrs.push(format!("/parallel/{k}"));
         }
-        for k in ["bridge_add", "bridge_del", "host_local_add", "host_local_del", "version_bridge", "version_host_local"] {
+        for k in
+            ["bridge_add", "bridge_del", "host_local_add", "host_local_del", "version_bridge", "version_host_local"]
+        {
             ptrs.push(format!("/direct/{k}/p50_ms"));
             ptrs.push(format!("/direct/{k}/p99_ms"));
             ptrs.push(format!("/direct/{k}/cpu_ms_median"));
@@ -73,7 +93,9 @@ fn quick_run_reports_every_figure_for_both_suites() {
     assert!(num(&doc, "/overlay/vxlan_gbps") > 0.0);
     assert!(num(&doc, "/overlay/underlay_gbps") > 0.0);
     // Every figure with a reference value has a ratio.
-    for k in ["runner_add", "runner_check", "runner_del", "scaling_add_first", "scaling_add_last", "parallel_total_wall"] {
+    for k in
+        ["runner_add", "runner_check", "runner_del", "scaling_add_first", "scaling_add_last", "parallel_total_wall"]
+    {
         let r = doc["ratios"][k].as_array().unwrap_or_else(|| panic!("ratio {k} missing"));
         assert!(r.iter().all(|x| x.as_f64().is_some_and(|x| x > 0.0)), "ratio {k}: {r:?}");
     }
