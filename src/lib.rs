@@ -5,5 +5,6 @@
 //! `cni` and `net` never import each other.
 
 pub mod cni;
+pub mod ipam;
 pub mod net;
 pub mod pod;

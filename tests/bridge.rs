@@ -467,3 +467,30 @@ fn macspoofchk_drops_forged_source_macs() {
     let left = net.node.cmd("nft").args(["list", "table", "bridge", "nat"]).run().ok().stdout;
     assert!(!left.contains("cni-br-iface-"), "{left}");
 }
+
+/// rcni's own host-local of this build runs in-process (no child process); any other host-local on
+/// CNI_PATH — here the reference's — is exec'd as the spec says. Both produce working pods.
+#[test]
+fn host_local_runs_in_process_only_when_it_is_ours() {
+    let reference = support::reference_plugin("host-local");
+    for (foreign, tag) in [(false, "br-ipam-own"), (true, "br-ipam-ref")] {
+        let data = TempDir::new(tag);
+        let conf = simple_conf("1.0.0", data.path(), json!({}));
+        let node = NodeNs::new(tag);
+        let host_local = if foreign { reference.clone() } else { rcni_bin("host-local") };
+        let dir = support::PluginDir::new(&[("bridge", rcni_bin("bridge")), ("host-local", host_local)]);
+        let nc = NetConfDir::new(&conf);
+        let tool = Cnitool::new(&nc, &[dir.path().to_path_buf()]);
+        let log = data.join("trace.log");
+        let log_s = log.to_string_lossy().into_owned();
+        let env = [("CNI_CONTAINERID", "ipam"), ("RCNI_TRACE", "1"), ("RCNI_LOG_FILE", log_s.as_str())];
+        let pod = PodNs::new(tag);
+        let r = tool.run_with(&node, &["add", "shapes", pod.path_str()], &env).ok().json();
+        assert!(r["ips"][0]["address"].as_str().unwrap().starts_with("10.66.0."));
+        assert_eq!(ip_files(data.path()).len(), 1);
+        let trace = std::fs::read_to_string(&log).unwrap_or_default();
+        assert_eq!(trace.contains("IPAM in-process"), !foreign, "{trace}");
+        tool.run_with(&node, &["del", "shapes", pod.path_str()], &env).ok();
+        assert!(ip_files(data.path()).is_empty());
+    }
+}

@@ -12,8 +12,8 @@ use std::time::Duration;
 use ipnetwork::IpNetwork;
 use serde_json::{Map, Value};
 
-use crate::allocator::{Range, RangeSet, canonical};
-use rcni::cni::result::Route;
+use super::allocator::{Range, RangeSet, canonical};
+use crate::cni::result::Route;
 
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/cni/networks";
 /// How long a command waits for the network's lock before giving up with "try again" (code 11).

@@ -1,0 +1,3 @@
+//! IPAM plugins' logic, usable in-process by the plugins that delegate to them.
+
+pub mod host_local;
