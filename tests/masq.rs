@@ -4,6 +4,8 @@
 //! `setns`'d into it; shell commands run under `ip netns exec`. The host's netns is never touched and
 //! the namespaces are deleted on drop (also on panic).
 
+mod support;
+
 use std::net::IpAddr;
 use std::process::Command;
 use std::time::Instant;
@@ -11,32 +13,21 @@ use std::time::Instant;
 use ipnetwork::IpNetwork;
 use rcni::net::masq::{self, Backend, Element, Owner, PodEntry};
 
+/// A throwaway netns (the support guard removes it on drop, also on panic) with helpers for these tests.
 struct Netns {
     name: String,
+    ns: support::NodeNs,
 }
 
 impl Netns {
     fn new(tag: &str) -> Netns {
-        let name = format!("rcni-masq-{tag}-{}", std::process::id());
-        let _ = Command::new("ip").args(["netns", "del", &name]).stderr(std::process::Stdio::null()).status();
-        sh(&["ip", "netns", "add", &name]);
-        Netns { name }
+        let ns = support::NodeNs::new(&format!("masq-{tag}"));
+        Netns { name: ns.name().to_string(), ns }
     }
 
     /// Runs `f` on a thread inside this netns.
     fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
-        let path = format!("/run/netns/{}", self.name);
-        std::thread::scope(|s| {
-            let h = s.spawn(|| {
-                let fd = std::fs::File::open(&path).expect("open netns");
-                nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-                f()
-            });
-            match h.join() {
-                Ok(v) => v,
-                Err(p) => std::panic::resume_unwind(p),
-            }
-        })
+        self.ns.run_inside(f)
     }
 
     /// Runs a command inside this netns; panics on failure; returns stdout.
@@ -63,12 +54,6 @@ impl Netns {
             .filter(|l| l.contains(" masquerade") && !l.starts_with("comment"))
             .map(str::to_string)
             .collect()
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
     }
 }
 

@@ -17,18 +17,7 @@ use support::{NetNs, NodeNs, PodNs, TempDir, cni_env, reference_plugin};
 
 /// Runs `f` on a thread inside `ns`.
 fn in_ns<T: Send>(ns: &NetNs, f: impl FnOnce() -> T + Send) -> T {
-    let path = ns.path().to_path_buf();
-    std::thread::scope(|s| {
-        let h = s.spawn(move || {
-            let fd = std::fs::File::open(&path).expect("open netns");
-            nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-            f()
-        });
-        match h.join() {
-            Ok(v) => v,
-            Err(p) => std::panic::resume_unwind(p),
-        }
-    })
+    ns.run_inside(f)
 }
 
 fn mac(s: &str) -> Mac {

@@ -354,6 +354,23 @@ pub struct NetNs {
 }
 
 impl NetNs {
+    /// Runs `f` on a thread that `setns`'d into this namespace (for library calls that work in the calling
+    /// thread's netns, e.g. masquerade and spoof-check rules); the test's own thread never moves.
+    pub fn run_inside<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        let path = self.path().to_path_buf();
+        std::thread::scope(|s| {
+            let h = s.spawn(move || {
+                let fd = std::fs::File::open(&path).expect("open netns");
+                nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+                f()
+            });
+            match h.join() {
+                Ok(v) => v,
+                Err(p) => std::panic::resume_unwind(p),
+            }
+        })
+    }
+
     fn create(tag: &str) -> NetNs {
         require_root();
         let name = unique_name(tag);
