@@ -312,13 +312,7 @@ fn up_flags(m: &mut LinkMessage, up: bool) {
 
 pub(crate) fn bridge_message(spec: &BridgeSpec) -> LinkMessage {
     let mut m = LinkMessage::default();
-    m.attributes.push(LinkAttribute::IfName(spec.name.clone()));
-    if let Some(mtu) = spec.mtu {
-        m.attributes.push(LinkAttribute::Mtu(mtu));
-    }
-    if let Some(mac) = spec.mac {
-        m.attributes.push(LinkAttribute::Address(mac.0.to_vec()));
-    }
+    name_mtu_mac(&mut m, &spec.name, spec.mtu, spec.mac);
     if spec.up {
         up_flags(&mut m, true);
     }
@@ -332,14 +326,19 @@ pub(crate) fn bridge_message(spec: &BridgeSpec) -> LinkMessage {
     m
 }
 
-fn end_attrs(m: &mut LinkMessage, end: &VethEnd) {
-    m.attributes.push(LinkAttribute::IfName(end.name.clone()));
-    if let Some(mtu) = end.mtu {
+/// The attributes every new link of ours may carry: its name, and an MTU and MAC when given.
+fn name_mtu_mac(m: &mut LinkMessage, name: &str, mtu: Option<u32>, mac: Option<Mac>) {
+    m.attributes.push(LinkAttribute::IfName(name.to_string()));
+    if let Some(mtu) = mtu {
         m.attributes.push(LinkAttribute::Mtu(mtu));
     }
-    if let Some(mac) = end.mac {
+    if let Some(mac) = mac {
         m.attributes.push(LinkAttribute::Address(mac.0.to_vec()));
     }
+}
+
+fn end_attrs(m: &mut LinkMessage, end: &VethEnd) {
+    name_mtu_mac(m, &end.name, end.mtu, end.mac);
 }
 
 pub(crate) fn veth_message(spec: &VethSpec<'_>) -> LinkMessage {
@@ -384,13 +383,7 @@ pub(crate) fn vxlan_message(spec: &VxlanSpec) -> LinkMessage {
         data.push(InfoVxlan::UDPCsum(c));
     }
     let mut m = LinkMessage::default();
-    m.attributes.push(LinkAttribute::IfName(spec.name.clone()));
-    if let Some(mtu) = spec.mtu {
-        m.attributes.push(LinkAttribute::Mtu(mtu));
-    }
-    if let Some(mac) = spec.mac {
-        m.attributes.push(LinkAttribute::Address(mac.0.to_vec()));
-    }
+    name_mtu_mac(&mut m, &spec.name, spec.mtu, spec.mac);
     if spec.up {
         up_flags(&mut m, true);
     }
