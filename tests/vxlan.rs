@@ -192,9 +192,26 @@ fn three_nodes_every_pod_reaches_every_pod() {
             }
         }
     }
-    // The cross-node path is the overlay: the VTEP's counters move with a TCP exchange.
+    // A TCP exchange between every pair of pods; the cross-node path is the overlay: node 1's VTEP counters
+    // move with its pods' exchanges.
     let (tx0, rx0) = n1.vtep_counters();
-    assert!(tcp_exchange(&n1.pods[0], &c.nodes[2].pods[1], &c.nodes[2].pod_v4(1)), "TCP node1 -> node3");
+    for (i, a) in c.nodes.iter().enumerate() {
+        for pa in 0..2 {
+            for (j, b) in c.nodes.iter().enumerate() {
+                for pb in 0..2 {
+                    if (i, pa) != (j, pb) {
+                        let ip = b.pod_v4(pb);
+                        assert!(
+                            tcp_exchange(&a.pods[pa], &b.pods[pb], &ip),
+                            "TCP node{} pod{pa} -> node{} pod{pb}",
+                            i + 1,
+                            j + 1
+                        );
+                    }
+                }
+            }
+        }
+    }
     let (tx1, rx1) = n1.vtep_counters();
     assert!(tx1 > tx0 && rx1 > rx0, "VTEP counters moved: tx {tx0}->{tx1}, rx {rx0}->{rx1}");
 
