@@ -91,23 +91,30 @@ fn conflicts(existing: IpNetwork, want: IpNetwork) -> bool {
 
 /// Put each gateway address on the bridge. A different address of the same family already there is the
 /// classic "cni0 already has an IP address different from …" failure: say which, and the two ways out.
+///
+/// The address is added first: when it is already there (EEXIST, every ADD after the network's first), an
+/// earlier ADD has checked the bridge and nothing else is read. Only a new gateway address is followed by a
+/// look at the bridge's other addresses — a dump that would otherwise cost every ADD time in proportion to
+/// the node's addresses.
 pub async fn ensure_gateways(node: &NetHandle, bridge: &Link, gateways: &[IpNetwork], force: bool) -> CniResult<()> {
-    if gateways.is_empty() {
-        return Ok(());
-    }
-    let existing: Vec<IpNetwork> = node
-        .addresses(Some(bridge.index), None)
-        .await?
-        .into_iter()
-        .filter(|a| !a.is_link_local())
-        .map(|a| a.net)
-        .collect();
     for gw in gateways {
-        if existing.contains(gw) {
-            continue;
+        let opts = AddrOptions { nodad: gw.is_ipv6(), exists_ok: false };
+        match node.add_address(bridge.index, *gw, opts).await {
+            Err(e) if e.is_exists() => continue,
+            Err(e) => return Err(CniError::internal(format!("failed to add IP addr {gw} to {:?}: {e}", bridge.name))),
+            Ok(()) => {}
         }
-        for old in existing.iter().filter(|old| conflicts(**old, *gw)) {
+        let others: Vec<IpNetwork> = node
+            .addresses(Some(bridge.index), None)
+            .await?
+            .into_iter()
+            .filter(|a| !a.is_link_local() && conflicts(a.net, *gw))
+            .map(|a| a.net)
+            .collect();
+        for old in others {
             if !force {
+                // Leave the bridge as it was.
+                let _ = node.del_address(bridge.index, *gw).await;
                 return Err(CniError::internal(format!(
                     "failed to set bridge addr: {:?} already has an IP address different from {gw}",
                     bridge.name
@@ -117,16 +124,12 @@ pub async fn ensure_gateways(node: &NetHandle, bridge: &Link, gateways: &[IpNetw
                     bridge.name, bridge.name
                 )));
             }
-            match node.del_address(bridge.index, *old).await {
+            match node.del_address(bridge.index, old).await {
                 Ok(()) => {}
                 Err(e) if e.is_not_found() => {}
                 Err(e) => return Err(e.into()),
             }
         }
-        let opts = AddrOptions { nodad: gw.is_ipv6(), exists_ok: true };
-        node.add_address(bridge.index, *gw, opts)
-            .await
-            .map_err(|e| CniError::internal(format!("failed to add IP addr {gw} to {:?}: {e}", bridge.name)))?;
     }
     Ok(())
 }
