@@ -257,6 +257,31 @@ pub fn dispatch(plugin: &dyn Plugin, req: &Request, env: &dyn Fn(&str) -> Option
     }
 }
 
+/// A bug that panics must still answer in the protocol: the runtime gets an error JSON on stdout (code 999)
+/// instead of an empty stdout from an aborted process (release builds abort on panic).
+fn install_panic_reporter() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        // Once: a panic passed from a helper thread to the main one must not print a second document.
+        if PANIC_REPORTED.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return default(info);
+        }
+        let err = panic_error(&info.to_string());
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(to_pretty(&err.to_value(version::CURRENT)).as_bytes());
+        let _ = out.flush();
+        default(info);
+    }));
+}
+
+/// Set once a panic has printed its error JSON; nothing else is printed after it.
+static PANIC_REPORTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn panic_error(what: &str) -> CniError {
+    CniError::internal(format!("internal error in the plugin: {what}"))
+        .with_details("this is a bug in rcni; please report it with the plugin's stderr")
+}
+
 /// The about text printed when CNI_COMMAND is unset.
 pub fn about_text(about: &str) -> String {
     format!("{about}\nCNI protocol versions supported: {}\n", version::SUPPORTED.join(", "))
@@ -265,10 +290,9 @@ pub fn about_text(about: &str) -> String {
 /// The entry point of every plugin binary: read env + stdin, validate, dispatch, print, exit.
 pub fn run(about: &str, plugin: &dyn Plugin) -> ! {
     super::log::mark_start();
+    install_panic_reporter();
     let env = |k: &str| std::env::var(k).ok();
-    let mut stdin = std::io::stdin().lock();
-    let outcome = parse_invocation(&env, &mut stdin);
-    let mut out = std::io::stdout().lock();
+    let outcome = parse_invocation(&env, &mut std::io::stdin().lock());
     let (text, ok) = match outcome {
         Ok(Invocation::About) => {
             eprint!("{}", about_text(about));
@@ -287,6 +311,12 @@ pub fn run(about: &str, plugin: &dyn Plugin) -> ! {
         },
         Err(e) => (to_pretty(&e.to_value(version::CURRENT)), false),
     };
+    if PANIC_REPORTED.load(std::sync::atomic::Ordering::SeqCst) {
+        // A helper thread panicked (and was caught): its error JSON is already on stdout.
+        std::process::exit(1);
+    }
+    // Locked only now: a panic hook on another thread must never wait for a lock this thread holds.
+    let mut out = std::io::stdout().lock();
     let _ = out.write_all(text.as_bytes());
     let _ = out.flush();
     std::process::exit(if ok { 0 } else { 1 });
@@ -405,6 +435,13 @@ mod tests {
         assert_eq!(valid_attachments(&c).unwrap(), None);
         let c = NetConf::from_slice(br#"{"cniVersion":"1.1.0","name":"n","cni.dev/valid-attachments":[1]}"#).unwrap();
         assert_eq!(valid_attachments(&c).unwrap_err().code, 6);
+    }
+
+    #[test]
+    fn panics_become_code_999() {
+        let e = panic_error("panicked at src/x.rs:1:1: boom");
+        assert_eq!(e.code, 999);
+        assert!(e.msg.contains("boom"));
     }
 
     #[test]
