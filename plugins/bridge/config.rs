@@ -71,6 +71,15 @@ impl BridgeConf {
             return Err(CniError::invalid_config(format!("invalid VLAN ID {} (must be between 0 and 4094)", c.vlan)));
         }
         c.trunk_vids()?;
+        if c.vlan > 1 && c.is_gateway {
+            // The reference puts the gateway on a `<bridge>.<vlan>` veth that is a port of that VLAN; the
+            // bridge device itself is only in VLAN 1, so a gateway there would be unreachable for the pods.
+            return Err(CniError::new(
+                rcni::cni::error::code::UNSUPPORTED_FIELD,
+                format!("\"vlan\": {} together with \"isGateway\"/\"isDefaultGateway\" is not supported yet", c.vlan),
+            )
+            .with_details("use vlan with an external gateway (isGateway false), or no vlan"));
+        }
         if c.hairpin_mode && c.promisc_mode {
             return Err(CniError::invalid_config("cannot set hairpin mode and promiscuous mode at the same time")
                 .with_details("set only one of hairpinMode and promiscMode"));
@@ -157,6 +166,10 @@ mod tests {
             assert_eq!(e.code, 7, "{js}");
             assert!(e.msg.contains(needle), "{js}: {e}");
         }
+        let e = parse(r#"{"vlan":100,"isGateway":true}"#).unwrap_err();
+        assert_eq!(e.code, 2, "unsupported field");
+        assert!(e.msg.contains("\"vlan\": 100"), "{e}");
+        assert!(parse(r#"{"vlan":100}"#).is_ok());
         let e = BridgeConf::parse(br#"{"disableContainerInterface":true}"#, true).unwrap_err();
         assert!(e.msg.contains("cannot use IPAM"));
     }

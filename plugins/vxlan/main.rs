@@ -89,19 +89,23 @@ fn spec(c: &VxlanConf, mtu: u32) -> CniResult<AttachSpec> {
     })
 }
 
-/// Serializes node-level changes (VTEP, peer entries) between concurrent invocations in one node: a file
-/// lock keyed by the node's netns, so test nodes on one machine do not contend.
+/// Per-node state files of a network, keyed by the node's netns (so test nodes on one machine stay apart):
+/// `/run/rcni/vxlan-<netns inode>-<network>.<what>`. /run is cleared on reboot, like the devices.
+fn node_state_path(network: &str, what: &str) -> std::path::PathBuf {
+    use std::os::unix::fs::MetadataExt;
+    let ino = std::fs::metadata("/proc/thread-self/ns/net").map(|m| m.ino()).unwrap_or(0);
+    std::path::Path::new("/run/rcni").join(format!("vxlan-{ino}-{network}.{what}"))
+}
+
+/// Serializes node-level changes (VTEP, peer entries) between concurrent invocations in one node.
 struct NodeLock {
     _file: std::fs::File,
 }
 
 impl NodeLock {
     fn take(network: &str) -> CniResult<NodeLock> {
-        use std::os::unix::fs::MetadataExt;
-        let ino = std::fs::metadata("/proc/thread-self/ns/net").map(|m| m.ino()).unwrap_or(0);
-        let dir = std::path::Path::new("/run/rcni");
-        let _ = std::fs::create_dir_all(dir);
-        let path = dir.join(format!("vxlan-{ino}-{network}.lock"));
+        let path = node_state_path(network, "lock");
+        let _ = std::fs::create_dir_all("/run/rcni");
         let f = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -121,8 +125,13 @@ async fn prepare_node(node: &NetHandle, network: &str, l: &Loaded) -> CniResult<
     let _lock = NodeLock::take(network)?;
     let u = node::underlay(node, &l.conf).await?;
     let peers = node::peers(&l.conf)?;
-    let (vtep, mut changes) = node::ensure_vtep(node, &l.conf, &u, &l.own).await?;
-    changes.extend(node::reconcile_peers(node, &vtep, u.local, &peers).await?);
+    // The device this network used before (another name after a VNI change): ours to remove. Devices of
+    // other networks are never touched.
+    let record = node_state_path(network, "device");
+    let previous = std::fs::read_to_string(&record).ok();
+    let (vtep, mut changes) = node::ensure_vtep(node, &l.conf, &u, &l.own, previous.as_deref()).await?;
+    let _ = std::fs::write(&record, &vtep.name);
+    changes.extend(node::reconcile_peers(node, &vtep, u.local, &l.own, &peers).await?);
     Ok((u.mtu, changes))
 }
 
@@ -155,7 +164,7 @@ impl Plugin for Vxlan {
             let pod = NetHandle::for_netns(&pod_ns)?;
             let u = node::underlay(&node, &l.conf).await?;
             let vtep = node::check_vtep(&node, &l.conf, &u).await?;
-            node::check_peers(&node, &vtep, u.local, &node::peers(&l.conf)?).await?;
+            node::check_peers(&node, &vtep, u.local, &l.own, &node::peers(&l.conf)?).await?;
             let spec = spec(&l.conf, u.mtu)?;
             check::check_in(req, &spec, prev, &node, &pod).await?;
             Ok::<_, CniError>(spec)

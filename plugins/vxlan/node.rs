@@ -129,6 +129,7 @@ pub async fn ensure_vtep(
     c: &VxlanConf,
     u: &Underlay,
     own: &[IpNetwork],
+    previous: Option<&str>,
 ) -> CniResult<(Link, Vec<String>)> {
     let want = want_vtep(c, u);
     let mut changes = Vec::new();
@@ -186,7 +187,7 @@ pub async fn ensure_vtep(
         });
     }
     let mut link = link.expect("set above");
-    changes.extend(remove_stale_vteps(node, &link, u.local).await?);
+    changes.extend(remove_previous_vtep(node, &link, previous).await?);
     if link.mtu != want.mtu {
         node.set_mtu(link.index, u.mtu).await?;
     }
@@ -204,21 +205,20 @@ pub async fn ensure_vtep(
     Ok((link, changes))
 }
 
-/// The default device name carries the VNI (`rcni.<vni>`), so a VNI change leaves the old device behind,
-/// still holding the peer routes. Any other `rcni.*` VXLAN device with our local address is such a
-/// previous incarnation: remove it. (Devices with other names are never touched.)
-async fn remove_stale_vteps(node: &NetHandle, current: &Link, local: IpAddr) -> CniResult<Vec<String>> {
-    let mut changes = Vec::new();
-    for l in node.links().await? {
-        let ours = l.name.starts_with("rcni.") && l.vxlan.as_ref().is_some_and(|v| v.local == Some(local));
-        if ours && l.index != current.index {
-            match node.delete_link(l.index).await {
-                Err(e) if !e.is_not_found() => return Err(e.into()),
-                _ => changes.push(format!("removed stale device {}", l.name)),
-            }
-        }
+/// After a VNI change the default device name (`rcni.<vni>`) changes too, and the old device would stay,
+/// still holding the peer routes. `previous` is the device this network used before (recorded per node):
+/// remove it if it is another VXLAN device. Devices of other networks are never touched.
+async fn remove_previous_vtep(node: &NetHandle, current: &Link, previous: Option<&str>) -> CniResult<Vec<String>> {
+    let Some(name) = previous.map(str::trim).filter(|n| !n.is_empty() && *n != current.name) else {
+        return Ok(Vec::new());
+    };
+    match node.link_by_name(name).await? {
+        Some(l) if l.is_kind("vxlan") => match node.delete_link(l.index).await {
+            Err(e) if !e.is_not_found() => Err(e.into()),
+            _ => Ok(vec![format!("removed stale device {name}")]),
+        },
+        _ => Ok(Vec::new()),
     }
-    Ok(changes)
 }
 
 /// CHECK of the VTEP: it exists as the config wants.
@@ -282,8 +282,20 @@ fn fmt_mac(m: &MacBytes) -> String {
 /// Bring the VTEP's peer entries to the peer set: remove stale ones (route, FDB, neighbour — reverse of
 /// creation), add missing ones (neighbour, FDB, route: once the route exists the kernel would otherwise ARP
 /// for a gateway that has no entry yet). Unchanged entries are not touched. Returns what changed.
-pub async fn reconcile_peers(node: &NetHandle, vtep: &Link, local: IpAddr, peers: &[Peer]) -> CniResult<Vec<String>> {
-    let want = peerplan::desired(peers, local, mac_of);
+pub async fn reconcile_peers(
+    node: &NetHandle,
+    vtep: &Link,
+    local: IpAddr,
+    own: &[IpNetwork],
+    peers: &[Peer],
+) -> CniResult<Vec<String>> {
+    for p in peers.iter().filter(|p| p.underlay != local && peerplan::is_self(p, local, own)) {
+        rcni::cni::log::warn(
+            "vxlan",
+            format!("peer {} claims this node's subnet(s): treated as this node and skipped", p.underlay),
+        );
+    }
+    let want = peerplan::desired(peers, local, own, mac_of);
     let have = current_entries(node, vtep).await?;
     let d = peerplan::diff(&want, &have);
     let mut changes = Vec::new();
@@ -326,8 +338,14 @@ pub async fn reconcile_peers(node: &NetHandle, vtep: &Link, local: IpAddr, peers
 }
 
 /// CHECK of the peer entries: every wanted entry is there (extra ones are left for `sync` to judge).
-pub async fn check_peers(node: &NetHandle, vtep: &Link, local: IpAddr, peers: &[Peer]) -> CniResult<()> {
-    let want = peerplan::desired(peers, local, mac_of);
+pub async fn check_peers(
+    node: &NetHandle,
+    vtep: &Link,
+    local: IpAddr,
+    own: &[IpNetwork],
+    peers: &[Peer],
+) -> CniResult<()> {
+    let want = peerplan::desired(peers, local, own, mac_of);
     let have = current_entries(node, vtep).await?;
     let d = peerplan::diff(&want, &have);
     let fix = "run `vxlan sync <conf>` to restore the overlay entries";

@@ -32,11 +32,24 @@ impl Entries {
     }
 }
 
+/// Is `p` this node? Its underlay address is ours, or it claims one of our own pod subnets (the same node
+/// listed under another of its addresses): routing our own subnet into the VTEP would replace the bridge's
+/// connected route and cut off this node's pods.
+pub fn is_self(p: &Peer, own_underlay: IpAddr, own_subnets: &[IpNetwork]) -> bool {
+    p.underlay == own_underlay
+        || p.subnets.iter().any(|s| own_subnets.iter().any(|o| o.contains(s.network()) || s.contains(o.network())))
+}
+
 /// The entries for `peers`, leaving out this node itself (one peers file can serve every node).
 /// IPv4 and IPv6 pod subnets ride the same VTEP.
-pub fn desired(peers: &[Peer], own_underlay: IpAddr, mac_of: impl Fn(IpAddr) -> MacBytes) -> Entries {
+pub fn desired(
+    peers: &[Peer],
+    own_underlay: IpAddr,
+    own_subnets: &[IpNetwork],
+    mac_of: impl Fn(IpAddr) -> MacBytes,
+) -> Entries {
     let mut e = Entries::default();
-    for p in peers.iter().filter(|p| p.underlay != own_underlay) {
+    for p in peers.iter().filter(|p| !is_self(p, own_underlay, own_subnets)) {
         let mac = mac_of(p.underlay);
         e.fdb.insert((mac, p.underlay));
         for s in &p.subnets {
@@ -93,7 +106,7 @@ mod tests {
             peer("198.18.0.2", &["10.244.2.0/24", "fd00:244:0:2::/64"]),
             peer("198.18.0.3", &["10.244.3.0/24"]),
         ];
-        let e = desired(&peers, "198.18.0.1".parse().unwrap(), mac);
+        let e = desired(&peers, "198.18.0.1".parse().unwrap(), &[], mac);
         assert_eq!(e.fdb.len(), 2);
         assert_eq!(e.neighs.len(), 3);
         assert_eq!(e.routes.len(), 3);
@@ -102,12 +115,22 @@ mod tests {
     }
 
     #[test]
+    fn this_node_under_another_address_is_skipped() {
+        let own: Vec<IpNetwork> = vec!["10.244.1.0/24".parse().unwrap()];
+        let peers = vec![peer("192.0.2.10", &["10.244.1.0/24"]), peer("198.18.0.2", &["10.244.2.0/24"])];
+        let e = desired(&peers, "198.18.0.1".parse().unwrap(), &own, mac);
+        assert_eq!(e.routes.len(), 1, "only the real peer: {e:?}");
+        assert_eq!(e.fdb.len(), 1);
+        assert!(!e.routes.iter().any(|(d, _)| d.to_string() == "10.244.1.0/24"));
+    }
+
+    #[test]
     fn diff_touches_only_changes() {
         let own: IpAddr = "198.18.0.1".parse().unwrap();
         let before =
-            desired(&[peer("198.18.0.2", &["10.244.2.0/24"]), peer("198.18.0.3", &["10.244.3.0/24"])], own, mac);
+            desired(&[peer("198.18.0.2", &["10.244.2.0/24"]), peer("198.18.0.3", &["10.244.3.0/24"])], own, &[], mac);
         let after =
-            desired(&[peer("198.18.0.2", &["10.244.2.0/24"]), peer("198.18.0.4", &["10.244.4.0/24"])], own, mac);
+            desired(&[peer("198.18.0.2", &["10.244.2.0/24"]), peer("198.18.0.4", &["10.244.4.0/24"])], own, &[], mac);
         let d = diff(&after, &before);
         assert_eq!(d.add.len(), 3, "peer .4: neigh, fdb, route");
         assert_eq!(d.remove.len(), 3, "peer .3: neigh, fdb, route");

@@ -145,7 +145,6 @@ async fn steps(
     br: &Link,
     undo: &mut Undo,
 ) -> CniResult<AddResult> {
-    undo.veth = true; // set first: a half-made pair (host end only) is removed too
     let attached = veth::attach(
         node,
         pod,
@@ -161,6 +160,8 @@ async fn steps(
         },
     )
     .await?;
+    // Only now: a failed create made nothing of ours, and the name it collided with may be the pod's own.
+    undo.veth = true;
     log::trace(&req.conf.plugin_type, "veth created");
     if let Some(vlans) = &spec.vlans {
         configure_vlans(node, &attached.host, vlans).await?;

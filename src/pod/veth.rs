@@ -32,6 +32,10 @@ pub async fn ensure_absent_in_pod(pod: &NetHandle, ifname: &str) -> CniResult<()
 
 /// Create the pair and attach the host end to the bridge. A host end left by an earlier, interrupted ADD of
 /// this same attachment carries our derived name: it is ours, so it is removed and the pair made anew.
+///
+/// All or nothing: the pair is created in one request, and if a later step here fails, the pair this call
+/// made is deleted (by its host end's index) before returning — never an interface of the pod's that merely
+/// has the same name.
 pub async fn attach(node: &NetHandle, pod: &NetHandle, a: &VethAttach<'_>) -> CniResult<Attached> {
     let host_name = host_veth_name(a.container_id, a.ifname);
     let spec = VethSpec {
@@ -49,14 +53,22 @@ pub async fn attach(node: &NetHandle, pod: &NetHandle, a: &VethAttach<'_>) -> Cn
         }
         Err(e) => return Err(veth_error(a, &host_name, e)),
     };
-    if a.hairpin || a.isolated {
-        let flags = BridgePortFlags { hairpin: Some(a.hairpin), isolated: Some(a.isolated) };
-        node.set_bridge_port_flags(host.index, &flags)
-            .await
-            .map_err(|e| CniError::internal(format!("failed to set port flags on {host_name}: {e}")))?;
+    let finish = async {
+        if a.hairpin || a.isolated {
+            let flags = BridgePortFlags { hairpin: Some(a.hairpin), isolated: Some(a.isolated) };
+            node.set_bridge_port_flags(host.index, &flags)
+                .await
+                .map_err(|e| CniError::internal(format!("failed to set port flags on {host_name}: {e}")))?;
+        }
+        Ok::<_, CniError>(pod.require_link(a.ifname).await?)
+    };
+    match finish.await {
+        Ok(container) => Ok(Attached { host, container }),
+        Err(e) => {
+            let _ = node.delete_link(host.index).await;
+            Err(e)
+        }
     }
-    let container = pod.require_link(a.ifname).await?;
-    Ok(Attached { host, container })
 }
 
 fn veth_error(a: &VethAttach<'_>, host_name: &str, e: crate::net::NetError) -> CniError {
