@@ -99,6 +99,14 @@ fn comment_safe(s: &str) -> String {
     s.chars().filter(|c| !matches!(c, '"' | '\\' | '\n' | '\r') && !c.is_control()).take(64).collect()
 }
 
+/// The masquerade rule of one family: pod sources to anything but the exempt prefixes and multicast.
+fn masq_rule(chain: &str, fam: &str, pods: &str, exempt: &str, multicast: &str, comment: &str) -> String {
+    format!(
+        "add rule inet {TABLE} {chain} {fam} saddr @{pods} {fam} daddr != @{exempt} {fam} daddr != {multicast} \
+         masquerade comment \"{comment}\"\n"
+    )
+}
+
 /// The nft script that (re)writes the structure of a network (idempotent, one transaction).
 pub fn structure_script(network: &str, exempt: &[IpNetwork]) -> String {
     let n = Names::new(network);
@@ -129,22 +137,8 @@ pub fn structure_script(network: &str, exempt: &[IpNetwork]) -> String {
         chain = n.chain,
         e4 = n.exempt4,
         e6 = n.exempt6,
-        r4 = if v4 {
-            format!(
-                "add rule inet {TABLE} {} ip saddr @{} ip daddr != @{} ip daddr != 224.0.0.0/4 masquerade comment \"{c4}\"\n",
-                n.chain, n.pods4, n.exempt4
-            )
-        } else {
-            String::new()
-        },
-        r6 = if v6 {
-            format!(
-                "add rule inet {TABLE} {} ip6 saddr @{} ip6 daddr != @{} ip6 daddr != ff00::/8 masquerade comment \"{c6}\"\n",
-                n.chain, n.pods6, n.exempt6
-            )
-        } else {
-            String::new()
-        },
+        r4 = if v4 { masq_rule(&n.chain, "ip", &n.pods4, &n.exempt4, "224.0.0.0/4", &c4) } else { String::new() },
+        r6 = if v6 { masq_rule(&n.chain, "ip6", &n.pods6, &n.exempt6, "ff00::/8", &c6) } else { String::new() },
     ));
     for (set, list) in [(&n.exempt4, &ex4), (&n.exempt6, &ex6)] {
         if !list.is_empty() {
