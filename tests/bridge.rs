@@ -494,3 +494,85 @@ fn host_local_runs_in_process_only_when_it_is_ours() {
         assert!(ip_files(data.path()).is_empty());
     }
 }
+
+/// Runs the bridge binary directly, the way a runtime does: waits for its exit and its stdout, but not for
+/// the background work it leaves (the harness's `run` would wait for that too).
+fn bridge_raw(node: &NodeNs, cmd: &str, pod: &PodNs, cid: &str, conf: &Value) -> std::process::Output {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let env = support::cni_env(cmd, cid, pod.path_str(), "eth0", &rcni_path());
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", node.name()])
+        .arg(rcni_bin("bridge"))
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(env)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn bridge");
+    child.stdin.take().unwrap().write_all(conf.to_string().as_bytes()).unwrap();
+    child.wait_with_output().expect("bridge output")
+}
+
+fn plugin_conf(list: &Value) -> Value {
+    let mut p = list["plugins"][0].clone();
+    p["cniVersion"] = list["cniVersion"].clone();
+    p["name"] = list["name"].clone();
+    p
+}
+
+#[test]
+fn del_frees_the_names_at_once_and_the_pair_goes_in_the_background() {
+    let data = TempDir::new("br-bgdel");
+    let conf = plugin_conf(&simple_conf("1.0.0", data.path(), json!({})));
+    let node = NodeNs::new("br-bgdel");
+    let pod = PodNs::new("br-bgdel-p");
+    let veths = |node: &NodeNs| node.links().into_iter().filter(|l| l.kind.as_deref() == Some("veth")).count();
+    let add = bridge_raw(&node, "ADD", &pod, "bg-1", &conf);
+    assert!(add.status.success(), "ADD: {}", String::from_utf8_lossy(&add.stdout));
+    let del = bridge_raw(&node, "DEL", &pod, "bg-1", &conf);
+    assert!(del.status.success(), "DEL: {}", String::from_utf8_lossy(&del.stdout));
+    assert!(del.stdout.is_empty(), "DEL prints nothing on success");
+    // The pod's name is free at once (the old end, if still there, is down under another name), and the
+    // address is released: a new ADD of the same attachment right away gets the same name and works.
+    assert!(pod.link("eth0").is_none());
+    assert!(pod.links().iter().filter(|l| l.ifname.starts_with("rcnidel")).all(|l| !l.is_up()));
+    let again = bridge_raw(&node, "ADD", &pod, "bg-1", &conf);
+    assert!(again.status.success(), "ADD right after DEL: {}", String::from_utf8_lossy(&again.stdout));
+    assert!(pod.ping("10.66.0.1"), "the new attachment works");
+    // The detached child finishes the old pair: eventually one pair only, nothing retired left.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while (veths(&node) != 1 || pod.links().iter().any(|l| l.ifname.starts_with("rcnidel")))
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(veths(&node), 1, "the old pair is deleted in the background");
+    assert!(!pod.links().iter().any(|l| l.ifname.starts_with("rcnidel")), "no retired end left");
+    // The harness waits for background work: after its DEL nothing is left at all.
+    let tool_del = node.run_plugin(
+        &rcni_bin("bridge"),
+        &support::cni_env("DEL", "bg-1", pod.path_str(), "eth0", &rcni_path()),
+        conf.to_string().as_bytes(),
+    );
+    tool_del.ok();
+    assert_eq!(veths(&node), 0, "no veth left");
+    assert!(pod.links().iter().all(|l| l.ifname == "lo"), "only lo left in the pod");
+    assert!(ip_files(data.path()).is_empty(), "no IP file left");
+}
+
+#[test]
+fn del_in_line_when_background_deletion_is_off() {
+    let data = TempDir::new("br-fgdel");
+    let conf = plugin_conf(&simple_conf("1.0.0", data.path(), json!({"deleteLinkInBackground": false})));
+    let node = NodeNs::new("br-fgdel");
+    let pod = PodNs::new("br-fgdel-p");
+    assert!(bridge_raw(&node, "ADD", &pod, "fg-1", &conf).status.success());
+    let del = bridge_raw(&node, "DEL", &pod, "fg-1", &conf);
+    assert!(del.status.success(), "DEL: {}", String::from_utf8_lossy(&del.stdout));
+    // No waiting: the pair is gone when DEL returns.
+    assert!(node.links().iter().all(|l| l.kind.as_deref() != Some("veth")), "no veth left");
+    assert!(pod.links().iter().all(|l| l.ifname == "lo"), "only lo left in the pod");
+}

@@ -40,6 +40,13 @@ pub struct BridgeConf {
     pub disable_container_interface: bool,
     #[serde(default, deserialize_with = "lenient_bool")]
     pub port_isolation: bool,
+    /// rcni: DEL leaves the kernel's slow unregister of the veth pair to a detached child (see README).
+    #[serde(default = "yes", deserialize_with = "lenient_bool")]
+    pub delete_link_in_background: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]

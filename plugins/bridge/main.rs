@@ -75,6 +75,7 @@ fn spec(req: &Request, c: &BridgeConf, has_ipam: bool) -> CniResult<AttachSpec> 
         vlans,
         masq,
         gateway_routes: Vec::new(),
+        background_unlink: c.delete_link_in_background,
     })
 }
 
@@ -96,7 +97,7 @@ impl Plugin for Bridge {
 
     fn del(&self, req: &Request) -> CniResult<()> {
         let (spec, ipam) = load(req)?;
-        detach::del(req, ipam.as_ref(), spec.mac_spoof_check)
+        detach::del(req, ipam.as_ref(), spec.mac_spoof_check, spec.background_unlink)
     }
 
     fn check(&self, req: &Request) -> CniResult<()> {

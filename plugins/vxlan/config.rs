@@ -38,6 +38,13 @@ pub struct VxlanConf {
     /// host-local's dataDir when the IPAM config is generated from `subnet`.
     #[serde(default)]
     pub data_dir: Option<String>,
+    /// DEL leaves the kernel's slow unregister of the veth pair to a detached child (as bridge).
+    #[serde(default = "yes", deserialize_with = "lenient_bool")]
+    pub delete_link_in_background: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]

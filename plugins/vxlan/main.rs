@@ -85,6 +85,7 @@ fn spec(c: &VxlanConf, mtu: u32) -> CniResult<AttachSpec> {
         is_default_gateway: c.is_default_gateway,
         masq,
         gateway_routes: c.network.clone(),
+        background_unlink: c.delete_link_in_background,
         ..Default::default()
     })
 }
@@ -140,19 +141,21 @@ struct Vxlan;
 impl Plugin for Vxlan {
     fn add(&self, req: &Request) -> CniResult<AddResult> {
         let l = load(&req.conf.raw, &req.stdin)?;
-        let pod_ns = open_netns(&req.netns)?;
-        block_on(async {
-            let node = NetHandle::current()?;
-            let pod = NetHandle::for_netns(&pod_ns)?;
-            let (mtu, _) = prepare_node(&node, &req.conf.name, &l).await?;
-            attach::add_in(req, &spec(&l.conf, mtu)?, Some(&l.ipam), &node, &pod, &pod_ns).await
+        attach::with_allocation(req, Some(&l.ipam), |alloc| {
+            let pod_ns = open_netns(&req.netns)?;
+            block_on(async {
+                let node = NetHandle::current()?;
+                let pod = NetHandle::for_netns(&pod_ns)?;
+                let (mtu, _) = prepare_node(&node, &req.conf.name, &l).await?;
+                attach::add_in(req, &spec(&l.conf, mtu)?, alloc, &node, &pod, &pod_ns).await
+            })
         })
     }
 
     fn del(&self, req: &Request) -> CniResult<()> {
         // The VTEP and the peer entries stay: they serve every pod of the node.
         let l = load(&req.conf.raw, &req.stdin)?;
-        detach::del(req, Some(&l.ipam), false)
+        detach::del(req, Some(&l.ipam), false, l.conf.delete_link_in_background)
     }
 
     fn check(&self, req: &Request) -> CniResult<()> {

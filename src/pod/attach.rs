@@ -4,7 +4,7 @@
 
 use super::bridge::{BridgeSettings, enable_forwarding, ensure_bridge, ensure_gateways};
 use super::iface::{self, IfaceSetup};
-use super::ipam::Ipam;
+use super::ipam::{Allocation, Ipam};
 use super::veth::{self, VethAttach};
 use super::{block_on, open_netns, plan};
 use crate::cni::log;
@@ -41,6 +41,8 @@ pub struct AttachSpec {
     /// Destinations the pod reaches through its gateway besides what IPAM returns (vxlan: the cluster
     /// network); added to the result as routes with the gateway.
     pub gateway_routes: Vec<IpNetwork>,
+    /// DEL: make the veth pair inert and let a detached child wait for the kernel to delete it.
+    pub background_unlink: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -67,17 +69,17 @@ impl MasqSpec {
     }
 }
 
-/// What this ADD has done so far, so a failure can undo it in reverse.
+/// What this ADD has done so far to the kernel, so a failure can undo it in reverse. The IPAM allocation
+/// is released last, by `with_allocation`.
 #[derive(Default)]
 struct Undo {
     veth: bool,
     spoof_check: bool,
-    ipam: bool,
     masq: Option<PodEntry>,
 }
 
 impl Undo {
-    async fn run(self, req: &Request, ipam: Option<&Ipam>, node: &NetHandle, pod: &NetHandle) {
+    async fn run(self, req: &Request, node: &NetHandle, pod: &NetHandle) {
         if let Some(entry) = &self.masq {
             if let Err(e) = masq::teardown(&req.conf.name, entry) {
                 log::warn(&req.conf.plugin_type, format!("rollback: masquerade teardown: {e}"));
@@ -93,28 +95,40 @@ impl Undo {
                 log::warn(&req.conf.plugin_type, format!("rollback: veth removal: {e}"));
             }
         }
-        if let (true, Some(ipam)) = (self.ipam, ipam) {
-            if let Err(e) = ipam.del(req) {
-                log::warn(&req.conf.plugin_type, format!("rollback: IPAM DEL: {e}"));
-            }
-        }
     }
 }
 
 pub fn add(req: &Request, spec: &AttachSpec, ipam: Option<&Ipam>) -> CniResult<AddResult> {
-    let pod_ns = open_netns(&req.netns)?;
-    block_on(async {
-        let node = NetHandle::current()?;
-        let pod = NetHandle::for_netns(&pod_ns)?;
-        add_in(req, spec, ipam, &node, &pod, &pod_ns).await
+    with_allocation(req, ipam, |alloc| {
+        let pod_ns = open_netns(&req.netns)?;
+        block_on(async {
+            let node = NetHandle::current()?;
+            let pod = NetHandle::for_netns(&pod_ns)?;
+            add_in(req, spec, alloc, &node, &pod, &pod_ns).await
+        })
     })
+}
+
+/// Run an ADD with its IPAM allocation started first, on its own thread (see `Allocation`), and released
+/// if the ADD fails — after the ADD's own undo, so an address is never free while an interface holds it.
+pub fn with_allocation(
+    req: &Request,
+    ipam: Option<&Ipam>,
+    add: impl FnOnce(Option<&mut Allocation>) -> CniResult<AddResult>,
+) -> CniResult<AddResult> {
+    let mut alloc = ipam.map(|i| Allocation::start(i, req));
+    let outcome = add(alloc.as_mut());
+    if let (Err(_), Some(a)) = (&outcome, alloc) {
+        a.release(req);
+    }
+    outcome
 }
 
 /// ADD with handles the caller already has (vxlan prepares the node first with the same handle).
 pub async fn add_in(
     req: &Request,
     spec: &AttachSpec,
-    ipam: Option<&Ipam>,
+    alloc: Option<&mut Allocation<'_>>,
     node: &NetHandle,
     pod: &NetHandle,
     pod_ns: &Netns,
@@ -125,10 +139,10 @@ pub async fn add_in(
     // The bridge is shared by every pod of the network: it stays even if this ADD fails.
     let br = ensure_bridge(node, &spec.bridge).await?;
     let mut undo = Undo::default();
-    match steps(req, spec, ipam, node, pod, pod_ns, &br, &mut undo).await {
+    match steps(req, spec, alloc, node, pod, pod_ns, &br, &mut undo).await {
         Ok(r) => Ok(r),
         Err(e) => {
-            undo.run(req, ipam, node, pod).await;
+            undo.run(req, node, pod).await;
             Err(e)
         }
     }
@@ -138,7 +152,7 @@ pub async fn add_in(
 async fn steps(
     req: &Request,
     spec: &AttachSpec,
-    ipam: Option<&Ipam>,
+    alloc: Option<&mut Allocation<'_>>,
     node: &NetHandle,
     pod: &NetHandle,
     pod_ns: &Netns,
@@ -174,13 +188,12 @@ async fn steps(
     }
 
     let mut result = AddResult::default();
-    if let Some(ipam) = ipam {
-        undo.ipam = true; // a failed IPAM ADD may still have reserved something: DEL it too
-        let ipam_result = ipam.add(req)?;
+    if let Some(alloc) = alloc {
+        let ipam_result = alloc.result()?;
         log::trace(&req.conf.plugin_type, "IPAM ADD done");
         if ipam_result.ips.is_empty() {
             return Err(CniError::internal("IPAM plugin returned missing IP config")
-                .with_details(format!("{} gave no address; check its ranges", ipam.plugin)));
+                .with_details(format!("{} gave no address; check its ranges", alloc.plugin())));
         }
         result.ips = ipam_result.ips;
         result.routes = ipam_result.routes;

@@ -3,19 +3,21 @@
 //!
 //! Order: the masquerade entry and the veth (concurrently), then the IPAM release — an IP is never handed
 //! to a new pod while an old rule or interface still holds it. Every step runs even if an earlier one
-//! failed; all errors are reported at the end.
+//! failed; all errors are reported at the end. With `background_unlink` the veth pair is only made inert
+//! before the release, and a detached child waits for the kernel to delete it (`veth::retire`).
 
 use super::ipam::Ipam;
 use super::{block_on, collect_errors, open_netns_for_del, veth};
 use crate::cni::log;
 use crate::cni::skel::{Attachment, Request};
 use crate::cni::{CniError, CniResult};
-use crate::net::NetHandle;
 use crate::net::masq::{self, Owner, PodEntry};
 use crate::net::spoofchk;
+use crate::net::{NetHandle, detached};
 
-/// `mac_spoof_check`: the config asks for macspoofchk, so its rules are removed too.
-pub fn del(req: &Request, ipam: Option<&Ipam>, mac_spoof_check: bool) -> CniResult<()> {
+/// `mac_spoof_check`: the config asks for macspoofchk, so its rules are removed too. `background_unlink`: the
+/// veth pair is made inert here and deleted by a detached child (see `veth::retire`).
+pub fn del(req: &Request, ipam: Option<&Ipam>, mac_spoof_check: bool, background_unlink: bool) -> CniResult<()> {
     let mut errors: Vec<CniError> = Vec::new();
     let pod_ns = open_netns_for_del(&req.netns).unwrap_or_else(|e| {
         errors.push(e);
@@ -27,10 +29,8 @@ pub fn del(req: &Request, ipam: Option<&Ipam>, mac_spoof_check: bool) -> CniResu
             Some(ns) => Some(NetHandle::for_netns(ns)?),
             None => None,
         };
-        // The masquerade entry goes on its own thread, alongside the veth removal: both are slow in the
-        // kernel for reasons of their own (releasing an nf_tables socket after a delete waits for an RCU
-        // grace period; unregistering a veth pair waits for its references), and neither needs the other.
-        // Both finish before the IP is released.
+        // The masquerade entry goes on its own thread, alongside the veth: neither needs the other, and both
+        // finish before the IP is released.
         let masq_job = ipam.map(|_| {
             // The pod's addresses come from prevResult (the cached ADD result); the masquerade module finds
             // the entries by owner when there is none. Tried whatever ipMasq says now: the config may have
@@ -47,10 +47,14 @@ pub fn del(req: &Request, ipam: Option<&Ipam>, mac_spoof_check: bool) -> CniResu
                 errors.push(CniError::internal(format!("failed to remove macspoofchk rules: {e}")));
             }
         }
-        if let Err(e) = veth::remove(&node, pod.as_ref(), &req.container_id, &req.ifname).await {
-            errors.push(e);
-        }
-        log::trace(&req.conf.plugin_type, "veth removed");
+        let unlink = match veth::retire(&node, pod.as_ref(), &req.container_id, &req.ifname, background_unlink).await {
+            Ok(index) => index,
+            Err(e) => {
+                errors.push(e);
+                None
+            }
+        };
+        log::trace(&req.conf.plugin_type, "veth removed or made inert");
         if let Some(job) = masq_job {
             match job.join() {
                 Ok(Ok(())) => {}
@@ -64,6 +68,15 @@ pub fn del(req: &Request, ipam: Option<&Ipam>, mac_spoof_check: bool) -> CniResu
                 errors.push(e);
             }
             log::trace(&req.conf.plugin_type, "IPAM DEL done");
+        }
+        // Last, so the child also takes over every socket whose release is slow (see net::detached).
+        if unlink.is_some() || (background_unlink && detached::has_lingering()) {
+            if let Err(e) = detached::delete_link(unlink) {
+                log::warn(&req.conf.plugin_type, format!("{e}; deleting in-line"));
+                if let Err(e) = veth::remove(&node, pod.as_ref(), &req.container_id, &req.ifname).await {
+                    errors.push(e);
+                }
+            }
         }
         collect_errors(errors)
     })

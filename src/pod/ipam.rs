@@ -10,10 +10,12 @@
 use crate::cni::config::NetConf;
 use crate::cni::result::AddResult;
 use crate::cni::skel::{self, Command, Plugin, Request};
-use crate::cni::{CniResult, delegate, log};
+use crate::cni::{CniError, CniResult, delegate, log};
 use crate::ipam::host_local::{BUILD_MARKER, HostLocal};
 use std::path::{Path, PathBuf};
+use std::thread::JoinHandle;
 
+#[derive(Debug, Clone)]
 pub struct Ipam {
     pub plugin: String,
     pub stdin: Vec<u8>,
@@ -124,6 +126,60 @@ impl Ipam {
 
     pub fn status(&self, req: &Request) -> CniResult<()> {
         self.run(req, Command::Status)
+    }
+}
+
+/// The IPAM ADD of one attachment, started on its own thread before the interfaces are built and collected
+/// when the pod's addresses are needed: the allocation (a file lock, a directory read, two synced files, or
+/// a whole IPAM process) overlaps the kernel work on the veth pair instead of following it.
+///
+/// The thread starts in its creator's network namespace, the node's, like an exec'd IPAM plugin would run.
+pub struct Allocation<'a> {
+    ipam: &'a Ipam,
+    state: AllocState,
+}
+
+enum AllocState {
+    Running(JoinHandle<CniResult<AddResult>>),
+    /// Ran inline (no thread could be started).
+    Done(CniResult<AddResult>),
+    Taken,
+}
+
+impl<'a> Allocation<'a> {
+    pub fn start(ipam: &'a Ipam, req: &Request) -> Allocation<'a> {
+        let (job_ipam, job_req) = (ipam.clone(), req.clone());
+        let state = match std::thread::Builder::new().name("rcni-ipam".into()).spawn(move || job_ipam.add(&job_req)) {
+            Ok(job) => AllocState::Running(job),
+            Err(e) => {
+                log::warn(&req.conf.plugin_type, format!("no thread for IPAM ({e}); running it inline"));
+                AllocState::Done(ipam.add(req))
+            }
+        };
+        Allocation { ipam, state }
+    }
+
+    /// The IPAM plugin's name, for messages.
+    pub fn plugin(&self) -> &str {
+        &self.ipam.plugin
+    }
+
+    /// Wait for the IPAM ADD and take its result (once).
+    pub fn result(&mut self) -> CniResult<AddResult> {
+        match std::mem::replace(&mut self.state, AllocState::Taken) {
+            AllocState::Running(job) => job.join().unwrap_or_else(|_| Err(CniError::internal("IPAM ADD panicked"))),
+            AllocState::Done(r) => r,
+            AllocState::Taken => Err(CniError::internal("IPAM ADD result taken twice")),
+        }
+    }
+
+    /// Undo for a failed ADD: wait for an ADD still running, then DEL — a failed IPAM ADD may still have
+    /// reserved something, and DEL of nothing is fine.
+    pub fn release(mut self, req: &Request) {
+        let _ = self.result();
+        if let Err(e) = self.ipam.del(req) {
+            log::warn(&req.conf.plugin_type, format!("rollback: IPAM DEL: {e}"));
+        }
     }
 }
 

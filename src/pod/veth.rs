@@ -2,6 +2,7 @@
 //! bridge under a name derived from (containerID, ifname).
 
 use super::names::host_veth_name;
+use crate::cni::log;
 use crate::cni::{CniError, CniResult};
 use crate::net::{BridgePortFlags, Link, Mac, NetHandle, Netns, VethEnd, VethSpec};
 
@@ -98,6 +99,49 @@ pub async fn remove(node: &NetHandle, pod: Option<&NetHandle>, container_id: &st
         }
     }
     ignore_absent(node.delete_link_by_name(&host_veth_name(container_id, ifname)).await)
+}
+
+/// DEL's removal. The kernel's unregister of a pair waits out an RCU barrier (tens of ms), and nothing after
+/// DEL depends on that wait once the pair is inert, so with `background` the pair is only made inert here;
+/// the caller hands the returned host index to a detached child (`net::detached`) at the end of DEL:
+/// - the pod end goes down — the pod can send nothing, and frames to it are dropped — and is renamed
+///   `rcnidel<index>`, so its name is free at once for a new attachment in a netns that lives on;
+/// - the IP can then be released safely; the host end keeps its derived name until the child deletes the
+///   pair (an ADD of the same attachment meanwhile removes it by that name, as it does any leftover).
+///
+/// Without `background` the pair is deleted in-line and `None` returned. Absent links are fine; a device
+/// under the pod's ifname that is not a veth is never touched.
+pub async fn retire(
+    node: &NetHandle,
+    pod: Option<&NetHandle>,
+    container_id: &str,
+    ifname: &str,
+    background: bool,
+) -> CniResult<Option<u32>> {
+    let host = node.link_by_name(&host_veth_name(container_id, ifname)).await?;
+    let Some(host) = host.filter(|_| background) else {
+        return remove(node, pod, container_id, ifname).await.map(|_| None);
+    };
+    if let Some(pod) = pod {
+        if let Some(l) = pod.link_by_name(ifname).await?.filter(|l| l.is_kind("veth")) {
+            let inert = async {
+                pod.set_down(l.index).await?;
+                pod.set_name(l.index, &retired_name(l.index)).await
+            };
+            if let Err(e) = inert.await {
+                if !e.is_not_found() {
+                    log::warn("veth", format!("cannot retire {ifname:?} ({e}); deleting it now"));
+                    return remove(node, Some(pod), container_id, ifname).await.map(|_| None);
+                }
+            }
+        }
+    }
+    Ok(Some(host.index))
+}
+
+/// The pod end's name while it waits for deletion: unique in its netns (by index), within IFNAMSIZ.
+fn retired_name(index: u32) -> String {
+    format!("rcnidel{index:x}")
 }
 
 /// The host end of the pod's veth, by its derived name.

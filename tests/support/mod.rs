@@ -204,6 +204,10 @@ impl NsCommand {
 }
 
 fn run_with_timeout(mut cmd: Command, stdin: &[u8], timeout: Duration, cmdline: String) -> Output {
+    // rcni's DEL leaves the veth deletion to a detached child: the test process adopts such children and
+    // waits for them after every command, so a test sees the final kernel state.
+    static ADOPT: std::sync::Once = std::sync::Once::new();
+    ADOPT.call_once(|| rcni::net::detached::adopt_helpers().expect("become a subreaper"));
     cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot run `{cmdline}`: {e}"));
     let mut pipe = child.stdin.take().unwrap();
@@ -243,6 +247,7 @@ fn run_with_timeout(mut cmd: Command, stdin: &[u8], timeout: Duration, cmdline: 
     if timed_out {
         stderr.push_str(&format!("\n[harness: killed after {timeout:?}]"));
     }
+    rcni::net::detached::reap_helpers(true);
     Output { status: status.code().unwrap_or(-1), stdout, stderr, cmdline }
 }
 

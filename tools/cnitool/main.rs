@@ -183,7 +183,12 @@ fn main() -> ExitCode {
     if (needs_netns && netns.is_none()) || argv.len() > 4 {
         return usage(&exe);
     }
-    match run(cmd, net, netns.map(String::as_str)) {
+    // Plugins may leave background work (rcni's DEL deletes the veth pair in a detached child): adopt it and
+    // wait for it, so that when cnitool returns, the kernel state is final.
+    let _ = rcni::net::detached::adopt_helpers();
+    let outcome = run(cmd, net, netns.map(String::as_str));
+    rcni::net::detached::reap_helpers(true);
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("{e}");

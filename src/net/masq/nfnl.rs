@@ -403,9 +403,29 @@ pub fn encode_batch(
 
 /// An NETLINK_NETFILTER socket in the calling thread's network namespace.
 pub struct Nfnl {
-    sock: Socket,
+    /// Taken only in `drop`.
+    sock: std::mem::ManuallyDrop<Socket>,
     seq: u32,
     rbuf: Vec<u8>,
+}
+
+/// Set once this process has committed a batch. From then on, releasing any nf_tables socket makes the
+/// kernel first finish destroying the committed transactions (`nft_rcv_nl_event` flushes that work, which
+/// waits for an RCU grace period: ~5–20 ms). So sockets are not closed after a commit but handed to
+/// `net::detached::linger`: a detached helper (DEL) takes them over, or they close at exit — no later than
+/// they would have anyway, and the plugin's remaining work does not wait for them.
+static COMMITTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+impl Drop for Nfnl {
+    fn drop(&mut self) {
+        // SAFETY: `sock` is not used again; this is its only take.
+        let sock = unsafe { std::mem::ManuallyDrop::take(&mut self.sock) };
+        if COMMITTED.load(std::sync::atomic::Ordering::Relaxed) {
+            use std::os::fd::{FromRawFd, IntoRawFd};
+            // SAFETY: the fd comes from into_raw_fd, so it is open and owned by nothing else.
+            crate::net::detached::linger(unsafe { std::os::fd::OwnedFd::from_raw_fd(sock.into_raw_fd()) });
+        }
+    }
 }
 
 const RECV_BUF: usize = 64 * 1024;
@@ -417,7 +437,7 @@ impl Nfnl {
         let seq =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(1)
                 | 1;
-        Ok(Nfnl { sock, seq, rbuf: Vec::with_capacity(RECV_BUF) })
+        Ok(Nfnl { sock: std::mem::ManuallyDrop::new(sock), seq, rbuf: Vec::with_capacity(RECV_BUF) })
     }
 
     fn next_seq(&mut self, n: u32) -> u32 {
@@ -620,6 +640,7 @@ impl Nfnl {
         if acks != expected {
             return Err(NetlinkError::Protocol(format!("batch of {expected} changes: only {acks} acknowledged")));
         }
+        COMMITTED.store(true, std::sync::atomic::Ordering::Relaxed);
         Ok(())
     }
 }
