@@ -110,6 +110,7 @@ fn two_pods_ipv4_talk_check_and_clean_up() {
     assert_ne!(ip_a, ip_b);
     assert!(net.node.addr_cidrs("cni0").contains(&"10.88.0.1/16".to_string()), "gateway on the bridge");
     assert_eq!(a.default_gateway("-4").as_deref(), Some("10.88.0.1"));
+    assert_eq!(a.sysctl("net.ipv4.conf.eth0.arp_notify"), "1", "gratuitous ARP on up, as the reference sets");
     assert!(a.ping(&ip_b), "pod a reaches pod b");
     assert!(b.ping(&ip_a), "pod b reaches pod a");
     assert!(a.ping("10.88.0.1"), "pod a reaches the gateway");

@@ -1,7 +1,7 @@
 #!/bin/bash
 # Time ADD and DEL of a host-local binary, one process per operation, like a runtime does.
 # usage: ipam/host-local/bench.sh <binary> [n=200] [prefill=0]     (BASE=/dev/shm to leave fsync out)
-# e.g.:  for b in /usr/lib/cni/host-local target/release/host-local; do ipam/host-local/bench.sh $b 200 500; done
+# e.g.:  for b in /usr/lib/cni/host-local target/x86_64-unknown-linux-gnu/release/host-local; do ipam/host-local/bench.sh $b 200 500; done
 set -u
 BIN=$(readlink -f "$1"); N=${2:-200}; PRE=${3:-0}
 D=$(mktemp -d "${BASE:-/tmp}/hlbench.XXXX")

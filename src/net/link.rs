@@ -9,8 +9,9 @@ use netlink_packet_core::{DefaultNla, NLM_F_CREATE, NLM_F_EXCL, NetlinkPayload};
 use netlink_packet_route::AddressFamily;
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_packet_route::link::{
-    AfSpecBridge, BridgeFlag, BridgeVlanInfo, BridgeVlanInfoFlags, InfoBridge, InfoBridgePort, InfoData, InfoKind,
-    InfoPortData, InfoVeth, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage, LinkProtoInfoBridge, State,
+    AfSpecBridge, AfSpecInet, AfSpecUnspec, BridgeFlag, BridgeVlanInfo, BridgeVlanInfoFlags, InetDevConf, InfoBridge,
+    InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoVeth, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo,
+    LinkMessage, LinkProtoInfoBridge, State,
 };
 
 use super::error::{NetError, Result};
@@ -490,6 +491,17 @@ impl NetHandle {
         let mut m = get_by_index(index);
         up_flags(&mut m, true);
         self.set_link(m, format!("set link #{index} up")).await
+    }
+
+    /// `net.ipv4.conf.<dev>.arp_notify = 1` over netlink (IFLA_AF_SPEC / AF_INET / IFLA_INET_CONF): no
+    /// thread inside the link's namespace is needed, unlike for a write to /proc/sys.
+    pub async fn enable_arp_notify(&self, index: u32) -> Result<()> {
+        let mut conf = InetDevConf::default();
+        conf.arp_notify = 1;
+        let mut m = get_by_index(index);
+        m.attributes
+            .push(LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet(vec![AfSpecInet::DevConfRequest(conf)])]));
+        self.set_link(m, format!("set arp_notify on link #{index}")).await
     }
 
     pub async fn set_down(&self, index: u32) -> Result<()> {

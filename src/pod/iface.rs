@@ -16,19 +16,19 @@ pub struct IfaceSetup<'a> {
     pub enable_dad: bool,
 }
 
-/// Sysctls of the pod interface, written from one thread inside the pod netns (sysctls follow the
-/// writing thread's namespace). Keys missing on a host without IPv6 are skipped.
-fn pod_sysctls(ns: &Netns, ifname: &str, has_v6: bool, enable_dad: bool) -> CniResult<()> {
-    let mut kvs: Vec<(String, &str)> = vec![(format!("net/ipv4/conf/{ifname}/arp_notify"), "1")];
-    if has_v6 {
-        kvs.push(("net/ipv6/conf/lo/disable_ipv6".into(), "0"));
-        kvs.push((format!("net/ipv6/conf/{ifname}/disable_ipv6"), "0"));
+/// IPv6 sysctls of the pod interface, written from one thread inside the pod netns (sysctls follow the
+/// writing thread's namespace; IPv6 device settings cannot be set over netlink). Keys missing on a host
+/// without IPv6 are skipped.
+fn pod_ipv6_sysctls(ns: &Netns, ifname: &str, enable_dad: bool) -> CniResult<()> {
+    let mut kvs: Vec<(String, &str)> = vec![
+        ("net/ipv6/conf/lo/disable_ipv6".into(), "0"),
+        (format!("net/ipv6/conf/{ifname}/disable_ipv6"), "0"),
         // Keep addresses when the link goes down, so a later up does not lose them.
-        kvs.push((format!("net/ipv6/conf/{ifname}/keep_addr_on_down"), "1"));
-        kvs.push((format!("net/ipv6/conf/{ifname}/accept_dad"), if enable_dad { "1" } else { "0" }));
-        if enable_dad {
-            kvs.push((format!("net/ipv6/conf/{ifname}/enhanced_dad"), "1"));
-        }
+        (format!("net/ipv6/conf/{ifname}/keep_addr_on_down"), "1"),
+        (format!("net/ipv6/conf/{ifname}/accept_dad"), if enable_dad { "1" } else { "0" }),
+    ];
+    if enable_dad {
+        kvs.push((format!("net/ipv6/conf/{ifname}/enhanced_dad"), "1"));
     }
     run_in_netns(ns, move || {
         for (k, v) in &kvs {
@@ -44,7 +44,13 @@ fn pod_sysctls(ns: &Netns, ifname: &str, has_v6: bool, enable_dad: bool) -> CniR
 
 pub async fn configure(pod: &NetHandle, pod_ns: &Netns, s: &IfaceSetup<'_>) -> CniResult<()> {
     let has_v6 = s.ips.iter().any(|i| i.address.is_ipv6());
-    pod_sysctls(pod_ns, &s.link.name, has_v6, s.enable_dad)?;
+    // A gratuitous ARP when the interface comes up (as the reference sets): over netlink, before the up.
+    pod.enable_arp_notify(s.link.index)
+        .await
+        .map_err(|e| CniError::internal(format!("failed to set arp_notify on {:?}: {e}", s.link.name)))?;
+    if has_v6 {
+        pod_ipv6_sysctls(pod_ns, &s.link.name, s.enable_dad)?;
+    }
     for ip in s.ips {
         let opts = AddrOptions { nodad: ip.address.is_ipv6() && !s.enable_dad, exists_ok: false };
         pod.add_address(s.link.index, ip.address, opts).await.map_err(|e| {
