@@ -577,3 +577,25 @@ fn del_in_line_when_background_deletion_is_off() {
     assert!(node.links().iter().all(|l| l.kind.as_deref() != Some("veth")), "no veth left");
     assert!(pod.links().iter().all(|l| l.ifname == "lo"), "only lo left in the pod");
 }
+
+#[test]
+fn a_repeated_add_of_a_live_attachment_fails_and_leaves_it_working() {
+    let data = TempDir::new("br-twice");
+    let net = Net::new(simple_conf("1.1.0", data.path(), json!({})), data, "br-twice");
+    let pod = PodNs::new("br-twice-p");
+    net.run("add", &pod, "twice").ok();
+    let host_veths = |net: &Net| {
+        net.node
+            .links()
+            .into_iter()
+            .filter(|l| l.kind.as_deref() == Some("veth"))
+            .map(|l| l.ifindex)
+            .collect::<Vec<_>>()
+    };
+    let before = host_veths(&net);
+    let out = net.run("add", &pod, "twice").fails();
+    assert!(err_msg(&out).contains("already exists"), "{out:?}");
+    assert_eq!(host_veths(&net), before, "the live attachment's host end is untouched");
+    assert_eq!(ip_files(net.data.path()).len(), 1, "the live attachment keeps its address reservation");
+    assert!(pod.ping("10.66.0.1"), "the live attachment still works");
+}

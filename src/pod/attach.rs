@@ -134,8 +134,6 @@ pub async fn add_in(
     pod_ns: &Netns,
 ) -> CniResult<AddResult> {
     log::trace(&req.conf.plugin_type, "handles ready");
-    // Checked before anything is made, so this failure needs no undo.
-    veth::ensure_absent_in_pod(pod, &req.ifname).await?;
     // The bridge is shared by every pod of the network: it stays even if this ADD fails.
     let br = ensure_bridge(node, &spec.bridge).await?;
     let mut undo = Undo::default();

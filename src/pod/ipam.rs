@@ -143,7 +143,10 @@ enum AllocState {
     Running(JoinHandle<CniResult<AddResult>>),
     /// Ran inline (no thread could be started).
     Done(CniResult<AddResult>),
-    Taken,
+    /// The result was handed out; whether it was a success.
+    Taken {
+        ok: bool,
+    },
 }
 
 impl<'a> Allocation<'a> {
@@ -166,19 +169,27 @@ impl<'a> Allocation<'a> {
 
     /// Wait for the IPAM ADD and take its result (once).
     pub fn result(&mut self) -> CniResult<AddResult> {
-        match std::mem::replace(&mut self.state, AllocState::Taken) {
+        let r = match std::mem::replace(&mut self.state, AllocState::Taken { ok: false }) {
             AllocState::Running(job) => job.join().unwrap_or_else(|_| Err(CniError::internal("IPAM ADD panicked"))),
             AllocState::Done(r) => r,
-            AllocState::Taken => Err(CniError::internal("IPAM ADD result taken twice")),
-        }
+            AllocState::Taken { .. } => return Err(CniError::internal("IPAM ADD result taken twice")),
+        };
+        self.state = AllocState::Taken { ok: r.is_ok() };
+        r
     }
 
-    /// Undo for a failed ADD: wait for an ADD still running, then DEL — a failed IPAM ADD may still have
-    /// reserved something, and DEL of nothing is fine.
+    /// Undo for a failed ADD: wait for an ADD still running, then DEL what it allocated. Only after a
+    /// successful IPAM ADD (as the reference does): a failed one cleans up after itself, and the failure
+    /// may be "this attachment already has an address" — a live attachment's, which DEL would release.
     pub fn release(mut self, req: &Request) {
-        let _ = self.result();
-        if let Err(e) = self.ipam.del(req) {
-            log::warn(&req.conf.plugin_type, format!("rollback: IPAM DEL: {e}"));
+        let ok = match self.state {
+            AllocState::Taken { ok } => ok,
+            _ => self.result().is_ok(),
+        };
+        if ok {
+            if let Err(e) = self.ipam.del(req) {
+                log::warn(&req.conf.plugin_type, format!("rollback: IPAM DEL: {e}"));
+            }
         }
     }
 }

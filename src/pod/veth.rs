@@ -22,8 +22,8 @@ pub struct Attached {
     pub container: Link,
 }
 
-/// Fail early, before anything is created, if the pod already has an interface with this name.
-pub async fn ensure_absent_in_pod(pod: &NetHandle, ifname: &str) -> CniResult<()> {
+/// Fail if the pod already has an interface with this name (asked when the veth creation found a name taken).
+async fn ensure_absent_in_pod(pod: &NetHandle, ifname: &str) -> CniResult<()> {
     if pod.link_by_name(ifname).await?.is_some() {
         return Err(CniError::internal(format!("container veth name ({ifname:?}) already exists"))
             .with_details("the pod already has an interface with this name: choose another CNI_IFNAME or DEL the old attachment first"));
@@ -48,7 +48,13 @@ pub async fn attach(node: &NetHandle, pod: &NetHandle, a: &VethAttach<'_>) -> Cn
     };
     let host = match node.create_veth(&spec).await {
         Ok(l) => l,
-        Err(e) if e.is_exists() && node.link_by_name(&host_name).await?.is_some() => {
+        // Nothing was created. Which name is taken? The pod's own interface first: then the attachment may
+        // be live, and its host end (our derived name) must not be touched.
+        Err(e) if e.is_exists() => {
+            ensure_absent_in_pod(pod, a.ifname).await?;
+            if node.link_by_name(&host_name).await?.is_none() {
+                return Err(veth_error(a, &host_name, e));
+            }
             node.delete_link_by_name(&host_name).await.or_else(|e| if e.is_not_found() { Ok(()) } else { Err(e) })?;
             node.create_veth(&spec).await.map_err(|e| veth_error(a, &host_name, e))?
         }
