@@ -290,6 +290,13 @@ pub fn about_text(about: &str) -> String {
 /// The entry point of every plugin binary: read env + stdin, validate, dispatch, print, exit.
 pub fn run(about: &str, plugin: &dyn Plugin) -> ! {
     super::log::mark_start();
+    // One malloc arena for the whole process: the few short-lived threads a plugin starts (IPAM, a socket
+    // in the pod's netns, masquerade) then do not each map and trim a fresh 64 MiB arena.
+    // SAFETY: mallopt only adjusts glibc's allocator settings; called before any other thread exists.
+    #[cfg(target_env = "gnu")]
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
     install_panic_reporter();
     let env = |k: &str| std::env::var(k).ok();
     let outcome = parse_invocation(&env, &mut std::io::stdin().lock());

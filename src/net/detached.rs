@@ -73,20 +73,31 @@ pub fn delete_link(index: Option<u32>) -> Result<()> {
         if sock < 0 {
             return Err(NetError::io(what(), io::Error::last_os_error()));
         }
-        // The child inherits the calling thread's name at fork; set it around the fork so the child carries
-        // HELPER_NAME from its first instant (a runner may look before the child could rename itself).
-        let mut own_name = [0u8; 16];
-        libc::prctl(libc::PR_GET_NAME, own_name.as_mut_ptr());
-        libc::prctl(libc::PR_SET_NAME, HELPER_NAME.as_ptr());
+        // The child says when it carries HELPER_NAME and its own session: from then on a runner that looks
+        // at its children can tell it apart (before, it would look like the plugin itself).
+        let mut ready = [0i32; 2];
+        if libc::pipe2(ready.as_mut_ptr(), libc::O_CLOEXEC) != 0 {
+            let e = io::Error::last_os_error();
+            libc::close(sock);
+            return Err(NetError::io(what(), e));
+        }
         let pid = libc::fork();
         if pid == 0 {
-            run_child(sock, &request);
+            libc::close(ready[0]);
+            run_child(sock, ready[1], &request);
         }
-        libc::prctl(libc::PR_SET_NAME, own_name.as_ptr());
         libc::close(sock);
+        libc::close(ready[1]);
         if pid < 0 {
-            return Err(NetError::io(what(), io::Error::last_os_error()));
+            let e = io::Error::last_os_error();
+            libc::close(ready[0]);
+            return Err(NetError::io(what(), e));
         }
+        let mut byte = 0u8;
+        while libc::read(ready[0], (&mut byte as *mut u8).cast(), 1) < 0
+            && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted
+        {}
+        libc::close(ready[0]);
     }
     Ok(())
 }
@@ -106,8 +117,9 @@ fn delete_request(index: u32) -> Vec<u8> {
 /// The child: detach, send, wait for the kernel's answer (that is the slow part), exit (closing the inherited
 /// lingering sockets: the other slow part). Errors have no one
 /// to go to: the pair is inert already, and a later DEL or ADD of the attachment removes it by name.
-unsafe fn run_child(sock: i32, request: &[u8]) -> ! {
+unsafe fn run_child(sock: i32, ready: i32, request: &[u8]) -> ! {
     unsafe {
+        libc::prctl(libc::PR_SET_NAME, HELPER_NAME.as_ptr());
         libc::setsid();
         let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
         if null >= 0 {
@@ -118,6 +130,8 @@ unsafe fn run_child(sock: i32, request: &[u8]) -> ! {
                 libc::close(null);
             }
         }
+        libc::write(ready, [1u8].as_ptr().cast(), 1);
+        libc::close(ready);
         if !request.is_empty() && libc::send(sock, request.as_ptr().cast(), request.len(), 0) >= 0 {
             let mut ack = [0u8; 512];
             libc::recv(sock, ack.as_mut_ptr().cast(), ack.len(), 0);
