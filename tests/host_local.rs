@@ -698,3 +698,58 @@ fn killed_adds_leave_whole_files_only() {
     assert!(ip_files(&t.net()).is_empty());
     assert_eq!(add(OURS, "after", &c).ips().len(), 2);
 }
+
+// ---- latency measurement (not a test: run on demand) ----
+
+/// Median latency of direct `host-local` ADD and DEL invocations with `RCNI_HL_BENCH_N` (default 1000) other
+/// reservations in the directory, `RCNI_HL_BENCH_RUNS` (default 25) ADD+DEL pairs. The binary is
+/// `RCNI_HL_BENCH_BIN` (default: ours from this build), the data directory a temp dir under
+/// `RCNI_HL_BENCH_DIR` (default: the system temp dir). Run with a release build:
+/// `cargo nextest run --release --test host_local --run-ignored only --no-capture bench_add_del_latency`
+#[test]
+#[ignore]
+fn bench_add_del_latency() {
+    let env = |k: &str| std::env::var(k).ok();
+    let n: usize = env("RCNI_HL_BENCH_N").map_or(1000, |v| v.parse().unwrap());
+    let runs: usize = env("RCNI_HL_BENCH_RUNS").map_or(25, |v| v.parse().unwrap());
+    let bin = env("RCNI_HL_BENCH_BIN").unwrap_or_else(|| OURS.to_string());
+    let base = env("RCNI_HL_BENCH_DIR").map_or_else(std::env::temp_dir, PathBuf::from);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    let t = TempDir(base.join(format!("rcni-hl-bench-{}-{nanos}", std::process::id())));
+    let c = conf(&t, "1.0.0", json!({"ranges": [[{"subnet": "10.200.0.0/16"}]]}));
+    // Existing reservations as another host-local would have left them.
+    fs::create_dir_all(t.net()).unwrap();
+    for i in 0..n {
+        let ip = std::net::Ipv4Addr::from(u32::from(std::net::Ipv4Addr::new(10, 200, 0, 2)) + i as u32);
+        fs::write(t.net().join(ip.to_string()), format!("{:064x}\r\neth0", i)).unwrap();
+    }
+    // One warm-up pair (page cache, and any per-directory state a binary keeps).
+    add(&bin, "warmup", &c).expect_ok();
+    del(&bin, "warmup", &c).expect_ok();
+    let timed = |cmd: &str, id: &str| {
+        let t0 = std::time::Instant::now();
+        let o = run(&bin, cmd, id, "eth0", &c, "");
+        let dt = t0.elapsed();
+        o.expect_ok();
+        dt
+    };
+    let (mut adds, mut dels) = (Vec::new(), Vec::new());
+    for i in 0..runs {
+        let id = format!("{:064x}", 1_000_000 + i);
+        adds.push(timed("ADD", &id));
+        dels.push(timed("DEL", &id));
+    }
+    assert_eq!(ip_files(&t.net()).len(), n);
+    let median = |v: &mut Vec<std::time::Duration>| {
+        v.sort();
+        v[v.len() / 2].as_secs_f64() * 1e3
+    };
+    eprintln!(
+        "BENCH bin={bin} n={n} runs={runs} dir={}: ADD median {:.2} ms (min {:.2}), DEL median {:.2} ms (min {:.2})",
+        base.display(),
+        median(&mut adds),
+        adds[0].as_secs_f64() * 1e3,
+        median(&mut dels),
+        dels[0].as_secs_f64() * 1e3
+    );
+}
