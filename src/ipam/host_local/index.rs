@@ -1,0 +1,719 @@
+//! The owner index: who holds each file of a network directory, cached so that a command does not open every
+//! reservation file. It is a cache, never the truth: the files are, and the index is thrown away and rebuilt
+//! from them whenever it cannot be shown to describe them.
+//!
+//! ## Where
+//! `<dataDir>/.rcni-index/<network>`, outside the network directory: the reference's DEL walks
+//! `<dataDir>/<network>` recursively and reads every file, so nothing of ours may live there. It is read and
+//! written only while the network's `lock` is held, never fsynced (losing it costs one full read). Network
+//! names start with a letter or digit (rcni and the reference both refuse others), so `.rcni-index` is never
+//! a network directory; `path_for` refuses dot names anyway.
+//!
+//! ## When the index is believed: the directory stamp
+//! The index records the network directory's `(dev, ino, mtime, ctime)` as they were when it was saved, and is
+//! used only while they are unchanged. Why that proves no entry was added, removed or renamed since:
+//! - every entry change in a directory (create, link, unlink, rename; by the reference, by us, by `rm`) sets
+//!   the directory's mtime and ctime both to the current time, so right after one, `mtime == ctime`;
+//! - before saving, we make the stamp *distinctive*: when `mtime == ctime` we set the directory's mtime
+//!   1 ns back (futimens), which moves its ctime to now, so `mtime != ctime`;
+//! - a later entry change makes them equal again, so the stamp cannot match any more. This holds whatever
+//!   the timestamp granularity (coarse clock ticks, 1 s filesystems) and across clock steps: no pair of equal
+//!   times equals a pair of different ones. ctime cannot be set from user space, so only a deliberate
+//!   `touch -m` back to our value within the same ctime tick could forge it.
+//!
+//! (Cheaper-looking alternative, rejected: keep reading the directory and trust an entry whose name and
+//! inode number are unchanged. ext4 hands a freed inode number straight to the next file created, so a
+//! reservation released and re-created for another container, e.g. a pod with a fixed IP restarted by the
+//! reference binary, keeps both its name and its inode number; DEL would then miss the new owner's file.)
+//!
+//! With a matching stamp no directory read is needed at all: the index lists exactly the names present.
+//!
+//! ## What a stale index can still do
+//! A matching stamp says nothing about a file's *content* rewritten in place (the reference and rcni never do
+//! that; a person with an editor might), and a writer that ignores the lock could add or remove a file during
+//! our command, before the stamp is taken, leaving an index that lacks a file or lists a gone one until the
+//! next change by another writer. None of that can hand out or release someone else's address:
+//! - ADD creates a reservation with link(2), which fails when the name exists: an address missing from the
+//!   index is found taken then, and the command starts over from the files;
+//! - every positive answer the index gives is read back from its file before it is acted on: ADD's refusal
+//!   of a duplicate or of a taken requested IP, each file DEL unlinks, CHECK's finding; on a mismatch the
+//!   command starts over from the files (and saves a fresh index). Negative answers that fail a command
+//!   (ADD's "no free address", CHECK's "not found") are confirmed from the files too.
+//!
+//! What remains are missed positives: the duplicate guard letting an attachment take a second address, DEL
+//! not releasing a file the index does not attribute to the attachment (GC releases it later), an address
+//! listed but gone staying unused until the index is rebuilt.
+//!
+//! The argument needs a filesystem that keeps POSIX directory times (ext4, xfs, btrfs, tmpfs: the unit test
+//! `marked_stamp_is_distinctive_until_the_next_change` checks the two properties used). The dataDir is local
+//! anyway: the `lock` relies on flock.
+//!
+//! ## Format (text, one record per line, fields separated by one space)
+//! ```text
+//! rcni-host-local-index 1
+//! d <dev> <ino> <mtime s> <mtime ns> <ctime s> <ctime ns>
+//! i <ip> <containerID> [<ifname>]        a file named by an address (no ifname: a legacy ID-only file)
+//! o <name> <containerID> [<ifname>]      any other regular file DEL reads (a leftover temp file)
+//! e <records> <checksum of all bytes before this line, 16 hex digits>
+//! ```
+//! Names and holders are %XX-escaped (bytes up to space, `%`, DEL), so any content survives. A file that does
+//! not parse, has the wrong count or checksum (torn by a crash: it is never synced) is ignored.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::{OsStr, OsString};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read};
+use std::net::IpAddr;
+use std::os::fd::AsRawFd;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use super::allocator::{Holder, Reservations};
+
+/// Directory under dataDir holding one index per network.
+pub const INDEX_DIR: &str = ".rcni-index";
+const HEADER: &[u8] = b"rcni-host-local-index 1\n";
+
+/// Where the index of network directory `net_dir` lives; `None` when it gets none.
+pub fn path_for(net_dir: &Path) -> Option<PathBuf> {
+    let name = net_dir.file_name()?;
+    if name.as_bytes().first() == Some(&b'.') {
+        return None;
+    }
+    Some(net_dir.parent()?.join(INDEX_DIR).join(name))
+}
+
+/// Identity and last-change marker of a directory (see the module comment).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DirStamp {
+    dev: u64,
+    ino: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl DirStamp {
+    pub fn of(dir: &File) -> io::Result<DirStamp> {
+        let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+        if unsafe { libc::fstat(dir.as_raw_fd(), st.as_mut_ptr()) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let st = unsafe { st.assume_init() };
+        Ok(DirStamp {
+            dev: st.st_dev,
+            ino: st.st_ino,
+            mtime: (st.st_mtime, st.st_mtime_nsec),
+            ctime: (st.st_ctime, st.st_ctime_nsec),
+        })
+    }
+
+    /// No entry change can produce this stamp: those leave `mtime == ctime`.
+    pub fn is_distinctive(&self) -> bool {
+        self.mtime != self.ctime
+    }
+}
+
+/// The directory's stamp, made distinctive first if needed (mtime set 1 ns back, which moves ctime to now).
+/// `None` if that failed (then no index may be saved).
+pub fn mark(dir: &File) -> io::Result<Option<DirStamp>> {
+    let st = DirStamp::of(dir)?;
+    if st.is_distinctive() {
+        return Ok(Some(st));
+    }
+    let (s, ns) = if st.mtime.1 > 0 { (st.mtime.0, st.mtime.1 - 1) } else { (st.mtime.0 - 1, 999_999_999) };
+    let times = [
+        libc::timespec { tv_sec: 0, tv_nsec: libc::UTIME_OMIT },
+        libc::timespec { tv_sec: s as libc::time_t, tv_nsec: ns as _ },
+    ];
+    if unsafe { libc::futimens(dir.as_raw_fd(), times.as_ptr()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let st = DirStamp::of(dir)?;
+    Ok(st.is_distinctive().then_some(st))
+}
+
+/// Which file a record is about.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Name {
+    /// A reservation: the file named by this address.
+    Ip(IpAddr),
+    /// Any other regular file DEL reads (a leftover temp file).
+    Other(OsString),
+}
+
+impl Name {
+    /// The entry's name: an address as the reference names its file, or the other name.
+    pub fn of(file_name: &OsStr) -> Name {
+        match super::store::name_ip(file_name) {
+            Some(ip) => Name::Ip(ip),
+            None => Name::Other(file_name.to_os_string()),
+        }
+    }
+
+    pub fn file_name(&self) -> OsString {
+        match self {
+            Name::Ip(ip) => ip.to_string().into(),
+            Name::Other(n) => n.clone(),
+        }
+    }
+}
+
+/// One stored line: byte offsets into `Records::buf`.
+#[derive(Debug, Clone, Copy)]
+struct Line {
+    start: usize,
+    /// The escaped container ID field.
+    id: (usize, usize),
+    /// The escaped ifname field; `None`: a legacy ID-only file.
+    ifname: Option<(usize, usize)>,
+    /// Just past the line's `\n`.
+    end: usize,
+    live: bool,
+}
+
+/// The records, kept as the escaped lines they are stored as. Loading an index of N records costs a scan for
+/// line and field boundaries plus N map inserts, no allocation per record; a holder is decoded only when
+/// asked for, and owners are compared escaped (escaping is one-to-one). Saving copies the live lines.
+#[derive(Debug, Default)]
+pub struct Records {
+    buf: Vec<u8>,
+    lines: Vec<Line>,
+    ips: HashMap<IpAddr, usize>,
+    others: BTreeMap<OsString, usize>,
+}
+
+/// An attachment, escaped as in the records, to compare owners without decoding them.
+pub struct Owner {
+    id: Vec<u8>,
+    ifname: Vec<u8>,
+}
+
+impl Owner {
+    pub fn new(id: &str, ifname: &str) -> Owner {
+        let mut o = Owner { id: Vec::new(), ifname: Vec::new() };
+        push_escaped(&mut o.id, id.trim().as_bytes());
+        push_escaped(&mut o.ifname, ifname.as_bytes());
+        o
+    }
+}
+
+/// How a record's holder must relate to an [`Owner`] (the matches of [`Holder`]).
+#[derive(Clone, Copy)]
+pub enum Match {
+    /// `Holder::is`: exactly this attachment.
+    Exactly,
+    /// An ID-only (legacy) file of the container.
+    LegacyOf,
+    /// `Holder::belongs_to`: either of the above.
+    BelongsTo,
+}
+
+impl Records {
+    pub fn len(&self) -> usize {
+        self.ips.len() + self.others.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Add (or replace) the record of `name`.
+    pub fn insert(&mut self, name: Name, h: &Holder) {
+        let start = self.buf.len();
+        match &name {
+            Name::Ip(ip) => {
+                self.buf.extend_from_slice(b"i ");
+                push_ip(&mut self.buf, ip);
+            }
+            Name::Other(n) => {
+                self.buf.extend_from_slice(b"o ");
+                push_escaped(&mut self.buf, n.as_bytes());
+            }
+        }
+        self.buf.push(b' ');
+        let id = self.push_field(h.container_id.as_bytes());
+        let ifname = h.ifname.as_ref().map(|i| {
+            self.buf.push(b' ');
+            self.push_field(i.as_bytes())
+        });
+        self.buf.push(b'\n');
+        self.lines.push(Line { start, id, ifname, end: self.buf.len(), live: true });
+        let idx = self.lines.len() - 1;
+        let old = match name {
+            Name::Ip(ip) => self.ips.insert(ip, idx),
+            Name::Other(n) => self.others.insert(n, idx),
+        };
+        if let Some(old) = old {
+            self.lines[old].live = false;
+        }
+    }
+
+    fn push_field(&mut self, field: &[u8]) -> (usize, usize) {
+        let start = self.buf.len();
+        push_escaped(&mut self.buf, field);
+        (start, self.buf.len())
+    }
+
+    pub fn remove(&mut self, name: &Name) {
+        let old = match name {
+            Name::Ip(ip) => self.ips.remove(ip),
+            Name::Other(n) => self.others.remove(n),
+        };
+        if let Some(old) = old {
+            self.lines[old].live = false;
+        }
+    }
+
+    pub fn holder_of(&self, name: &Name) -> Option<Holder> {
+        let idx = match name {
+            Name::Ip(ip) => self.ips.get(ip),
+            Name::Other(n) => self.others.get(n),
+        };
+        idx.map(|&i| self.holder_at(i))
+    }
+
+    fn holder_at(&self, i: usize) -> Holder {
+        let l = &self.lines[i];
+        let text = |(a, b): (usize, usize)| {
+            let raw = unescape(&self.buf[a..b]).unwrap_or_else(|| self.buf[a..b].to_vec());
+            String::from_utf8(raw).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+        };
+        Holder { container_id: text(l.id), ifname: l.ifname.map(text) }
+    }
+
+    fn matches(&self, i: usize, owner: &Owner, how: Match) -> bool {
+        let l = &self.lines[i];
+        if self.buf[l.id.0..l.id.1] != owner.id[..] {
+            return false;
+        }
+        let same_ifname = || l.ifname.is_some_and(|(a, b)| self.buf[a..b] == owner.ifname[..]);
+        match how {
+            Match::Exactly => same_ifname(),
+            Match::LegacyOf => l.ifname.is_none(),
+            Match::BelongsTo => l.ifname.is_none() || same_ifname(),
+        }
+    }
+
+    /// The records (reservations and other files) whose holder relates to `owner` as `how` says.
+    pub fn select(&self, owner: &Owner, how: Match) -> Vec<(Name, Holder)> {
+        let ips = self.ips.iter().map(|(ip, &i)| (i, Name::Ip(*ip)));
+        let all = ips.chain(self.others.iter().map(|(n, &i)| (i, Name::Other(n.clone()))));
+        all.filter(|(i, _)| self.matches(*i, owner, how)).map(|(i, n)| (n, self.holder_at(i))).collect()
+    }
+
+    /// Parse the stored line `buf[start..end]` (without its `\n`) and add it. `None`: malformed or a repeat.
+    fn index_line(&mut self, start: usize, end: usize) -> Option<()> {
+        let mut fields = split_at_byte(&self.buf[start..end], b' ').map(|f| f.len());
+        let (kind, name, id, ifname) = (fields.next()?, fields.next()?, fields.next()?, fields.next());
+        if fields.next().is_some() || kind != 1 {
+            return None;
+        }
+        let name_at = start + 2;
+        let id_at = name_at + name + 1;
+        let line = Line {
+            start,
+            id: (id_at, id_at + id),
+            ifname: ifname.map(|n| (id_at + id + 1, id_at + id + 1 + n)),
+            end: end + 1,
+            live: true,
+        };
+        // Escapes are checked here, so decoding a holder later cannot fail.
+        for (a, b) in std::iter::once(line.id).chain(line.ifname) {
+            let f = &self.buf[a..b];
+            if f.contains(&b'%') && unescape(f).is_none() {
+                return None;
+            }
+        }
+        let name = &self.buf[name_at..name_at + name];
+        let idx = self.lines.len();
+        let repeat = match self.buf[start] {
+            b'i' => self.ips.insert(std::str::from_utf8(name).ok()?.parse().ok()?, idx).is_some(),
+            b'o' => self.others.insert(OsString::from_vec(unescape(name)?), idx).is_some(),
+            _ => return None,
+        };
+        self.lines.push(line);
+        (!repeat).then_some(())
+    }
+}
+
+impl Reservations for Records {
+    fn is_reserved(&self, ip: IpAddr) -> bool {
+        self.ips.contains_key(&ip)
+    }
+
+    fn holder(&self, ip: IpAddr) -> Option<Holder> {
+        self.holder_of(&Name::Ip(ip))
+    }
+
+    fn belonging_to(&self, id: &str, ifname: &str) -> Vec<(IpAddr, Holder)> {
+        let owner = Owner::new(id, ifname);
+        let mine = self.ips.iter().filter(|(_, i)| self.matches(**i, &owner, Match::BelongsTo));
+        mine.map(|(ip, &i)| (*ip, self.holder_at(i))).collect()
+    }
+}
+
+fn needs_escape(b: u8) -> bool {
+    b <= b' ' || b == b'%' || b == 0x7f
+}
+
+fn push_escaped(out: &mut Vec<u8>, field: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    if !field.iter().any(|&b| needs_escape(b)) {
+        out.extend_from_slice(field);
+        return;
+    }
+    for &b in field {
+        if needs_escape(b) {
+            out.extend_from_slice(&[b'%', HEX[(b >> 4) as usize], HEX[(b & 15) as usize]]);
+        } else {
+            out.push(b);
+        }
+    }
+}
+
+fn unescape(tok: &[u8]) -> Option<Vec<u8>> {
+    if !tok.contains(&b'%') {
+        return Some(tok.to_vec());
+    }
+    let mut out = Vec::with_capacity(tok.len());
+    let mut i = 0;
+    while i < tok.len() {
+        if tok[i] == b'%' {
+            let hex = std::str::from_utf8(tok.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(tok[i]);
+            i += 1;
+        }
+    }
+    Some(out)
+}
+
+/// The address as `Display` writes it (the file's name); IPv4 without the formatting machinery, which costs
+/// more than everything else per record.
+fn push_ip(out: &mut Vec<u8>, ip: &IpAddr) {
+    match ip {
+        IpAddr::V4(a) => {
+            for (i, &o) in a.octets().iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                if o >= 100 {
+                    out.push(b'0' + o / 100);
+                }
+                if o >= 10 {
+                    out.push(b'0' + o / 10 % 10);
+                }
+                out.push(b'0' + o % 10);
+            }
+        }
+        IpAddr::V6(a) => out.extend_from_slice(a.to_string().as_bytes()),
+    }
+}
+
+/// A 64-bit checksum to tell a torn or garbled file (not against forgery): four independent lanes of
+/// multiply-rotate over 8-byte words, so it runs at memory speed. Each step is a bijection of the word and
+/// of the lane, so any single changed word (byte) changes the result.
+fn checksum(bytes: &[u8]) -> u64 {
+    const M: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut lanes = [M, M.rotate_left(16), M.rotate_left(32), M.rotate_left(48)];
+    let mut blocks = bytes.chunks_exact(32);
+    for b in &mut blocks {
+        for (i, lane) in lanes.iter_mut().enumerate() {
+            let w = u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
+            *lane = (*lane ^ w).wrapping_mul(M).rotate_left(29);
+        }
+    }
+    let mut h = bytes.len() as u64;
+    for lane in lanes {
+        h = (h ^ lane).wrapping_mul(M).rotate_left(29);
+    }
+    for &b in blocks.remainder() {
+        h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+pub fn encode(stamp: &DirStamp, r: &Records) -> Vec<u8> {
+    let mut out = Vec::with_capacity(128 + r.buf.len());
+    out.extend_from_slice(HEADER);
+    let (m, t) = (stamp.mtime, stamp.ctime);
+    out.extend_from_slice(format!("d {} {} {} {} {} {}\n", stamp.dev, stamp.ino, m.0, m.1, t.0, t.1).as_bytes());
+    for l in r.lines.iter().filter(|l| l.live) {
+        out.extend_from_slice(&r.buf[l.start..l.end]);
+    }
+    let sum = checksum(&out);
+    out.extend_from_slice(format!("e {} {sum:016x}\n", r.len()).as_bytes());
+    out
+}
+
+fn parse_stamp(line: &[u8]) -> Option<DirStamp> {
+    let s = std::str::from_utf8(line.strip_prefix(b"d ")?).ok()?;
+    let v: Vec<i64> = s.split(' ').map(str::parse).collect::<Result<_, _>>().ok()?;
+    let [dev, ino, ms, mns, cs, cns] = v[..] else { return None };
+    Some(DirStamp { dev: dev as u64, ino: ino as u64, mtime: (ms, mns), ctime: (cs, cns) })
+}
+
+/// `bytes` cut at every `sep`, found with memchr: splitting byte by byte costs more than the rest of parsing.
+fn split_at_byte(bytes: &[u8], sep: u8) -> impl Iterator<Item = &[u8]> {
+    let mut start = 0;
+    let mut ends = memchr::memchr_iter(sep, bytes).chain(std::iter::once(bytes.len()));
+    std::iter::from_fn(move || {
+        let end = ends.next()?;
+        let field = &bytes[start..end];
+        start = end + 1;
+        Some(field)
+    })
+}
+
+/// `None` for anything but a whole, intact index.
+pub fn decode(bytes: &[u8]) -> Option<(DirStamp, Records)> {
+    let body = bytes.strip_suffix(b"\n")?;
+    let cut = memchr::memrchr(b'\n', body)? + 1;
+    let (head, trailer) = (&bytes[..cut], &body[cut..]);
+    let (count, sum) = std::str::from_utf8(trailer.strip_prefix(b"e ")?).ok()?.split_once(' ')?;
+    // Compared as text: a hex digit changed in case must not pass.
+    if sum != format!("{:016x}", checksum(head)) {
+        return None;
+    }
+    let count: usize = count.parse().ok()?;
+    let rest = head.strip_prefix(HEADER)?;
+    let stamp_end = memchr::memchr(b'\n', rest)?;
+    let stamp = parse_stamp(&rest[..stamp_end])?;
+    let buf = rest[stamp_end + 1..].to_vec();
+    // Sized from the trailer (checked above, so not a wild number): no rehashing while filling.
+    let mut r = Records { ips: HashMap::with_capacity(count.min(buf.len() / 8)), ..Records::default() };
+    r.lines.reserve(count.min(buf.len() / 8));
+    r.buf = buf;
+    let mut start = 0;
+    while start < r.buf.len() {
+        let end = start + memchr::memchr(b'\n', &r.buf[start..])?;
+        r.index_line(start, end)?;
+        start = end + 1;
+    }
+    (r.lines.len() == count).then_some((stamp, r))
+}
+
+/// Read the index; `None` if absent or unreadable (both mean: rebuild).
+pub fn load(path: &Path) -> Option<Vec<u8>> {
+    let mut f = OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC).open(path).ok()?;
+    let mut buf = Vec::new();
+    f.read_to_end(&mut buf).ok()?;
+    Some(buf)
+}
+
+/// Replace the index with `bytes`, in place, without fsync. Not temp file + rename: creating, renaming and
+/// freeing an inode per command cost more than the rest of the index work (and ext4 starts writeback on a
+/// rename over a file). A write torn by a crash is caught by the checksum and the index rebuilt; an old but
+/// whole index left by a crash carries the stamp of the old directory, so it is believed only if the
+/// directory is back to that state too (an entry change and its mtime/ctime are one journal transaction).
+pub fn store(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let open = || {
+        let mut o = OpenOptions::new();
+        o.write(true).create(true).mode(0o600).custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC);
+        o.open(path)
+    };
+    let f = match open() {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let dir = path.parent().ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
+            match fs::DirBuilder::new().mode(0o700).create(dir) {
+                Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
+                _ => open()?,
+            }
+        }
+        r => r?,
+    };
+    f.write_all_at(bytes, 0)?;
+    f.set_len(bytes.len() as u64)
+}
+
+/// Remove the index (it can no longer be shown to be right). Best effort.
+pub fn remove(path: &Path) {
+    let _ = fs::remove_file(path);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h(id: &str, ifname: Option<&str>) -> Holder {
+        Holder { container_id: id.into(), ifname: ifname.map(Into::into) }
+    }
+
+    fn ip(s: &str) -> Name {
+        Name::Ip(s.parse().unwrap())
+    }
+
+    const STAMP: DirStamp = DirStamp { dev: 2049, ino: 77, mtime: (1_700_000_000, 5), ctime: (1_700_000_000, 6) };
+
+    fn sample() -> Vec<(Name, Holder)> {
+        vec![
+            (ip("10.0.0.2"), h("c1", Some("eth0"))),
+            (ip("fd00::2"), h("c1", Some("eth0"))),
+            (ip("10.0.0.3"), h("c1", None)),
+            (ip("10.0.0.4"), h("odd id%\r\n x", Some(""))),
+            (ip("10.0.0.5"), h("", Some("with space"))),
+            (Name::Other(OsString::from_vec(b".rcni-tmp.10.0.0.9 \xff".to_vec())), h("c2", Some("eth1"))),
+        ]
+    }
+
+    fn records(v: &[(Name, Holder)]) -> Records {
+        let mut r = Records::default();
+        for (n, h) in v {
+            r.insert(n.clone(), h);
+        }
+        r
+    }
+
+    fn contents(r: &Records) -> Vec<(Name, Holder)> {
+        let names = r.ips.keys().map(|i| Name::Ip(*i)).chain(r.others.keys().map(|n| Name::Other(n.clone())));
+        let mut v: Vec<(Name, Holder)> = names.map(|n| (n.clone(), r.holder_of(&n).unwrap())).collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
+    #[test]
+    fn round_trip_keeps_every_byte() {
+        let mut want = sample();
+        want.sort_by(|a, b| a.0.cmp(&b.0));
+        let (stamp, r) = decode(&encode(&STAMP, &records(&want))).unwrap();
+        assert_eq!((stamp, contents(&r)), (STAMP, want.clone()));
+        let (_, empty) = decode(&encode(&STAMP, &Records::default())).unwrap();
+        assert!(empty.is_empty());
+        // Replaced and removed records are gone from what is saved.
+        let mut r = records(&want);
+        r.insert(ip("10.0.0.2"), &h("c9", Some("eth9")));
+        r.remove(&ip("fd00::2"));
+        r.remove(&ip("10.9.9.9"));
+        let (_, back) = decode(&encode(&STAMP, &r)).unwrap();
+        assert_eq!(back.len(), want.len() - 1);
+        assert_eq!(back.holder_of(&ip("10.0.0.2")), Some(h("c9", Some("eth9"))));
+        assert_eq!(back.holder_of(&ip("fd00::2")), None);
+    }
+
+    #[test]
+    fn owners_compare_like_holders() {
+        let r = records(&sample());
+        let names = |o: &Owner, how| {
+            let mut v: Vec<Name> = r.select(o, how).into_iter().map(|(n, _)| n).collect();
+            v.sort();
+            v
+        };
+        let c1 = Owner::new(" c1 ", "eth0");
+        assert_eq!(names(&c1, Match::Exactly), [ip("10.0.0.2"), ip("fd00::2")]);
+        assert_eq!(names(&c1, Match::LegacyOf), [ip("10.0.0.3")]);
+        assert_eq!(names(&c1, Match::BelongsTo), [ip("10.0.0.2"), ip("10.0.0.3"), ip("fd00::2")]);
+        assert_eq!(names(&Owner::new("c1", "eth1"), Match::BelongsTo), [ip("10.0.0.3")]);
+        assert_eq!(names(&Owner::new("odd id%\r\n x", ""), Match::Exactly), [ip("10.0.0.4")]);
+        assert!(names(&Owner::new("odd", ""), Match::BelongsTo).is_empty());
+        let other = Name::Other(OsString::from_vec(b".rcni-tmp.10.0.0.9 \xff".to_vec()));
+        assert_eq!(names(&Owner::new("c2", "eth1"), Match::Exactly), [other]);
+        // The allocator's view: reservations only.
+        let mut mine: Vec<IpAddr> = r.belonging_to("c1", "eth0").into_iter().map(|(ip, _)| ip).collect();
+        mine.sort();
+        assert_eq!(mine, ["10.0.0.2", "10.0.0.3", "fd00::2"].map(|a| a.parse::<IpAddr>().unwrap()));
+        assert!(r.is_reserved("10.0.0.5".parse().unwrap()) && !r.is_reserved("10.0.0.9".parse().unwrap()));
+        assert_eq!(r.holder("10.0.0.3".parse().unwrap()), Some(h("c1", None)));
+    }
+
+    #[test]
+    fn torn_or_garbled_is_refused() {
+        let bytes = encode(&STAMP, &records(&sample()));
+        // Every truncation (a crash before the data reached the disk), and zeros instead of the tail.
+        for cut in 0..bytes.len() {
+            assert!(decode(&bytes[..cut]).is_none(), "cut at {cut}");
+            let mut z = bytes.clone();
+            z[cut..].fill(0);
+            assert!(decode(&z).is_none(), "zeros from {cut}");
+        }
+        // One flipped byte anywhere.
+        for i in 0..bytes.len() {
+            let mut b = bytes.clone();
+            b[i] ^= 0x20;
+            assert!(decode(&b).is_none(), "flip at {i}");
+        }
+        // Well-formed but wrong: a wrong count, a record twice, a bad escape (the checksum made to match).
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        let head = &text[..text.rfind("e ").unwrap()];
+        for (body, n) in [
+            (head.to_string(), 5),
+            (format!("{head}i 10.0.0.2 c1 eth0\n"), 7),
+            (format!("{head}i 10.0.0.7 c%4 eth0\n"), 7),
+            (format!("{head}x 10.0.0.7 c eth0\n"), 7),
+            (format!("{head}i 10.0.0.7 c eth0 more\n"), 7),
+        ] {
+            let forged = format!("{body}e {n} {:016x}\n", checksum(body.as_bytes()));
+            assert!(decode(forged.as_bytes()).is_none(), "{forged}");
+        }
+        assert!(decode(b"").is_none());
+        assert!(decode(b"rcni-host-local-index 2\n").is_none());
+    }
+
+    /// The marker's two properties: the stamp it leaves is one no entry change can produce, and the next entry
+    /// change (whatever the clock) leaves a different one.
+    #[test]
+    fn marked_stamp_is_distinctive_until_the_next_change() {
+        let d =
+            std::env::temp_dir().join(format!("rcni-hl-mark-{}-{:?}", std::process::id(), std::thread::current().id()));
+        let _ = fs::remove_dir_all(&d);
+        fs::create_dir(&d).unwrap();
+        let dir = File::open(&d).unwrap();
+        let change = |n: &str| fs::write(d.join(n), "x").unwrap();
+        change("a");
+        let natural = DirStamp::of(&dir).unwrap();
+        assert!(!natural.is_distinctive(), "an entry change sets mtime and ctime alike: {natural:?}");
+        let marked = mark(&dir).unwrap().unwrap();
+        assert!(marked.is_distinctive());
+        let one_ns_back = match natural.mtime {
+            (s, 0) => (s - 1, 999_999_999),
+            (s, ns) => (s, ns - 1),
+        };
+        assert_eq!(marked.mtime, one_ns_back);
+        assert_eq!(mark(&dir).unwrap(), Some(marked), "already distinctive: left alone");
+        for (i, op) in ["create", "unlink", "rename"].iter().enumerate() {
+            match *op {
+                "create" => change("b"),
+                "unlink" => fs::remove_file(d.join("b")).unwrap(),
+                _ => fs::rename(d.join("a"), d.join("c")).unwrap(),
+            }
+            let now = DirStamp::of(&dir).unwrap();
+            assert!(now != marked && !now.is_distinctive(), "{i}: {op}: {now:?}");
+            assert!(mark(&dir).unwrap().unwrap().is_distinctive());
+        }
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn no_index_for_dot_names() {
+        assert_eq!(path_for(Path::new("/d/net1")), Some(PathBuf::from("/d/.rcni-index/net1")));
+        assert_eq!(path_for(Path::new("/d/.rcni-index")), None);
+        assert_eq!(path_for(Path::new("/d/.hidden")), None);
+    }
+
+    /// Not a test: how long loading and saving an index of 1000 reservations takes.
+    /// `cargo nextest run --release --lib --run-ignored only --no-capture codec_speed`
+    #[test]
+    #[ignore]
+    fn codec_speed() {
+        let mut r = Records::default();
+        for i in 0..1000u32 {
+            let ip = IpAddr::V4(std::net::Ipv4Addr::from(0x0ac8_0002 + i));
+            r.insert(Name::Ip(ip), &h(&format!("{i:064x}"), Some("eth0")));
+        }
+        let runs = 1000;
+        let t = std::time::Instant::now();
+        let mut b = Vec::new();
+        for _ in 0..runs {
+            b = encode(&STAMP, &r);
+        }
+        let e = t.elapsed() / runs;
+        let t = std::time::Instant::now();
+        for _ in 0..runs {
+            assert!(decode(&b).is_some());
+        }
+        let d = t.elapsed() / runs;
+        eprintln!("1000 records, {} bytes: encode {e:?}, decode {d:?}", b.len());
+    }
+}
