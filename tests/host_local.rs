@@ -699,10 +699,10 @@ fn killed_adds_leave_whole_files_only() {
     assert_eq!(add(OURS, "after", &c).ips().len(), 2);
 }
 
-// ---- the owner index (<dataDir>/.rcni-index/<network>): a cache that must never be believed wrongly ----
+// ---- the owner index (<dataDir>/.rcni-index.<network>): a cache that must never be believed wrongly ----
 
 fn index_path(t: &TempDir) -> PathBuf {
-    t.0.join("data").join(".rcni-index").join(NET)
+    t.0.join("data").join(format!(".rcni-index.{NET}"))
 }
 
 /// The reservations an index lists (`ip -> "id ifname"`), if it is whole: header first, `e <count> <sum>` last.
@@ -757,13 +757,14 @@ fn index_lives_outside_the_network_directory() {
             "unexpected file {name} in the network directory"
         );
     }
-    assert_eq!(dir_names(&t.0.join("data")), [".rcni-index", NET]);
-    assert_eq!(dir_names(&t.0.join("data").join(".rcni-index")), [NET]);
+    // Beside it, a file (not a directory: tools take every directory of dataDir for a network).
+    assert_eq!(dir_names(&t.0.join("data")), [format!(".rcni-index.{NET}").as_str(), NET]);
+    assert!(fs::metadata(index_path(&t)).unwrap().is_file());
     assert_eq!(index_records(&t), Some(owners_on_disk(&t)));
     assert_eq!(owners_on_disk(&t).len(), 4);
-    // `.rcni-index` can never be a network: both binaries refuse names not starting with a letter or digit.
+    // `.rcni-index.*` can never be a network: both binaries refuse names not starting with a letter or digit.
     let mut dot = c.clone();
-    dot["name"] = json!(".rcni-index");
+    dot["name"] = json!(format!(".rcni-index.{NET}"));
     assert_eq!(add(OURS, "d1", &dot).code(), 7);
 }
 

@@ -3,11 +3,12 @@
 //! from them whenever it cannot be shown to describe them.
 //!
 //! ## Where
-//! `<dataDir>/.rcni-index/<network>`, outside the network directory: the reference's DEL walks
-//! `<dataDir>/<network>` recursively and reads every file, so nothing of ours may live there. It is read and
-//! written only while the network's `lock` is held, never fsynced (losing it costs one full read). Network
-//! names start with a letter or digit (rcni and the reference both refuse others), so `.rcni-index` is never
-//! a network directory; `path_for` refuses dot names anyway.
+//! `<dataDir>/.rcni-index.<network>`, a file beside the network directory, not in it: the reference's DEL
+//! walks `<dataDir>/<network>` recursively and reads every file, so nothing of ours may live there. Not a
+//! directory either: tools that take every directory of dataDir for a network (our own bridge tests do) would
+//! count its files as reservations. Network names start with a letter or digit (rcni and the reference both
+//! refuse others), so the name is never a network's; `path_for` refuses dot names anyway. The file is read
+//! and written only while the network's `lock` is held, never fsynced (losing it costs one full read).
 //!
 //! ## When the index is believed: the directory stamp
 //! The index records the network directory's `(dev, ino, mtime, ctime)` as they were when it was saved, and is
@@ -66,13 +67,13 @@ use std::io::{self, Read};
 use std::net::IpAddr;
 use std::os::fd::AsRawFd;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use super::allocator::{Holder, Reservations};
 
-/// Directory under dataDir holding one index per network.
-pub const INDEX_DIR: &str = ".rcni-index";
+/// The index of network `<n>` is `<dataDir>/.rcni-index.<n>`.
+pub const INDEX_PREFIX: &str = ".rcni-index.";
 const HEADER: &[u8] = b"rcni-host-local-index 1\n";
 
 /// Where the index of network directory `net_dir` lives; `None` when it gets none.
@@ -81,7 +82,9 @@ pub fn path_for(net_dir: &Path) -> Option<PathBuf> {
     if name.as_bytes().first() == Some(&b'.') {
         return None;
     }
-    Some(net_dir.parent()?.join(INDEX_DIR).join(name))
+    let mut file = OsString::from(INDEX_PREFIX);
+    file.push(name);
+    Some(net_dir.parent()?.join(file))
 }
 
 /// Identity and last-change marker of a directory (see the module comment).
@@ -510,21 +513,9 @@ pub fn load(path: &Path) -> Option<Vec<u8>> {
 /// whole index left by a crash carries the stamp of the old directory, so it is believed only if the
 /// directory is back to that state too (an entry change and its mtime/ctime are one journal transaction).
 pub fn store(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let open = || {
-        let mut o = OpenOptions::new();
-        o.write(true).create(true).mode(0o600).custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC);
-        o.open(path)
-    };
-    let f = match open() {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            let dir = path.parent().ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
-            match fs::DirBuilder::new().mode(0o700).create(dir) {
-                Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
-                _ => open()?,
-            }
-        }
-        r => r?,
-    };
+    let mut o = OpenOptions::new();
+    o.write(true).create(true).mode(0o600).custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC);
+    let f = o.open(path)?;
     f.write_all_at(bytes, 0)?;
     f.set_len(bytes.len() as u64)
 }
@@ -687,8 +678,8 @@ mod tests {
 
     #[test]
     fn no_index_for_dot_names() {
-        assert_eq!(path_for(Path::new("/d/net1")), Some(PathBuf::from("/d/.rcni-index/net1")));
-        assert_eq!(path_for(Path::new("/d/.rcni-index")), None);
+        assert_eq!(path_for(Path::new("/d/net1")), Some(PathBuf::from("/d/.rcni-index.net1")));
+        assert_eq!(path_for(Path::new("/d/.rcni-index.net1")), None);
         assert_eq!(path_for(Path::new("/d/.hidden")), None);
     }
 
