@@ -63,11 +63,11 @@
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::{OsStr, OsString};
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read};
+use std::io::{self, IoSlice, Read, Write};
 use std::net::IpAddr;
 use std::os::fd::AsRawFd;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use super::allocator::{Holder, Reservations};
@@ -418,37 +418,103 @@ fn push_ip(out: &mut Vec<u8>, ip: &IpAddr) {
 
 /// A 64-bit checksum to tell a torn or garbled file (not against forgery): four independent lanes of
 /// multiply-rotate over 8-byte words, so it runs at memory speed. Each step is a bijection of the word and
-/// of the lane, so any single changed word (byte) changes the result.
-fn checksum(bytes: &[u8]) -> u64 {
-    const M: u64 = 0x9E37_79B9_7F4A_7C15;
-    let mut lanes = [M, M.rotate_left(16), M.rotate_left(32), M.rotate_left(48)];
-    let mut blocks = bytes.chunks_exact(32);
-    for b in &mut blocks {
-        for (i, lane) in lanes.iter_mut().enumerate() {
-            let w = u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
-            *lane = (*lane ^ w).wrapping_mul(M).rotate_left(29);
-        }
-    }
-    let mut h = bytes.len() as u64;
-    for lane in lanes {
-        h = (h ^ lane).wrapping_mul(M).rotate_left(29);
-    }
-    for &b in blocks.remainder() {
-        h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
-    }
-    h
+/// of the lane, so any single changed word (byte) changes the result. Fed piece by piece (the file is
+/// written from pieces), with the same result as over the whole.
+struct Checksum {
+    lanes: [u64; 4],
+    block: [u8; 32],
+    filled: usize,
+    len: u64,
 }
 
-pub fn encode(stamp: &DirStamp, r: &Records) -> Vec<u8> {
-    let mut out = Vec::with_capacity(128 + r.buf.len());
-    out.extend_from_slice(HEADER);
-    let (m, t) = (stamp.mtime, stamp.ctime);
-    out.extend_from_slice(format!("d {} {} {} {} {} {}\n", stamp.dev, stamp.ino, m.0, m.1, t.0, t.1).as_bytes());
-    for l in r.lines.iter().filter(|l| l.live) {
-        out.extend_from_slice(&r.buf[l.start..l.end]);
+impl Checksum {
+    const M: u64 = 0x9E37_79B9_7F4A_7C15;
+
+    fn new() -> Checksum {
+        let m = Self::M;
+        Checksum {
+            lanes: [m, m.rotate_left(16), m.rotate_left(32), m.rotate_left(48)],
+            block: [0; 32],
+            filled: 0,
+            len: 0,
+        }
     }
-    let sum = checksum(&out);
-    out.extend_from_slice(format!("e {} {sum:016x}\n", r.len()).as_bytes());
+
+    fn mix(&mut self, block: &[u8]) {
+        for (i, lane) in self.lanes.iter_mut().enumerate() {
+            let w = u64::from_le_bytes(block[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
+            *lane = (*lane ^ w).wrapping_mul(Self::M).rotate_left(29);
+        }
+    }
+
+    fn update(&mut self, mut bytes: &[u8]) {
+        self.len += bytes.len() as u64;
+        if self.filled > 0 {
+            let take = (32 - self.filled).min(bytes.len());
+            self.block[self.filled..self.filled + take].copy_from_slice(&bytes[..take]);
+            self.filled += take;
+            bytes = &bytes[take..];
+            if self.filled < 32 {
+                return;
+            }
+            let block = self.block;
+            self.mix(&block);
+            self.filled = 0;
+        }
+        let mut blocks = bytes.chunks_exact(32);
+        for b in &mut blocks {
+            self.mix(b);
+        }
+        let rest = blocks.remainder();
+        self.block[..rest.len()].copy_from_slice(rest);
+        self.filled = rest.len();
+    }
+
+    fn finish(&self) -> u64 {
+        let mut h = self.len;
+        for lane in self.lanes {
+            h = (h ^ lane).wrapping_mul(Self::M).rotate_left(29);
+        }
+        for &b in &self.block[..self.filled] {
+            h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
+        }
+        h
+    }
+}
+
+fn checksum(bytes: &[u8]) -> u64 {
+    let mut c = Checksum::new();
+    c.update(bytes);
+    c.finish()
+}
+
+/// The index file in pieces: header and stamp line, the live record lines (each run of adjacent ones as one
+/// piece, borrowed from `r`), trailer. Saving writes them with writev: the records are not copied.
+fn pieces<'a>(stamp: &DirStamp, r: &'a Records) -> (Vec<u8>, Vec<&'a [u8]>, Vec<u8>) {
+    let mut head = HEADER.to_vec();
+    let (m, t) = (stamp.mtime, stamp.ctime);
+    head.extend_from_slice(format!("d {} {} {} {} {} {}\n", stamp.dev, stamp.ino, m.0, m.1, t.0, t.1).as_bytes());
+    let mut runs: Vec<(usize, usize)> = Vec::new();
+    for l in r.lines.iter().filter(|l| l.live) {
+        match runs.last_mut() {
+            Some(run) if run.1 == l.start => run.1 = l.end,
+            _ => runs.push((l.start, l.end)),
+        }
+    }
+    let runs: Vec<&[u8]> = runs.into_iter().map(|(a, b)| &r.buf[a..b]).collect();
+    let mut sum = Checksum::new();
+    sum.update(&head);
+    runs.iter().for_each(|run| sum.update(run));
+    let trailer = format!("e {} {:016x}\n", r.len(), sum.finish()).into_bytes();
+    (head, runs, trailer)
+}
+
+/// The whole file, as `save` writes it.
+pub fn encode(stamp: &DirStamp, r: &Records) -> Vec<u8> {
+    let (head, runs, trailer) = pieces(stamp, r);
+    let mut out = head;
+    runs.iter().for_each(|run| out.extend_from_slice(run));
+    out.extend_from_slice(&trailer);
     out
 }
 
@@ -472,7 +538,7 @@ fn split_at_byte(bytes: &[u8], sep: u8) -> impl Iterator<Item = &[u8]> {
 }
 
 /// `None` for anything but a whole, intact index.
-pub fn decode(bytes: &[u8]) -> Option<(DirStamp, Records)> {
+pub fn decode(bytes: Vec<u8>) -> Option<(DirStamp, Records)> {
     let body = bytes.strip_suffix(b"\n")?;
     let cut = memchr::memrchr(b'\n', body)? + 1;
     let (head, trailer) = (&bytes[..cut], &body[cut..]);
@@ -485,14 +551,18 @@ pub fn decode(bytes: &[u8]) -> Option<(DirStamp, Records)> {
     let rest = head.strip_prefix(HEADER)?;
     let stamp_end = memchr::memchr(b'\n', rest)?;
     let stamp = parse_stamp(&rest[..stamp_end])?;
-    let buf = rest[stamp_end + 1..].to_vec();
-    // Sized from the trailer (checked above, so not a wild number): no rehashing while filling.
-    let mut r = Records { ips: HashMap::with_capacity(count.min(buf.len() / 8)), ..Records::default() };
-    r.lines.reserve(count.min(buf.len() / 8));
-    r.buf = buf;
-    let mut start = 0;
-    while start < r.buf.len() {
-        let end = start + memchr::memchr(b'\n', &r.buf[start..])?;
+    let (mut start, records_end) = (HEADER.len() + stamp_end + 1, cut);
+    // The records stay where they were read (no copy); lines added later go after the old trailer, which
+    // no line points at. Sized from the trailer (checked above, so not a wild number): no rehashing.
+    let expect = count.min(bytes.len() / 8);
+    let mut r = Records {
+        buf: bytes,
+        lines: Vec::with_capacity(expect),
+        ips: HashMap::with_capacity(expect),
+        ..Records::default()
+    };
+    while start < records_end {
+        let end = start + memchr::memchr(b'\n', &r.buf[start..records_end])?;
         r.index_line(start, end)?;
         start = end + 1;
     }
@@ -507,17 +577,30 @@ pub fn load(path: &Path) -> Option<Vec<u8>> {
     Some(buf)
 }
 
-/// Replace the index with `bytes`, in place, without fsync. Not temp file + rename: creating, renaming and
-/// freeing an inode per command cost more than the rest of the index work (and ext4 starts writeback on a
-/// rename over a file). A write torn by a crash is caught by the checksum and the index rebuilt; an old but
-/// whole index left by a crash carries the stamp of the old directory, so it is believed only if the
-/// directory is back to that state too (an entry change and its mtime/ctime are one journal transaction).
-pub fn store(path: &Path, bytes: &[u8]) -> io::Result<()> {
+/// Replace the index with `r` stamped `stamp`, in place, without fsync. Not temp file + rename: creating,
+/// renaming and freeing an inode per command cost more than the rest of the index work (and ext4 starts
+/// writeback on a rename over a file). A write torn by a crash is caught by the checksum and the index
+/// rebuilt; an old but whole index left by a crash carries the stamp of the old directory, so it is believed
+/// only if the directory is back to that state too (an entry change and its mtime/ctime are one journal
+/// transaction).
+pub fn save(path: &Path, stamp: &DirStamp, r: &Records) -> io::Result<()> {
+    let (head, runs, trailer) = pieces(stamp, r);
+    let mut slices: Vec<IoSlice> =
+        std::iter::once(&head[..]).chain(runs).chain(std::iter::once(&trailer[..])).map(IoSlice::new).collect();
+    let total: usize = slices.iter().map(|s| s.len()).sum();
     let mut o = OpenOptions::new();
     o.write(true).create(true).mode(0o600).custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC);
-    let f = o.open(path)?;
-    f.write_all_at(bytes, 0)?;
-    f.set_len(bytes.len() as u64)
+    let mut f = o.open(path)?;
+    let mut left = &mut slices[..];
+    while !left.is_empty() {
+        match f.write_vectored(left) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => IoSlice::advance_slices(&mut left, n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    f.set_len(total as u64)
 }
 
 /// Remove the index (it can no longer be shown to be right). Best effort.
@@ -569,19 +652,58 @@ mod tests {
     fn round_trip_keeps_every_byte() {
         let mut want = sample();
         want.sort_by(|a, b| a.0.cmp(&b.0));
-        let (stamp, r) = decode(&encode(&STAMP, &records(&want))).unwrap();
+        let (stamp, r) = decode(encode(&STAMP, &records(&want))).unwrap();
         assert_eq!((stamp, contents(&r)), (STAMP, want.clone()));
-        let (_, empty) = decode(&encode(&STAMP, &Records::default())).unwrap();
+        let (_, empty) = decode(encode(&STAMP, &Records::default())).unwrap();
         assert!(empty.is_empty());
         // Replaced and removed records are gone from what is saved.
         let mut r = records(&want);
         r.insert(ip("10.0.0.2"), &h("c9", Some("eth9")));
         r.remove(&ip("fd00::2"));
         r.remove(&ip("10.9.9.9"));
-        let (_, back) = decode(&encode(&STAMP, &r)).unwrap();
+        let (_, back) = decode(encode(&STAMP, &r)).unwrap();
         assert_eq!(back.len(), want.len() - 1);
         assert_eq!(back.holder_of(&ip("10.0.0.2")), Some(h("c9", Some("eth9"))));
         assert_eq!(back.holder_of(&ip("fd00::2")), None);
+    }
+
+    #[test]
+    fn checksum_by_pieces_is_the_checksum_of_the_whole() {
+        let data: Vec<u8> = (0..300u32).map(|i| (i * 7 + i / 13) as u8).collect();
+        for cuts in [vec![], vec![0], vec![1], vec![31, 32, 33], vec![5, 64, 65, 200], vec![100, 100, 299]] {
+            let mut c = Checksum::new();
+            let mut at = 0;
+            for cut in cuts.iter().copied().chain([data.len()]) {
+                c.update(&data[at..cut]);
+                at = cut;
+            }
+            assert_eq!(c.finish(), checksum(&data), "{cuts:?}");
+        }
+        assert_ne!(checksum(&data[..299]), checksum(&data));
+    }
+
+    /// A loaded index is edited and saved again: lines added after the old trailer, removed ones skipped;
+    /// `save` writes what `encode` says, also over a longer old file.
+    #[test]
+    fn edit_a_loaded_index_and_save_it() {
+        let mut want = sample();
+        let (_, mut r) = decode(encode(&STAMP, &records(&want))).unwrap();
+        r.remove(&ip("10.0.0.3"));
+        r.insert(ip("10.0.0.2"), &h("c9", Some("eth9")));
+        r.insert(ip("10.0.0.77"), &h("c7", Some("eth0")));
+        want.retain(|(n, _)| *n != ip("10.0.0.3") && *n != ip("10.0.0.2"));
+        want.push((ip("10.0.0.2"), h("c9", Some("eth9"))));
+        want.push((ip("10.0.0.77"), h("c7", Some("eth0"))));
+        want.sort_by(|a, b| a.0.cmp(&b.0));
+        let d =
+            std::env::temp_dir().join(format!("rcni-hl-save-{}-{:?}", std::process::id(), std::thread::current().id()));
+        fs::write(&d, vec![b'x'; 10_000]).unwrap();
+        save(&d, &STAMP, &r).unwrap();
+        let on_disk = fs::read(&d).unwrap();
+        fs::remove_file(&d).unwrap();
+        assert_eq!(on_disk, encode(&STAMP, &r));
+        let (stamp, back) = decode(on_disk).unwrap();
+        assert_eq!((stamp, contents(&back)), (STAMP, want));
     }
 
     #[test]
@@ -614,16 +736,16 @@ mod tests {
         let bytes = encode(&STAMP, &records(&sample()));
         // Every truncation (a crash before the data reached the disk), and zeros instead of the tail.
         for cut in 0..bytes.len() {
-            assert!(decode(&bytes[..cut]).is_none(), "cut at {cut}");
+            assert!(decode(bytes[..cut].to_vec()).is_none(), "cut at {cut}");
             let mut z = bytes.clone();
             z[cut..].fill(0);
-            assert!(decode(&z).is_none(), "zeros from {cut}");
+            assert!(decode(z).is_none(), "zeros from {cut}");
         }
         // One flipped byte anywhere.
         for i in 0..bytes.len() {
             let mut b = bytes.clone();
             b[i] ^= 0x20;
-            assert!(decode(&b).is_none(), "flip at {i}");
+            assert!(decode(b).is_none(), "flip at {i}");
         }
         // Well-formed but wrong: a wrong count, a record twice, a bad escape (the checksum made to match).
         let text = String::from_utf8_lossy(&bytes).into_owned();
@@ -636,10 +758,10 @@ mod tests {
             (format!("{head}i 10.0.0.7 c eth0 more\n"), 7),
         ] {
             let forged = format!("{body}e {n} {:016x}\n", checksum(body.as_bytes()));
-            assert!(decode(forged.as_bytes()).is_none(), "{forged}");
+            assert!(decode(forged.into_bytes()).is_none());
         }
-        assert!(decode(b"").is_none());
-        assert!(decode(b"rcni-host-local-index 2\n").is_none());
+        assert!(decode(Vec::new()).is_none());
+        assert!(decode(b"rcni-host-local-index 2\n".to_vec()).is_none());
     }
 
     /// The marker's two properties: the stamp it leaves is one no entry change can produce, and the next entry
@@ -702,7 +824,7 @@ mod tests {
         let e = t.elapsed() / runs;
         let t = std::time::Instant::now();
         for _ in 0..runs {
-            assert!(decode(&b).is_some());
+            assert!(decode(b.clone()).is_some());
         }
         let d = t.elapsed() / runs;
         eprintln!("1000 records, {} bytes: encode {e:?}, decode {d:?}", b.len());

@@ -362,7 +362,7 @@ mod tests {
         let dir = fs::File::open(conf.loc.net_dir()).unwrap();
         let stamp = DirStamp::of(&dir).unwrap();
         let path = index::path_for(&conf.loc.net_dir()).unwrap();
-        index::store(&path, &index::encode(&stamp, &r)).unwrap();
+        index::save(&path, &stamp, &r).unwrap();
     }
 
     fn open(conf: &IpamConf) -> Store {

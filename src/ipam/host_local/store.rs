@@ -322,7 +322,7 @@ impl Store {
     }
 
     fn load_index(&self) -> Option<Snapshot> {
-        let (stamp, records) = index::decode(&index::load(self.index.as_ref()?)?)?;
+        let (stamp, records) = index::decode(index::load(self.index.as_ref()?)?)?;
         let fresh = index::DirStamp::of(&self.dirfd).ok()? == stamp;
         fresh.then_some(Snapshot { records, from_index: true, changed: false, complete: true })
     }
@@ -381,7 +381,7 @@ impl Store {
             return;
         }
         let res = index::mark(&self.dirfd).and_then(|stamp| match stamp {
-            Some(stamp) => index::store(path, &index::encode(&stamp, &snap.records)),
+            Some(stamp) => index::save(path, &stamp, &snap.records),
             None => {
                 index::remove(path);
                 Ok(())
