@@ -60,7 +60,7 @@
 //! Names and holders are %XX-escaped (bytes up to space, `%`, DEL), so any content survives. A file that does
 //! not parse, has the wrong count or checksum (torn by a crash: it is never synced) is ignored.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, IoSlice, Read, Write};
@@ -162,28 +162,38 @@ impl Name {
     }
 }
 
-/// One stored line: byte offsets into `Records::buf`.
+/// One stored line: byte offsets into `Records::buf` (u32: an index of 4 GiB would hold ~50 million
+/// reservations; small entries keep the memory a command touches small, which is most of its cost).
 #[derive(Debug, Clone, Copy)]
 struct Line {
-    start: usize,
+    start: u32,
     /// The escaped container ID field.
-    id: (usize, usize),
-    /// The escaped ifname field; `None`: a legacy ID-only file.
-    ifname: Option<(usize, usize)>,
+    id: (u32, u32),
+    /// End of the escaped ifname field, which starts at `id.1 + 1`; `id.1`: no ifname (a legacy file).
+    ifname_end: u32,
     /// Just past the line's `\n`.
-    end: usize,
-    live: bool,
+    end: u32,
 }
 
-/// The records, kept as the escaped lines they are stored as. Loading an index of N records costs a scan for
-/// line and field boundaries plus N map inserts, no allocation per record; a holder is decoded only when
-/// asked for, and owners are compared escaped (escaping is one-to-one). Saving copies the live lines.
+impl Line {
+    fn ifname(&self) -> Option<(u32, u32)> {
+        (self.ifname_end != self.id.1).then_some((self.id.1 + 1, self.ifname_end))
+    }
+}
+
+fn offset(n: usize) -> u32 {
+    u32::try_from(n).expect("an index under 4 GiB")
+}
+
+/// The records, kept as the escaped lines they are stored as, reservations sorted by address (as saved).
+/// Loading an index of N records costs a scan for line and field boundaries and a sorted vector of N small
+/// entries: no allocation per record, no hash table; a holder is decoded only when asked for, and owners are
+/// compared escaped (escaping is one-to-one). Saving writes the lines back in order, mostly as one run.
 #[derive(Debug, Default)]
 pub struct Records {
     buf: Vec<u8>,
-    lines: Vec<Line>,
-    ips: HashMap<IpAddr, usize>,
-    others: BTreeMap<OsString, usize>,
+    ips: Vec<(IpAddr, Line)>,
+    others: BTreeMap<OsString, Line>,
 }
 
 /// An attachment, escaped as in the records, to compare owners without decoding them.
@@ -223,7 +233,7 @@ impl Records {
 
     /// Add (or replace) the record of `name`.
     pub fn insert(&mut self, name: Name, h: &Holder) {
-        let start = self.buf.len();
+        let start = offset(self.buf.len());
         match &name {
             Name::Ip(ip) => {
                 self.buf.extend_from_slice(b"i ");
@@ -236,76 +246,90 @@ impl Records {
         }
         self.buf.push(b' ');
         let id = self.push_field(h.container_id.as_bytes());
-        let ifname = h.ifname.as_ref().map(|i| {
-            self.buf.push(b' ');
-            self.push_field(i.as_bytes())
-        });
-        self.buf.push(b'\n');
-        self.lines.push(Line { start, id, ifname, end: self.buf.len(), live: true });
-        let idx = self.lines.len() - 1;
-        let old = match name {
-            Name::Ip(ip) => self.ips.insert(ip, idx),
-            Name::Other(n) => self.others.insert(n, idx),
+        let ifname_end = match &h.ifname {
+            Some(i) => {
+                self.buf.push(b' ');
+                self.push_field(i.as_bytes()).1
+            }
+            None => id.1,
         };
-        if let Some(old) = old {
-            self.lines[old].live = false;
+        self.buf.push(b'\n');
+        let line = Line { start, id, ifname_end, end: offset(self.buf.len()) };
+        match name {
+            Name::Ip(ip) => match self.ips.binary_search_by_key(&ip, |e| e.0) {
+                Ok(i) => self.ips[i].1 = line,
+                Err(i) => self.ips.insert(i, (ip, line)),
+            },
+            Name::Other(n) => {
+                self.others.insert(n, line);
+            }
         }
     }
 
-    fn push_field(&mut self, field: &[u8]) -> (usize, usize) {
-        let start = self.buf.len();
+    fn push_field(&mut self, field: &[u8]) -> (u32, u32) {
+        let start = offset(self.buf.len());
         push_escaped(&mut self.buf, field);
-        (start, self.buf.len())
+        (start, offset(self.buf.len()))
     }
 
     pub fn remove(&mut self, name: &Name) {
-        let old = match name {
-            Name::Ip(ip) => self.ips.remove(ip),
-            Name::Other(n) => self.others.remove(n),
-        };
-        if let Some(old) = old {
-            self.lines[old].live = false;
+        match name {
+            Name::Ip(ip) => {
+                if let Ok(i) = self.ips.binary_search_by_key(ip, |e| e.0) {
+                    self.ips.remove(i);
+                }
+            }
+            Name::Other(n) => {
+                self.others.remove(n);
+            }
+        }
+    }
+
+    fn line_of(&self, name: &Name) -> Option<&Line> {
+        match name {
+            Name::Ip(ip) => self.ips.binary_search_by_key(ip, |e| e.0).ok().map(|i| &self.ips[i].1),
+            Name::Other(n) => self.others.get(n),
         }
     }
 
     pub fn holder_of(&self, name: &Name) -> Option<Holder> {
-        let idx = match name {
-            Name::Ip(ip) => self.ips.get(ip),
-            Name::Other(n) => self.others.get(n),
-        };
-        idx.map(|&i| self.holder_at(i))
+        self.line_of(name).map(|l| self.holder_at(l))
     }
 
-    fn holder_at(&self, i: usize) -> Holder {
-        let l = &self.lines[i];
-        let text = |(a, b): (usize, usize)| {
-            let raw = unescape(&self.buf[a..b]).unwrap_or_else(|| self.buf[a..b].to_vec());
+    fn field(&self, (a, b): (u32, u32)) -> &[u8] {
+        &self.buf[a as usize..b as usize]
+    }
+
+    fn holder_at(&self, l: &Line) -> Holder {
+        let text = |range| {
+            let f = self.field(range);
+            let raw = unescape(f).unwrap_or_else(|| f.to_vec());
             String::from_utf8(raw).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
         };
-        Holder { container_id: text(l.id), ifname: l.ifname.map(text) }
+        Holder { container_id: text(l.id), ifname: l.ifname().map(text) }
     }
 
-    fn matches(&self, i: usize, owner: &Owner, how: Match) -> bool {
-        let l = &self.lines[i];
-        if self.buf[l.id.0..l.id.1] != owner.id[..] {
+    fn matches(&self, l: &Line, owner: &Owner, how: Match) -> bool {
+        if self.field(l.id) != owner.id {
             return false;
         }
-        let same_ifname = || l.ifname.is_some_and(|(a, b)| self.buf[a..b] == owner.ifname[..]);
+        let same_ifname = || l.ifname().is_some_and(|f| self.field(f) == owner.ifname);
         match how {
             Match::Exactly => same_ifname(),
-            Match::LegacyOf => l.ifname.is_none(),
-            Match::BelongsTo => l.ifname.is_none() || same_ifname(),
+            Match::LegacyOf => l.ifname().is_none(),
+            Match::BelongsTo => l.ifname().is_none() || same_ifname(),
         }
     }
 
     /// The records (reservations and other files) whose holder relates to `owner` as `how` says.
     pub fn select(&self, owner: &Owner, how: Match) -> Vec<(Name, Holder)> {
-        let ips = self.ips.iter().map(|(ip, &i)| (i, Name::Ip(*ip)));
-        let all = ips.chain(self.others.iter().map(|(n, &i)| (i, Name::Other(n.clone()))));
-        all.filter(|(i, _)| self.matches(*i, owner, how)).map(|(i, n)| (n, self.holder_at(i))).collect()
+        let ips = self.ips.iter().map(|(ip, l)| (l, Name::Ip(*ip)));
+        let all = ips.chain(self.others.iter().map(|(n, l)| (l, Name::Other(n.clone()))));
+        all.filter(|(l, _)| self.matches(l, owner, how)).map(|(l, n)| (n, self.holder_at(l))).collect()
     }
 
-    /// Parse the stored line `buf[start..end]` (without its `\n`) and add it. `None`: malformed or a repeat.
+    /// Parse the stored line `buf[start..end]` (without its `\n`) and add it (reservations in file order:
+    /// `sort_loaded` puts them in order). `None`: malformed.
     fn index_line(&mut self, start: usize, end: usize) -> Option<()> {
         let mut fields = split_at_byte(&self.buf[start..end], b' ').map(|f| f.len());
         let (kind, name, id, ifname) = (fields.next()?, fields.next()?, fields.next()?, fields.next());
@@ -313,36 +337,49 @@ impl Records {
             return None;
         }
         let name_at = start + 2;
-        let id_at = name_at + name + 1;
+        let id_at = offset(name_at + name + 1);
+        let id = (id_at, id_at + offset(id));
         let line = Line {
-            start,
-            id: (id_at, id_at + id),
-            ifname: ifname.map(|n| (id_at + id + 1, id_at + id + 1 + n)),
-            end: end + 1,
-            live: true,
+            start: offset(start),
+            id,
+            ifname_end: ifname.map_or(id.1, |n| id.1 + 1 + offset(n)),
+            end: offset(end + 1),
         };
         // Escapes are checked here, so decoding a holder later cannot fail.
-        for (a, b) in std::iter::once(line.id).chain(line.ifname) {
-            let f = &self.buf[a..b];
+        for f in std::iter::once(line.id).chain(line.ifname()) {
+            let f = self.field(f);
             if f.contains(&b'%') && unescape(f).is_none() {
                 return None;
             }
         }
         let name = &self.buf[name_at..name_at + name];
-        let idx = self.lines.len();
-        let repeat = match self.buf[start] {
-            b'i' => self.ips.insert(std::str::from_utf8(name).ok()?.parse().ok()?, idx).is_some(),
-            b'o' => self.others.insert(OsString::from_vec(unescape(name)?), idx).is_some(),
+        match self.buf[start] {
+            b'i' => {
+                let ip = std::str::from_utf8(name).ok()?.parse().ok()?;
+                self.ips.push((ip, line));
+            }
+            b'o' => {
+                if self.others.insert(OsString::from_vec(unescape(name)?), line).is_some() {
+                    return None;
+                }
+            }
             _ => return None,
-        };
-        self.lines.push(line);
-        (!repeat).then_some(())
+        }
+        Some(())
+    }
+
+    /// After loading: reservations sorted by address (already so when saved by `save`), none twice.
+    fn sort_loaded(&mut self) -> Option<()> {
+        if !self.ips.is_sorted_by_key(|e| e.0) {
+            self.ips.sort_unstable_by_key(|e| e.0);
+        }
+        self.ips.windows(2).all(|w| w[0].0 != w[1].0).then_some(())
     }
 }
 
 impl Reservations for Records {
     fn is_reserved(&self, ip: IpAddr) -> bool {
-        self.ips.contains_key(&ip)
+        self.ips.binary_search_by_key(&ip, |e| e.0).is_ok()
     }
 
     fn holder(&self, ip: IpAddr) -> Option<Holder> {
@@ -351,8 +388,8 @@ impl Reservations for Records {
 
     fn belonging_to(&self, id: &str, ifname: &str) -> Vec<(IpAddr, Holder)> {
         let owner = Owner::new(id, ifname);
-        let mine = self.ips.iter().filter(|(_, i)| self.matches(**i, &owner, Match::BelongsTo));
-        mine.map(|(ip, &i)| (*ip, self.holder_at(i))).collect()
+        let mine = self.ips.iter().filter(|(_, l)| self.matches(l, &owner, Match::BelongsTo));
+        mine.map(|(ip, l)| (*ip, self.holder_at(l))).collect()
     }
 }
 
@@ -494,14 +531,14 @@ fn pieces<'a>(stamp: &DirStamp, r: &'a Records) -> (Vec<u8>, Vec<&'a [u8]>, Vec<
     let mut head = HEADER.to_vec();
     let (m, t) = (stamp.mtime, stamp.ctime);
     head.extend_from_slice(format!("d {} {} {} {} {} {}\n", stamp.dev, stamp.ino, m.0, m.1, t.0, t.1).as_bytes());
-    let mut runs: Vec<(usize, usize)> = Vec::new();
-    for l in r.lines.iter().filter(|l| l.live) {
+    let mut runs: Vec<(u32, u32)> = Vec::new();
+    for l in r.ips.iter().map(|(_, l)| l).chain(r.others.values()) {
         match runs.last_mut() {
             Some(run) if run.1 == l.start => run.1 = l.end,
             _ => runs.push((l.start, l.end)),
         }
     }
-    let runs: Vec<&[u8]> = runs.into_iter().map(|(a, b)| &r.buf[a..b]).collect();
+    let runs: Vec<&[u8]> = runs.into_iter().map(|run| r.field(run)).collect();
     let mut sum = Checksum::new();
     sum.update(&head);
     runs.iter().for_each(|run| sum.update(run));
@@ -553,20 +590,18 @@ pub fn decode(bytes: Vec<u8>) -> Option<(DirStamp, Records)> {
     let stamp = parse_stamp(&rest[..stamp_end])?;
     let (mut start, records_end) = (HEADER.len() + stamp_end + 1, cut);
     // The records stay where they were read (no copy); lines added later go after the old trailer, which
-    // no line points at. Sized from the trailer (checked above, so not a wild number): no rehashing.
-    let expect = count.min(bytes.len() / 8);
-    let mut r = Records {
-        buf: bytes,
-        lines: Vec::with_capacity(expect),
-        ips: HashMap::with_capacity(expect),
-        ..Records::default()
-    };
+    // no line points at. Sized from the trailer (checked above, so not a wild number).
+    if bytes.len() > u32::MAX as usize {
+        return None;
+    }
+    let mut r = Records { buf: bytes, ips: Vec::with_capacity(count.min(records_end / 8)), ..Records::default() };
     while start < records_end {
         let end = start + memchr::memchr(b'\n', &r.buf[start..records_end])?;
         r.index_line(start, end)?;
         start = end + 1;
     }
-    (r.lines.len() == count).then_some((stamp, r))
+    r.sort_loaded()?;
+    (r.len() == count).then_some((stamp, r))
 }
 
 /// Read the index; `None` if absent or unreadable (both mean: rebuild).
@@ -642,7 +677,7 @@ mod tests {
     }
 
     fn contents(r: &Records) -> Vec<(Name, Holder)> {
-        let names = r.ips.keys().map(|i| Name::Ip(*i)).chain(r.others.keys().map(|n| Name::Other(n.clone())));
+        let names = r.ips.iter().map(|(i, _)| Name::Ip(*i)).chain(r.others.keys().map(|n| Name::Other(n.clone())));
         let mut v: Vec<(Name, Holder)> = names.map(|n| (n.clone(), r.holder_of(&n).unwrap())).collect();
         v.sort_by(|a, b| a.0.cmp(&b.0));
         v
