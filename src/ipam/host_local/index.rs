@@ -53,7 +53,8 @@
 //! ```text
 //! rcni-host-local-index 1
 //! d <dev> <ino> <mtime s> <mtime ns> <ctime s> <ctime ns>
-//! i <ip> <containerID> [<ifname>]        a file named by an address (no ifname: a legacy ID-only file)
+//! i <ip> <containerID> [<ifname>]        a file named by an address (no ifname: a legacy ID-only file);
+//!                                        sorted by address
 //! o <name> <containerID> [<ifname>]      any other regular file DEL reads (a leftover temp file)
 //! e <records> <checksum of all bytes before this line, 16 hex digits>
 //! ```

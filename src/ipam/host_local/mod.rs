@@ -137,9 +137,10 @@ fn confirm_refusal(store: &Store, e: AllocError, id: &str, ifname: &str) -> CniR
     }
 }
 
-/// Write every reservation and `last_reserved_ip` file, sync them together, then link the reservations
-/// and, only when all are in place, rename the `last_reserved_ip` files. `Ok(Some(ip))`: `ip` turned out to
-/// be taken; nothing of this attempt is left. On error, what this attempt reserved is released.
+/// Write every reservation and `last_reserved_ip` file, sync them (together: `sync_all`), then link the
+/// reservations and, only when all are in place, rename the `last_reserved_ip` files (so a link that fails
+/// leaves `last_reserved_ip` as it was, like the reference). `Ok(Some(ip))`: `ip` turned out to be taken;
+/// nothing of this attempt is left. On error, what this attempt reserved is released.
 fn place(store: &Store, picks: &[Pick], id: &str, ifname: &str) -> CniResult<Option<IpAddr>> {
     let mut staged = Vec::with_capacity(picks.len());
     let mut last = Vec::with_capacity(picks.len());

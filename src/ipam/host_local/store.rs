@@ -209,31 +209,21 @@ impl Drop for Staged {
     }
 }
 
-/// fdatasync every staged file, concurrently. Each sync waits for the disk (on ext4, for a journal commit);
-/// syncs issued together share commits. Measured on an ADD's 2 files (4 dual-stack): the same when the disk
-/// is idle, several times faster when other writers keep the journal busy (see the commit message). A thread
-/// that cannot be started is replaced by a sync on this one.
+/// fdatasync every staged file. Writeback of all of them is started first (sync_file_range WRITE, which
+/// waits for nothing), so their blocks are allocated together and the first fdatasync's journal commit
+/// covers them all: the later ones find little left to wait for. Measured on the sync step of an ADD
+/// (ext4 in a VM, median of 51): quiet disk, 1 range set 451 -> 334 us, 2 range sets 819 -> 487 us;
+/// with two other processes writing and fsyncing, 1712 -> 1451 and 2809 -> 1984 us. fdatasyncs run
+/// concurrently on threads did worse on a quiet disk (442, 641 us) and better only for 2 range sets under
+/// that load (1320 us): not worth the threads.
 pub fn sync_all(files: &[&Staged]) -> SResult<()> {
-    let sync = |s: &Staged| s.file.sync_data().map_err(|e| StoreError::io("cannot write", &s.target, e));
-    match files {
-        [] => Ok(()),
-        [one] => sync(one),
-        [first, rest @ ..] => std::thread::scope(|scope| {
-            let mut others = Vec::with_capacity(rest.len());
-            for &s in rest {
-                others.push(std::thread::Builder::new().spawn_scoped(scope, move || sync(s)).map_err(|_| s));
-            }
-            let mut res = sync(first);
-            for o in others {
-                let r = match o {
-                    Ok(h) => h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)),
-                    Err(s) => sync(s),
-                };
-                res = res.and(r);
-            }
-            res
-        }),
+    if files.len() > 1 {
+        for s in files {
+            // Only a head start: errors show in the fdatasync below.
+            unsafe { libc::sync_file_range(s.file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) };
+        }
     }
+    files.iter().try_for_each(|s| s.file.sync_data().map_err(|e| StoreError::io("cannot write", &s.target, e)))
 }
 
 impl Store {
