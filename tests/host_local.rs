@@ -698,3 +698,251 @@ fn killed_adds_leave_whole_files_only() {
     assert!(ip_files(&t.net()).is_empty());
     assert_eq!(add(OURS, "after", &c).ips().len(), 2);
 }
+
+// ---- the owner index (<dataDir>/.rcni-index.<network>): a cache that must never be believed wrongly ----
+
+fn index_path(t: &TempDir) -> PathBuf {
+    t.0.join("data").join(format!(".rcni-index.{NET}"))
+}
+
+/// The reservations an index lists (`ip -> "id ifname"`), if it is whole: header first, `e <count> <sum>` last.
+fn index_records(t: &TempDir) -> Option<BTreeMap<String, String>> {
+    let text = fs::read_to_string(index_path(t)).ok()?;
+    let mut lines: Vec<&str> = text.strip_suffix('\n')?.split('\n').collect();
+    let trailer = lines.pop()?;
+    let count: usize = trailer.strip_prefix("e ")?.split(' ').next()?.parse().ok()?;
+    if lines.first() != Some(&"rcni-host-local-index 1") || lines.len() != count + 2 {
+        return None;
+    }
+    let recs = lines[2..].iter().filter_map(|l| l.strip_prefix("i ")?.split_once(' '));
+    Some(recs.map(|(ip, owner)| (ip.to_string(), owner.to_string())).collect())
+}
+
+/// What the reservation files say, in the index's notation.
+fn owners_on_disk(t: &TempDir) -> BTreeMap<String, String> {
+    ip_files(&t.net()).into_iter().map(|(ip, o)| (ip, o.replace("\r\n", " "))).collect()
+}
+
+fn dir_names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> =
+        fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    v.sort();
+    v
+}
+
+/// Change a reservation's owner without touching its directory (as an editor writing in place would): the
+/// one change the index's directory stamp cannot see.
+fn rewrite_in_place(t: &TempDir, ip: &str, owner: &str) {
+    use std::os::unix::fs::MetadataExt;
+    let stamp = |m: fs::Metadata| (m.mtime(), m.mtime_nsec(), m.ctime(), m.ctime_nsec());
+    let before = stamp(fs::metadata(t.net()).unwrap());
+    let mut f = fs::OpenOptions::new().write(true).truncate(true).open(t.net().join(ip)).unwrap();
+    f.write_all(owner.as_bytes()).unwrap();
+    assert_eq!(stamp(fs::metadata(t.net()).unwrap()), before, "premise: an in-place write leaves the directory as is");
+}
+
+#[test]
+fn index_lives_outside_the_network_directory() {
+    let t = TempDir::new("idx-outside");
+    let c = dual_stack(&t, "1.0.0");
+    for id in ["c1", "c2", "c3"] {
+        add(OURS, id, &c).expect_ok();
+    }
+    del(OURS, "c1", &c).expect_ok();
+    run(OURS, "CHECK", "c2", "eth0", &c, "").expect_ok();
+    // The network directory holds only what the reference itself writes (its DEL reads every file there).
+    for name in files(&t.net()).keys() {
+        assert!(
+            name == "lock" || name.starts_with("last_reserved_ip.") || name.parse::<std::net::IpAddr>().is_ok(),
+            "unexpected file {name} in the network directory"
+        );
+    }
+    // Beside it, a file (not a directory: tools take every directory of dataDir for a network).
+    assert_eq!(dir_names(&t.0.join("data")), [format!(".rcni-index.{NET}").as_str(), NET]);
+    assert!(fs::metadata(index_path(&t)).unwrap().is_file());
+    assert_eq!(index_records(&t), Some(owners_on_disk(&t)));
+    assert_eq!(owners_on_disk(&t).len(), 4);
+    // `.rcni-index.*` can never be a network: both binaries refuse names not starting with a letter or digit.
+    let mut dot = c.clone();
+    dot["name"] = json!(format!(".rcni-index.{NET}"));
+    assert_eq!(add(OURS, "d1", &dot).code(), 7);
+}
+
+#[test]
+fn duplicate_refused_with_missing_corrupt_or_outdated_index() {
+    let t = TempDir::new("idx-dup");
+    let c = conf(&t, "1.0.0", json!({"ranges": [[{"subnet": "10.125.0.0/24"}]]}));
+    add(OURS, "c0", &c).expect_ok();
+    let outdated = fs::read(index_path(&t)).unwrap(); // saved before c1 existed
+    add(OURS, "c1", &c).expect_ok();
+    let good = fs::read(index_path(&t)).unwrap();
+    let half = good[..good.len() / 2].to_vec();
+    let mut zeroed = good.clone();
+    zeroed[good.len() - 40..].fill(0);
+    let mut flipped = good.clone();
+    flipped[60] ^= 1;
+    let cases: Vec<(&str, Option<Vec<u8>>)> = vec![
+        ("missing", None),
+        ("garbage", Some(b"not an index\n".to_vec())),
+        ("torn in half", Some(half)),
+        ("zeros at the end", Some(zeroed)),
+        ("one bit flipped", Some(flipped)),
+        ("empty", Some(Vec::new())),
+        ("outdated", Some(outdated)),
+    ];
+    let before = files(&t.net());
+    for (what, content) in cases {
+        match &content {
+            None => fs::remove_file(index_path(&t)).unwrap(),
+            Some(b) => fs::write(index_path(&t), b).unwrap(),
+        }
+        let o = add(OURS, "c1", &c);
+        assert_eq!(o.code(), 999, "{what}: {}", o.json);
+        assert!(
+            o.msg().contains("10.125.0.3 has been allocated to c1, duplicate allocation is not allowed"),
+            "{what}: {}",
+            o.msg()
+        );
+        assert_eq!(files(&t.net()), before, "{what}");
+        // Rebuilt from the files.
+        assert_eq!(index_records(&t), Some(owners_on_disk(&t)), "{what}");
+    }
+    // And DEL still finds c1 with each of them.
+    fs::write(index_path(&t), b"garbage").unwrap();
+    del(OURS, "c1", &c).expect_ok();
+    assert_eq!(owners_on_disk(&t).into_values().collect::<Vec<_>>(), ["c0 eth0"]);
+    assert_eq!(index_records(&t), Some(owners_on_disk(&t)));
+}
+
+/// The one staleness the directory stamp cannot see (a file's content rewritten in place): every positive
+/// answer of the index is read back from its file before it is acted on.
+#[test]
+fn stale_index_is_checked_before_acting() {
+    let t = TempDir::new("idx-stale");
+    let c = conf(&t, "1.0.0", json!({"ranges": [[{"subnet": "10.126.0.0/24"}]]}));
+    assert_eq!(addr(&add(OURS, "c1", &c)), ["10.126.0.2"]);
+    assert_eq!(addr(&add(OURS, "c2", &c)), ["10.126.0.3"]);
+    // The index says c1 holds .2; the file now says c9. ADD c1 is not refused as a duplicate.
+    rewrite_in_place(&t, "10.126.0.2", "c9\r\neth0");
+    assert_eq!(addr(&add(OURS, "c1", &c)), ["10.126.0.4"]);
+    // The index (rebuilt) says c2 holds .3; the file now says c1. DEL c2 must not release c1's address.
+    rewrite_in_place(&t, "10.126.0.3", "c1\r\neth0");
+    del(OURS, "c2", &c).expect_ok();
+    assert_eq!(ip_files(&t.net())["10.126.0.3"], "c1\r\neth0");
+    // The index (rebuilt again) says c1 holds .3 and .4; .4 now says c8. DEL c1 releases .3 only.
+    rewrite_in_place(&t, "10.126.0.4", "c8\r\neth0");
+    del(OURS, "c1", &c).expect_ok();
+    let left = owners_on_disk(&t);
+    assert_eq!(left.keys().collect::<Vec<_>>(), ["10.126.0.2", "10.126.0.4"]);
+    assert_eq!(left["10.126.0.4"], "c8 eth0");
+    assert_eq!(index_records(&t), Some(left));
+    // CHECK of an owner the index does not know is confirmed from the files before it fails.
+    rewrite_in_place(&t, "10.126.0.4", "c7\r\neth0");
+    run(OURS, "CHECK", "c7", "eth0", &c, "").expect_ok();
+    // A refused requested IP names the holder its file names, not the index's.
+    rewrite_in_place(&t, "10.126.0.2", "c5\r\neth0");
+    let o = run(OURS, "ADD", "c6", "eth0", &c, "IP=10.126.0.2");
+    assert!(o.msg().contains("held by container c5 interface eth0"), "{}", o.msg());
+}
+
+#[test]
+fn interop_index_follows_the_reference_between_our_commands() {
+    if !have_reference() {
+        return;
+    }
+    use std::os::unix::fs::MetadataExt;
+    let t = TempDir::new("idx-interop");
+    let c = conf(&t, "1.0.0", json!({"ranges": [[{"subnet": "10.130.0.0/24"}]]}));
+    assert_eq!(addr(&add(OURS, "o1", &c)), ["10.130.0.2"]);
+    assert_eq!(addr(&add(OURS, "o2", &c)), ["10.130.0.3"]);
+    // The reference adds and deletes behind the index.
+    assert_eq!(addr(&add(REFERENCE, "r1", &c)), ["10.130.0.4"]);
+    del(REFERENCE, "o1", &c).expect_ok();
+    assert!(add(OURS, "r1", &c).msg().contains("duplicate allocation is not allowed"));
+    assert_eq!(addr(&add(OURS, "o1", &c)), ["10.130.0.5"]);
+    del(OURS, "r1", &c).expect_ok();
+    assert!(!t.net().join("10.130.0.4").exists());
+    assert_eq!(index_records(&t), Some(owners_on_disk(&t)));
+    // The reference releases an address and gives the same one to another container at once: same name
+    // and, on ext4, the same inode number. Ours must see the new owner.
+    run(REFERENCE, "ADD", "r2", "eth0", &c, "IP=10.130.0.50").expect_ok();
+    let ino = fs::metadata(t.net().join("10.130.0.50")).unwrap().ino();
+    run(OURS, "CHECK", "r2", "eth0", &c, "").expect_ok();
+    del(REFERENCE, "r2", &c).expect_ok();
+    run(REFERENCE, "ADD", "r3", "eth0", &c, "IP=10.130.0.50").expect_ok();
+    let same = fs::metadata(t.net().join("10.130.0.50")).unwrap().ino() == ino;
+    eprintln!("re-created reservation kept its inode number: {same}");
+    assert_eq!(run(OURS, "CHECK", "r2", "eth0", &c, "").code(), 999);
+    run(OURS, "CHECK", "r3", "eth0", &c, "").expect_ok();
+    assert!(add(OURS, "r3", &c).msg().contains("10.130.0.50 has been allocated to r3"));
+    del(OURS, "r2", &c).expect_ok();
+    assert!(t.net().join("10.130.0.50").exists());
+    del(OURS, "r3", &c).expect_ok();
+    assert!(!t.net().join("10.130.0.50").exists());
+    // GC (by ours) and the reference's DEL both change the directory under the index.
+    let mut g = conf(&t, "1.1.0", json!({"ranges": [[{"subnet": "10.130.0.0/24"}]]}));
+    g["cni.dev/valid-attachments"] = json!([{"containerID": "o1", "ifname": "eth0"}]);
+    run(OURS, "GC", "", "", &g, "").expect_ok();
+    assert_eq!(addr(&add(OURS, "o2", &c)), ["10.130.0.51"]);
+    del(REFERENCE, "o2", &c).expect_ok();
+    assert_eq!(addr(&add(OURS, "o2", &c)), ["10.130.0.52"]);
+    let expect: BTreeMap<String, String> =
+        [("10.130.0.5", "o1 eth0"), ("10.130.0.52", "o2 eth0")].map(|(a, b)| (a.to_string(), b.to_string())).into();
+    assert_eq!(owners_on_disk(&t), expect);
+    assert_eq!(index_records(&t), Some(expect));
+}
+
+// ---- latency measurement (not a test: run on demand) ----
+
+/// Median latency of direct `host-local` ADD and DEL invocations with `RCNI_HL_BENCH_N` (default 1000) other
+/// reservations in the directory, `RCNI_HL_BENCH_RUNS` (default 25) ADD+DEL pairs. The binary is
+/// `RCNI_HL_BENCH_BIN` (default: ours from this build), the data directory a temp dir under
+/// `RCNI_HL_BENCH_DIR` (default: the system temp dir). Run with a release build:
+/// `cargo nextest run --release --test host_local --run-ignored only --no-capture bench_add_del_latency`
+#[test]
+#[ignore]
+fn bench_add_del_latency() {
+    let env = |k: &str| std::env::var(k).ok();
+    let n: usize = env("RCNI_HL_BENCH_N").map_or(1000, |v| v.parse().unwrap());
+    let runs: usize = env("RCNI_HL_BENCH_RUNS").map_or(25, |v| v.parse().unwrap());
+    let bin = env("RCNI_HL_BENCH_BIN").unwrap_or_else(|| OURS.to_string());
+    let base = env("RCNI_HL_BENCH_DIR").map_or_else(std::env::temp_dir, PathBuf::from);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    let t = TempDir(base.join(format!("rcni-hl-bench-{}-{nanos}", std::process::id())));
+    let c = conf(&t, "1.0.0", json!({"ranges": [[{"subnet": "10.200.0.0/16"}]]}));
+    // Existing reservations as another host-local would have left them.
+    fs::create_dir_all(t.net()).unwrap();
+    for i in 0..n {
+        let ip = std::net::Ipv4Addr::from(u32::from(std::net::Ipv4Addr::new(10, 200, 0, 2)) + i as u32);
+        fs::write(t.net().join(ip.to_string()), format!("{:064x}\r\neth0", i)).unwrap();
+    }
+    // One warm-up pair (page cache, and any per-directory state a binary keeps).
+    add(&bin, "warmup", &c).expect_ok();
+    del(&bin, "warmup", &c).expect_ok();
+    let timed = |cmd: &str, id: &str| {
+        let t0 = std::time::Instant::now();
+        let o = run(&bin, cmd, id, "eth0", &c, "");
+        let dt = t0.elapsed();
+        o.expect_ok();
+        dt
+    };
+    let (mut adds, mut dels) = (Vec::new(), Vec::new());
+    for i in 0..runs {
+        let id = format!("{:064x}", 1_000_000 + i);
+        adds.push(timed("ADD", &id));
+        dels.push(timed("DEL", &id));
+    }
+    assert_eq!(ip_files(&t.net()).len(), n);
+    let median = |v: &mut Vec<std::time::Duration>| {
+        v.sort();
+        v[v.len() / 2].as_secs_f64() * 1e3
+    };
+    eprintln!(
+        "BENCH bin={bin} n={n} runs={runs} dir={}: ADD median {:.2} ms (min {:.2}), DEL median {:.2} ms (min {:.2})",
+        base.display(),
+        median(&mut adds),
+        adds[0].as_secs_f64() * 1e3,
+        median(&mut dels),
+        dels[0].as_secs_f64() * 1e3
+    );
+}

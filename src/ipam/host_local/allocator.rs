@@ -1,6 +1,6 @@
 //! The pure part of host-local: ranges, range sets, the round-robin iterator and the choice of an address.
 //!
-//! Nothing here touches the disk. The store hands us a snapshot of the reservations (`Taken`) and the
+//! Nothing here touches the disk. The store hands us a snapshot of the reservations ([`Reservations`]) and the
 //! `last_reserved_ip.<N>` values; we answer with the address to reserve, or an error that says why not.
 //!
 //! Behaviour follows the reference allocator (containernetworking/plugins `backend/allocator`):
@@ -436,6 +436,29 @@ impl fmt::Display for Holder {
 /// Current reservations of the network: address → holder.
 pub type Taken = HashMap<IpAddr, Holder>;
 
+/// What the allocator asks about existing reservations. The store answers from its index without decoding
+/// every holder; `Taken` answers for tests.
+pub trait Reservations {
+    fn is_reserved(&self, ip: IpAddr) -> bool;
+    fn holder(&self, ip: IpAddr) -> Option<Holder>;
+    /// The reservations that [`Holder::belongs_to`] `(id, ifname)`.
+    fn belonging_to(&self, id: &str, ifname: &str) -> Vec<(IpAddr, Holder)>;
+}
+
+impl Reservations for Taken {
+    fn is_reserved(&self, ip: IpAddr) -> bool {
+        self.contains_key(&ip)
+    }
+
+    fn holder(&self, ip: IpAddr) -> Option<Holder> {
+        self.get(&ip).cloned()
+    }
+
+    fn belonging_to(&self, id: &str, ifname: &str) -> Vec<(IpAddr, Holder)> {
+        self.iter().filter(|(_, h)| h.belongs_to(id, ifname)).map(|(ip, h)| (*ip, h.clone())).collect()
+    }
+}
+
 /// An address chosen for range set `set`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pick {
@@ -545,7 +568,7 @@ pub fn pick(
     idx: usize,
     requested: Option<IpAddr>,
     last_reserved: Option<IpAddr>,
-    taken: &Taken,
+    taken: &impl Reservations,
     id: &str,
     ifname: &str,
 ) -> Result<Pick, AllocError> {
@@ -557,23 +580,18 @@ pub fn pick(
         if let Some(what) = r.reserved_reason(ip) {
             return Err(AllocError::RequestedReserved { set: idx, ip, what });
         }
-        if let Some(h) = taken.get(&ip) {
-            return Err(AllocError::RequestedTaken { set: idx, ip, range_set: set.to_string(), holder: h.clone() });
+        if let Some(holder) = taken.holder(ip) {
+            return Err(AllocError::RequestedTaken { set: idx, ip, range_set: set.to_string(), holder });
         }
         return Ok(Pick { set: idx, ip, prefix: r.prefix, gateway: r.gateway });
     }
     // The reference refuses a second address in this set for the same attachment (plugins PR #328).
-    let mut dup: Option<(&IpAddr, &Holder)> = None;
-    for (ip, h) in taken {
-        if h.belongs_to(id, ifname) && set.contains(*ip) && dup.is_none_or(|(d, _)| ip < d) {
-            dup = Some((ip, h));
-        }
-    }
+    let dup = taken.belonging_to(id, ifname).into_iter().filter(|(ip, _)| set.contains(*ip)).min_by_key(|(ip, _)| *ip);
     if let Some((ip, h)) = dup {
-        return Err(AllocError::Duplicate { set: idx, ip: *ip, id: h.container_id.clone(), ifname: h.ifname.clone() });
+        return Err(AllocError::Duplicate { set: idx, ip, id: h.container_id, ifname: h.ifname });
     }
     for (ip, r) in set.iter_from(last_reserved) {
-        if !taken.contains_key(&ip) {
+        if !taken.is_reserved(ip) {
             return Ok(Pick { set: idx, ip, prefix: r.prefix, gateway: r.gateway });
         }
     }

@@ -4,7 +4,9 @@
 //!
 //! - `config`: the `ipam` object (+ requested IPs, runtime ranges), validated with errors naming the field;
 //! - `allocator`: pure range/iteration/choice logic;
-//! - `store`: `<dataDir>/<network>/` files, flock, atomic reservations.
+//! - `store`: `<dataDir>/<network>/` files, flock, atomic reservations;
+//! - `index`: the owner cache that spares a command reading every reservation file (outside the network
+//!   directory; see its module comment for why it can be trusted and what a stale one could do).
 //!
 //! Every command holds the network's lock for its whole duration. Error codes: 7 invalid config,
 //! 999 allocation failures (as the reference), 5 state-directory I/O, 11 lock not obtained in time,
@@ -12,6 +14,7 @@
 
 pub mod allocator;
 pub mod config;
+pub mod index;
 pub mod store;
 
 use std::collections::HashSet;
@@ -21,9 +24,9 @@ use crate::cni::error::{CniError, CniResult, code};
 use crate::cni::result::{AddResult, Dns, IpConfig};
 use crate::cni::skel::{Attachment, Plugin, Request};
 
-use allocator::{Holder, Pick};
+use allocator::{AllocError, Holder, Pick, Reservations};
 use config::{IpamConf, Location};
-use store::{Store, StoreError};
+use store::{Snapshot, Store, StoreError};
 
 pub struct HostLocal;
 
@@ -59,49 +62,121 @@ fn alloc_err(e: allocator::AllocError) -> CniError {
 /// Reserve one address per range set; on failure, release what this ADD reserved and nothing else.
 fn allocate(conf: &IpamConf, store: &Store, id: &str, ifname: &str) -> CniResult<Vec<Pick>> {
     let requested = allocator::assign_requested(&conf.range_sets, &conf.requested).map_err(alloc_err)?;
-    let mut taken = store.scan().map_err(store_err)?;
-    let mut picks: Vec<Pick> = Vec::with_capacity(conf.range_sets.len());
-    let rollback = |picks: &[Pick]| {
-        for p in picks {
+    let mut snap = store.snapshot().map_err(store_err)?;
+    loop {
+        let picks = match choose(conf, store, &snap, &requested, id, ifname) {
+            Ok(Some(picks)) => picks,
+            // The index was wrong about an address: decide again from the files.
+            Ok(None) => {
+                snap = store.snapshot_from_files().map_err(store_err)?;
+                continue;
+            }
+            // A refusal changes nothing on disk: keep what was learnt (a rebuilt index).
+            Err(e) => {
+                store.save_index(&mut snap);
+                return Err(e);
+            }
+        };
+        match place(store, &picks, id, ifname)? {
+            None => {
+                for p in &picks {
+                    snap.insert(
+                        p.ip,
+                        Some(Holder { container_id: id.trim().to_string(), ifname: Some(ifname.into()) }),
+                    );
+                }
+                store.save_index(&mut snap);
+                return Ok(picks);
+            }
+            // The index missed a reservation: it is wrong, read the files.
+            Some(_) if snap.from_index => snap = store.snapshot_from_files().map_err(store_err)?,
+            // Appeared since the scan: only a writer that ignores the lock can do that. Skip it.
+            Some(ip) => snap.insert(ip, None),
+        }
+    }
+}
+
+/// One address per range set, from `snap`. `None`: `snap` came from the index and the file of an address
+/// it refuses for does not confirm the refusal (so the caller rereads the files).
+fn choose(
+    conf: &IpamConf,
+    store: &Store,
+    snap: &Snapshot,
+    requested: &[Option<IpAddr>],
+    id: &str,
+    ifname: &str,
+) -> CniResult<Option<Vec<Pick>>> {
+    let mut picks = Vec::with_capacity(conf.range_sets.len());
+    for (i, set) in conf.range_sets.iter().enumerate() {
+        match allocator::pick(set, i, requested[i], store.last_reserved(i), &snap.records, id, ifname) {
+            Ok(p) => picks.push(p),
+            Err(e) if !snap.from_index => return Err(alloc_err(e)),
+            Err(e) => return confirm_refusal(store, e, id, ifname),
+        }
+    }
+    Ok(Some(picks))
+}
+
+/// A refusal decided from the index stands only if the file it rests on says the same (`Err`); `Ok(None)`
+/// otherwise (an unreadable file included: the full read decides). "No free address" rests on every file:
+/// always reread.
+fn confirm_refusal(store: &Store, e: AllocError, id: &str, ifname: &str) -> CniResult<Option<Vec<Pick>>> {
+    let ip = match &e {
+        AllocError::Duplicate { ip, .. } | AllocError::RequestedTaken { ip, .. } => *ip,
+        _ => return Ok(None),
+    };
+    let now = store.read_holder(ip.to_string().as_ref()).ok().flatten();
+    match (e, now) {
+        (AllocError::Duplicate { set, ip, .. }, Some(h)) if h.belongs_to(id, ifname) => {
+            Err(alloc_err(AllocError::Duplicate { set, ip, id: h.container_id, ifname: h.ifname }))
+        }
+        (AllocError::RequestedTaken { set, ip, range_set, .. }, Some(holder)) => {
+            Err(alloc_err(AllocError::RequestedTaken { set, ip, range_set, holder }))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// Write every reservation and `last_reserved_ip` file, sync them (together: `sync_all`), then link the
+/// reservations and, only when all are in place, rename the `last_reserved_ip` files (so a link that fails
+/// leaves `last_reserved_ip` as it was, like the reference). `Ok(Some(ip))`: `ip` turned out to be taken;
+/// nothing of this attempt is left. On error, what this attempt reserved is released.
+fn place(store: &Store, picks: &[Pick], id: &str, ifname: &str) -> CniResult<Option<IpAddr>> {
+    let mut staged = Vec::with_capacity(picks.len());
+    let mut last = Vec::with_capacity(picks.len());
+    for p in picks {
+        staged.push(store.stage_reservation(p.ip, id, ifname).map_err(store_err)?);
+        last.push(store.stage_last_reserved(p.set, p.ip).map_err(store_err)?);
+    }
+    let all: Vec<&store::Staged> = staged.iter().chain(&last).collect();
+    store::sync_all(&all).map_err(store_err)?;
+    let rollback = |done: &[Pick]| {
+        for p in done {
             if let Err(e) = store.unreserve(p.ip, id, ifname) {
                 crate::cni::log::warn("host-local", format!("rollback: {e}"));
             }
         }
     };
-    for (i, set) in conf.range_sets.iter().enumerate() {
-        let last = store.last_reserved(i);
-        loop {
-            let p = match allocator::pick(set, i, requested[i], last, &taken, id, ifname) {
-                Ok(p) => p,
-                Err(e) => {
-                    rollback(&picks);
-                    return Err(alloc_err(e));
-                }
-            };
-            match store.reserve(p.ip, id, ifname) {
-                Ok(true) => {
-                    taken.insert(p.ip, Holder { container_id: id.trim().to_string(), ifname: Some(ifname.into()) });
-                    picks.push(p);
-                    break;
-                }
-                // Appeared since the scan: only a writer that ignores the lock can do that. Skip it.
-                Ok(false) => {
-                    taken.insert(p.ip, Holder { container_id: "(unknown)".into(), ifname: None });
-                }
-                Err(e) => {
-                    rollback(&picks);
-                    return Err(store_err(e));
-                }
+    for (i, s) in staged.into_iter().enumerate() {
+        match store.link_reservation(s) {
+            Ok(true) => {}
+            Ok(false) => {
+                rollback(&picks[..i]);
+                return Ok(Some(picks[i].ip));
+            }
+            Err(e) => {
+                rollback(&picks[..i]);
+                return Err(store_err(e));
             }
         }
     }
-    for p in &picks {
-        if let Err(e) = store.set_last_reserved(p.set, p.ip) {
-            rollback(&picks);
+    for s in last {
+        if let Err(e) = store.rename_last_reserved(s) {
+            rollback(picks);
             return Err(store_err(e));
         }
     }
-    Ok(picks)
+    Ok(None)
 }
 
 impl Plugin for HostLocal {
@@ -153,18 +228,25 @@ impl Plugin for HostLocal {
         let Some(store) = Store::open_existing(&conf.loc.net_dir(), conf.loc.lock_timeout).map_err(store_err)? else {
             return Err(missing());
         };
-        let taken = store.scan().map_err(store_err)?;
-        if !taken.values().any(|h| h.belongs_to(id, ifname)) {
+        let mut snap = store.snapshot().map_err(store_err)?;
+        let mut found = holds_any(&store, &snap, id, ifname);
+        if !found && snap.from_index {
+            // Confirm from the files before failing.
+            snap = store.snapshot_from_files().map_err(store_err)?;
+            found = holds_any(&store, &snap, id, ifname);
+        }
+        store.save_index(&mut snap);
+        if !found {
             return Err(missing());
         }
-        // Every address of ours in prevResult must still be reserved for this attachment.
+        // Every address of ours in prevResult must still be reserved for this attachment: its file says.
         if let Some(prev) = &req.conf.prev_result {
             for ipc in &prev.ips {
                 let ip = ipc.address.ip();
                 if !conf.range_sets.iter().any(|s| s.contains(ip)) {
                     continue;
                 }
-                match taken.get(&ip) {
+                match store.read_holder(ip.to_string().as_ref()).map_err(store_err)? {
                     Some(h) if h.belongs_to(id, ifname) => {}
                     Some(h) => {
                         return Err(CniError::internal(format!(
@@ -229,7 +311,109 @@ impl Plugin for HostLocal {
     }
 }
 
+/// Some reservation in `snap` belongs to `(id, ifname)`; from the index, one whose file confirms it.
+fn holds_any(store: &Store, snap: &Snapshot, id: &str, ifname: &str) -> bool {
+    let confirmed =
+        |ip: IpAddr| matches!(store.read_holder(ip.to_string().as_ref()), Ok(Some(now)) if now.belongs_to(id, ifname));
+    snap.records.belonging_to(id, ifname).into_iter().any(|(ip, _)| !snap.from_index || confirmed(ip))
+}
+
 /// Embedded in every binary built from this source tree (see build.rs): a `host-local` executable that
 /// contains this exact string was built from the same code as the caller, so running its logic in-process
 /// is the same as exec'ing it.
 pub static BUILD_MARKER: &str = concat!("rcni-host-local-build:", env!("RCNI_BUILD_ID"), ";");
+
+#[cfg(test)]
+mod tests {
+    use super::index::{self, DirStamp, Name, Records};
+    use super::*;
+    use std::fs;
+    use std::path::PathBuf;
+
+    struct TempDir(PathBuf);
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn setup(tag: &str) -> (TempDir, IpamConf) {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+        let t = TempDir(std::env::temp_dir().join(format!("rcni-hl-mod-{tag}-{}-{nanos}", std::process::id())));
+        let stdin = serde_json::json!({"cniVersion": "1.0.0", "name": "net", "type": "bridge", "ipam": {
+            "type": "host-local", "dataDir": t.0, "ranges": [[{"subnet": "10.0.0.0/24"}]]}});
+        (t, config::parse(&stdin, "1.0.0", None).unwrap())
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn holder(id: &str) -> Holder {
+        Holder { container_id: id.into(), ifname: Some("eth0".into()) }
+    }
+
+    /// Save an index that claims `records` for the directory exactly as it is now: the stamp matches, so it is
+    /// believed (the situation a writer that ignores the lock, or an edit in place, could leave).
+    fn forge_index(conf: &IpamConf, records: &[(&str, &str)]) {
+        let mut r = Records::default();
+        for (a, id) in records {
+            r.insert(Name::Ip(ip(a)), &holder(id));
+        }
+        let dir = fs::File::open(conf.loc.net_dir()).unwrap();
+        let stamp = DirStamp::of(&dir).unwrap();
+        let path = index::path_for(&conf.loc.net_dir()).unwrap();
+        index::save(&path, &stamp, &r).unwrap();
+    }
+
+    fn open(conf: &IpamConf) -> Store {
+        Store::open(&conf.loc.net_dir(), conf.loc.lock_timeout).unwrap()
+    }
+
+    #[test]
+    fn an_address_missing_from_the_index_is_found_taken_by_link() {
+        let (_t, conf) = setup("missing");
+        let store = open(&conf);
+        assert_eq!(allocate(&conf, &store, "c1", "eth0").unwrap()[0].ip, ip("10.0.0.2"));
+        fs::remove_file(conf.loc.net_dir().join("last_reserved_ip.0")).unwrap();
+        // The index forgets .2: the allocator picks it, link(2) refuses, the files decide.
+        forge_index(&conf, &[]);
+        assert!(store.snapshot().unwrap().from_index);
+        assert_eq!(allocate(&conf, &store, "c2", "eth0").unwrap()[0].ip, ip("10.0.0.3"));
+        assert_eq!(fs::read(conf.loc.net_dir().join("10.0.0.2")).unwrap(), b"c1\r\neth0");
+        let snap = store.snapshot().unwrap();
+        assert!(snap.from_index && snap.records.len() == 2, "saved again, whole: {snap:?}");
+    }
+
+    #[test]
+    fn a_refusal_from_the_index_is_confirmed_by_the_file() {
+        let (_t, conf) = setup("refusal");
+        let store = open(&conf);
+        allocate(&conf, &store, "c1", "eth0").unwrap();
+        // The index puts c1 at .7 (no such file): the refusal names the address c1 really holds.
+        forge_index(&conf, &[("10.0.0.2", "c1"), ("10.0.0.7", "c1")]);
+        let e = allocate(&conf, &store, "c1", "eth0").unwrap_err();
+        assert!(e.to_string().contains("10.0.0.2 has been allocated to c1"), "{e}");
+        // The index says the whole range is taken: confirmed from the files, which say otherwise.
+        let all: Vec<String> = (2..=254).map(|i| format!("10.0.0.{i}")).collect();
+        let claims: Vec<(&str, &str)> = all.iter().map(|a| (a.as_str(), "ghost")).collect();
+        forge_index(&conf, &claims);
+        assert_eq!(allocate(&conf, &store, "c2", "eth0").unwrap()[0].ip, ip("10.0.0.3"));
+    }
+
+    #[test]
+    fn del_with_a_wrong_index_removes_only_what_the_files_say() {
+        let (_t, conf) = setup("del");
+        let store = open(&conf);
+        allocate(&conf, &store, "c1", "eth0").unwrap();
+        allocate(&conf, &store, "c2", "eth0").unwrap();
+        // The index gives c1 both addresses (and a ghost): only .2 goes.
+        forge_index(&conf, &[("10.0.0.2", "c1"), ("10.0.0.3", "c1"), ("10.0.0.9", "c1")]);
+        assert_eq!(store.release("c1", "eth0").unwrap().ips, [ip("10.0.0.2")]);
+        assert_eq!(fs::read(conf.loc.net_dir().join("10.0.0.3")).unwrap(), b"c2\r\neth0");
+        let snap = store.snapshot().unwrap();
+        assert!(snap.from_index);
+        assert_eq!(snap.records.holder(ip("10.0.0.3")), Some(holder("c2")));
+        assert_eq!(snap.records.len(), 1);
+    }
+}
