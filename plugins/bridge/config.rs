@@ -1,6 +1,6 @@
 //! The bridge plugin's configuration: every field of the reference plugin, with its defaults.
 
-use rcni::cni::serde_util::lenient_bool;
+use rcni::cni::serde_util::{default_true, lenient_bool};
 use rcni::cni::{CniError, CniResult};
 use serde::Deserialize;
 
@@ -41,12 +41,8 @@ pub struct BridgeConf {
     #[serde(default, deserialize_with = "lenient_bool")]
     pub port_isolation: bool,
     /// rcni: DEL leaves the kernel's slow unregister of the veth pair to a detached child (see README).
-    #[serde(default = "yes", deserialize_with = "lenient_bool")]
+    #[serde(default = "default_true", deserialize_with = "lenient_bool")]
     pub delete_link_in_background: bool,
-}
-
-fn yes() -> bool {
-    true
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]

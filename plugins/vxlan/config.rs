@@ -1,7 +1,7 @@
 //! The vxlan plugin's configuration. See plugins/vxlan/README.md for the user-facing description.
 
 use ipnetwork::IpNetwork;
-use rcni::cni::serde_util::lenient_bool;
+use rcni::cni::serde_util::{default_true, lenient_bool};
 use rcni::cni::{CniError, CniResult};
 use serde::{Deserialize, Deserializer};
 use std::net::IpAddr;
@@ -39,12 +39,8 @@ pub struct VxlanConf {
     #[serde(default)]
     pub data_dir: Option<String>,
     /// DEL leaves the kernel's slow unregister of the veth pair to a detached child (as bridge).
-    #[serde(default = "yes", deserialize_with = "lenient_bool")]
+    #[serde(default = "default_true", deserialize_with = "lenient_bool")]
     pub delete_link_in_background: bool,
-}
-
-fn yes() -> bool {
-    true
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]

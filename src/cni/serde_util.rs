@@ -44,3 +44,8 @@ mod tests {
         assert!(serde_json::from_str::<T>(r#"{"b":1}"#).is_err());
     }
 }
+
+/// `#[serde(default = "rcni::cni::serde_util::default_true")]` for options that are on unless turned off.
+pub fn default_true() -> bool {
+    true
+}
