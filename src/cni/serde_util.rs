@@ -23,6 +23,11 @@ pub fn lenient_bool<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
     }
 }
 
+/// `#[serde(default = "rcni::cni::serde_util::default_true")]` for options that are on unless turned off.
+pub fn default_true() -> bool {
+    true
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -43,9 +48,4 @@ mod tests {
         assert!(serde_json::from_str::<T>(r#"{"b":"yes"}"#).is_err());
         assert!(serde_json::from_str::<T>(r#"{"b":1}"#).is_err());
     }
-}
-
-/// `#[serde(default = "rcni::cni::serde_util::default_true")]` for options that are on unless turned off.
-pub fn default_true() -> bool {
-    true
 }
