@@ -124,7 +124,7 @@ pub async fn retire(
     ifname: &str,
     background: bool,
 ) -> CniResult<Option<u32>> {
-    let host = node.link_by_name(&host_veth_name(container_id, ifname)).await?;
+    let host = host_end(node, container_id, ifname).await?;
     let Some(host) = host.filter(|_| background) else {
         return remove(node, pod, container_id, ifname).await.map(|_| None);
     };
