@@ -5,6 +5,7 @@
 //! `cni` and `net` never import each other.
 
 pub mod cni;
+pub mod fs_private;
 pub mod ipam;
 pub mod net;
 pub mod pod;
