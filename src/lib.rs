@@ -1,9 +1,11 @@
 //! rcni: CNI plugins in Rust.
 //!
-//! Dependencies point one way: the executables (`plugins/*`, `ipam/*`, `tools/*`) use [`pod`], which
-//! joins [`cni`] (the protocol, no netlink) and [`net`] (kernel plumbing, no CNI JSON).
+//! Dependencies point one way: the executables (`plugins/*`, `ipam/*`, `tools/*`) use the plugins'
+//! commands ([`bridge`]) and [`pod`], which joins [`cni`] (the protocol, no netlink) and [`net`] (kernel
+//! plumbing, no CNI JSON).
 //! `cni` and `net` never import each other.
 
+pub mod bridge;
 pub mod cni;
 pub mod fs_private;
 pub mod ipam;

@@ -1,7 +1,7 @@
 //! The bridge plugin's configuration: every field of the reference plugin, with its defaults.
 
-use rcni::cni::serde_util::{default_true, lenient_bool};
-use rcni::cni::{CniError, CniResult};
+use crate::cni::serde_util::{default_true, lenient_bool};
+use crate::cni::{CniError, CniResult};
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -67,7 +67,7 @@ impl BridgeConf {
         if c.is_default_gateway {
             c.is_gateway = true;
         }
-        rcni::cni::skel::validate_ifname(&c.bridge).map_err(|e| {
+        crate::cni::skel::validate_ifname(&c.bridge).map_err(|e| {
             CniError::invalid_config(format!("invalid bridge name {:?}", c.bridge)).with_details(e.details)
         })?;
         if !(0..=4094).contains(&c.vlan) {
@@ -78,7 +78,7 @@ impl BridgeConf {
             // The reference puts the gateway on a `<bridge>.<vlan>` veth that is a port of that VLAN; the
             // bridge device itself is only in VLAN 1, so a gateway there would be unreachable for the pods.
             return Err(CniError::new(
-                rcni::cni::error::code::UNSUPPORTED_FIELD,
+                crate::cni::error::code::UNSUPPORTED_FIELD,
                 format!("\"vlan\": {} together with \"isGateway\"/\"isDefaultGateway\" is not supported yet", c.vlan),
             )
             .with_details("use vlan with an external gateway (isGateway false), or no vlan"));
