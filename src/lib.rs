@@ -11,3 +11,4 @@ pub mod fs_private;
 pub mod ipam;
 pub mod net;
 pub mod pod;
+pub mod subnet_env;
