@@ -798,3 +798,235 @@ impl Cnitool {
         v
     }
 }
+
+// ------------------------------------------------------------------------------------------------
+// Plugins that may be killed at any moment (kill matrix, scale)
+
+/// A plugin process started inside a namespace (`setns` between fork and exec, no `ip netns exec` in
+/// between, so the time since spawn is the plugin's own), in a process group of its own: [`kill`] reaches
+/// the plugin and every process it started that is still in its group (an exec'd IPAM plugin), as a
+/// runtime's timeout would. rcni's detached DEL helper has its own session and is not reached.
+///
+/// [`kill`]: Spawned::kill
+pub struct Spawned {
+    child: std::process::Child,
+    pgid: i32,
+    started: Instant,
+    stdout: Option<std::thread::JoinHandle<Vec<u8>>>,
+    stderr: Option<std::thread::JoinHandle<Vec<u8>>>,
+    killed: bool,
+    cmdline: String,
+}
+
+/// How a [`Spawned`] process ended.
+#[derive(Debug, Clone)]
+pub struct Finished {
+    pub output: Output,
+    /// It was killed by [`Spawned::kill`] (before it exited by itself).
+    pub killed: bool,
+    /// From spawn to exit.
+    pub elapsed: Duration,
+}
+
+impl NetNs {
+    /// Starts `program` inside this namespace with `env` (inherited `CNI_*` removed) and `stdin`; see
+    /// [`Spawned`].
+    pub fn spawn(&self, program: &Path, env: &[(String, String)], stdin: &[u8]) -> Spawned {
+        use std::os::unix::process::CommandExt;
+        static ADOPT: std::sync::Once = std::sync::Once::new();
+        ADOPT.call_once(|| rcni::net::detached::adopt_helpers().expect("become a subreaper"));
+        let ns = std::fs::File::open(self.path()).expect("open netns");
+        let ns_fd = std::os::fd::AsRawFd::as_raw_fd(&ns);
+        let mut cmd = Command::new(program);
+        for (k, _) in std::env::vars_os() {
+            if is_cni_var(&k) {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.envs(env.iter().map(|(k, v)| (k, v)));
+        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        // SAFETY: only async-signal-safe syscalls between fork and exec; `ns` outlives the spawn.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::setpgid(0, 0) != 0 || libc::setns(ns_fd, libc::CLONE_NEWNET) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let cmdline = format!(
+            "{} ip netns exec {} {}",
+            env.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" "),
+            self.name(),
+            program.display()
+        );
+        let started = Instant::now();
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot run `{cmdline}`: {e}"));
+        drop(ns);
+        let pgid = child.id() as i32;
+        let mut pipe = child.stdin.take().unwrap();
+        let data = stdin.to_vec();
+        // Small enough for the pipe buffer: written at once, and closed so the plugin sees EOF.
+        std::thread::spawn(move || {
+            let _ = pipe.write_all(&data);
+        });
+        let read = |mut r: Box<dyn Read + Send>| {
+            std::thread::spawn(move || {
+                let mut v = Vec::new();
+                let _ = r.read_to_end(&mut v);
+                v
+            })
+        };
+        let stdout = Some(read(Box::new(child.stdout.take().unwrap())));
+        let stderr = Some(read(Box::new(child.stderr.take().unwrap())));
+        Spawned { child, pgid, started, stdout, stderr, killed: false, cmdline }
+    }
+}
+
+impl Spawned {
+    /// Time since spawn.
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// SIGKILL to the process group, unless the plugin has already exited by itself.
+    pub fn kill(&mut self) {
+        if self.child.try_wait().expect("wait for plugin").is_some() {
+            return;
+        }
+        // The leader is not reaped yet (try_wait said so), so the group id cannot have been reused.
+        unsafe {
+            libc::kill(-self.pgid, libc::SIGKILL);
+        }
+        self.killed = true;
+    }
+
+    /// Waits for the plugin (killing it after [`COMMAND_TIMEOUT`]), then reaps what was left of its group
+    /// (children orphaned by the kill are adopted by the test process, a subreaper).
+    pub fn wait(mut self) -> Finished {
+        let deadline = self.started + COMMAND_TIMEOUT;
+        let mut timed_out = false;
+        let status = loop {
+            if let Some(s) = self.child.try_wait().expect("wait for plugin") {
+                break s;
+            }
+            if Instant::now() > deadline {
+                unsafe {
+                    libc::kill(-self.pgid, libc::SIGKILL);
+                }
+                timed_out = true;
+                break self.child.wait().expect("wait for killed plugin");
+            }
+            std::thread::sleep(Duration::from_micros(500));
+        };
+        let elapsed = self.started.elapsed();
+        let reap_deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let mut st = 0;
+            let r = unsafe { libc::waitpid(-self.pgid, &mut st, libc::WNOHANG) };
+            if r > 0 {
+                continue;
+            }
+            if r < 0 || Instant::now() > reap_deadline {
+                break; // ECHILD: nothing of the group is left
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let stdout = String::from_utf8_lossy(&self.stdout.take().unwrap().join().unwrap()).into_owned();
+        let mut stderr = String::from_utf8_lossy(&self.stderr.take().unwrap().join().unwrap()).into_owned();
+        if timed_out {
+            stderr.push_str(&format!("\n[harness: killed after {COMMAND_TIMEOUT:?}]"));
+        }
+        let output = Output { status: status.code().unwrap_or(-1), stdout, stderr, cmdline: self.cmdline.clone() };
+        Finished { output, killed: self.killed && status.code().is_none(), elapsed }
+    }
+}
+
+/// Waits for rcni's detached DEL helpers this process adopted (their veth deletions are then complete).
+pub fn wait_for_detached_helpers() {
+    rcni::net::detached::reap_helpers(true);
+}
+
+/// A small seeded PRNG (splitmix64) for randomized tests: print the seed, rerun with it.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+
+    /// A seed from `var` if set, else from the clock.
+    pub fn seed_from_env(var: &str) -> u64 {
+        match std::env::var(var) {
+            Ok(s) => s.parse().unwrap_or_else(|_| panic!("{var}={s:?} is not a u64")),
+            Err(_) => std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64,
+        }
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n` (n > 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+
+    /// Uniform in `0..=max`.
+    pub fn duration_up_to(&mut self, max: Duration) -> Duration {
+        Duration::from_nanos(self.below(max.as_nanos() as u64 + 1))
+    }
+}
+
+/// Every file and directory under `root` (relative paths, sorted), `root` itself excluded.
+pub fn files_under(root: &Path) -> Vec<String> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let p = e.path();
+            out.push(p.strip_prefix(root).unwrap().to_string_lossy().into_owned());
+            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                walk(root, &p, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(root, root, &mut out);
+    out.sort();
+    out
+}
+
+/// host-local reservations in a dataDir: (network, IP, owner line "containerID ifname").
+pub fn reservations(data_dir: &Path) -> Vec<(String, String, String)> {
+    let mut out = Vec::new();
+    for net in std::fs::read_dir(data_dir).into_iter().flatten().flatten() {
+        if !net.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+            continue;
+        }
+        let network = net.file_name().to_string_lossy().into_owned();
+        for f in std::fs::read_dir(net.path()).into_iter().flatten().flatten() {
+            let name = f.file_name().to_string_lossy().into_owned();
+            if name.parse::<std::net::IpAddr>().is_ok() {
+                let owner = std::fs::read_to_string(f.path()).unwrap_or_default().replace("\r\n", " ");
+                out.push((network.clone(), name, owner));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+impl NetNs {
+    /// `nft list ruleset` inside this namespace (text).
+    pub fn nft_ruleset(&self) -> String {
+        self.cmd("nft").args(["list", "ruleset"]).run().ok().stdout
+    }
+
+    /// Names of the veth devices in this namespace.
+    pub fn veth_names(&self) -> Vec<String> {
+        self.links().into_iter().filter(|l| l.kind.as_deref() == Some("veth")).map(|l| l.ifname).collect()
+    }
+}

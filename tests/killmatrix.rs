@@ -1,0 +1,342 @@
+//! Kill matrix: the bridge plugin (host-local IPAM in-process, or exec'd so that the IPAM child dies too) is
+//! SIGKILLed at a random moment of ADD or of DEL, then DEL is retried as a runtime does until it succeeds.
+//! After every round nothing of the pod may be left in the node: no reservation (host-local files), no veth,
+//! no nft element or rule (masquerade and macspoofchk), no stray file in the dataDir; two live pods added
+//! before the first round keep their addresses, rules and connectivity; later ADDs work and never get a
+//! live pod's address.
+//!
+//! The kill delays are spread over the whole run of the plugin: a normal run of each (IPAM mode, command) is
+//! timed first, and the delay is uniform in [0, 1.25 × its median] (the tail lets some runs finish).
+//!
+//! CI runs a short matrix per IPAM mode. The long one (1000 rounds, both modes mixed):
+//!
+//! ```text
+//! RCNI_KILL_ROUNDS=1000 cargo test --release --test killmatrix -- --ignored --nocapture
+//! ```
+//!
+//! Every run prints its seed; `RCNI_KILL_SEED=<seed>` replays the same delays and choices.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use support::{NodeNs, PluginDir, PodNs, Rng, Spawned, TempDir, cni_env, rcni_bin};
+
+const NETWORK: &str = "km";
+const BRIDGE: &str = "kmbr0";
+const GATEWAY: &str = "10.77.0.1";
+const LIVE_PODS: usize = 2;
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum IpamMode {
+    InProcess,
+    Exec,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Phase {
+    Add,
+    Del,
+}
+
+struct Matrix {
+    node: NodeNs,
+    data: TempDir,
+    plugins: PluginDir,
+    conf: Value,
+    seed: u64,
+    /// (container ID, pod, IP) of the pods that live through the whole matrix.
+    live: Vec<(String, PodNs, String)>,
+    /// Node state with only the live pods, which every round must return to.
+    baseline: NodeState,
+}
+
+#[derive(Debug, PartialEq)]
+struct NodeState {
+    veths: Vec<String>,
+    reservations: Vec<(String, String, String)>,
+    ruleset: String,
+}
+
+impl Matrix {
+    fn new(tag: &str, seed: u64) -> Matrix {
+        let node = NodeNs::new(tag);
+        let data = TempDir::new(tag);
+        let plugins = PluginDir::new(&[("bridge", rcni_bin("bridge")), ("host-local", rcni_bin("host-local"))]);
+        let conf = json!({
+            "cniVersion": "1.1.0", "name": NETWORK, "type": "bridge", "bridge": BRIDGE,
+            "isGateway": true, "ipMasq": true, "macspoofchk": true,
+            "ipam": {"type": "host-local", "subnet": "10.77.0.0/24", "routes": [{"dst": "0.0.0.0/0"}],
+                     "dataDir": data.path().to_string_lossy()}
+        });
+        let mut m = Matrix {
+            node,
+            data,
+            plugins,
+            conf,
+            seed,
+            live: Vec::new(),
+            baseline: NodeState { veths: vec![], reservations: vec![], ruleset: String::new() },
+        };
+        for i in 0..LIVE_PODS {
+            let pod = PodNs::new("km-live");
+            let cid = format!("km-live-{i}");
+            let r = m.run(IpamMode::InProcess, "ADD", &cid, &pod, None).output.ok().json();
+            let ip = pod_ip(&r);
+            m.live.push((cid, pod, ip));
+        }
+        m.baseline = m.state();
+        assert_eq!(m.baseline.reservations.len(), LIVE_PODS, "{:?}", m.baseline);
+        assert_eq!(m.baseline.veths.len(), LIVE_PODS, "{:?}", m.baseline);
+        m
+    }
+
+    fn env(&self, mode: IpamMode, command: &str, cid: &str, pod: &PodNs) -> Vec<(String, String)> {
+        let mut env = cni_env(command, cid, pod.path_str(), "eth0", &[self.plugins.path().to_path_buf()]);
+        env.push(("PATH".into(), std::env::var("PATH").unwrap_or_default()));
+        if mode == IpamMode::Exec {
+            env.push(("RCNI_IPAM_EXEC".into(), "1".into()));
+        }
+        env
+    }
+
+    fn stdin(&self, prev: Option<&Value>) -> Vec<u8> {
+        let mut conf = self.conf.clone();
+        if let Some(p) = prev {
+            conf["prevResult"] = p.clone();
+        }
+        serde_json::to_vec(&conf).unwrap()
+    }
+
+    fn spawn(&self, mode: IpamMode, command: &str, cid: &str, pod: &PodNs, prev: Option<&Value>) -> Spawned {
+        self.node.spawn(&rcni_bin("bridge"), &self.env(mode, command, cid, pod), &self.stdin(prev))
+    }
+
+    fn run(&self, mode: IpamMode, command: &str, cid: &str, pod: &PodNs, prev: Option<&Value>) -> support::Finished {
+        self.spawn(mode, command, cid, pod, prev).wait()
+    }
+
+    /// DEL until it succeeds, as a runtime retries a failed DEL (a few times, with a pause).
+    fn del_until_ok(&self, mode: IpamMode, cid: &str, pod: &PodNs, prev: Option<&Value>, ctx: &str) {
+        let mut outs = Vec::new();
+        for _ in 0..10 {
+            let f = self.run(mode, "DEL", cid, pod, prev);
+            if f.output.success() {
+                support::wait_for_detached_helpers();
+                return;
+            }
+            outs.push(f.output.to_string());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("{ctx}: DEL never succeeded:\n{}", outs.join("\n"));
+    }
+
+    fn state(&self) -> NodeState {
+        NodeState {
+            veths: sorted(self.node.veth_names()),
+            reservations: support::reservations(self.data.path()),
+            ruleset: self.node.nft_ruleset(),
+        }
+    }
+
+    /// The dataDir holds the network directory with its lock, `last_reserved_ip.0` (and the temporary file
+    /// it is replaced through, which a kill may leave: a fixed name, truncated by the next ADD), the
+    /// reservations in `reservations`, and the owner index beside it. Nothing else.
+    fn assert_data_dir(&self, reservations: &[(String, String, String)], ctx: &str) {
+        let mut allowed: Vec<String> = ["km", "km/lock", "km/last_reserved_ip.0", "km/.last_reserved_ip.0.tmp"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        allowed.push(format!(".rcni-index.{NETWORK}"));
+        allowed.extend(reservations.iter().map(|(n, ip, _)| format!("{n}/{ip}")));
+        let stray: Vec<String> =
+            support::files_under(self.data.path()).into_iter().filter(|f| !allowed.contains(f)).collect();
+        assert!(stray.is_empty(), "{ctx}: stray files in the dataDir: {stray:?}");
+    }
+
+    /// Everything of the round's pod is gone: the node is back at the baseline.
+    fn assert_clean(&self, pod: &PodNs, ctx: &str) {
+        let links = pod.link_names();
+        assert_eq!(links, vec!["lo".to_string()], "{ctx}: links left in the pod");
+        let now = self.state();
+        assert_eq!(now.veths, self.baseline.veths, "{ctx}: veths in the node");
+        assert_eq!(now.reservations, self.baseline.reservations, "{ctx}: host-local reservations");
+        if now.ruleset != self.baseline.ruleset {
+            panic!(
+                "{ctx}: nft ruleset differs from the baseline\n--- baseline\n{}\n--- now\n{}",
+                self.baseline.ruleset, now.ruleset
+            );
+        }
+        self.assert_data_dir(&self.baseline.reservations, ctx);
+    }
+
+    /// One round; returns whether the plugin was really killed (it may finish before the delay).
+    fn round(&self, rng: &mut Rng, round: usize, mode: IpamMode, phase: Phase, max_delay: Duration) -> bool {
+        let delay = rng.duration_up_to(max_delay);
+        let ctx = format!(
+            "seed {} round {round} ({mode:?} IPAM, kill in {phase:?} after {delay:?}; replay: RCNI_KILL_SEED={})",
+            self.seed, self.seed
+        );
+        let pod = PodNs::new("km-p");
+        let cid = format!("km-{round}");
+        let live_ips: Vec<&str> = self.live.iter().map(|(_, _, ip)| ip.as_str()).collect();
+        let (killed, prev) = match phase {
+            Phase::Add => {
+                let f = self.kill_after(self.spawn(mode, "ADD", &cid, &pod, None), delay);
+                if !f.killed {
+                    assert!(f.output.success(), "{ctx}: ADD failed without a kill: {}", f.output);
+                }
+                let prev = f.output.success().then(|| f.output.json());
+                (f.killed, prev)
+            }
+            Phase::Del => {
+                let r = self.run(mode, "ADD", &cid, &pod, None);
+                assert!(r.output.success(), "{ctx}: ADD failed: {}", r.output);
+                let r = r.output.json();
+                let f = self.kill_after(self.spawn(mode, "DEL", &cid, &pod, Some(&r)), delay);
+                if !f.killed {
+                    assert!(f.output.success(), "{ctx}: DEL failed without a kill: {}", f.output);
+                }
+                (f.killed, Some(r))
+            }
+        };
+        if let Some(r) = &prev {
+            let ip = pod_ip(r);
+            assert!(!live_ips.contains(&ip.as_str()), "{ctx}: ADD got the address {ip} of a live pod");
+        }
+        self.del_until_ok(mode, &cid, &pod, prev.as_ref(), &ctx);
+        self.assert_clean(&pod, &ctx);
+        killed
+    }
+
+    fn kill_after(&self, mut p: Spawned, delay: Duration) -> support::Finished {
+        let left = delay.saturating_sub(p.elapsed());
+        std::thread::sleep(left);
+        p.kill();
+        p.wait()
+    }
+
+    /// Median duration of a normal ADD and DEL in `mode`.
+    fn calibrate(&self, mode: IpamMode) -> (Duration, Duration) {
+        let (mut adds, mut dels) = (Vec::new(), Vec::new());
+        for i in 0..5 {
+            let pod = PodNs::new("km-cal");
+            let cid = format!("km-cal-{i}");
+            let a = self.run(mode, "ADD", &cid, &pod, None);
+            adds.push(a.elapsed);
+            let r = a.output.ok().json();
+            let d = self.run(mode, "DEL", &cid, &pod, Some(&r));
+            dels.push(d.elapsed);
+            d.output.ok();
+            support::wait_for_detached_helpers();
+            self.assert_clean(&pod, &format!("calibration {mode:?} {i}"));
+        }
+        (median(adds), median(dels))
+    }
+
+    /// After the matrix: fresh pods get distinct addresses (none a live pod's) and reach each other and the
+    /// live pods; after their DEL and a GC that keeps only the live pods, the node is at the baseline again.
+    fn finish(&self) {
+        let pods: Vec<PodNs> = (0..3).map(|_| PodNs::new("km-end")).collect();
+        let mut ips: Vec<String> = self.live.iter().map(|(_, _, ip)| ip.clone()).collect();
+        for (i, pod) in pods.iter().enumerate() {
+            let r = self.run(IpamMode::InProcess, "ADD", &format!("km-end-{i}"), pod, None).output.ok().json();
+            let ip = pod_ip(&r);
+            assert!(!ips.contains(&ip), "fresh ADD {i} got {ip}, already in use: {ips:?}");
+            ips.push(ip);
+        }
+        for (i, pod) in pods.iter().enumerate() {
+            assert!(pod.wait_ping(GATEWAY, Duration::from_secs(3)), "a fresh pod reaches the gateway");
+            // Not its own address: the pod's lo is down, as a runtime leaves it without the loopback plugin.
+            for ip in ips.iter().filter(|ip| **ip != ips[LIVE_PODS + i]) {
+                assert!(pod.wait_ping(ip, Duration::from_secs(3)), "fresh pod {i} reaches {ip}");
+            }
+        }
+        for (i, pod) in pods.iter().enumerate() {
+            self.del_until_ok(IpamMode::InProcess, &format!("km-end-{i}"), pod, None, "final DEL");
+        }
+        let valid: Vec<Value> =
+            self.live.iter().map(|(cid, _, _)| json!({"containerID": cid, "ifname": "eth0"})).collect();
+        let mut gc = self.conf.clone();
+        gc["cni.dev/valid-attachments"] = Value::Array(valid);
+        let env = cni_env("GC", "", "", "", &[self.plugins.path().to_path_buf()]);
+        self.node.run_plugin(&rcni_bin("bridge"), &env, gc.to_string().as_bytes()).ok();
+        assert_eq!(self.state(), self.baseline, "after the final DELs and GC");
+        let gone: Vec<String> = support::files_under(self.data.path())
+            .into_iter()
+            .filter(|f| f.contains(".tmp") || f.contains(".rcni-tmp."))
+            .collect();
+        assert!(gone.is_empty(), "GC removes temporary files: {gone:?}");
+        for (_, pod, _) in &self.live {
+            assert!(pod.ping(GATEWAY), "a live pod still reaches the gateway");
+        }
+    }
+}
+
+fn pod_ip(result: &Value) -> String {
+    let a = result["ips"][0]["address"].as_str().unwrap_or_else(|| panic!("no address in {result}"));
+    a.split('/').next().unwrap().to_string()
+}
+
+fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+/// Runs `rounds` rounds with IPAM modes drawn from `modes`; returns (rounds killed, rounds finished first).
+fn run_matrix(tag: &str, rounds: usize, modes: &[IpamMode]) -> (usize, usize) {
+    let seed = Rng::seed_from_env("RCNI_KILL_SEED");
+    eprintln!("killmatrix {tag}: seed {seed}, {rounds} rounds (replay: RCNI_KILL_SEED={seed})");
+    let mut rng = Rng::new(seed);
+    let m = Matrix::new(tag, seed);
+    let mut durations = Vec::new();
+    for &mode in modes {
+        let (add, del) = m.calibrate(mode);
+        eprintln!("killmatrix {tag}: {mode:?} IPAM: normal ADD {add:?}, DEL {del:?}");
+        durations.push((mode, add, del));
+    }
+    let started = Instant::now();
+    let (mut killed, mut finished) = (0, 0);
+    for round in 0..rounds {
+        let (mode, add, del) = durations[rng.below(durations.len() as u64) as usize];
+        let phase = if rng.below(2) == 0 { Phase::Add } else { Phase::Del };
+        let normal = if phase == Phase::Add { add } else { del };
+        if m.round(&mut rng, round, mode, phase, normal * 5 / 4) {
+            killed += 1;
+        } else {
+            finished += 1;
+        }
+    }
+    m.finish();
+    eprintln!(
+        "killmatrix {tag}: {rounds} rounds ({killed} killed, {finished} finished before the kill), 0 leaks, {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    // The delays must really land inside runs: most rounds are kills.
+    assert!(killed * 2 > rounds, "only {killed} of {rounds} rounds killed the plugin (seed {seed})");
+    (killed, finished)
+}
+
+#[test]
+fn kill_bridge_with_in_process_ipam() {
+    run_matrix("km-inproc", 30, &[IpamMode::InProcess]);
+}
+
+#[test]
+fn kill_bridge_and_its_exec_d_ipam() {
+    run_matrix("km-exec", 30, &[IpamMode::Exec]);
+}
+
+/// The long matrix: `RCNI_KILL_ROUNDS` rounds (default 1000), both IPAM modes mixed.
+#[test]
+#[ignore = "long: RCNI_KILL_ROUNDS=1000 cargo test --release --test killmatrix -- --ignored --nocapture"]
+fn kill_matrix_long() {
+    let rounds = std::env::var("RCNI_KILL_ROUNDS").map(|s| s.parse().expect("RCNI_KILL_ROUNDS")).unwrap_or(1000);
+    run_matrix("km-long", rounds, &[IpamMode::InProcess, IpamMode::Exec]);
+}
