@@ -12,3 +12,4 @@ pub mod ipam;
 pub mod net;
 pub mod pod;
 pub mod subnet_env;
+pub mod validate;

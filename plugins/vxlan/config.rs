@@ -138,12 +138,9 @@ impl VxlanConf {
         if self.vxlan.port == Some(0) {
             return Err(CniError::invalid_config("vxlan.port 0 is not a port"));
         }
-        rcni::cni::skel::validate_ifname(&self.device_name()).map_err(|e| {
-            CniError::invalid_config(format!("invalid vxlan.name {:?}", self.device_name())).with_details(e.details)
-        })?;
-        rcni::cni::skel::validate_ifname(&self.bridge).map_err(|e| {
-            CniError::invalid_config(format!("invalid bridge name {:?}", self.bridge)).with_details(e.details)
-        })?;
+        rcni::cni::config::check_device_name("vxlan.name", &self.device_name())?;
+        rcni::cni::config::check_device_name("bridge name", &self.bridge)?;
+        self.vxlan.underlay.as_deref().map_or(Ok(()), |u| rcni::cni::config::check_device_name("vxlan.underlay", u))?;
         for p in &self.peers {
             validate_peer(p, &self.network)?;
         }

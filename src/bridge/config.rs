@@ -67,9 +67,7 @@ impl BridgeConf {
         if c.is_default_gateway {
             c.is_gateway = true;
         }
-        crate::cni::skel::validate_ifname(&c.bridge).map_err(|e| {
-            CniError::invalid_config(format!("invalid bridge name {:?}", c.bridge)).with_details(e.details)
-        })?;
+        crate::cni::config::check_device_name("bridge name", &c.bridge)?;
         if !(0..=4094).contains(&c.vlan) {
             return Err(CniError::invalid_config(format!("invalid VLAN ID {} (must be between 0 and 4094)", c.vlan)));
         }

@@ -27,12 +27,20 @@ pub struct IpamRef {
     pub plugin_type: String,
 }
 
-/// Network names become directory and file names (host-local, the result cache), so they must match the
-/// reference's pattern: no `/`, no leading `.`, nothing that could escape a directory.
-pub fn valid_name(s: &str) -> bool {
-    let mut chars = s.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric())
-        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+/// The network name (code 7): it becomes a directory and file name (host-local, the result cache).
+pub fn check_network_name(name: &str) -> CniResult<()> {
+    if name.is_empty() {
+        return Err(CniError::invalid_config("missing network name").with_details("set \"name\" in the config"));
+    }
+    crate::validate::network_name(name).map_err(|e| {
+        CniError::invalid_config(format!("invalid characters found in network name {name:?}: {e}"))
+            .with_details(format!("a network name must {}", e.kind.rule()))
+    })
+}
+
+/// An interface name from a config field (code 7); `field` names it for the operator (`"vxlan.name"`).
+pub fn check_device_name(field: &str, value: &str) -> CniResult<()> {
+    crate::validate::device_name(value).map_err(|e| CniError::bad_name(code::INVALID_CONFIG, field, value, e))
 }
 
 fn field_str(obj: &Map<String, Value>, key: &str) -> CniResult<Option<String>> {
@@ -56,13 +64,7 @@ impl NetConf {
             .ok_or_else(|| CniError::new(code::DECODE, "network config on stdin must be a JSON object"))?;
         let cni_version = field_str(obj, "cniVersion")?.filter(|v| !v.is_empty()).unwrap_or_else(|| "0.1.0".into());
         let name = field_str(obj, "name")?.unwrap_or_default();
-        if name.is_empty() {
-            return Err(CniError::invalid_config("missing network name").with_details("set \"name\" in the config"));
-        }
-        if !valid_name(&name) {
-            return Err(CniError::invalid_config(format!("invalid characters found in network name {name:?}"))
-                .with_details("a network name starts with a letter or digit and holds only [A-Za-z0-9_.-]"));
-        }
+        check_network_name(&name)?;
         let plugin_type = field_str(obj, "type")?.unwrap_or_default();
         let ipam = match obj.get("ipam") {
             None | Some(Value::Null) => None,
@@ -154,10 +156,18 @@ mod tests {
     #[test]
     fn name_pattern() {
         for ok in ["cbr0", "k8s-pod-network", "net_1.a"] {
-            assert!(valid_name(ok), "{ok}");
+            assert!(check_network_name(ok).is_ok(), "{ok}");
         }
-        for bad in ["", ".", "..", ".hidden", "a/b", "a b", "é"] {
-            assert!(!valid_name(bad), "{bad}");
+        for bad in ["", ".", "..", ".hidden", "a/b", "a b", "é", "n\0x"] {
+            assert_eq!(check_network_name(bad).unwrap_err().code, 7, "{bad}");
         }
+    }
+
+    #[test]
+    fn device_names_from_config_name_the_field() {
+        let e = check_device_name("vxlan.underlay", "eth0\0x").unwrap_err();
+        assert_eq!(e.code, 7);
+        assert!(e.msg.contains("vxlan.underlay") && e.msg.contains("NUL"), "{e}");
+        assert!(check_device_name("bridge name", "cni0").is_ok());
     }
 }

@@ -52,6 +52,11 @@ impl CniError {
         Self::new(code::INVALID_CONFIG, msg)
     }
 
+    /// A name or ID that breaks a rule of [`crate::validate`]; `what` names the field or variable it came from.
+    pub fn bad_name(code: u32, what: &str, value: &str, why: crate::validate::NameError) -> Self {
+        Self::new(code, format!("invalid {what} {value:?}: {why}")).with_details(why.kind.rule())
+    }
+
     /// Prefix the message with what was being attempted, keeping code and details.
     pub fn context(mut self, what: impl fmt::Display) -> Self {
         self.msg = format!("{what}: {}", self.msg);

@@ -107,30 +107,17 @@ pub enum Invocation {
     Request(Box<Request>),
 }
 
-/// Container IDs: the reference's pattern `^[A-Za-z0-9][A-Za-z0-9_.\-]*$`.
-pub fn valid_container_id(s: &str) -> bool {
-    super::config::valid_name(s)
+/// `CNI_CONTAINERID` (code 4, the spec's code for a bad environment variable).
+pub fn check_container_id(id: &str) -> CniResult<()> {
+    crate::validate::container_id(id).map_err(|e| {
+        CniError::new(code::INVALID_ENV, format!("invalid characters in containerID: {e}; {}", e.kind.rule()))
+            .with_details(id)
+    })
 }
 
-/// Interface names: 1..=15 bytes, not `.`/`..`, no `/`, `:` or whitespace (the kernel's own rules).
-pub fn validate_ifname(s: &str) -> CniResult<()> {
-    let bad = |why: &str| {
-        CniError::new(code::INVALID_ENV, format!("invalid CNI_IFNAME {s:?}: {why}"))
-            .with_details("an interface name has 1 to 15 bytes and no '/', ':' or whitespace")
-    };
-    if s.is_empty() {
-        return Err(bad("empty"));
-    }
-    if s.len() > 15 {
-        return Err(bad("interface name is too long"));
-    }
-    if s == "." || s == ".." {
-        return Err(bad("reserved name"));
-    }
-    if s.chars().any(|c| c == '/' || c == ':' || c.is_whitespace()) {
-        return Err(bad("contains '/', ':' or whitespace"));
-    }
-    Ok(())
+/// `CNI_IFNAME` (code 4).
+pub fn check_ifname(ifname: &str) -> CniResult<()> {
+    crate::validate::device_name(ifname).map_err(|e| CniError::bad_name(code::INVALID_ENV, "CNI_IFNAME", ifname, e))
 }
 
 /// Parse env + stdin into an invocation. `env` returns a variable's value (empty counts as unset).
@@ -159,12 +146,12 @@ pub fn parse_invocation(env: &dyn Fn(&str) -> Option<String>, stdin: &mut dyn Re
         .with_details(format!("CNI_COMMAND={cmd} needs them; the container runtime sets them")));
     }
     let container_id = get("CNI_CONTAINERID").unwrap_or_default();
-    if !container_id.is_empty() && !valid_container_id(&container_id) {
-        return Err(CniError::new(code::INVALID_ENV, "invalid characters in containerID").with_details(container_id));
+    if !container_id.is_empty() {
+        check_container_id(&container_id)?;
     }
     let ifname = get("CNI_IFNAME").unwrap_or_default();
     if !ifname.is_empty() {
-        validate_ifname(&ifname)?;
+        check_ifname(&ifname)?;
     }
     stdin
         .read_to_end(&mut bytes)

@@ -175,7 +175,7 @@ fn validate(container_id: &str, ifname: &str) -> Result<Names> {
 }
 
 fn validate_veth(n: &Names, host_veth: &str) -> Result<()> {
-    if host_veth.is_empty() || host_veth.len() > 15 || host_veth.contains('\0') {
+    if crate::validate::device_name(host_veth).is_err() {
         return Err(Error::Invalid(format!("{}: invalid host interface name {host_veth:?}", n.label())));
     }
     Ok(())

@@ -28,8 +28,10 @@ use super::cache::{self, CACHE_KIND, CachedInfo};
 use super::conflist::{NetworkConfigList, PluginConfig};
 use super::invoke::{self, InvokeArgs, PluginInfo};
 use super::{Runtime, RuntimeConf};
+use crate::cni::config::check_network_name;
 use crate::cni::error::{CniError, CniResult, code};
 use crate::cni::result::AddResult;
+use crate::cni::skel::{check_container_id, check_ifname};
 use crate::cni::version;
 
 /// Reserved stdin key carrying the valid attachments on GC (spec 1.1.0 after cni#1103).
@@ -107,50 +109,12 @@ pub fn build_status_stdin(list_name: &str, cni_version: &str, plugin: &PluginCon
     build_gc_stdin(list_name, cni_version, plugin, None)
 }
 
-fn valid_name(s: &str) -> bool {
-    let mut chars = s.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric())
-        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
-}
-
-/// libcni's container ID rule: `^[A-Za-z0-9][A-Za-z0-9_.\-]*$`.
+/// libcni's container ID rule: required, then the spec's pattern.
 pub fn validate_container_id(id: &str) -> CniResult<()> {
     if id.is_empty() {
         return Err(CniError::new(code::UNKNOWN_CONTAINER, "missing containerID"));
     }
-    if !valid_name(id) {
-        return Err(CniError::new(code::INVALID_ENV, "invalid characters in containerID").with_details(id));
-    }
-    Ok(())
-}
-
-/// Network names follow the container ID rule (they become file names).
-pub fn validate_network_name(name: &str) -> CniResult<()> {
-    if name.is_empty() {
-        return Err(CniError::new(code::INVALID_CONFIG, "missing network name"));
-    }
-    if !valid_name(name) {
-        return Err(CniError::new(code::INVALID_CONFIG, "invalid characters found in network name").with_details(name));
-    }
-    Ok(())
-}
-
-/// Linux interface name rules: non-empty, at most 15 bytes, not `.`/`..`, no `/`, `:` or whitespace.
-pub fn validate_ifname(ifname: &str) -> CniResult<()> {
-    if ifname.is_empty() {
-        return Err(CniError::new(code::INVALID_ENV, "interface name is empty"));
-    }
-    if ifname.len() > 15 {
-        return Err(CniError::new(code::INVALID_ENV, "interface name is too long")
-            .with_details("interface name should be less than 16 characters"));
-    }
-    if ifname == "." || ifname == ".." {
-        return Err(CniError::new(code::INVALID_ENV, "interface name is . or .."));
-    }
-    if ifname.chars().any(|c| c == '/' || c == ':' || c.is_whitespace()) {
-        return Err(CniError::new(code::INVALID_ENV, "interface name contains / or : or whitespace characters"));
-    }
-    Ok(())
+    check_container_id(id)
 }
 
 /// libcni's `type="bridge" name="x"` (the plugin object's own name, usually absent).
@@ -279,8 +243,8 @@ impl Runtime {
     ) -> CniResult<AddResult> {
         let path = self.find_plugin(&plugin.plugin_type)?;
         validate_container_id(&rt.container_id)?;
-        validate_network_name(&list.name)?;
-        validate_ifname(&rt.ifname)?;
+        check_network_name(&list.name)?;
+        check_ifname(&rt.ifname)?;
         let prev_value = prev.map(|r| r.to_value(&r.cni_version)).transpose()?;
         let stdin = build_plugin_stdin(&list.name, &list.cni_version, plugin, prev_value.as_ref(), &rt.capability_args);
         invoke::exec_with_result(&path, &stdin, &self.args("ADD", rt))
@@ -492,14 +456,14 @@ mod tests {
         let e = validate_container_id("-x").unwrap_err();
         assert_eq!((e.code, e.details.as_str()), (4, "-x"));
         assert!(validate_container_id("a/b").is_err());
-        assert!(validate_network_name("my-net.1").is_ok());
-        assert_eq!(validate_network_name("").unwrap_err().code, 7);
-        assert_eq!(validate_network_name("a b").unwrap_err().code, 7);
-        assert!(validate_ifname("eth0").is_ok());
-        assert!(validate_ifname("123456789012345").is_ok());
-        assert!(validate_ifname("1234567890123456").is_err());
+        assert!(check_network_name("my-net.1").is_ok());
+        assert_eq!(check_network_name("").unwrap_err().code, 7);
+        assert_eq!(check_network_name("a b").unwrap_err().code, 7);
+        assert!(check_ifname("eth0").is_ok());
+        assert!(check_ifname("123456789012345").is_ok());
+        assert!(check_ifname("1234567890123456").is_err());
         for bad in ["", ".", "..", "a/b", "a:b", "a b"] {
-            assert_eq!(validate_ifname(bad).unwrap_err().code, 4, "{bad:?}");
+            assert_eq!(check_ifname(bad).unwrap_err().code, 4, "{bad:?}");
         }
     }
 

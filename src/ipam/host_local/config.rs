@@ -52,13 +52,9 @@ pub fn check_network_name(name: &str) -> R<()> {
     if name.is_empty() {
         return Err("missing network name".into());
     }
-    if name == "." || name == ".." || name.contains('/') || name.contains('\0') {
-        return Err(format!(
-            "network name {name:?} cannot be used as a directory name under dataDir: \
-             use letters, digits, '_', '.', '-' (not '/', '.' or '..')"
-        ));
-    }
-    Ok(())
+    crate::validate::network_name(name).map_err(|e| {
+        format!("network name {name:?} cannot be used as a directory name under dataDir ({e}): {}", e.kind.rule())
+    })
 }
 
 fn get<'a>(obj: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
