@@ -11,6 +11,8 @@ use std::process::{Command, Stdio};
 
 use serde_json::{Value, json};
 
+mod support;
+
 const OURS: &str = env!("CARGO_BIN_EXE_host-local");
 const REFERENCE: &str = "/usr/lib/cni/host-local";
 const NET: &str = "testnet";
@@ -945,4 +947,114 @@ fn bench_add_del_latency() {
         median(&mut dels),
         dels[0].as_secs_f64() * 1e3
     );
+}
+
+// ------------------------------------------------------------------------------------------------
+// Through the bridge plugin (in-process host-local), in throwaway node and pod namespaces.
+
+/// The bridge plugin's config for these tests: host-local on `ranges`, state in `data`.
+fn bridge_conf(data: &Path, name: &str, ranges: Value) -> Value {
+    json!({"cniVersion": "1.0.0", "name": name, "type": "bridge", "bridge": "br0", "isGateway": true,
+           "ipam": {"type": "host-local", "ranges": ranges, "dataDir": data}})
+}
+
+fn bridge(
+    node: &support::NodeNs,
+    cmd: &str,
+    pod: &support::PodNs,
+    id: &str,
+    conf: &Value,
+    args: &str,
+) -> support::Output {
+    bridge_env(node, cmd, pod, id, conf, &[("CNI_ARGS", args)])
+}
+
+fn bridge_env(
+    node: &support::NodeNs,
+    cmd: &str,
+    pod: &support::PodNs,
+    id: &str,
+    conf: &Value,
+    extra: &[(&str, &str)],
+) -> support::Output {
+    let bin = support::rcni_bin("bridge");
+    let mut env = support::cni_env(cmd, id, pod.path_str(), "eth0", &[bin.parent().unwrap().to_path_buf()]);
+    env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    node.run_plugin(&bin, &env, conf.to_string().as_bytes())
+}
+
+/// Audit finding 1: a second ADD of a live attachment (same container ID and ifname) that asks for another
+/// address fails, and that failure must not free the live pod's address: afterwards the address is still
+/// reserved for the live pod, nobody else gets it, and the pod still works.
+#[test]
+fn failed_repeat_add_of_a_live_attachment_keeps_its_address() {
+    support::require_root();
+    let data = support::TempDir::new("hl-live");
+    let net_dir = data.join("hl-live");
+    // Two addresses: .5 and .6. After the failed ADD, the round-robin would come back to .5 first.
+    let conf = bridge_conf(
+        data.path(),
+        "hl-live",
+        json!([[{"subnet": "10.71.0.0/24", "rangeStart": "10.71.0.5",
+                                                           "rangeEnd": "10.71.0.6", "gateway": "10.71.0.1"}]]),
+    );
+    let node = support::NodeNs::new("hl-live");
+    let (live, other) = (support::PodNs::new("hl-live-a"), support::PodNs::new("hl-live-b"));
+    let r = bridge(&node, "ADD", &live, "live", &conf, "IgnoreUnknown=1;IP=10.71.0.5").ok().json();
+    assert_eq!(r["ips"][0]["address"], "10.71.0.5/24");
+    let again = bridge(&node, "ADD", &live, "live", &conf, "IgnoreUnknown=1;IP=10.71.0.6").fails();
+    assert!(again.stdout.contains("already"), "{again:?}");
+    assert_eq!(ip_files(&net_dir), BTreeMap::from([("10.71.0.5".to_string(), "live\r\neth0".to_string())]));
+    // Asked for, .5 is refused as held by the live pod; not asked for, the other pod gets .6.
+    let taken = bridge(&node, "ADD", &other, "other", &conf, "IgnoreUnknown=1;IP=10.71.0.5").fails();
+    assert!(taken.stdout.contains("held by container live interface eth0"), "{taken:?}");
+    let r = bridge(&node, "ADD", &other, "other", &conf, "").ok().json();
+    assert_eq!(r["ips"][0]["address"], "10.71.0.6/24");
+    assert!(live.ping("10.71.0.1"), "the live pod still works");
+    bridge(&node, "DEL", &other, "other", &conf, "").ok();
+    bridge(&node, "DEL", &live, "live", &conf, "").ok();
+    assert!(ip_files(&net_dir).is_empty());
+}
+
+/// Audit finding 1, when host-local's duplicate guard cannot help: the ranges changed so that the live pod's
+/// address lies outside them, so IPAM ADD succeeds with a new address; the failed ADD then releases exactly
+/// that new address, not the live pod's.
+#[test]
+fn failed_repeat_add_after_a_range_change_releases_only_its_own_pick() {
+    support::require_root();
+    let data = support::TempDir::new("hl-moved");
+    let net_dir = data.join("hl-moved");
+    let old = bridge_conf(data.path(), "hl-moved", json!([[{"subnet": "10.72.0.0/24", "rangeEnd": "10.72.0.9"}]]));
+    let new = bridge_conf(data.path(), "hl-moved", json!([[{"subnet": "10.72.0.0/24", "rangeStart": "10.72.0.10"}]]));
+    let node = support::NodeNs::new("hl-moved");
+    let live = support::PodNs::new("hl-moved-a");
+    let r = bridge(&node, "ADD", &live, "live", &old, "").ok().json();
+    assert_eq!(r["ips"][0]["address"], "10.72.0.2/24");
+    bridge(&node, "ADD", &live, "live", &new, "").fails();
+    assert_eq!(ip_files(&net_dir), BTreeMap::from([("10.72.0.2".to_string(), "live\r\neth0".to_string())]));
+    assert!(live.ping("10.72.0.1"), "the live pod still works");
+    bridge(&node, "DEL", &live, "live", &new, "").ok();
+    assert!(ip_files(&net_dir).is_empty());
+}
+
+/// Audit finding 1 with an exec'd IPAM plugin, whose only undo is DEL by owner: when the failed ADD is one of
+/// a live attachment, that DEL would free the live pod's address, so none is run (the new address leaks to
+/// the same owner, released by its DEL).
+#[test]
+fn failed_repeat_add_with_exec_ipam_does_not_release_the_live_address() {
+    support::require_root();
+    let data = support::TempDir::new("hl-exec");
+    let net_dir = data.join("hl-exec");
+    let old = bridge_conf(data.path(), "hl-exec", json!([[{"subnet": "10.73.0.0/24", "rangeEnd": "10.73.0.9"}]]));
+    let new = bridge_conf(data.path(), "hl-exec", json!([[{"subnet": "10.73.0.0/24", "rangeStart": "10.73.0.10"}]]));
+    let node = support::NodeNs::new("hl-exec");
+    let live = support::PodNs::new("hl-exec-a");
+    let exec = [("RCNI_IPAM_EXEC", "1")];
+    let r = bridge_env(&node, "ADD", &live, "live", &old, &exec).ok().json();
+    assert_eq!(r["ips"][0]["address"], "10.73.0.2/24");
+    bridge_env(&node, "ADD", &live, "live", &new, &exec).fails();
+    assert_eq!(ip_files(&net_dir).get("10.73.0.2").map(String::as_str), Some("live\r\neth0"));
+    assert!(live.ping("10.73.0.1"), "the live pod still works");
+    bridge_env(&node, "DEL", &live, "live", &new, &exec).ok();
+    assert!(ip_files(&net_dir).is_empty());
 }

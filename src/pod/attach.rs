@@ -157,21 +157,29 @@ async fn steps(
     br: &Link,
     undo: &mut Undo,
 ) -> CniResult<AddResult> {
-    let attached = veth::attach(
-        node,
-        pod,
-        &VethAttach {
-            pod_ns,
-            container_id: &req.container_id,
-            ifname: &req.ifname,
-            bridge_index: br.index,
-            mtu: spec.mtu,
-            container_mac: spec.container_mac,
-            hairpin: spec.hairpin,
-            isolated: spec.isolated,
-        },
-    )
-    .await?;
+    let veth_attach = VethAttach {
+        pod_ns,
+        container_id: &req.container_id,
+        ifname: &req.ifname,
+        bridge_index: br.index,
+        mtu: spec.mtu,
+        container_mac: spec.container_mac,
+        hairpin: spec.hairpin,
+        isolated: spec.isolated,
+    };
+    let attached = match veth::attach(node, pod, &veth_attach).await {
+        Ok(a) => a,
+        Err(e) => {
+            // A failed attach leaves nothing of its own, so an interface under CNI_IFNAME is a live
+            // attachment's (when unsure, assume so: a leaked address beats a duplicate one).
+            if let Some(alloc) = alloc {
+                if veth::pod_has(pod, &req.ifname).await.unwrap_or(true) {
+                    alloc.attachment_is_live();
+                }
+            }
+            return Err(e);
+        }
+    };
     // Only now: a failed create made nothing of ours, and the name it collided with may be the pod's own.
     undo.veth = true;
     log::trace(&req.conf.plugin_type, "veth created");

@@ -2,16 +2,18 @@
 //! plugin's own stdin (the spec's rule); a plugin may hand it a generated one (vxlan builds host-local
 //! ranges from its `subnet` shorthand), as long as ADD and DEL generate the same.
 //!
-//! The delegate is found on CNI_PATH and exec'd, as the spec says — except when the `host-local` found
-//! there is rcni's own, of this very build (it carries `BUILD_MARKER`): then its logic runs in-process.
-//! The result is the same (same code, same files, same lock); what is saved is a process start, about
-//! 3–4 ms per command. `RCNI_IPAM_EXEC=1` forces the exec.
+//! The delegate is found on CNI_PATH and exec'd, as the spec says — except when rcni has the plugin's logic
+//! (`crate::ipam::in_process`) and the executable found there is rcni's own of this very build (it carries
+//! the plugin's build marker): then that logic runs in-process. The result is the same (same code, same
+//! files, same lock), minus a process start. `RCNI_IPAM_EXEC=1` forces the exec.
 
 use crate::cni::config::NetConf;
 use crate::cni::result::AddResult;
-use crate::cni::skel::{self, Command, Plugin, Request};
+use crate::cni::skel::{self, Command, Request};
 use crate::cni::{CniError, CniResult, delegate, log};
-use crate::ipam::host_local::{BUILD_MARKER, HostLocal};
+use crate::ipam::{self, InProcessIpam, Reserved};
+use std::fs::File;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
 
@@ -24,57 +26,84 @@ pub struct Ipam {
 /// How a command reaches the delegate.
 enum Delegate {
     Exec(PathBuf),
-    InProcess,
+    InProcess(&'static dyn InProcessIpam),
 }
 
-/// Is `path` rcni's own host-local of this build? (A wrapper script, the reference binary or another
-/// rcni build is not: they are exec'd.) The file is mapped, not read: a search through the page cache
-/// costs a fraction of a copy.
-fn is_this_builds_host_local(path: &Path) -> bool {
-    use std::os::fd::AsRawFd;
-    let Ok(file) = std::fs::File::open(path) else { return false };
-    let Ok(len) = file.metadata().map(|m| m.len() as usize) else { return false };
-    if len == 0 {
+/// Does the file at `path` contain `marker`, i.e. is it that plugin's executable of this build? (A wrapper
+/// script, the reference binary or another rcni build does not.) Read with pread, never mapped: the file
+/// may be replaced in place by an upgrade while we read it, and a mapping of a truncated file faults
+/// (SIGBUS), while a read just ends early.
+fn is_same_build(path: &Path, marker: &str) -> bool {
+    let Ok(file) = File::open(path) else { return false };
+    let Ok(len) = file.metadata().map(|m| m.len()) else { return false };
+    // The marker is a string constant: in .rodata when the file is an ELF with section headers (a tenth of
+    // the file); anywhere otherwise.
+    let (start, size) = elf_section(&file, len, b".rodata").unwrap_or((0, len));
+    contains_at(&file, start, size, marker.as_bytes())
+}
+
+/// `len` bytes of `file` at `offset`; None if the file is shorter.
+fn read_at(file: &File, offset: u64, len: u64) -> Option<Vec<u8>> {
+    let mut buf = vec![0u8; usize::try_from(len).ok()?];
+    file.read_exact_at(&mut buf, offset).ok()?;
+    Some(buf)
+}
+
+/// Is `needle` in `file[start..start + size]`? Read in chunks that overlap by `needle.len() - 1`, so a
+/// match across a chunk boundary is found and memory stays small.
+fn contains_at(file: &File, start: u64, size: u64, needle: &[u8]) -> bool {
+    const CHUNK: usize = 64 * 1024;
+    if needle.is_empty() || needle.len() > CHUNK {
         return false;
     }
-    // SAFETY: a private read-only mapping of a file we opened, unmapped below; the slice does not outlive it.
-    unsafe {
-        let addr = libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ, libc::MAP_PRIVATE, file.as_raw_fd(), 0);
-        if addr == libc::MAP_FAILED {
-            return false;
+    let end = start.saturating_add(size);
+    let mut buf = vec![0u8; CHUNK];
+    let (mut at, mut kept) = (start, 0usize);
+    while at < end {
+        let want = (CHUNK - kept).min(usize::try_from(end - at).unwrap_or(usize::MAX));
+        let n = match file.read_at(&mut buf[kept..kept + want], at) {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => n,
+        };
+        let filled = kept + n;
+        if memchr::memmem::find(&buf[..filled], needle).is_some() {
+            return true;
         }
-        let bytes = std::slice::from_raw_parts(addr as *const u8, len);
-        // The marker is a string constant: in .rodata when the file is an ELF with section headers (a tenth of
-        // the file, so a tenth of the pages touched); anywhere otherwise.
-        let haystack = elf_section(bytes, b".rodata").unwrap_or(bytes);
-        let found = memchr::memmem::find(haystack, BUILD_MARKER.as_bytes()).is_some();
-        libc::munmap(addr, len);
-        found
+        kept = (needle.len() - 1).min(filled);
+        buf.copy_within(filled - kept..filled, 0);
+        at += n as u64;
     }
+    false
 }
 
-/// The bytes of section `name` of a 64-bit little-endian ELF file; None if `file` is not one or lacks it.
-fn elf_section<'a>(file: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
-    let u16_at = |o: usize| file.get(o..o + 2).map(|b| u16::from_le_bytes([b[0], b[1]]) as usize);
-    let u32_at = |o: usize| file.get(o..o + 4).map(|b| u32::from_le_bytes(b.try_into().unwrap()) as usize);
-    let u64_at = |o: usize| file.get(o..o + 8).map(|b| u64::from_le_bytes(b.try_into().unwrap()) as usize);
+/// Offset and size of section `name` of a 64-bit little-endian ELF `file` of `len` bytes; None if it is not
+/// one, lacks the section, or its headers point outside the file.
+fn elf_section(file: &File, len: u64, name: &[u8]) -> Option<(u64, u64)> {
+    let u16_at = |b: &[u8], o: usize| b.get(o..o + 2).map(|b| u16::from_le_bytes([b[0], b[1]]) as u64);
+    let u32_at = |b: &[u8], o: usize| b.get(o..o + 4).map(|b| u32::from_le_bytes(b.try_into().unwrap()) as usize);
+    let u64_at = |b: &[u8], o: usize| b.get(o..o + 8).map(|b| u64::from_le_bytes(b.try_into().unwrap()));
+    let within = |off: u64, size: u64| off.checked_add(size).is_some_and(|e| e <= len).then_some((off, size));
+    let head = read_at(file, 0, 64.min(len))?;
     // ELF magic, ELFCLASS64, ELFDATA2LSB.
-    if file.get(..6)? != b"\x7fELF\x02\x01" {
+    if head.get(..6)? != b"\x7fELF\x02\x01" {
         return None;
     }
-    let (shoff, shentsize, shnum, shstrndx) = (u64_at(0x28)?, u16_at(0x3a)?, u16_at(0x3c)?, u16_at(0x3e)?);
-    let header = |i: usize| shoff.checked_add(i.checked_mul(shentsize)?);
+    let (shoff, shentsize) = (u64_at(&head, 0x28)?, u16_at(&head, 0x3a)?);
+    let (shnum, shstrndx) = (u16_at(&head, 0x3c)?, u16_at(&head, 0x3e)? as usize);
     // A section header: name offset at 0, file offset at 0x18, size at 0x20.
-    let range = |h: usize| -> Option<&'a [u8]> {
-        let (off, size) = (u64_at(h + 0x18)?, u64_at(h + 0x20)?);
-        file.get(off..off.checked_add(size)?)
-    };
-    let names = range(header(shstrndx)?)?;
-    (0..shnum).find_map(|i| {
+    if shentsize < 0x28 {
+        return None;
+    }
+    let table = read_at(file, within(shoff, shnum * shentsize)?.0, shnum * shentsize)?;
+    let header = |i: usize| table.get(i * shentsize as usize..(i + 1) * shentsize as usize);
+    let section = |h: &[u8]| within(u64_at(h, 0x18)?, u64_at(h, 0x20)?);
+    let (names_at, names_size) = section(header(shstrndx)?)?;
+    let names = read_at(file, names_at, names_size.min(64 * 1024))?;
+    (0..shnum as usize).find_map(|i| {
         let h = header(i)?;
-        let n = names.get(u32_at(h)?..)?;
+        let n = names.get(u32_at(h, 0)?..)?;
         let n = &n[..n.iter().position(|&b| b == 0)?];
-        if n == name { range(h) } else { None }
+        if n == name { section(h) } else { None }
     })
 }
 
@@ -87,10 +116,10 @@ impl Ipam {
     fn resolve(&self, req: &Request) -> CniResult<Delegate> {
         let bin = delegate::find_plugin(&self.plugin, &req.path)?;
         let forced_exec = std::env::var_os("RCNI_IPAM_EXEC").is_some_and(|v| v == "1");
-        if self.plugin == "host-local" && !forced_exec && is_this_builds_host_local(&bin) {
-            return Ok(Delegate::InProcess);
+        match ipam::in_process(&self.plugin) {
+            Some(own) if !forced_exec && is_same_build(&bin, own.build_marker()) => Ok(Delegate::InProcess(own)),
+            _ => Ok(Delegate::Exec(bin)),
         }
-        Ok(Delegate::Exec(bin))
     }
 
     /// The request the delegate would have received: the same environment, its own stdin and command.
@@ -108,18 +137,25 @@ impl Ipam {
     }
 
     pub fn add(&self, req: &Request) -> CniResult<AddResult> {
+        self.add_undoable(req).map(|(result, _)| result)
+    }
+
+    /// ADD, and how to undo exactly it.
+    fn add_undoable(&self, req: &Request) -> CniResult<(AddResult, Undo)> {
         let ver = &req.conf.cni_version;
         match self.resolve(req)? {
             Delegate::Exec(bin) => {
                 let out = delegate::exec(&bin, Command::Add, &self.stdin)?;
-                AddResult::from_slice(&out, ver)
-                    .map_err(|e| e.context(format!("IPAM plugin {} returned an unreadable result", self.plugin)))
+                let result = AddResult::from_slice(&out, ver)
+                    .map_err(|e| e.context(format!("IPAM plugin {} returned an unreadable result", self.plugin)))?;
+                Ok((result, Undo::Del))
             }
-            Delegate::InProcess => {
+            Delegate::InProcess(own) => {
                 log::trace(&req.conf.plugin_type, "IPAM in-process");
-                let r = HostLocal.add(&self.delegate_request(req, Command::Add)?)?;
+                let (r, reserved) = own.add_reserving(&self.delegate_request(req, Command::Add)?)?;
                 // Through the same version rendering as the executable's output takes.
-                AddResult::from_value(&r.to_value(ver)?, ver)
+                let result = AddResult::from_value(&r.to_value(ver)?, ver);
+                Ok((result?, Undo::Exactly(own, reserved)))
             }
         }
     }
@@ -127,13 +163,13 @@ impl Ipam {
     fn run(&self, req: &Request, command: Command) -> CniResult<()> {
         match self.resolve(req)? {
             Delegate::Exec(bin) => delegate::exec(&bin, command, &self.stdin).map(|_| ()),
-            Delegate::InProcess => {
+            Delegate::InProcess(own) => {
                 let r = self.delegate_request(req, command)?;
                 match command {
-                    Command::Del => HostLocal.del(&r),
-                    Command::Check => HostLocal.check(&r),
-                    Command::Gc => HostLocal.gc(&r, skel::valid_attachments(&r.conf)?.as_deref()),
-                    Command::Status => HostLocal.status(&r),
+                    Command::Del => own.del(&r),
+                    Command::Check => own.check(&r),
+                    Command::Gc => own.gc(&r, skel::valid_attachments(&r.conf)?.as_deref()),
+                    Command::Status => own.status(&r),
                     Command::Add | Command::Version => unreachable!("ADD has its own path; VERSION is never delegated"),
                 }
             }
@@ -157,6 +193,14 @@ impl Ipam {
     }
 }
 
+/// How to undo one successful IPAM ADD.
+enum Undo {
+    /// In-process: release exactly what that ADD reserved.
+    Exactly(&'static dyn InProcessIpam, Reserved),
+    /// An exec'd plugin can only be told DEL, which releases by owner: everything the attachment holds.
+    Del,
+}
+
 /// The IPAM ADD of one attachment, started on its own thread before the interfaces are built and collected
 /// when the pod's addresses are needed: the allocation (a file lock, a directory read, two synced files, or
 /// a whole IPAM process) overlaps the kernel work on the veth pair instead of following it.
@@ -165,29 +209,30 @@ impl Ipam {
 pub struct Allocation<'a> {
     ipam: &'a Ipam,
     state: AllocState,
+    /// The ADD failed because the attachment is already live (see `attachment_is_live`).
+    live: bool,
 }
 
 enum AllocState {
-    Running(JoinHandle<CniResult<AddResult>>),
+    Running(JoinHandle<CniResult<(AddResult, Undo)>>),
     /// Ran inline (no thread could be started).
-    Done(CniResult<AddResult>),
-    /// The result was handed out; whether it was a success.
-    Taken {
-        ok: bool,
-    },
+    Done(CniResult<(AddResult, Undo)>),
+    /// The result was handed out; how to undo it if it was a success.
+    Taken(Option<Undo>),
 }
 
 impl<'a> Allocation<'a> {
     pub fn start(ipam: &'a Ipam, req: &Request) -> Allocation<'a> {
         let (job_ipam, job_req) = (ipam.clone(), req.clone());
-        let state = match std::thread::Builder::new().name("rcni-ipam".into()).spawn(move || job_ipam.add(&job_req)) {
+        let job = move || job_ipam.add_undoable(&job_req);
+        let state = match std::thread::Builder::new().name("rcni-ipam".into()).spawn(job) {
             Ok(job) => AllocState::Running(job),
             Err(e) => {
                 log::warn(&req.conf.plugin_type, format!("no thread for IPAM ({e}); running it inline"));
-                AllocState::Done(ipam.add(req))
+                AllocState::Done(ipam.add_undoable(req))
             }
         };
-        Allocation { ipam, state }
+        Allocation { ipam, state, live: false }
     }
 
     /// The IPAM plugin's name, for messages.
@@ -197,27 +242,52 @@ impl<'a> Allocation<'a> {
 
     /// Wait for the IPAM ADD and take its result (once).
     pub fn result(&mut self) -> CniResult<AddResult> {
-        let r = match std::mem::replace(&mut self.state, AllocState::Taken { ok: false }) {
+        let r = match std::mem::replace(&mut self.state, AllocState::Taken(None)) {
             AllocState::Running(job) => job.join().unwrap_or_else(|_| Err(CniError::internal("IPAM ADD panicked"))),
             AllocState::Done(r) => r,
-            AllocState::Taken { .. } => return Err(CniError::internal("IPAM ADD result taken twice")),
+            AllocState::Taken(_) => return Err(CniError::internal("IPAM ADD result taken twice")),
         };
-        self.state = AllocState::Taken { ok: r.is_ok() };
-        r
+        match r {
+            Ok((result, undo)) => {
+                self.state = AllocState::Taken(Some(undo));
+                Ok(result)
+            }
+            Err(e) => Err(e),
+        }
     }
 
-    /// Undo for a failed ADD: wait for an ADD still running, then DEL what it allocated. Only after a
-    /// successful IPAM ADD (as the reference does): a failed one cleans up after itself, and the failure
-    /// may be "this attachment already has an address" — a live attachment's, which DEL would release.
+    /// The ADD is failing because this attachment (container ID, ifname) is already live: what IPAM holds for
+    /// it by owner is the live pod's, so an IPAM DEL must not be the undo.
+    pub fn attachment_is_live(&mut self) {
+        self.live = true;
+    }
+
+    /// Undo for a failed ADD: wait for an ADD still running, then release what it allocated and only that.
+    /// Nothing after a failed IPAM ADD (it cleans up after itself, and the failure may be "this attachment
+    /// already has an address"). In-process, exactly the addresses this ADD reserved go; an exec'd plugin
+    /// gets DEL, which releases by owner, so it is skipped when the attachment is live.
     pub fn release(mut self, req: &Request) {
-        let ok = match self.state {
-            AllocState::Taken { ok } => ok,
-            _ => self.result().is_ok(),
+        if !matches!(self.state, AllocState::Taken(_)) {
+            let _ = self.result();
+        }
+        let AllocState::Taken(Some(undo)) = std::mem::replace(&mut self.state, AllocState::Taken(None)) else {
+            return;
         };
-        if ok {
-            if let Err(e) = self.ipam.del(req) {
-                log::warn(&req.conf.plugin_type, format!("rollback: IPAM DEL: {e}"));
+        let outcome = match undo {
+            Undo::Exactly(own, reserved) => {
+                self.ipam.delegate_request(req, Command::Del).and_then(|r| own.undo_add(&r, &reserved))
             }
+            Undo::Del if self.live => {
+                log::warn(
+                    &req.conf.plugin_type,
+                    format!("rollback: the attachment is live; its {} allocation is left as it is", self.ipam.plugin),
+                );
+                Ok(())
+            }
+            Undo::Del => self.ipam.del(req),
+        };
+        if let Err(e) = outcome {
+            log::warn(&req.conf.plugin_type, format!("rollback: IPAM: {e}"));
         }
     }
 }
@@ -229,18 +299,58 @@ pub fn status(ipam: Option<&Ipam>, req: &Request) -> CniResult<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::elf_section;
+    use super::*;
+
+    fn exe() -> (File, u64, Vec<u8>) {
+        let path = std::env::current_exe().unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        (File::open(&path).unwrap(), bytes.len() as u64, bytes)
+    }
 
     #[test]
     fn elf_section_finds_rodata_of_a_real_binary_and_refuses_other_files() {
-        let exe = std::fs::read(std::env::current_exe().unwrap()).unwrap();
-        let rodata = elf_section(&exe, b".rodata").expect("this test binary has .rodata");
-        assert!(!rodata.is_empty() && rodata.len() < exe.len());
-        // A string constant of this binary lies in it.
+        let (file, len, bytes) = exe();
+        let (at, size) = elf_section(&file, len, b".rodata").expect("this test binary has .rodata");
+        assert!(size > 0 && size < len);
+        // A string constant of this binary lies in it, also when read in chunks.
         let needle = b"this test binary has .rodata";
+        let rodata = &bytes[at as usize..(at + size) as usize];
         assert!(memchr::memmem::find(rodata, needle).is_some());
-        assert!(elf_section(&exe, b".no-such-section").is_none());
-        assert!(elf_section(b"#!/bin/sh\necho hi\n", b".rodata").is_none());
-        assert!(elf_section(&exe[..64], b".rodata").is_none(), "truncated: headers out of range");
+        assert!(contains_at(&file, at, size, needle));
+        // Made at run time: a literal would be in .rodata.
+        let absent = vec![b'q'; 40];
+        assert!(!contains_at(&file, at, size, &absent));
+        assert!(elf_section(&file, len, b".no-such-section").is_none());
+        let dir = std::env::temp_dir().join(format!("rcni-ipam-elf-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let script = dir.join("script");
+        std::fs::write(&script, "#!/bin/sh\necho hi\n").unwrap();
+        let f = File::open(&script).unwrap();
+        assert!(elf_section(&f, 18, b".rodata").is_none());
+        // Truncated (an upgrade caught half-way): headers out of range, and a search that ends early.
+        let cut = dir.join("cut");
+        std::fs::write(&cut, &bytes[..(at + size / 2) as usize]).unwrap();
+        let f = File::open(&cut).unwrap();
+        assert!(elf_section(&f, 64, b".rodata").is_none());
+        assert!(!contains_at(&f, at + size / 2 - 8, size, &absent));
+        assert!(!is_same_build(&cut, std::str::from_utf8(&absent).unwrap()));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A match that straddles two chunks of the chunked search is found.
+    #[test]
+    fn contains_at_finds_a_needle_across_chunk_boundaries() {
+        let dir = std::env::temp_dir().join(format!("rcni-ipam-chunks-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("f");
+        for at in [0usize, 65_530, 65_536, 131_067, 200_000 - 6] {
+            let mut data = vec![b'x'; 200_000];
+            data[at..at + 6].copy_from_slice(b"needle");
+            std::fs::write(&p, &data).unwrap();
+            let f = File::open(&p).unwrap();
+            assert!(contains_at(&f, 0, 200_000, b"needle"), "at {at}");
+            assert!(!contains_at(&f, 0, at as u64 + 5, b"needle"), "range ends inside it: {at}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -22,9 +22,14 @@ pub struct Attached {
     pub container: Link,
 }
 
+/// The pod has an interface named `ifname`. When an ADD was to create it, that is a live attachment's.
+pub async fn pod_has(pod: &NetHandle, ifname: &str) -> CniResult<bool> {
+    Ok(pod.link_by_name(ifname).await?.is_some())
+}
+
 /// Fail if the pod already has an interface with this name (asked when the veth creation found a name taken).
 async fn ensure_absent_in_pod(pod: &NetHandle, ifname: &str) -> CniResult<()> {
-    if pod.link_by_name(ifname).await?.is_some() {
+    if pod_has(pod, ifname).await? {
         return Err(CniError::internal(format!("container veth name ({ifname:?}) already exists"))
             .with_details("the pod already has an interface with this name: choose another CNI_IFNAME or DEL the old attachment first"));
     }

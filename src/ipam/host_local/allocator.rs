@@ -572,6 +572,13 @@ pub fn pick(
     id: &str,
     ifname: &str,
 ) -> Result<Pick, AllocError> {
+    // A second address in this set for the same attachment is refused (plugins PR #328), also when one is
+    // requested (stricter than the reference, which skips the guard then): a repeated ADD of a live
+    // attachment asking for another address must fail here, before it holds two.
+    let dup = taken.belonging_to(id, ifname).into_iter().filter(|(ip, _)| set.contains(*ip)).min_by_key(|(ip, _)| *ip);
+    if let Some((ip, h)) = dup {
+        return Err(AllocError::Duplicate { set: idx, ip, id: h.container_id, ifname: h.ifname });
+    }
     if let Some(ip) = requested {
         let ip = canonical(ip);
         let Some(r) = set.range_for(ip) else {
@@ -584,11 +591,6 @@ pub fn pick(
             return Err(AllocError::RequestedTaken { set: idx, ip, range_set: set.to_string(), holder });
         }
         return Ok(Pick { set: idx, ip, prefix: r.prefix, gateway: r.gateway });
-    }
-    // The reference refuses a second address in this set for the same attachment (plugins PR #328).
-    let dup = taken.belonging_to(id, ifname).into_iter().filter(|(ip, _)| set.contains(*ip)).min_by_key(|(ip, _)| *ip);
-    if let Some((ip, h)) = dup {
-        return Err(AllocError::Duplicate { set: idx, ip, id: h.container_id, ifname: h.ifname });
     }
     for (ip, r) in set.iter_from(last_reserved) {
         if !taken.is_reserved(ip) {
@@ -858,9 +860,11 @@ mod tests {
         assert!(m.contains("held by container other interface eth3"), "{m}");
         let e = pick(&v4, 0, Some(ip("10.0.0.1")), None, &taken, "c1", "eth0").unwrap_err();
         assert_eq!(e.to_string(), "failed to allocate for range 0: requested ip 10.0.0.1 is subnet's gateway");
-        // Requested IPs skip the duplicate guard (reference behaviour).
+        // Requested IPs pass the duplicate guard too (stricter than the reference: audit finding 1).
         taken.insert(ip("10.0.0.20"), holder("c1", "eth0"));
-        assert!(pick(&v4, 0, Some(ip("10.0.0.21")), None, &taken, "c1", "eth0").is_ok());
+        let e = pick(&v4, 0, Some(ip("10.0.0.21")), None, &taken, "c1", "eth0").unwrap_err();
+        assert!(matches!(e, AllocError::Duplicate { ip: a, .. } if a == ip("10.0.0.20")), "{e}");
+        assert!(pick(&v4, 0, Some(ip("10.0.0.21")), None, &taken, "c1", "eth1").is_ok());
         // Broadcast inside an explicit range is refused when requested.
         let r = Range::new(ip("10.1.0.0"), 24, None, Some(ip("10.1.0.255")), None).unwrap();
         let e = pick(&set(vec![r]), 0, Some(ip("10.1.0.255")), None, &Taken::new(), "c", "eth0").unwrap_err();

@@ -23,6 +23,7 @@ use std::net::IpAddr;
 use crate::cni::error::{CniError, CniResult, code};
 use crate::cni::result::{AddResult, Dns, IpConfig};
 use crate::cni::skel::{Attachment, Plugin, Request};
+use crate::ipam::{InProcessIpam, Reserved};
 
 use allocator::{AllocError, Holder, Pick, Reservations};
 use config::{IpamConf, Location};
@@ -179,8 +180,8 @@ fn place(store: &Store, picks: &[Pick], id: &str, ifname: &str) -> CniResult<Opt
     Ok(None)
 }
 
-impl Plugin for HostLocal {
-    fn add(&self, req: &Request) -> CniResult<AddResult> {
+impl InProcessIpam for HostLocal {
+    fn add_reserving(&self, req: &Request) -> CniResult<(AddResult, Reserved)> {
         let conf = load(req)?;
         let dns = read_dns(&conf)?;
         // Fail on requests no range set can satisfy before touching any file.
@@ -196,13 +197,36 @@ impl Plugin for HostLocal {
                 gateway: Some(p.gateway),
             })
             .collect();
-        Ok(AddResult {
+        let result = AddResult {
             cni_version: req.conf.cni_version.clone(),
             interfaces: Vec::new(),
             ips,
             routes: conf.routes.clone(),
             dns,
-        })
+        };
+        Ok((result, Reserved { ips: picks.iter().map(|p| p.ip).collect() }))
+    }
+
+    /// Remove each reservation of `reserved` that still names exactly this attachment.
+    fn undo_add(&self, req: &Request, reserved: &Reserved) -> CniResult<()> {
+        let loc = location(req)?;
+        let Some(store) = Store::open_existing(&loc.net_dir(), loc.lock_timeout).map_err(store_err)? else {
+            return Ok(());
+        };
+        for ip in &reserved.ips {
+            store.unreserve(*ip, &req.container_id, &req.ifname).map_err(store_err)?;
+        }
+        Ok(())
+    }
+
+    fn build_marker(&self) -> &'static str {
+        BUILD_MARKER
+    }
+}
+
+impl Plugin for HostLocal {
+    fn add(&self, req: &Request) -> CniResult<AddResult> {
+        self.add_reserving(req).map(|(result, _)| result)
     }
 
     /// Release by owner across the whole network directory, whatever the ranges say now. Idempotent.
@@ -368,6 +392,54 @@ mod tests {
 
     fn open(conf: &IpamConf) -> Store {
         Store::open(&conf.loc.net_dir(), conf.loc.lock_timeout).unwrap()
+    }
+
+    fn request(conf: &IpamConf, command: crate::cni::skel::Command, id: &str, ip_arg: &str) -> Request {
+        let stdin = serde_json::json!({"cniVersion": "1.0.0", "name": "net", "type": "bridge", "ipam": {
+            "type": "host-local", "dataDir": conf.loc.data_dir, "ranges": [[{"subnet": "10.0.0.0/24"}]]}});
+        let bytes = serde_json::to_vec(&stdin).unwrap();
+        Request {
+            command,
+            container_id: id.into(),
+            netns: "/nonexistent".into(),
+            ifname: "eth0".into(),
+            args: crate::cni::args::CniArgs::parse(ip_arg).unwrap(),
+            path: Vec::new(),
+            conf: crate::cni::config::NetConf::from_slice(&bytes).unwrap(),
+            stdin: bytes,
+        }
+    }
+
+    /// Audit finding 1: the undo of an ADD removes what that ADD reserved, never the attachment's other
+    /// reservations (a live pod's), nor a file that meanwhile belongs to someone else.
+    #[test]
+    fn undo_add_releases_exactly_what_that_add_reserved() {
+        use crate::cni::skel::Command;
+        let (_t, conf) = setup("undo");
+        let (first, _) = HostLocal.add_reserving(&request(&conf, Command::Add, "c1", "IP=10.0.0.5")).unwrap();
+        assert_eq!(first.ips[0].address.to_string(), "10.0.0.5/24");
+        // Another address for the same attachment (here: handed over by hand; in life, a changed range).
+        let store = open(&conf);
+        assert!(store.reserve(ip("10.0.0.6"), "c1", "eth0").unwrap());
+        assert!(store.reserve(ip("10.0.0.7"), "c2", "eth0").unwrap());
+        drop(store);
+        let undo = Reserved { ips: vec![ip("10.0.0.6"), ip("10.0.0.7")] };
+        HostLocal.undo_add(&request(&conf, Command::Del, "c1", ""), &undo).unwrap();
+        let dir = conf.loc.net_dir();
+        assert_eq!(fs::read(dir.join("10.0.0.5")).unwrap(), b"c1\r\neth0", "the other reservation stays");
+        assert!(!dir.join("10.0.0.6").exists(), "the undone one goes");
+        assert_eq!(fs::read(dir.join("10.0.0.7")).unwrap(), b"c2\r\neth0", "someone else's stays");
+    }
+
+    /// Audit finding 1: host-local refuses a second address for a live attachment also when one is requested.
+    #[test]
+    fn a_requested_ip_for_an_attachment_that_holds_one_is_refused() {
+        use crate::cni::skel::Command;
+        let (_t, conf) = setup("dupreq");
+        HostLocal.add(&request(&conf, Command::Add, "c1", "IP=10.0.0.5")).unwrap();
+        let e = HostLocal.add(&request(&conf, Command::Add, "c1", "IP=10.0.0.6")).unwrap_err();
+        assert!(e.msg.contains("10.0.0.5 has been allocated to c1, duplicate allocation is not allowed"), "{e:?}");
+        assert!(!conf.loc.net_dir().join("10.0.0.6").exists());
     }
 
     #[test]
