@@ -10,6 +10,7 @@
 //! on the *thread's* namespace (socket creation, `/proc/sys/net`) runs on throw-away threads.
 
 pub mod addr;
+pub mod command;
 pub mod detached;
 pub mod error;
 pub mod handle;

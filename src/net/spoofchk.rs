@@ -62,14 +62,12 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt;
-use std::io::{Read, Write};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
 use crate::net::Mac;
-use crate::net::masq::find_binary;
+use crate::net::command::Command;
 
 /// The shared table (family `bridge`).
 pub const TABLE: &str = "nat";
@@ -108,7 +106,7 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::Invalid(msg) | Error::Check(msg) => write!(f, "{msg}"),
-            Error::Command { what, command, detail } => write!(f, "{what}: `{command}` failed: {detail}"),
+            Error::Command { what, detail, .. } => write!(f, "{what}: {detail}"),
             Error::Parse { what, detail } => write!(f, "{what}: unexpected output of `nft -j`: {detail}"),
         }
     }
@@ -384,95 +382,18 @@ struct NftFailure {
 }
 
 fn nft(args: &[&str], stdin: Option<&str>) -> Result<String, NftFailure> {
-    let bin = find_binary("nft");
-    let command = format!("{} {}", bin.display(), args.join(" "));
-    let fail = |detail: String| NftFailure { command: command.clone(), detail, raced: false, absent: false };
-    let mut child = Command::new(&bin)
-        .args(args)
-        // strerror() texts are matched below; keep them in English.
-        .env("LC_ALL", "C")
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| fail(format!("{e} (is the nftables package installed?)")))?;
-    // Pipes are served by threads so that a stuck nft cannot block us past the timeout.
-    let script = stdin.map(|s| s.as_bytes().to_vec());
-    let pipe_in = child.stdin.take();
-    let writer = std::thread::spawn(move || match (script, pipe_in) {
-        (Some(s), Some(mut pipe)) => pipe.write_all(&s),
-        _ => Ok(()),
-    });
-    let reader = |pipe: Option<Box<dyn Read + Send>>| {
-        std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            if let Some(mut p) = pipe {
-                let _ = p.read_to_end(&mut buf);
-            }
-            buf
-        })
-    };
-    let stdout = reader(child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
-    let stderr = reader(child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
-    let status = match wait_timeout(&mut child, NFT_TIMEOUT) {
-        Ok(Some(status)) => status,
-        Ok(None) => {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(fail(format!(
-                "no answer within {} s, killed (is the ruleset huge or the system overloaded?)",
-                NFT_TIMEOUT.as_secs()
-            )));
-        }
-        Err(e) => return Err(fail(format!("waiting for nft: {e}"))),
-    };
-    let write = writer.join().unwrap_or(Ok(()));
-    let stdout = stdout.join().unwrap_or_default();
-    let stderr = String::from_utf8_lossy(&stderr.join().unwrap_or_default()).trim().to_string();
-    if !status.success() {
+    // strerror() texts are matched below; keep them in English.
+    let mut cmd = Command::new("nft").args(args.iter().copied()).env("LC_ALL", "C").timeout(NFT_TIMEOUT);
+    if let Some(script) = stdin {
+        cmd = cmd.stdin(script);
+    }
+    cmd.run().map(|out| out.stdout).map_err(|e| {
+        let stderr = e.stderr().unwrap_or_default();
         let absent = stderr.contains("No such file or directory");
         let raced = absent || stderr.contains("Device or resource busy");
-        let mut f = fail(format!("{status}: {stderr}"));
-        f.absent = absent;
-        f.raced = raced;
-        return Err(f);
-    }
-    write.map_err(|e| fail(format!("writing the script: {e}")))?;
-    Ok(String::from_utf8_lossy(&stdout).into_owned())
-}
-
-/// Waits for `child` to exit, at most `timeout`; `None` if it is still running. Sleeps in `poll` on a
-/// pidfd (no latency added); on kernels without pidfds it polls `try_wait` every millisecond.
-fn wait_timeout(
-    child: &mut std::process::Child,
-    timeout: Duration,
-) -> std::io::Result<Option<std::process::ExitStatus>> {
-    let deadline = Instant::now() + timeout;
-    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1; the child is not reaped
-    // before we are done with the fd (only try_wait below reaps it), so the pid cannot be reused.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, child.id() as libc::pid_t, 0) } as libc::c_int;
-    let result = loop {
-        if let Some(status) = child.try_wait()? {
-            break Ok(Some(status));
-        }
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            break Ok(None);
-        }
-        if fd >= 0 {
-            let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
-            let ms = left.as_millis().clamp(1, i32::MAX as u128) as libc::c_int;
-            // SAFETY: one valid pollfd; EINTR just loops.
-            unsafe { libc::poll(&mut pfd, 1, ms) };
-        } else {
-            std::thread::sleep(Duration::from_millis(1).min(left));
-        }
-    };
-    if fd >= 0 {
-        // SAFETY: we own the fd.
-        unsafe { libc::close(fd) };
-    }
-    result
+        let hint = if e.is_not_installed() { " (is the nftables package installed?)" } else { "" };
+        NftFailure { command: cmd.line(), detail: format!("{e}{hint}"), raced, absent }
+    })
 }
 
 /// `nft -j list <what...>`; `None` when the table/chain does not exist.

@@ -14,14 +14,13 @@
 //! exist.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::io::Write;
 use std::net::IpAddr;
-use std::process::{Command, Stdio};
 
 use ipnetwork::IpNetwork;
 
 use super::nfnl::{NFPROTO_IPV4, NFPROTO_IPV6, Nfnl};
-use super::{Error, Owner, PodEntry, Result, find_binary, reference_chain_name, reference_comment};
+use super::{Error, Owner, PodEntry, Result, reference_chain_name, reference_comment};
+use crate::net::command::Command;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Fam {
@@ -144,37 +143,18 @@ fn families(pod: &PodEntry) -> Vec<Fam> {
 }
 
 fn run(network: &str, tool: &str, args: &[&str], stdin: Option<&str>, what: &str) -> Result<String> {
-    let bin = find_binary(tool);
-    let command = format!("{} {}", bin.display(), args.join(" "));
-    let fail = |detail: String| Error::Command {
-        what: format!("masquerade for network {network:?} (iptables backend): {what}"),
-        command: command.clone(),
-        detail,
-    };
-    let mut child = Command::new(&bin)
-        .args(args)
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| fail(format!("{e} (install iptables, or use the default nftables backend)")))?;
-    let mut write_err = None;
-    if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        write_err = pipe.write_all(input.as_bytes()).err();
+    let mut cmd = Command::new(tool).args(args.iter().copied());
+    if let Some(input) = stdin {
+        cmd = cmd.stdin(input);
     }
-    let out = child.wait_with_output().map_err(|e| fail(e.to_string()))?;
-    if !out.status.success() {
-        return Err(fail(format!(
-            "{}: {}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim(),
+    cmd.run().map(|out| out.stdout).map_err(|e| {
+        let hint = if e.is_not_installed() {
+            " (install iptables, or use the default nftables backend)".to_string()
+        } else {
             stdin.map(|s| format!("\ninput:\n{s}")).unwrap_or_default()
-        )));
-    }
-    if let Some(e) = write_err {
-        return Err(fail(format!("writing the input: {e}")));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        };
+        Error::Command { what: format!("masquerade for network {network:?} (iptables backend): {what}"), err: e, hint }
+    })
 }
 
 /// The `nat` table of one family, as iptables-save lines (without comments / COMMIT).

@@ -76,6 +76,8 @@ use std::net::IpAddr;
 use ipnetwork::IpNetwork;
 use sha2::{Digest, Sha512};
 
+use crate::net::command::CommandError;
+
 pub use nfnl::NetlinkError;
 pub use nft::{Names as NftNames, TABLE as NFT_TABLE};
 
@@ -181,8 +183,9 @@ pub enum Error {
     /// A command (`nft`, `iptables`, ...) could not be run or failed.
     Command {
         what: String,
-        command: String,
-        detail: String,
+        err: CommandError,
+        /// What the operator can do, or the input the command got.
+        hint: String,
     },
     /// An nf_tables netlink operation failed.
     Netlink {
@@ -203,7 +206,7 @@ impl fmt::Display for Error {
                 "unknown ipmasq backend {v:?}: allowed values are {}",
                 Backend::ALLOWED.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", ")
             ),
-            Error::Command { what, command, detail } => write!(f, "{what}: `{command}` failed: {detail}"),
+            Error::Command { what, err, hint } => write!(f, "{what}: {err}{hint}"),
             Error::Netlink { what, err } => write!(f, "{what}: {err}"),
             Error::Check(msg) => write!(f, "{msg}"),
             Error::Invalid(msg) => write!(f, "{msg}"),
@@ -251,17 +254,6 @@ fn go_quote(s: &str) -> String {
     }
     out.push('"');
     out
-}
-
-/// Locates an executable: `$PATH` first, then the usual sbin directories (runtimes often exec plugins
-/// with a minimal `PATH`). Falls back to the bare name, so the error names it.
-pub(crate) fn find_binary(name: &str) -> std::path::PathBuf {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(std::path::PathBuf::from))
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| std::path::PathBuf::from(name))
 }
 
 fn validate(network: &str, pod: Option<&PodEntry>) -> Result<()> {

@@ -3,14 +3,13 @@
 //! netlink probe finds it missing or outdated; pod elements are read and written over nf_tables netlink.
 
 use std::collections::{BTreeSet, HashSet};
-use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::process::{Command, Stdio};
 
 use ipnetwork::IpNetwork;
 
 use super::nfnl::{BatchOp, EEXIST, ENOENT, ERESTART, NFPROTO_INET, NetlinkError, Nfnl, SetElem};
-use super::{Element, Error, Owner, PodEntry, Result, find_binary, sha512_hex};
+use super::{Element, Error, Owner, PodEntry, Result, sha512_hex};
+use crate::net::command::Command;
 
 pub const TABLE: &str = "rcni";
 /// Bumped when the rules change shape; part of the fingerprint, so an upgrade rewrites old chains.
@@ -150,33 +149,22 @@ pub fn structure_script(network: &str, exempt: &[IpNetwork]) -> String {
 }
 
 fn run_nft(network: &str, script: &str) -> Result<()> {
-    let nft = find_binary("nft");
-    let fail = |detail: String| Error::Command {
-        what: format!(
-            "masquerade for network {network:?}: writing table inet {TABLE} (chain {})",
-            Names::new(network).chain
-        ),
-        command: format!("{} -f -", nft.display()),
-        detail,
-    };
-    let mut child = Command::new(&nft)
-        .args(["-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| fail(format!("{e} (install the nftables package, or set ipMasqBackend to \"iptables\")")))?;
-    let write = child.stdin.take().expect("piped stdin").write_all(script.as_bytes());
-    let out = child.wait_with_output().map_err(|e| fail(e.to_string()))?;
-    if !out.status.success() {
-        return Err(fail(format!(
-            "{}: {}\nscript:\n{script}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
-    write.map_err(|e| fail(format!("writing the script: {e}")))?;
-    Ok(())
+    let cmd = Command::new("nft").args(["-f", "-"]).stdin(script);
+    cmd.run().map(|_| ()).map_err(|e| {
+        let hint = if e.is_not_installed() {
+            " (install the nftables package, or set ipMasqBackend to \"iptables\")".to_string()
+        } else {
+            format!("\nscript:\n{script}")
+        };
+        Error::Command {
+            what: format!(
+                "masquerade for network {network:?}: writing table inet {TABLE} (chain {})",
+                Names::new(network).chain
+            ),
+            err: e,
+            hint,
+        }
+    })
 }
 
 fn nl_err(network: &str, what: &str, err: NetlinkError) -> Error {
