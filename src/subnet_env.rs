@@ -20,18 +20,20 @@
 //! values: a value flannel would silently treat as something else (`FLANNEL_IPMASQ=yes` as false, an
 //! IPv6 range in `FLANNEL_NETWORK`, an MTU of 0) is refused with a message naming the variable and file.
 //!
-//! Writing is byte-identical to flanneld and atomic (temp file beside it, renamed over it, mode 0644 as
-//! flanneld sets it), so a reader never sees a half-written file.
+//! Writing is byte-identical to flanneld and atomic (`fs_private::write_atomic`: temp file beside it,
+//! renamed over it; then mode 0644 as flanneld sets it), so a reader never sees a half-written file.
 
 use std::fmt;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::fs;
+use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use ipnetwork::{Ipv4Network, Ipv6Network};
+
+use crate::fs_private;
 
 /// Where flanneld writes the file, and where the `flannel` plugin looks by default.
 pub const DEFAULT_PATH: &str = "/run/flannel/subnet.env";
@@ -69,7 +71,7 @@ pub struct SubnetEnv {
 pub enum SubnetEnvError {
     /// The file does not exist (the agent has not written it yet, or is not running).
     Missing { path: PathBuf },
-    /// It exists but cannot be read (permissions, not a regular file, too large).
+    /// It exists but cannot be read (permissions, not a regular file, too large); `reason` names the file.
     Unreadable { path: PathBuf, reason: String },
     /// A variable has a value that is not what flanneld writes.
     Invalid { path: PathBuf, variable: &'static str, value: String, reason: String },
@@ -81,7 +83,7 @@ impl fmt::Display for SubnetEnvError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             SubnetEnvError::Missing { path } => write!(f, "{} does not exist", path.display()),
-            SubnetEnvError::Unreadable { path, reason } => write!(f, "cannot read {}: {reason}", path.display()),
+            SubnetEnvError::Unreadable { reason, .. } => write!(f, "{reason}"),
             SubnetEnvError::Invalid { path, variable, value, reason } => {
                 write!(f, "{}: {variable}={value:?} is invalid: {reason}", path.display())
             }
@@ -244,26 +246,17 @@ impl SubnetEnv {
         }
     }
 
-    /// Read and parse the file at `path`.
+    /// Read and parse the file at `path` (symlinks followed, regular files only: a FIFO planted at the
+    /// path must not hang a pod's ADD).
     pub fn read(path: &Path) -> Result<SubnetEnv, SubnetEnvError> {
-        let unreadable = |reason: String| SubnetEnvError::Unreadable { path: path.to_path_buf(), reason };
-        // Non-blocking open: a FIFO planted at the path must not hang a pod's ADD.
-        let file = match OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(SubnetEnvError::Missing { path: path.to_path_buf() });
-            }
-            Err(e) => return Err(unreadable(e.to_string())),
-        };
-        let md = file.metadata().map_err(|e| unreadable(e.to_string()))?;
-        if !md.is_file() {
-            return Err(unreadable("not a regular file".into()));
-        }
-        if md.len() > MAX_LEN {
-            return Err(unreadable(format!("{} bytes, more than a subnet.env can be", md.len())));
-        }
-        let mut text = String::new();
-        file.take(MAX_LEN).read_to_string(&mut text).map_err(|e| unreadable(e.to_string()))?;
+        let bytes = fs_private::read_regular(path, MAX_LEN).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => SubnetEnvError::Missing { path: path.to_path_buf() },
+            _ => SubnetEnvError::Unreadable { path: path.to_path_buf(), reason: e.to_string() },
+        })?;
+        let text = String::from_utf8(bytes).map_err(|_| SubnetEnvError::Unreadable {
+            path: path.to_path_buf(),
+            reason: format!("{} is not UTF-8 text", path.display()),
+        })?;
         SubnetEnv::parse(&text, path)
     }
 
@@ -285,39 +278,14 @@ impl SubnetEnv {
     /// Write the file at `path` atomically (creating its directory, 0755, as flanneld does). Readers see
     /// the previous file or this one, never a mix.
     pub fn write(&self, path: &Path) -> io::Result<()> {
-        let dir = match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d,
-            _ => Path::new("."),
-        };
-        let name = path
-            .file_name()
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, format!("{} names no file", path.display())))?;
-        fs::DirBuilder::new().recursive(true).create(dir)?;
-        let tmp = dir.join(format!(".{}.{}.tmp", name.to_string_lossy(), std::process::id()));
-        let result = write_then_rename(&tmp, path, self.render().as_bytes());
-        if result.is_err() {
-            let _ = fs::remove_file(&tmp);
+        let context = |e: io::Error| io::Error::new(e.kind(), format!("cannot write {}: {e}", path.display()));
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            fs::DirBuilder::new().recursive(true).create(dir).map_err(context)?;
         }
-        result.map_err(|e| io::Error::new(e.kind(), format!("cannot write {}: {e}", path.display())))
+        fs_private::write_atomic(path, self.render().as_bytes(), true).map_err(context)?;
+        // Readable by every user, as flanneld leaves it: the node's subnet is no secret.
+        fs::set_permissions(path, fs::Permissions::from_mode(FILE_MODE)).map_err(context)
     }
-}
-
-/// The temp file is created exclusively (a leftover or a planted symlink is not written through: it is
-/// removed and the create retried once), synced, given flanneld's mode and renamed over `path`.
-fn write_then_rename(tmp: &Path, path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let open = || OpenOptions::new().write(true).create_new(true).custom_flags(libc::O_NOFOLLOW).mode(0o600).open(tmp);
-    let mut file: File = match open() {
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-            fs::remove_file(tmp)?;
-            open()?
-        }
-        r => r?,
-    };
-    file.write_all(bytes)?;
-    file.set_permissions(fs::Permissions::from_mode(FILE_MODE))?;
-    file.sync_all()?;
-    drop(file);
-    fs::rename(tmp, path)
 }
 
 #[cfg(test)]
@@ -440,9 +408,6 @@ mod tests {
         e.write(&path).unwrap();
         assert_eq!(fs::read_to_string(&path).unwrap(), e.render());
         assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o7777, 0o644);
-        // A leftover temp file (a writer killed mid-write) does not block the next write.
-        let tmp = d.join(format!("flannel/.subnet.env.{}.tmp", std::process::id()));
-        fs::write(&tmp, "garbage").unwrap();
         let e2 = SubnetEnv { mtu: 1400, ..e };
         e2.write(&path).unwrap();
         assert_eq!(SubnetEnv::read(&path).unwrap(), e2);
