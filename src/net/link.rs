@@ -96,7 +96,12 @@ pub struct Link {
     /// Carrier present (`IFF_LOWER_UP`).
     pub lower_up: bool,
     pub oper_state: OperState,
+    /// Promiscuous mode as set by users (`IFF_PROMISC` of the user flags, not packet-capture counts).
     pub promisc: bool,
+    /// All-multicast mode as set by users (`IFF_ALLMULTI`).
+    pub allmulti: bool,
+    /// Transmit queue length (`IFLA_TXQLEN`).
+    pub txqlen: Option<u32>,
     /// `IFLA_LINK`: for a veth, the peer's index — in the peer's namespace when `link_netnsid` is set.
     pub peer_index: Option<u32>,
     /// `IFLA_LINK_NETNSID`: the peer lives in another namespace (id local to this namespace).
@@ -128,6 +133,8 @@ impl Link {
             lower_up: flags.contains(LinkFlags::LowerUp),
             oper_state: OperState::Unknown,
             promisc: flags.contains(LinkFlags::Promisc),
+            allmulti: flags.contains(LinkFlags::Allmulti),
+            txqlen: None,
             peer_index: None,
             link_netnsid: None,
             vxlan: None,
@@ -139,6 +146,7 @@ impl Link {
                 LinkAttribute::IfName(n) => l.name = n.clone(),
                 LinkAttribute::Address(a) => l.mac = Mac::from_slice(a),
                 LinkAttribute::Mtu(m) => l.mtu = Some(*m),
+                LinkAttribute::TxQueueLen(q) => l.txqlen = Some(*q),
                 LinkAttribute::Controller(m) => l.master = Some(*m),
                 LinkAttribute::OperState(s) => l.oper_state = (*s).into(),
                 LinkAttribute::Link(i) => l.peer_index = Some(*i),
@@ -537,12 +545,29 @@ impl NetHandle {
     }
 
     pub async fn set_promisc(&self, index: u32, on: bool) -> Result<()> {
+        self.set_flag(index, LinkFlags::Promisc, on, "promisc").await
+    }
+
+    /// All-multicast mode (`ip link set X allmulticast on|off`).
+    pub async fn set_allmulti(&self, index: u32, on: bool) -> Result<()> {
+        self.set_flag(index, LinkFlags::Allmulti, on, "allmulticast").await
+    }
+
+    /// One user-settable flag, leaving the others as they are (the change mask names only this one).
+    async fn set_flag(&self, index: u32, flag: LinkFlags, on: bool, label: &str) -> Result<()> {
         let mut m = get_by_index(index);
-        m.header.change_mask |= LinkFlags::Promisc;
+        m.header.change_mask |= flag;
         if on {
-            m.header.flags |= LinkFlags::Promisc;
+            m.header.flags |= flag;
         }
-        self.set_link(m, format!("set promisc {} on link #{index}", if on { "on" } else { "off" })).await
+        self.set_link(m, format!("set {label} {} on link #{index}", if on { "on" } else { "off" })).await
+    }
+
+    /// Transmit queue length (`ip link set X txqueuelen N`).
+    pub async fn set_txqlen(&self, index: u32, qlen: u32) -> Result<()> {
+        let mut m = get_by_index(index);
+        m.attributes.push(LinkAttribute::TxQueueLen(qlen));
+        self.set_link(m, format!("set txqueuelen {qlen} on link #{index}")).await
     }
 
     /// Rename a link. The kernel refuses (EBUSY) while the link is up.

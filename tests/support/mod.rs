@@ -738,6 +738,7 @@ pub fn rcni_bin(name: &str) -> PathBuf {
         "loopback" => env!("CARGO_BIN_EXE_loopback"),
         "host-local" => env!("CARGO_BIN_EXE_host-local"),
         "cnitool" => env!("CARGO_BIN_EXE_cnitool"),
+        "tuning" => env!("CARGO_BIN_EXE_tuning"),
         other => panic!("no binary named {other} in this package"),
     })
 }
