@@ -10,6 +10,7 @@ pub mod cni;
 pub mod fs_private;
 pub mod ipam;
 pub mod net;
+pub mod overlay;
 pub mod pod;
 pub mod subnet_env;
 pub mod validate;

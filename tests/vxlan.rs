@@ -44,6 +44,12 @@ impl Node {
         out.stdout.clone()
     }
 
+    fn sync_fails(&self) -> String {
+        let out = self.ns.cmd(rcni_bin("vxlan")).arg("sync").arg(self.conflist_path()).run();
+        assert!(!out.success(), "sync should fail: {out:?}");
+        out.stderr.clone()
+    }
+
     fn pod_v4(&self, pod: usize) -> String {
         self.pods[pod].addrs("eth0").into_iter().find(|a| a.family == "inet").unwrap().local
     }
@@ -316,4 +322,162 @@ fn status_reports_not_ready_without_underlay_or_with_a_bad_peers_file() {
     n.ns.ip(&["link", "del", "eth0"]).ok();
     let out = n.tool.run(&n.ns, &["status", NET]).fails();
     assert!(out.stderr.contains("underlay device \"eth0\""), "{out:?}");
+}
+
+/// The node's private overlay state directory: `/run/rcni/vxlan-<netns inode>`.
+fn state_dir(n: &Node) -> PathBuf {
+    use std::os::unix::fs::MetadataExt;
+    let ino = std::fs::metadata(n.ns.path()).unwrap().ino();
+    PathBuf::from(format!("/run/rcni/vxlan-{ino}"))
+}
+
+/// RAII: removes a node's state directory (the netns inode may be reused by a later test).
+struct StateDirGuard(PathBuf);
+
+impl Drop for StateDirGuard {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn mode(p: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777
+}
+
+/// Audit 2: the state directory is 0700, records are 0600 regular files written by rename, a symlink
+/// planted as a record is refused (its target untouched), and a record not owned by root is refused.
+#[test]
+fn node_state_is_private_and_planted_records_are_not_followed() {
+    let c = Cluster::new("vxpriv", 2);
+    let n1 = &c.nodes[0];
+    let dir = state_dir(n1);
+    let _g = StateDirGuard(dir.clone());
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    let victim = c._dir.join("victim");
+    std::fs::write(&victim, "precious").unwrap();
+    let record = dir.join(format!("network.{NET}.device"));
+    std::os::unix::fs::symlink(&victim, &record).unwrap();
+
+    // A record that is a symlink is refused (root never writes or reads through it), with the path named.
+    let err = n1.sync_fails();
+    assert!(err.contains(&format!("{} (a symlink: refused)", record.display())), "{err}");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious", "the planted link's target is untouched");
+    std::fs::remove_file(&record).unwrap();
+    n1.run("add", 0).ok();
+    assert!(std::fs::symlink_metadata(&record).unwrap().file_type().is_file());
+    assert_eq!(std::fs::read_to_string(&record).unwrap(), DEV);
+    assert_eq!(mode(&dir), 0o700);
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let p = e.unwrap().path();
+        assert_eq!(mode(&p), 0o600, "{}", p.display());
+    }
+
+    // A record someone else owns is refused, with the path in the message.
+    let owner = dir.join(format!("device.{DEV}.owner"));
+    std::os::unix::fs::chown(&owner, Some(65534), Some(65534)).unwrap();
+    let out = n1.run("add", 1).fails();
+    assert!(format!("{}{}", out.stdout, out.stderr).contains("owned by uid 65534"), "{out:?}");
+    std::os::unix::fs::chown(&owner, Some(0), Some(0)).unwrap();
+    n1.run("add", 1).ok();
+    // A group-writable state directory is refused too.
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    assert!(n1.sync_fails().contains("writable by group or others"));
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    c.del_all();
+}
+
+/// Audit 7: a second network on the node without its own VNI would share `rcni.1` and reconcile it to
+/// *its* peers, removing the first network's. It is refused instead, and the first network's entries stay;
+/// with its own VNI it gets its own device and both keep working.
+#[test]
+fn two_networks_never_share_a_vtep() {
+    let c = Cluster::new("vxtwo", 2);
+    let _g: Vec<StateDirGuard> = c.nodes.iter().map(|n| StateDirGuard(state_dir(n))).collect();
+    c.add_all();
+    let n1 = &c.nodes[0];
+    let routes_before = n1.ns.ip(&["route", "show", "dev", DEV]).ok().stdout;
+    assert!(routes_before.contains("10.244.2.0/24"), "{routes_before}");
+
+    let other_peers = c._dir.write("other-peers.json", r#"[{"underlay":"198.18.0.2","subnets":"10.245.2.0/24"}]"#);
+    let other = |vxlan: Value| {
+        json!({"cniVersion": "1.1.0", "name": "other", "plugins": [{
+            "type": "vxlan", "network": "10.245.0.0/16", "subnet": "10.245.1.0/24", "bridge": "cni1",
+            "vxlan": vxlan, "peersFile": other_peers, "dataDir": n1._data.join("other")
+        }]})
+    };
+    n1.conf.write("20-other.conflist", &other(json!({"underlay": "eth0"})));
+    let pod = PodNs::new("vxtwo-o");
+    let out = n1.tool.run_with(&n1.ns, &["add", "other", pod.path_str()], &[("CNI_CONTAINERID", "o1")]).fails();
+    assert!(
+        format!("{}{}", out.stdout, out.stderr).contains("vxlan device rcni.1 belongs to network \"rcni-overlay\""),
+        "{out:?}"
+    );
+    assert_eq!(n1.ns.ip(&["route", "show", "dev", DEV]).ok().stdout, routes_before, "network 1's routes stay");
+    assert!(n1.pods[0].ping(&c.nodes[1].pod_v4(0)));
+
+    n1.conf.write("20-other.conflist", &other(json!({"underlay": "eth0", "vni": 2})));
+    n1.tool.run_with(&n1.ns, &["add", "other", pod.path_str()], &[("CNI_CONTAINERID", "o1")]).ok();
+    assert!(n1.ns.ip(&["route", "show", "dev", "rcni.2"]).ok().stdout.contains("10.245.2.0/24"));
+    assert_eq!(n1.sync().trim(), "in sync", "network 1 leaves network 2's device alone");
+    assert_eq!(n1.ns.ip(&["route", "show", "dev", DEV]).ok().stdout, routes_before);
+    n1.tool.run_with(&n1.ns, &["del", "other", pod.path_str()], &[("CNI_CONTAINERID", "o1")]).ok();
+    c.del_all();
+}
+
+/// Audit 16: `vxlan sync` checks the file's shape and the network name, and never panics.
+#[test]
+fn sync_refuses_malformed_files_with_a_message() {
+    let c = Cluster::new("vxbad", 1);
+    let n = &c.nodes[0];
+    for (content, needle) in [
+        ("[1, 2]", "not a JSON object"),
+        ("\"text\"", "not a JSON object"),
+        (r#"{"name":"x","plugins":{"type":"vxlan"}}"#, "must be a list"),
+        (r#"{"name":"x","plugins":["vxlan"]}"#, "no plugin of type vxlan"),
+        (r#"{"name":"../../etc","plugins":[{"type":"vxlan","network":"10.244.0.0/16"}]}"#, "invalid network name"),
+        (r#"{"plugins":[{"type":"vxlan","network":"10.244.0.0/16"}]}"#, "invalid network name"),
+    ] {
+        let f = c._dir.write("bad.conflist", content);
+        let out = n.ns.cmd(rcni_bin("vxlan")).arg("sync").arg(&f).run();
+        assert_eq!(out.status, 1, "{content}: {out:?}");
+        assert!(out.stderr.contains(needle), "{content}: {out:?}");
+    }
+}
+
+/// Audit 20: a peers file caught empty or half-written makes ADD keep the last good peer set instead of
+/// removing every overlay route of the node; `vxlan sync` applies an empty set on purpose; a FIFO as the
+/// peers file is refused, not waited on.
+#[test]
+fn add_keeps_the_last_good_peers_when_the_file_is_empty_or_broken() {
+    let c = Cluster::new("vxlast", 2);
+    let _g: Vec<StateDirGuard> = c.nodes.iter().map(|n| StateDirGuard(state_dir(n))).collect();
+    let n1 = &c.nodes[0];
+    n1.run("add", 0).ok();
+    c.nodes[1].run("add", 0).ok();
+    let target = c.nodes[1].pod_v4(0);
+    assert!(n1.pods[0].ping(&target));
+
+    c.write_peers(&[]);
+    n1.run("add", 1).ok();
+    assert!(n1.ns.ip(&["route", "show", "dev", DEV]).ok().stdout.contains("10.244.2.0/24"), "route kept");
+    std::fs::write(&c.peers_file, "[{\"underlay\":").unwrap();
+    n1.run("del", 1).ok();
+    n1.run("add", 1).ok();
+    assert!(n1.pods[1].ping(&target), "an invalid file does not fail ADD nor cut the node off");
+
+    c.write_peers(&[]);
+    let changed = n1.sync();
+    assert!(changed.contains("removed route 10.244.2.0/24"), "sync applies it: {changed}");
+
+    std::fs::remove_file(&c.peers_file).unwrap();
+    nix::unistd::mkfifo(&c.peers_file, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let out = n1.ns.cmd(rcni_bin("vxlan")).arg("sync").arg(n1.conflist_path()).timeout(Duration::from_secs(10)).run();
+    assert_eq!(out.status, 1, "{out:?}");
+    assert!(out.stderr.contains("not a regular file"), "{out:?}");
+    std::fs::remove_file(&c.peers_file).unwrap();
+    c.write_peers(&[peer(1), peer(2)]);
+    c.del_all();
 }

@@ -3,7 +3,9 @@
 use ipnetwork::IpNetwork;
 use rcni::cni::serde_util::{default_true, lenient_bool};
 use rcni::cni::{CniError, CniResult};
-use serde::{Deserialize, Deserializer};
+use rcni::overlay::peer::{Peer, inside_network, is_network_address, one_or_many, validate_peer};
+use rcni::overlay::{UnderlayChoice, VtepConf};
+use serde::Deserialize;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
@@ -66,33 +68,8 @@ pub struct DeviceConf {
     pub learning: bool,
 }
 
-/// One node of the overlay: its underlay address and its pod subnets.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-pub struct Peer {
-    pub underlay: IpAddr,
-    #[serde(deserialize_with = "one_or_many")]
-    pub subnets: Vec<IpNetwork>,
-}
-
 fn default_bridge() -> String {
     "cni0".into()
-}
-
-fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<IpNetwork>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum OneOrMany {
-        One(IpNetwork),
-        Many(Vec<IpNetwork>),
-    }
-    Ok(match OneOrMany::deserialize(d)? {
-        OneOrMany::One(n) => vec![n],
-        OneOrMany::Many(v) => v,
-    })
-}
-
-fn is_network_address(n: &IpNetwork) -> bool {
-    n.ip() == n.network()
 }
 
 impl VxlanConf {
@@ -118,11 +95,7 @@ impl VxlanConf {
             }
         }
         for s in &self.subnet {
-            if !self
-                .network
-                .iter()
-                .any(|n| n.is_ipv4() == s.is_ipv4() && n.contains(s.network()) && n.prefix() <= s.prefix())
-            {
+            if !inside_network(s, &self.network) {
                 return Err(CniError::invalid_config(format!("subnet {s} is not inside the cluster network"))
                     .with_details(format!(
                         "network is {:?}",
@@ -158,46 +131,14 @@ impl VxlanConf {
     pub fn device_name(&self) -> String {
         self.vxlan.name.clone().unwrap_or_else(|| format!("rcni.{}", self.vni()))
     }
-}
 
-pub fn validate_peer(p: &Peer, network: &[IpNetwork]) -> CniResult<()> {
-    for s in &p.subnets {
-        if !is_network_address(s) {
-            return Err(CniError::invalid_config(format!("peer {}: subnet {s} has host bits set", p.underlay)));
-        }
-        if !network.iter().any(|n| n.is_ipv4() == s.is_ipv4() && n.contains(s.network()) && n.prefix() <= s.prefix()) {
-            return Err(CniError::invalid_config(format!(
-                "peer {}: subnet {s} is not inside the cluster network",
-                p.underlay
-            )));
-        }
+    pub fn vtep(&self) -> VtepConf {
+        VtepConf { name: self.device_name(), vni: self.vni(), port: self.port(), learning: self.vxlan.learning }
     }
-    Ok(())
-}
 
-/// Read a peers file: a JSON list of `{ "underlay": IP, "subnets": [CIDR…] }` (or `{ "peers": [...] }`).
-pub fn read_peers_file(path: &std::path::Path, network: &[IpNetwork]) -> CniResult<Vec<Peer>> {
-    let bytes = std::fs::read(path).map_err(|e| {
-        CniError::new(rcni::cni::error::code::IO_FAILURE, format!("cannot read peersFile {}: {e}", path.display()))
-            .with_details("create the file (a JSON list of {\"underlay\", \"subnets\"}) or fix peersFile")
-    })?;
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum File {
-        List(Vec<Peer>),
-        Wrapped { peers: Vec<Peer> },
+    pub fn underlay_choice(&self) -> UnderlayChoice {
+        UnderlayChoice { device: self.vxlan.underlay.clone(), local: self.vxlan.local, mtu: self.vxlan.mtu }
     }
-    let peers = match serde_json::from_slice::<File>(&bytes) {
-        Ok(File::List(p)) | Ok(File::Wrapped { peers: p }) => p,
-        Err(e) => {
-            return Err(CniError::invalid_config(format!("peersFile {} is not valid: {e}", path.display()))
-                .with_details("expected a JSON list of {\"underlay\": IP, \"subnets\": [CIDR, ...]}"));
-        }
-    };
-    for p in &peers {
-        validate_peer(p, network)?;
-    }
-    Ok(peers)
 }
 
 #[cfg(test)]
@@ -237,21 +178,5 @@ mod tests {
             assert_eq!(e.code, 7, "{js}");
             assert!(e.msg.contains(needle), "{js}: {e}");
         }
-    }
-
-    #[test]
-    fn peers_file_forms() {
-        let dir = std::env::temp_dir().join(format!("rcni-vxlan-peers-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let net: Vec<IpNetwork> = vec!["10.244.0.0/16".parse().unwrap()];
-        let f = dir.join("p.json");
-        std::fs::write(&f, r#"[{"underlay":"198.18.0.3","subnets":"10.244.3.0/24"}]"#).unwrap();
-        assert_eq!(read_peers_file(&f, &net).unwrap()[0].subnets[0].to_string(), "10.244.3.0/24");
-        std::fs::write(&f, r#"{"peers":[{"underlay":"198.18.0.3","subnets":["10.244.3.0/24"]}]}"#).unwrap();
-        assert_eq!(read_peers_file(&f, &net).unwrap().len(), 1);
-        std::fs::write(&f, "nope").unwrap();
-        assert_eq!(read_peers_file(&f, &net).unwrap_err().code, 7);
-        assert_eq!(read_peers_file(&dir.join("missing"), &net).unwrap_err().code, 5);
-        std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -6,10 +6,10 @@
 
 mod config;
 mod node;
-mod peerplan;
 
 use config::VxlanConf;
 use ipnetwork::IpNetwork;
+use node::Trigger;
 use rcni::cni::error::code;
 use rcni::cni::result::AddResult;
 use rcni::cni::skel::{self, Attachment, Plugin, Request};
@@ -21,7 +21,6 @@ use rcni::pod::bridge::BridgeSettings;
 use rcni::pod::ipam::Ipam;
 use rcni::pod::{attach, block_on, check, detach, ipam, open_netns};
 use serde_json::{Value, json};
-use std::os::fd::AsRawFd;
 
 /// This node's pod subnets: the `subnet` shorthand, or the subnets of host-local's ranges.
 fn own_subnets(c: &VxlanConf, raw: &Value) -> CniResult<Vec<IpNetwork>> {
@@ -90,52 +89,6 @@ fn spec(c: &VxlanConf, mtu: u32) -> CniResult<AttachSpec> {
     })
 }
 
-/// Per-node state files of a network, keyed by the node's netns (so test nodes on one machine stay apart):
-/// `/run/rcni/vxlan-<netns inode>-<network>.<what>`. /run is cleared on reboot, like the devices.
-fn node_state_path(network: &str, what: &str) -> std::path::PathBuf {
-    use std::os::unix::fs::MetadataExt;
-    let ino = std::fs::metadata("/proc/thread-self/ns/net").map(|m| m.ino()).unwrap_or(0);
-    std::path::Path::new("/run/rcni").join(format!("vxlan-{ino}-{network}.{what}"))
-}
-
-/// Serializes node-level changes (VTEP, peer entries) between concurrent invocations in one node.
-struct NodeLock {
-    _file: std::fs::File,
-}
-
-impl NodeLock {
-    fn take(network: &str) -> CniResult<NodeLock> {
-        let path = node_state_path(network, "lock");
-        let _ = std::fs::create_dir_all("/run/rcni");
-        let f = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|e| CniError::new(code::IO_FAILURE, format!("cannot open lock {}: {e}", path.display())))?;
-        // SAFETY: flock on a descriptor we own; released when the file is closed.
-        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(CniError::new(code::TRY_AGAIN, format!("cannot lock {}", path.display())));
-        }
-        Ok(NodeLock { _file: f })
-    }
-}
-
-/// Node setup: underlay, VTEP, peers. Returns the overlay MTU and what changed.
-async fn prepare_node(node: &NetHandle, network: &str, l: &Loaded) -> CniResult<(u32, Vec<String>)> {
-    let _lock = NodeLock::take(network)?;
-    let u = node::underlay(node, &l.conf).await?;
-    let peers = node::peers(&l.conf)?;
-    // The device this network used before (another name after a VNI change): ours to remove. Devices of
-    // other networks are never touched.
-    let record = node_state_path(network, "device");
-    let previous = std::fs::read_to_string(&record).ok();
-    let (vtep, mut changes) = node::ensure_vtep(node, &l.conf, &u, &l.own, previous.as_deref()).await?;
-    let _ = std::fs::write(&record, &vtep.name);
-    changes.extend(node::reconcile_peers(node, &vtep, u.local, &l.own, &peers).await?);
-    Ok((u.mtu, changes))
-}
-
 struct Vxlan;
 
 impl Plugin for Vxlan {
@@ -146,7 +99,7 @@ impl Plugin for Vxlan {
             block_on(async {
                 let node = NetHandle::current()?;
                 let pod = NetHandle::for_netns(&pod_ns)?;
-                let (mtu, _) = prepare_node(&node, &req.conf.name, &l).await?;
+                let (mtu, _) = node::prepare(&node, &req.conf.name, &l.conf, &l.own, Trigger::Add).await?;
                 attach::add_in(req, &spec(&l.conf, mtu)?, alloc, &node, &pod, &pod_ns).await
             })
         })
@@ -165,10 +118,8 @@ impl Plugin for Vxlan {
         let spec = block_on(async {
             let node = NetHandle::current()?;
             let pod = NetHandle::for_netns(&pod_ns)?;
-            let u = node::underlay(&node, &l.conf).await?;
-            let vtep = node::check_vtep(&node, &l.conf, &u).await?;
-            node::check_peers(&node, &vtep, u.local, &l.own, &node::peers(&l.conf)?).await?;
-            let spec = spec(&l.conf, u.mtu)?;
+            let mtu = node::check(&node, &l.conf, &l.own).await?;
+            let spec = spec(&l.conf, mtu)?;
             check::check_in(req, &spec, prev, &node, &pod).await?;
             Ok::<_, CniError>(spec)
         })?;
@@ -192,25 +143,47 @@ impl Plugin for Vxlan {
 }
 
 /// `vxlan sync <file>`: the vxlan plugin object of a conflist (or a single-plugin conf), with the list's
-/// name and cniVersion injected as a runtime would.
+/// name and cniVersion injected as a runtime would. The file is the operator's: every shape it can have
+/// gets a message, never a panic, and the network name is checked as a runtime would check it.
 fn sync(path: &str) -> CniResult<Vec<String>> {
-    let bytes = std::fs::read(path).map_err(|e| CniError::new(code::IO_FAILURE, format!("cannot read {path}: {e}")))?;
+    let bytes = rcni::fs_private::read_regular(std::path::Path::new(path), rcni::overlay::peer::MAX_PEERS_FILE)
+        .map_err(|e| CniError::new(code::IO_FAILURE, e.to_string()))?;
     let file: Value =
         serde_json::from_slice(&bytes).map_err(|e| CniError::new(code::DECODE, format!("{path}: {e}")))?;
-    let mut plugin = match file.get("plugins").and_then(Value::as_array) {
-        Some(list) => list
+    let obj = file.as_object().ok_or_else(|| {
+        CniError::invalid_config(format!("{path} is not a JSON object"))
+            .with_details("give a conflist or a single-plugin conf")
+    })?;
+    let mut plugin = match obj.get("plugins") {
+        Some(Value::Array(list)) => list
             .iter()
             .find(|p| p.get("type").and_then(Value::as_str) == Some("vxlan"))
             .cloned()
             .ok_or_else(|| CniError::invalid_config(format!("{path} has no plugin of type vxlan")))?,
+        Some(_) => {
+            return Err(CniError::invalid_config(format!("{path}: \"plugins\" must be a list of plugin objects")));
+        }
         None => file.clone(),
     };
-    let name = file.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
-    plugin["name"] = json!(name);
+    let name = match obj.get("name") {
+        Some(Value::String(n)) if rcni::cni::config::valid_name(n) => n.clone(),
+        other => {
+            return Err(CniError::invalid_config(format!("{path}: invalid network name {other:?}")).with_details(
+                "\"name\" must start with a letter or digit and hold only letters, digits, '_', '.' and '-'",
+            ));
+        }
+    };
+    let plugin_obj = plugin
+        .as_object_mut()
+        .ok_or_else(|| CniError::invalid_config(format!("{path}: the vxlan plugin entry is not an object")))?;
+    plugin_obj.insert("name".into(), json!(name));
+    if let Some(v) = obj.get("cniVersion") {
+        plugin_obj.insert("cniVersion".into(), v.clone());
+    }
     let l = load(&plugin, &serde_json::to_vec(&plugin).expect("JSON value"))?;
     block_on(async {
         let node = NetHandle::current()?;
-        Ok(prepare_node(&node, &name, &l).await?.1)
+        Ok(node::prepare(&node, &name, &l.conf, &l.own, Trigger::Sync).await?.1)
     })
 }
 
