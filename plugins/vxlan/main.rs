@@ -166,11 +166,10 @@ fn sync(path: &str) -> CniResult<Vec<String>> {
         None => file.clone(),
     };
     let name = match obj.get("name") {
-        Some(Value::String(n)) if rcni::cni::config::valid_name(n) => n.clone(),
+        Some(Value::String(n)) if rcni::validate::network_name(n).is_ok() => n.clone(),
         other => {
-            return Err(CniError::invalid_config(format!("{path}: invalid network name {other:?}")).with_details(
-                "\"name\" must start with a letter or digit and hold only letters, digits, '_', '.' and '-'",
-            ));
+            return Err(CniError::invalid_config(format!("{path}: invalid network name {other:?}"))
+                .with_details(format!("\"name\": {}", rcni::validate::NameKind::Id.rule())));
         }
     };
     let plugin_obj = plugin
