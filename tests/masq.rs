@@ -271,6 +271,40 @@ fn nft_gc() {
     });
 }
 
+/// Audit finding 11: a batch deleting thousands of elements used to be encoded with its element nest
+/// length truncated to 16 bits, so the kernel rejected it and GC could never clean up.
+#[test]
+fn nft_gc_of_thousands_of_stale_elements() {
+    let ns = Netns::new("gcmany");
+    let exempt = [net("10.240.0.0/12")];
+    let keep = pod("keep", "eth0", &["10.240.0.2/12"]);
+    const STALE: u32 = 5000;
+    ns.run(|| masq::setup(Backend::Nftables, "bignet", &exempt, &keep).unwrap());
+    let set = masq::nft_names("bignet").pods4;
+    let mut script = String::new();
+    for i in 0..STALE {
+        let ip = std::net::Ipv4Addr::from(u32::from(std::net::Ipv4Addr::new(10, 241, 0, 0)) + i);
+        script.push_str(&format!("add element inet rcni {set} {{ {ip} comment \"stale-{i}/eth0\" }}\n"));
+    }
+    let out = Command::new("ip")
+        .args(["netns", "exec", &ns.name, "nft", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(script.as_bytes())?;
+            c.wait()
+        })
+        .unwrap();
+    assert!(out.success(), "nft -f of {STALE} elements");
+    ns.run(|| {
+        assert_eq!(masq::list("bignet").unwrap().len(), STALE as usize + 1);
+        let removed = masq::gc("bignet", &[keep.owner()]).unwrap();
+        assert_eq!(removed.len(), STALE as usize);
+        assert_eq!(masq::list("bignet").unwrap(), vec![elem("10.240.0.2", "keep/eth0")]);
+    });
+}
+
 const REF_CHAIN: &str = "CNI-2fbf118d4cafd020f013271b";
 const REF_COMMENT: &str = r#""name: \"brnet\" id: \"ctr1\"""#;
 

@@ -26,12 +26,20 @@ const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
 
 const NLM_F_REQUEST: u16 = 0x01;
+/// Set by the kernel on a dump message when the ruleset changed while the dump ran.
+const NLM_F_DUMP_INTR: u16 = 0x10;
 const NLM_F_ACK: u16 = 0x04;
 const NLM_F_DUMP: u16 = 0x300;
 const NLM_F_EXCL: u16 = 0x200;
 const NLM_F_CREATE: u16 = 0x400;
 
 const NLA_F_NESTED: u16 = 0x8000;
+/// Attribute (and nest) lengths are 16 bits on the wire.
+const MAX_ATTR_LEN: usize = u16::MAX as usize;
+/// Bytes of elements per set element message; keeps every nest well below [`MAX_ATTR_LEN`].
+const MAX_ELEMS_PER_MSG_BYTES: usize = 32 * 1024;
+/// How often a dump is repeated when the kernel marks it interrupted (NLM_F_DUMP_INTR).
+const DUMP_ATTEMPTS: usize = 5;
 const NLA_TYPE_MASK: u16 = 0x3fff;
 
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
@@ -79,8 +87,10 @@ pub enum NetlinkError {
     Io(io::Error),
     /// The kernel answered with an error (positive errno).
     Kernel(i32),
-    /// The answer could not be understood.
+    /// The answer could not be understood, or the request could not be encoded.
     Protocol(String),
+    /// The ruleset kept changing while a listing ran (NLM_F_DUMP_INTR on every attempt).
+    DumpInterrupted,
 }
 
 impl NetlinkError {
@@ -106,7 +116,10 @@ impl fmt::Display for NetlinkError {
                     _ => Ok(()),
                 }
             }
-            NetlinkError::Protocol(m) => write!(f, "unexpected nf_tables netlink answer: {m}"),
+            NetlinkError::Protocol(m) => write!(f, "nf_tables netlink: {m}"),
+            NetlinkError::DumpInterrupted => {
+                write!(f, "the ruleset kept changing while it was listed ({DUMP_ATTEMPTS} attempts); retry")
+            }
         }
     }
 }
@@ -124,6 +137,8 @@ pub struct MsgBuf {
     pub data: Vec<u8>,
     nests: Vec<usize>,
     msg_start: Option<usize>,
+    /// Set when an attribute or nest got longer than its 16-bit length field can say.
+    oversized: bool,
 }
 
 fn align4(n: usize) -> usize {
@@ -159,6 +174,7 @@ impl MsgBuf {
 
     pub fn attr(&mut self, ty: u16, payload: &[u8]) {
         let len = 4 + payload.len();
+        self.oversized |= len > MAX_ATTR_LEN;
         self.data.extend_from_slice(&(len as u16).to_ne_bytes());
         self.data.extend_from_slice(&ty.to_ne_bytes());
         self.data.extend_from_slice(payload);
@@ -184,8 +200,25 @@ impl MsgBuf {
 
     pub fn nest_end(&mut self) {
         let start = self.nests.pop().expect("nest_end() without nest_start()");
-        let len = (self.data.len() - start) as u16;
-        self.data[start..start + 2].copy_from_slice(&len.to_ne_bytes());
+        let len = self.data.len() - start;
+        self.oversized |= len > MAX_ATTR_LEN;
+        self.data[start..start + 2].copy_from_slice(&(len as u16).to_ne_bytes());
+    }
+
+    /// The encoded messages, or an error if a length did not fit its field (the kernel would misparse
+    /// the message).
+    pub fn finish(&self) -> NlResult<&[u8]> {
+        if self.oversized {
+            return Err(NetlinkError::Protocol(format!(
+                "an attribute is longer than {MAX_ATTR_LEN} bytes; the request cannot be encoded"
+            )));
+        }
+        Ok(&self.data)
+    }
+
+    /// Bytes since the innermost open nest started.
+    fn nest_len(&self) -> usize {
+        self.nests.last().map_or(0, |start| self.data.len() - start)
     }
 }
 
@@ -225,6 +258,7 @@ pub fn parse_udata_comment(udata: &[u8]) -> Option<String> {
 /// One received netlink message.
 pub struct Msg<'a> {
     pub msg_type: u16,
+    pub flags: u16,
     pub seq: u32,
     /// Payload after nlmsghdr (for NFT messages: nfgenmsg + attributes).
     pub payload: &'a [u8],
@@ -240,8 +274,9 @@ pub fn parse_msgs(buf: &[u8]) -> NlResult<Vec<Msg<'_>>> {
             return Err(NetlinkError::Protocol(format!("bad message length {len} at offset {off} of {}", buf.len())));
         }
         let msg_type = u16::from_ne_bytes(buf[off + 4..off + 6].try_into().unwrap());
+        let flags = u16::from_ne_bytes(buf[off + 6..off + 8].try_into().unwrap());
         let seq = u32::from_ne_bytes(buf[off + 8..off + 12].try_into().unwrap());
-        out.push(Msg { msg_type, seq, payload: &buf[off + NLMSG_HDRLEN..off + len] });
+        out.push(Msg { msg_type, flags, seq, payload: &buf[off + NLMSG_HDRLEN..off + len] });
         off += align4(len);
     }
     Ok(out)
@@ -327,56 +362,65 @@ pub enum BatchOp<'a> {
     DelRule { chain: &'a str, handle: u64 },
 }
 
-/// Appends a NEWSETELEM / DELSETELEM message for `op` on `family table`.
-pub fn encode_op(buf: &mut MsgBuf, seq: u32, family: u8, table: &str, op: &BatchOp<'_>) {
+/// Appends the message(s) for `op` on `family table`, with sequence numbers from `seq`; returns how
+/// many. An element list is split over several messages so that no nest outgrows its 16-bit length;
+/// all of them stay in the caller's batch, so the change is still applied all or nothing.
+pub fn encode_op(buf: &mut MsgBuf, seq: u32, family: u8, table: &str, op: &BatchOp<'_>) -> usize {
     if let BatchOp::DelRule { chain, handle } = op {
         buf.begin_nft(NFT_MSG_DELRULE, NLM_F_ACK, seq, family);
         buf.attr_str(NFTA_RULE_TABLE, table);
         buf.attr_str(NFTA_RULE_CHAIN, chain);
         buf.attr(NFTA_RULE_HANDLE, &handle.to_be_bytes());
         buf.end();
-        return;
+        return 1;
     }
-    let (msg, flags, set) = match op {
-        BatchOp::AddElems { set, excl, .. } => {
-            (NFT_MSG_NEWSETELEM, NLM_F_CREATE | NLM_F_ACK | if *excl { NLM_F_EXCL } else { 0 }, *set)
+    let (msg, flags, set, count) = match op {
+        BatchOp::AddElems { set, excl, elems } => {
+            (NFT_MSG_NEWSETELEM, NLM_F_CREATE | NLM_F_ACK | if *excl { NLM_F_EXCL } else { 0 }, *set, elems.len())
         }
-        BatchOp::DelElems { set, .. } => (NFT_MSG_DELSETELEM, NLM_F_ACK, *set),
+        BatchOp::DelElems { set, keys } => (NFT_MSG_DELSETELEM, NLM_F_ACK, *set, keys.len()),
         BatchOp::DelRule { .. } => unreachable!("handled above"),
     };
-    buf.begin_nft(msg, flags, seq, family);
-    buf.attr_str(NFTA_SET_ELEM_LIST_TABLE, table);
-    buf.attr_str(NFTA_SET_ELEM_LIST_SET, set);
-    buf.nest_start(NFTA_SET_ELEM_LIST_ELEMENTS);
-    let put_key = |buf: &mut MsgBuf, key: &[u8]| {
-        buf.nest_start(NFTA_SET_ELEM_KEY);
-        buf.attr(NFTA_DATA_VALUE, key);
-        buf.nest_end();
+    let begin = |buf: &mut MsgBuf, seq: u32| {
+        buf.begin_nft(msg, flags, seq, family);
+        buf.attr_str(NFTA_SET_ELEM_LIST_TABLE, table);
+        buf.attr_str(NFTA_SET_ELEM_LIST_SET, set);
+        buf.nest_start(NFTA_SET_ELEM_LIST_ELEMENTS);
     };
-    match op {
-        BatchOp::AddElems { elems, .. } => {
-            for (key, comment) in elems {
-                buf.nest_start(NFTA_LIST_ELEM);
-                put_key(buf, key);
-                buf.attr(NFTA_SET_ELEM_USERDATA, &udata_comment(comment));
+    let finish = |buf: &mut MsgBuf| {
+        buf.nest_end();
+        buf.end();
+    };
+    let mut messages = 1;
+    begin(buf, seq);
+    for i in 0..count {
+        if i > 0 && buf.nest_len() >= MAX_ELEMS_PER_MSG_BYTES {
+            finish(buf);
+            begin(buf, seq + messages as u32);
+            messages += 1;
+        }
+        buf.nest_start(NFTA_LIST_ELEM);
+        buf.nest_start(NFTA_SET_ELEM_KEY);
+        match op {
+            BatchOp::AddElems { elems, .. } => {
+                buf.attr(NFTA_DATA_VALUE, &elems[i].0);
+                buf.nest_end();
+                buf.attr(NFTA_SET_ELEM_USERDATA, &udata_comment(&elems[i].1));
+            }
+            BatchOp::DelElems { keys, .. } => {
+                buf.attr(NFTA_DATA_VALUE, &keys[i]);
                 buf.nest_end();
             }
+            BatchOp::DelRule { .. } => unreachable!("handled above"),
         }
-        BatchOp::DelRule { .. } => {}
-        BatchOp::DelElems { keys, .. } => {
-            for key in keys {
-                buf.nest_start(NFTA_LIST_ELEM);
-                put_key(buf, key);
-                buf.nest_end();
-            }
-        }
+        buf.nest_end();
     }
-    buf.nest_end();
-    buf.end();
+    finish(buf);
+    messages
 }
 
 /// Appends a whole batch (begin, ops, end) with sequence numbers from `seq`. Returns the number of
-/// messages that will be acknowledged.
+/// messages that will be acknowledged (the batch begin and end are not).
 pub fn encode_batch(
     buf: &mut MsgBuf,
     seq: u32,
@@ -390,16 +434,62 @@ pub fn encode_batch(
         buf.attr_u32_be(NFNL_BATCH_GENID, g);
     }
     buf.end();
-    for (i, op) in ops.iter().enumerate() {
-        encode_op(buf, seq + 1 + i as u32, family, table, op);
+    let mut messages = 0;
+    for op in ops {
+        messages += encode_op(buf, seq + 1 + messages as u32, family, table, op);
     }
-    buf.begin(NFNL_MSG_BATCH_END, NLM_F_REQUEST, seq + 1 + ops.len() as u32, AF_UNSPEC, NFNL_SUBSYS_NFTABLES);
+    buf.begin(NFNL_MSG_BATCH_END, NLM_F_REQUEST, seq + 1 + messages as u32, AF_UNSPEC, NFNL_SUBSYS_NFTABLES);
     buf.end();
-    ops.len()
+    messages
 }
 
 // ---------------------------------------------------------------------------------------------
 // The socket
+
+/// The reply to one request, read datagram by datagram.
+struct Reply {
+    seq: u32,
+    dump: bool,
+    /// The kernel flagged a dump message NLM_F_DUMP_INTR: the listing may miss or repeat objects.
+    interrupted: bool,
+}
+
+impl Reply {
+    /// Feeds one datagram; `Ok(true)` once the reply is complete (final ack, or NLMSG_DONE of a dump).
+    fn absorb(&mut self, datagram: &[u8], on_msg: &mut impl FnMut(&Msg<'_>) -> NlResult<()>) -> NlResult<bool> {
+        for m in parse_msgs(datagram)? {
+            if m.seq != self.seq {
+                continue;
+            }
+            self.interrupted |= m.flags & NLM_F_DUMP_INTR != 0;
+            match m.msg_type {
+                NLMSG_ERROR => {
+                    let code = error_code(m.payload)?;
+                    return if code == 0 { Ok(true) } else { Err(NetlinkError::Kernel(code)) };
+                }
+                NLMSG_DONE if self.dump => return Ok(true),
+                _ => on_msg(&m)?,
+            }
+        }
+        Ok(false)
+    }
+
+    fn outcome(&self) -> NlResult<()> {
+        if self.interrupted { Err(NetlinkError::DumpInterrupted) } else { Ok(()) }
+    }
+}
+
+/// Runs `dump` again while the kernel reports it interrupted by a concurrent ruleset change, so that
+/// a caller never acts on a torn listing.
+fn retry_interrupted<T>(mut dump: impl FnMut() -> NlResult<T>) -> NlResult<T> {
+    let mut attempts = 1;
+    loop {
+        match dump() {
+            Err(NetlinkError::DumpInterrupted) if attempts < DUMP_ATTEMPTS => attempts += 1,
+            other => return other,
+        }
+    }
+}
 
 /// An NETLINK_NETFILTER socket in the calling thread's network namespace.
 pub struct Nfnl {
@@ -434,6 +524,8 @@ impl Nfnl {
     pub fn open() -> NlResult<Nfnl> {
         let mut sock = Socket::new(NETLINK_NETFILTER).map_err(NetlinkError::Io)?;
         sock.bind_auto().map_err(NetlinkError::Io)?;
+        // An error answer would otherwise echo the whole request (up to a batch's size) back.
+        sock.set_cap_ack(true).map_err(NetlinkError::Io)?;
         let seq =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(1)
                 | 1;
@@ -465,7 +557,9 @@ impl Nfnl {
     }
 
     /// Sends one request (already encoded with sequence `seq`) and feeds every reply message of that
-    /// sequence to `on_msg` until the final ack / NLMSG_DONE. Kernel errors are returned as `Kernel`.
+    /// sequence to `on_msg` until the final ack / NLMSG_DONE. Kernel errors are returned as `Kernel`;
+    /// a dump the kernel marked interrupted as [`NetlinkError::DumpInterrupted`] (after reading it to
+    /// its end, so the socket stays in sync).
     fn request(
         &mut self,
         req: &[u8],
@@ -474,30 +568,42 @@ impl Nfnl {
         mut on_msg: impl FnMut(&Msg<'_>) -> NlResult<()>,
     ) -> NlResult<()> {
         self.send(req)?;
+        let mut reply = Reply { seq, dump, interrupted: false };
         loop {
             self.recv(0)?;
             let rbuf = std::mem::take(&mut self.rbuf);
-            let result = (|| {
-                for m in parse_msgs(&rbuf)? {
-                    if m.seq != seq {
-                        continue;
-                    }
-                    match m.msg_type {
-                        NLMSG_ERROR => {
-                            let code = error_code(m.payload)?;
-                            return if code == 0 { Ok(true) } else { Err(NetlinkError::Kernel(code)) };
-                        }
-                        NLMSG_DONE if dump => return Ok(true),
-                        _ => on_msg(&m)?,
-                    }
-                }
-                Ok(false)
-            })();
+            let done = reply.absorb(&rbuf, &mut on_msg);
             self.rbuf = rbuf;
-            if result? {
-                return Ok(());
+            if done? {
+                return reply.outcome();
             }
         }
+    }
+
+    /// A batch is one datagram: raise the send buffer when it is larger than the default allows
+    /// (SO_SNDBUFFORCE: we hold CAP_NET_ADMIN anyway, and the default cap is wmem_max).
+    fn make_room_for(&self, len: usize) -> NlResult<()> {
+        const DEFAULT_ROOM: usize = 128 * 1024;
+        if len + 4096 <= DEFAULT_ROOM {
+            return Ok(());
+        }
+        let size = libc::c_int::try_from(len + 4096)
+            .map_err(|_| NetlinkError::Protocol(format!("a batch of {len} bytes is too large")))?;
+        use std::os::fd::AsRawFd;
+        // SAFETY: a valid socket fd and a pointer to an int of the given size.
+        let rc = unsafe {
+            libc::setsockopt(
+                self.sock.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_SNDBUFFORCE,
+                (&size as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            return Err(NetlinkError::Io(io::Error::last_os_error()));
+        }
+        Ok(())
     }
 
     /// The current ruleset generation id.
@@ -552,6 +658,10 @@ impl Nfnl {
 
     /// All elements of a set; `Ok(None)` if the set or table does not exist.
     pub fn dump_elems(&mut self, family: u8, table: &str, set: &str) -> NlResult<Option<Vec<SetElem>>> {
+        retry_interrupted(|| self.dump_elems_once(family, table, set))
+    }
+
+    fn dump_elems_once(&mut self, family: u8, table: &str, set: &str) -> NlResult<Option<Vec<SetElem>>> {
         let seq = self.next_seq(0);
         let mut b = MsgBuf::default();
         b.begin_nft(NFT_MSG_GETSETELEM, NLM_F_DUMP, seq, family);
@@ -574,6 +684,10 @@ impl Nfnl {
 
     /// The rules of one chain (empty if the chain or table does not exist).
     pub fn dump_rules(&mut self, family: u8, table: &str, chain: &str) -> NlResult<Vec<RuleInfo>> {
+        retry_interrupted(|| self.dump_rules_once(family, table, chain))
+    }
+
+    fn dump_rules_once(&mut self, family: u8, table: &str, chain: &str) -> NlResult<Vec<RuleInfo>> {
         let seq = self.next_seq(0);
         let mut b = MsgBuf::default();
         b.begin_nft(NFT_MSG_GETRULE, NLM_F_DUMP, seq, family);
@@ -615,10 +729,13 @@ impl Nfnl {
         if ops.is_empty() {
             return Ok(());
         }
-        let seq = self.next_seq(ops.len() as u32 + 1);
+        let seq = self.seq;
         let mut b = MsgBuf::default();
         let expected = encode_batch(&mut b, seq, genid, family, table, ops);
-        self.send(&b.data)?;
+        self.seq = seq.wrapping_add(expected as u32 + 2);
+        let data = b.finish()?;
+        self.make_room_for(data.len())?;
+        self.send(data)?;
         // The kernel processes the batch synchronously inside sendmsg, so every answer is queued by now.
         let (mut acks, mut first_err) = (0, None);
         while self.recv(libc::MSG_DONTWAIT)? {
@@ -723,6 +840,75 @@ mod tests {
         assert_eq!(elems, vec![SetElem { key: vec![10, 0, 0, 5], comment: Some("c2/eth0".into()) }]);
         let flags = u16::from_ne_bytes(b.data[6..8].try_into().unwrap());
         assert_eq!(flags, NLM_F_REQUEST);
+    }
+
+    /// Audit finding 11: 5000 keys in one DELSETELEM used to make a nest of 80 000 bytes whose length
+    /// field wrapped.
+    #[test]
+    fn long_element_lists_are_split_into_messages_that_fit() {
+        let keys: Vec<Vec<u8>> = (0..5000u32).map(|i| (0x0af1_0000 + i).to_be_bytes().to_vec()).collect();
+        let ops = [BatchOp::DelElems { set: "pods4-x", keys: keys.clone() }];
+        let mut b = MsgBuf::default();
+        let n = encode_batch(&mut b, 1, Some(7), NFPROTO_INET, "rcni", &ops);
+        assert!(n > 1, "5000 keys need more than one message");
+        let data = b.finish().unwrap();
+        let msgs = parse_msgs(data).unwrap();
+        assert_eq!(msgs.len(), n + 2);
+        let mut parsed = Vec::new();
+        for (i, m) in msgs[1..=n].iter().enumerate() {
+            assert_eq!(m.msg_type, (10 << 8) | NFT_MSG_DELSETELEM);
+            assert_eq!(m.seq, 2 + i as u32);
+            let list = attr(&m.payload[4..], NFTA_SET_ELEM_LIST_ELEMENTS).unwrap();
+            assert!(list.len() + 4 <= MAX_ATTR_LEN);
+            assert_eq!(attr(&m.payload[4..], NFTA_SET_ELEM_LIST_SET), Some(&b"pods4-x\0"[..]));
+            for (_, e) in attrs(list) {
+                parsed.push(attr(attr(e, NFTA_SET_ELEM_KEY).unwrap(), NFTA_DATA_VALUE).unwrap().to_vec());
+            }
+        }
+        assert_eq!(parsed, keys);
+        assert_eq!(msgs[n + 1].msg_type, NFNL_MSG_BATCH_END);
+    }
+
+    #[test]
+    fn an_attribute_too_long_for_its_length_field_is_an_error() {
+        let mut b = MsgBuf::default();
+        b.begin_nft(NFT_MSG_NEWSETELEM, NLM_F_ACK, 1, NFPROTO_INET);
+        b.attr(NFTA_SET_ELEM_USERDATA, &vec![0; 70_000]);
+        b.end();
+        assert!(b.finish().is_err());
+    }
+
+    fn nft_msg(msg_type: u16, flags: u16, seq: u32) -> Vec<u8> {
+        let mut b = MsgBuf::default();
+        b.begin(msg_type, flags, seq, NFPROTO_INET, 0);
+        b.end();
+        b.data
+    }
+
+    /// Audit finding 17: a dump the kernel marks NLM_F_DUMP_INTR is reported, not taken as complete.
+    #[test]
+    fn an_interrupted_dump_is_reported_and_retried() {
+        let mut datagram = nft_msg((10 << 8) | NFT_MSG_NEWSETELEM, NLM_F_DUMP_INTR, 5);
+        datagram.extend(nft_msg(NLMSG_DONE, 0, 5));
+        let mut reply = Reply { seq: 5, dump: true, interrupted: false };
+        let mut seen = 0;
+        assert!(reply.absorb(&datagram, &mut |_| Ok(seen += 1)).unwrap());
+        assert_eq!(seen, 1);
+        assert!(matches!(reply.outcome(), Err(NetlinkError::DumpInterrupted)));
+
+        let clean = [nft_msg((10 << 8) | NFT_MSG_NEWSETELEM, 0, 6), nft_msg(NLMSG_DONE, 0, 6)].concat();
+        let mut reply = Reply { seq: 6, dump: true, interrupted: false };
+        assert!(reply.absorb(&clean, &mut |_| Ok(())).unwrap());
+        reply.outcome().unwrap();
+
+        let mut calls = 0;
+        let r = retry_interrupted(|| {
+            calls += 1;
+            if calls < 3 { Err(NetlinkError::DumpInterrupted) } else { Ok(calls) }
+        });
+        assert_eq!(r.unwrap(), 3);
+        let r: NlResult<()> = retry_interrupted(|| Err(NetlinkError::DumpInterrupted));
+        assert!(matches!(r, Err(NetlinkError::DumpInterrupted)));
     }
 
     #[test]

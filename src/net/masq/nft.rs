@@ -305,7 +305,7 @@ fn absent(e: &NetlinkError) -> bool {
     match e {
         NetlinkError::Io(io) => matches!(io.raw_os_error(), Some(libc::EPROTONOSUPPORT) | Some(libc::EAFNOSUPPORT)),
         NetlinkError::Kernel(code) => matches!(*code, libc::EOPNOTSUPP | libc::EPROTONOSUPPORT | libc::EAFNOSUPPORT),
-        NetlinkError::Protocol(_) => false,
+        NetlinkError::Protocol(_) | NetlinkError::DumpInterrupted => false,
     }
 }
 
