@@ -425,6 +425,10 @@ fn bad_configs_touch_nothing() {
     rc_ip["runtimeConfig"] = json!({"ips": ["10.10.1.5"]});
     let mut rc_bad_ip = with(ok_ipam.clone());
     rc_bad_ip["runtimeConfig"] = json!({"ips": ["ten"]});
+    let mut rel_data = with(ok_ipam.clone());
+    rel_data["ipam"]["dataDir"] = json!("rcni-relative-data-dir");
+    let mut rel_resolv = with(ok_ipam.clone());
+    rel_resolv["ipam"]["resolvConf"] = json!("resolv.conf");
     let two_v4_old = conf(&t, "0.2.0", json!({"ranges": [[{"subnet": "10.1.0.0/24"}], [{"subnet": "10.2.0.0/24"}]]}));
     let cases: Vec<(&str, Value, &str, u64, &str)> = vec![
         ("no ipam", no_ipam, "", 7, "IPAM config missing 'ipam' key"),
@@ -469,7 +473,18 @@ fn bad_configs_touch_nothing() {
         ("name with slash", slash_name, "", 7, "network name"),
         ("bad version", bad_version, "", 1, "incompatible CNI versions"),
         ("two v4 sets on 0.2.0", two_v4_old, "", 7, "does not support more than 1 address per family"),
-        ("CNI_ARGS bad IP", with(ok_ipam.clone()), "IP=10.10.0.x", 7, "cannot understand ip"),
+        ("CNI_ARGS bad IP", with(ok_ipam.clone()), "IP=10.10.0.x", 4, "cannot understand ip: CNI_ARGS IP"),
+        ("relative dataDir", rel_data, "", 7, "ipam.dataDir: \"rcni-relative-data-dir\" is a relative path"),
+        ("relative resolvConf", rel_resolv, "", 7, "ipam.resolvConf: \"resolv.conf\" is a relative path"),
+        ("slash 0", with(json!({"subnet": "0.0.0.0/0"})), "", 7, "Network 0.0.0.0/0 is too large"),
+        ("ipv6 slash 0", with(json!({"ranges": [[{"subnet": "::/0"}]]})), "", 7, "(ipam.ranges[0][0].subnet)"),
+        (
+            "gateway on broadcast",
+            with(json!({"subnet": "10.10.0.0/24", "gateway": "10.10.0.255"})),
+            "",
+            7,
+            "gateway 10.10.0.255 is the subnet's broadcast address",
+        ),
         ("CNI_ARGS unknown key", with(ok_ipam.clone()), "FOO=bar", 4, "ARGS: unknown args"),
         ("CNI_ARGS lower-case ip", with(ok_ipam.clone()), "ip=10.10.0.5", 4, "ARGS: unknown args"),
         ("requested outside", rc_ip, "", 999, "failed to allocate all requested IPs: 10.10.1.5"),
@@ -480,6 +495,7 @@ fn bad_configs_touch_nothing() {
         assert_eq!(o.code(), code, "{what}: {}", o.json);
         assert!(o.msg().contains(needle), "{what}: {:?} does not contain {needle:?}", o.msg());
         assert!(!t.0.exists(), "{what}: touched {}", t.0.display());
+        assert!(!Path::new("rcni-relative-data-dir").exists(), "{what}: made state under the working directory");
     }
 }
 

@@ -45,6 +45,7 @@ pub fn canonical(ip: IpAddr) -> IpAddr {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RangeError {
     TooSmall { subnet: String },
+    TooLarge { subnet: String },
     HostBits { prefix: u8, network: IpAddr },
     Mapped { subnet: String },
     FamilyMismatch { field: &'static str, ip: IpAddr, subnet: String },
@@ -52,16 +53,20 @@ pub enum RangeError {
     EndOutside { end: IpAddr, subnet: String },
     StartAfterEnd { start: IpAddr, end: IpAddr },
     GatewayOutside { gateway: IpAddr, subnet: String },
+    GatewayReserved { gateway: IpAddr, what: &'static str },
 }
 
 impl RangeError {
     pub fn field(&self) -> &'static str {
         match self {
-            RangeError::TooSmall { .. } | RangeError::HostBits { .. } | RangeError::Mapped { .. } => "subnet",
+            RangeError::TooSmall { .. }
+            | RangeError::TooLarge { .. }
+            | RangeError::HostBits { .. }
+            | RangeError::Mapped { .. } => "subnet",
             RangeError::FamilyMismatch { field, .. } => field,
             RangeError::StartOutside { .. } => "rangeStart",
             RangeError::EndOutside { .. } | RangeError::StartAfterEnd { .. } => "rangeEnd",
-            RangeError::GatewayOutside { .. } => "gateway",
+            RangeError::GatewayOutside { .. } | RangeError::GatewayReserved { .. } => "gateway",
         }
     }
 }
@@ -73,6 +78,12 @@ impl fmt::Display for RangeError {
                 f,
                 "Network {subnet} too small to allocate from: it needs at least 2 host bits \
                  (IPv4 /30 or shorter, IPv6 /126 or shorter)"
+            ),
+            RangeError::TooLarge { subnet } => write!(
+                f,
+                "Network {subnet} is too large: a range's subnet needs a prefix of at least /{MIN_PREFIX_V4} \
+                 (IPv4) or /{MIN_PREFIX_V6} (IPv6); a shorter one would put a connected route to most of the \
+                 address space on the bridge"
             ),
             RangeError::HostBits { prefix, network } => write!(
                 f,
@@ -97,9 +108,19 @@ impl fmt::Display for RangeError {
                 f,
                 "gateway {gateway} not in network {subnet}: use an address of the subnet or omit it (default: first address)"
             ),
+            RangeError::GatewayReserved { gateway, what } => write!(
+                f,
+                "gateway {gateway} is the subnet's {what}: use a host address of the subnet or omit it \
+                 (default: first address)"
+            ),
         }
     }
 }
+
+/// The shortest prefixes a range's subnet may have (stricter than the reference, which takes even /0).
+/// A pod network of a node is far smaller; these still admit a whole 10.0.0.0/8, or an IPv6 /16.
+pub const MIN_PREFIX_V4: u8 = 8;
+pub const MIN_PREFIX_V6: u8 = 16;
 
 /// One range: a subnet and the inclusive stretch `start..=end` of it that may be handed out.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,6 +153,9 @@ impl Range {
         if prefix > bits || bits - prefix < 2 {
             return Err(RangeError::TooSmall { subnet: shown });
         }
+        if prefix < if v4 { MIN_PREFIX_V4 } else { MIN_PREFIX_V6 } {
+            return Err(RangeError::TooLarge { subnet: shown });
+        }
         let host_mask = host_mask((bits - prefix) as u32);
         let raw = to_u128(subnet_ip);
         let net = raw & !host_mask;
@@ -153,6 +177,10 @@ impl Range {
                 let n = check("gateway", g)?;
                 if n < net || n > last {
                     return Err(RangeError::GatewayOutside { gateway: canonical(g), subnet: subnet_str });
+                }
+                let what = if n == net { Some("network address") } else { None };
+                if let Some(what) = what.or((v4 && n == last).then_some("broadcast address")) {
+                    return Err(RangeError::GatewayReserved { gateway: canonical(g), what });
                 }
                 n
             }
@@ -227,22 +255,18 @@ impl Range {
         n != to_u128(self.gateway) && n != to_u128(self.network) && !(self.is_v4() && n == self.last_of_subnet())
     }
 
-    /// How many addresses of this range can be handed out (saturating for huge IPv6 ranges).
+    /// How many addresses of this range can be handed out (saturating for huge IPv6 ranges). Each address
+    /// that is never handed out is counted once, even if it is both (say) the gateway and the broadcast.
     pub fn capacity(&self) -> u128 {
         let (s, e) = self.bounds();
-        let mut n = (e - s).saturating_add(1);
-        for x in [to_u128(self.gateway), to_u128(self.network)] {
-            if s <= x && x <= e {
-                n -= 1;
-            }
-        }
+        let mut never = vec![to_u128(self.gateway), to_u128(self.network)];
         if self.is_v4() {
-            let b = self.last_of_subnet();
-            if s <= b && b <= e {
-                n -= 1;
-            }
+            never.push(self.last_of_subnet());
         }
-        n
+        never.sort_unstable();
+        never.dedup();
+        let excluded = never.iter().filter(|&&x| s <= x && x <= e).count() as u128;
+        (e - s).saturating_add(1).saturating_sub(excluded)
     }
 
     pub fn overlaps(&self, other: &Range) -> bool {
@@ -297,12 +321,8 @@ impl RangeSet {
         if ranges.iter().any(|r| r.is_v4() != first.is_v4()) {
             return Err(SetError::MixedFamilies);
         }
-        for (i, a) in ranges.iter().enumerate() {
-            for b in &ranges[i + 1..] {
-                if a.overlaps(b) {
-                    return Err(SetError::Overlap(Box::new((a.clone(), b.clone()))));
-                }
-            }
+        if let Some((a, b)) = first_overlap(&ranges.iter().collect::<Vec<_>>()) {
+            return Err(SetError::Overlap(Box::new((ranges[a].clone(), ranges[b].clone()))));
         }
         Ok(RangeSet { ranges })
     }
@@ -317,10 +337,6 @@ impl RangeSet {
 
     pub fn range_for(&self, ip: IpAddr) -> Option<&Range> {
         self.ranges.iter().find(|r| r.contains(ip))
-    }
-
-    pub fn overlaps(&self, other: &RangeSet) -> bool {
-        self.ranges.iter().any(|a| other.ranges.iter().any(|b| a.overlaps(b)))
     }
 
     pub fn capacity(&self) -> u128 {
@@ -351,6 +367,15 @@ impl RangeSet {
             .fold(0u128, |acc, r| acc.saturating_add((r.bounds().1 - r.bounds().0).saturating_add(1)));
         SetIter { set: self, idx, cur, left: total }
     }
+}
+
+/// Two overlapping ranges of `ranges`, by their positions (lower first); None if all are disjoint. Sorted by
+/// family and start, two ranges overlap only if some neighbours do (a range that overlaps a later one
+/// overlaps the one right after it too), so this is O(n log n): ranges may come from the runtime.
+pub fn first_overlap(ranges: &[&Range]) -> Option<(usize, usize)> {
+    let mut order: Vec<usize> = (0..ranges.len()).collect();
+    order.sort_unstable_by_key(|&i| (!ranges[i].is_v4(), to_u128(ranges[i].start)));
+    order.windows(2).find(|w| ranges[w[0]].overlaps(ranges[w[1]])).map(|w| (w[0].min(w[1]), w[0].max(w[1])))
 }
 
 impl fmt::Display for RangeSet {
@@ -718,6 +743,70 @@ mod tests {
         assert_eq!(e.to_string(), "subnets 10.0.0.1-10.0.0.254 and 10.0.0.200-10.0.1.10 overlap");
         // Same subnet, disjoint stretches: fine (overlap is tested on start/end like the reference).
         set(vec![range_se("10.0.0.0/24", "10.0.0.1", "10.0.0.9"), range_se("10.0.0.0/24", "10.0.0.10", "10.0.0.20")]);
+    }
+
+    /// Audit finding 13: a gateway on the network or broadcast address is refused, and the capacity of a
+    /// range whose never-handed-out addresses coincide counts each once (no underflow).
+    #[test]
+    fn gateway_on_network_or_broadcast_is_refused_and_capacity_never_underflows() {
+        for (gw, what) in [("10.0.0.0", "network address"), ("10.0.0.3", "broadcast address")] {
+            let e =
+                Range::new(ip("10.0.0.0"), 30, Some(ip("10.0.0.3")), Some(ip("10.0.0.3")), Some(ip(gw))).unwrap_err();
+            assert_eq!(e, RangeError::GatewayReserved { gateway: ip(gw), what });
+            assert_eq!(e.field(), "gateway");
+        }
+        let e = Range::new(ip("fd00::"), 64, None, None, Some(ip("fd00::"))).unwrap_err();
+        assert!(matches!(e, RangeError::GatewayReserved { what: "network address", .. }), "{e}");
+        // The range is only the broadcast address, which is never handed out.
+        let r = Range::new(ip("10.0.0.0"), 30, Some(ip("10.0.0.3")), Some(ip("10.0.0.3")), None).unwrap();
+        assert_eq!(r.capacity(), 0);
+        // Built directly with a gateway on the broadcast (as before the refusal): still counted once.
+        let odd = Range { gateway: ip("10.0.0.3"), ..r };
+        assert_eq!(odd.capacity(), 0);
+        let s = set(vec![odd]);
+        assert!(pick(&s, 0, None, None, &Taken::new(), "c", "eth0").is_err());
+    }
+
+    /// Audit finding 22: prefixes shorter than /8 (IPv4) or /16 (IPv6) are refused; those bounds pass.
+    #[test]
+    fn too_short_prefixes_are_refused() {
+        for (c, ok) in [("0.0.0.0/0", false), ("10.0.0.0/7", false), ("10.0.0.0/8", true), ("::/0", false)] {
+            let (a, p) = c.split_once('/').unwrap();
+            let r = Range::new(ip(a), p.parse().unwrap(), None, None, None);
+            assert_eq!(r.is_ok(), ok, "{c}: {r:?}");
+            if let Err(e) = r {
+                assert_eq!(e, RangeError::TooLarge { subnet: c.into() });
+                assert_eq!(e.field(), "subnet");
+            }
+        }
+        assert!(Range::new(ip("fd00::"), 15, None, None, None).is_err());
+        assert!(Range::new(ip("fd00::"), 16, None, None, None).is_ok());
+    }
+
+    /// Audit finding 23: overlaps are found by sorting, also between ranges far apart in the list, and a
+    /// long list of disjoint ranges passes.
+    #[test]
+    fn overlap_check_finds_any_overlapping_pair() {
+        let many: Vec<Range> = (0..20_000u32)
+            .map(|i| {
+                let base = Ipv4Addr::from(0x0a00_0000 + i * 4);
+                let start = Ipv4Addr::from(u32::from(base) + 1);
+                let end = Ipv4Addr::from(u32::from(base) + 2);
+                Range::new(base.into(), 30, Some(start.into()), Some(end.into()), None).unwrap()
+            })
+            .rev()
+            .collect();
+        assert!(RangeSet::new(many.clone()).is_ok());
+        let mut clash = many.clone();
+        clash.insert(7, range_se("10.0.0.0/24", "10.0.0.5", "10.0.0.6"));
+        let e = RangeSet::new(clash.clone()).unwrap_err();
+        assert_eq!(e.to_string(), "subnets 10.0.0.5-10.0.0.6 and 10.0.0.5-10.0.0.6 overlap");
+        let refs: Vec<&Range> = clash.iter().collect();
+        let (a, b) = first_overlap(&refs).unwrap();
+        assert!(a < b && clash[a].overlaps(&clash[b]), "{a} {b}");
+        // Families never overlap each other.
+        let mixed = [range("10.0.0.0/24"), range("fd00::/120")];
+        assert_eq!(first_overlap(&mixed.iter().collect::<Vec<_>>()), None);
     }
 
     #[test]

@@ -12,7 +12,7 @@ use std::time::Duration;
 use ipnetwork::IpNetwork;
 use serde_json::{Map, Value};
 
-use super::allocator::{Range, RangeSet, canonical};
+use super::allocator::{Range, RangeSet, canonical, first_overlap};
 use crate::cni::result::Route;
 
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/cni/networks";
@@ -210,6 +210,20 @@ fn top_and_ipam(stdin: &Value) -> R<(&Obj, &Obj)> {
     Ok((top, ipam))
 }
 
+/// The path in `ipam.<key>`; `None` when absent or empty. Relative paths are refused (stricter than the
+/// reference): they would depend on the runtime's working directory, which may differ between ADD and DEL.
+fn absolute_path(ipam: &Obj, key: &str) -> R<Option<PathBuf>> {
+    let Some(v) = get(ipam, key) else { return Ok(None) };
+    let s = as_str(v, &format!("ipam.{key}"))?;
+    if s.is_empty() {
+        return Ok(None);
+    }
+    if !s.starts_with('/') {
+        return Err(format!("ipam.{key}: {s:?} is a relative path: give an absolute one (starting with '/')"));
+    }
+    Ok(Some(PathBuf::from(s)))
+}
+
 /// Network name, `ipam.dataDir`, `ipam.lockTimeout`; nothing else is looked at.
 pub fn parse_location(stdin: &Value) -> R<Location> {
     let (top, ipam) = top_and_ipam(stdin)?;
@@ -218,13 +232,7 @@ pub fn parse_location(stdin: &Value) -> R<Location> {
         None => String::new(),
     };
     check_network_name(&name)?;
-    let data_dir = match get(ipam, "dataDir") {
-        None => PathBuf::from(DEFAULT_DATA_DIR),
-        Some(v) => {
-            let s = as_str(v, "ipam.dataDir")?;
-            if s.is_empty() { PathBuf::from(DEFAULT_DATA_DIR) } else { PathBuf::from(s) }
-        }
-    };
+    let data_dir = absolute_path(ipam, "dataDir")?.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
     let lock_timeout = match get(ipam, "lockTimeout") {
         None => DEFAULT_LOCK_TIMEOUT,
         Some(v) => v
@@ -236,6 +244,11 @@ pub fn parse_location(stdin: &Value) -> R<Location> {
     Ok(Location { name, data_dir, lock_timeout })
 }
 
+/// The addresses of CNI_ARGS `IP` (a comma-separated list; empty items skipped).
+pub fn parse_cni_args_ip(value: &str) -> R<Vec<IpAddr>> {
+    value.split(',').filter(|item| !item.trim().is_empty()).map(|item| parse_requested(item, "CNI_ARGS IP")).collect()
+}
+
 /// Parse and validate. `stdin` is the whole request object; `cni_args_ip` the value of CNI_ARGS `IP`.
 pub fn parse(stdin: &Value, cni_version: &str, cni_args_ip: Option<&str>) -> R<IpamConf> {
     let loc = parse_location(stdin)?;
@@ -245,16 +258,10 @@ pub fn parse(stdin: &Value, cni_version: &str, cni_args_ip: Option<&str>) -> R<I
         Some(v) => Some(as_obj(v, "runtimeConfig")?),
     };
 
-    // Requested addresses.
-    let mut requested = Vec::new();
-    if let Some(s) = cni_args_ip {
-        for item in s.split(',') {
-            if item.trim().is_empty() {
-                continue;
-            }
-            requested.push(parse_requested(item, "CNI_ARGS IP")?);
-        }
-    }
+    let mut requested = match cni_args_ip {
+        Some(s) => parse_cni_args_ip(s)?,
+        None => Vec::new(),
+    };
     if let Some(args) = get(top, "args") {
         let args = as_obj(args, "args")?;
         if let Some(cni) = get(args, "cni") {
@@ -310,15 +317,15 @@ pub fn parse(stdin: &Value, cni_version: &str, cni_args_ip: Option<&str>) -> R<I
              use cniVersion 0.3.0 or later, or one range set per family"
         ));
     }
-    for i in 0..range_sets.len() {
-        for j in i + 1..range_sets.len() {
-            if range_sets[i].overlaps(&range_sets[j]) {
-                return Err(format!(
-                    "range set {i} overlaps with {j} ({} and {}): range sets must be disjoint",
-                    range_sets[i], range_sets[j]
-                ));
-            }
-        }
+    // Ranges of one set are disjoint already: an overlap found among all ranges is between two sets.
+    let (all, set_of): (Vec<&Range>, Vec<usize>) =
+        range_sets.iter().enumerate().flat_map(|(i, s)| s.ranges.iter().map(move |r| (r, i))).unzip();
+    if let Some((a, b)) = first_overlap(&all) {
+        let (i, j) = (set_of[a].min(set_of[b]), set_of[a].max(set_of[b]));
+        return Err(format!(
+            "range set {i} overlaps with {j} ({} and {}): range sets must be disjoint",
+            range_sets[i], range_sets[j]
+        ));
     }
 
     let mut routes = Vec::new();
@@ -327,13 +334,7 @@ pub fn parse(stdin: &Value, cni_version: &str, cni_args_ip: Option<&str>) -> R<I
             routes.push(parse_route(r, &format!("ipam.routes[{i}]"))?);
         }
     }
-    let resolv_conf = match get(ipam, "resolvConf") {
-        None => None,
-        Some(v) => {
-            let s = as_str(v, "ipam.resolvConf")?;
-            if s.is_empty() { None } else { Some(PathBuf::from(s)) }
-        }
-    };
+    let resolv_conf = absolute_path(ipam, "resolvConf")?;
     Ok(IpamConf { loc, range_sets, routes, resolv_conf, requested })
 }
 
@@ -470,6 +471,37 @@ mod tests {
             (conf(json!({"subnet": "10.0.0.0/24", "routes": [{"dst": "nope"}]})), "ipam.routes[0].dst: invalid CIDR"),
             (conf(json!({"subnet": "10.0.0.0/24", "routes": [{"gw": "10.0.0.1"}]})), "ipam.routes[0].dst: missing"),
             (conf(json!({"subnet": "10.0.0.0/24", "dataDir": 5})), "ipam.dataDir: expected a string"),
+            (
+                conf(json!({"subnet": "10.0.0.0/24", "dataDir": "relative/data"})),
+                "ipam.dataDir: \"relative/data\" is a relative path",
+            ),
+            (
+                conf(json!({"subnet": "10.0.0.0/24", "resolvConf": "resolv.conf"})),
+                "ipam.resolvConf: \"resolv.conf\" is a relative path",
+            ),
+            (conf(json!({"ranges": [[{"subnet": "0.0.0.0/0"}]]})), "Network 0.0.0.0/0 is too large"),
+            (conf(json!({"ranges": [[{"subnet": "10.0.0.0/7"}]]})), "(ipam.ranges[0][0].subnet)"),
+            (
+                json!({"cniVersion": "1.0.0", "name": "n", "ipam": {"subnet": "10.0.0.0/24"},
+                       "runtimeConfig": {"ipRanges": [[{"subnet": "::/8"}]]}}),
+                "(runtimeConfig.ipRanges[0][0].subnet)",
+            ),
+            (conf(json!({"ranges": [[{"subnet": "::/0"}]]})), "Network ::/0 is too large"),
+            (conf(json!({"ranges": [[{"subnet": "fd00::/15"}]]})), "too large"),
+            (
+                json!({"cniVersion": "1.0.0", "name": "n", "ipam": {"subnet": "10.0.0.0/24"},
+                       "runtimeConfig": {"ipRanges": [[{"subnet": "0.0.0.0/0"}]]}}),
+                "Network 0.0.0.0/0 is too large: a range's subnet needs a prefix of at least /8 (IPv4) or /16 (IPv6)",
+            ),
+            (
+                conf(json!({"ranges": [[{"subnet": "10.0.0.0/30", "rangeStart": "10.0.0.3", "rangeEnd": "10.0.0.3",
+                                         "gateway": "10.0.0.3"}]]})),
+                "gateway 10.0.0.3 is the subnet's broadcast address: use a host address of the subnet or omit it (default: first address) (ipam.ranges[0][0].gateway)",
+            ),
+            (
+                conf(json!({"ranges": [[{"subnet": "fd00::/64", "gateway": "fd00::"}]]})),
+                "gateway fd00:: is the subnet's network address",
+            ),
             (
                 json!({"cniVersion": "1.0.0", "name": "n", "ipam": {"subnet": "10.0.0.0/24"},
                        "runtimeConfig": {"ips": ["banana"]}}),

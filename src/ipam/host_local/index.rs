@@ -20,7 +20,10 @@
 //! - a later entry change makes them equal again, so the stamp cannot match any more. This holds whatever
 //!   the timestamp granularity (coarse clock ticks, 1 s filesystems) and across clock steps: no pair of equal
 //!   times equals a pair of different ones. ctime cannot be set from user space, so only a deliberate
-//!   `touch -m` back to our value within the same ctime tick could forge it.
+//!   `touch -m` back to our value within the same ctime tick could forge it;
+//! - and a new stamp always differs (by its mtime) from the one in the index file it replaces: with coarse
+//!   ticks two commands' marks in one tick would otherwise agree, and if the second died before writing its
+//!   index, the first one's would be believed for a directory it does not describe (see `mark`).
 //!
 //! (Cheaper-looking alternative, rejected: keep reading the directory and trust an entry whose name and
 //! inode number are unchanged. ext4 hands a freed inode number straight to the next file created, so a
@@ -118,14 +121,19 @@ impl DirStamp {
     }
 }
 
-/// The directory's stamp, made distinctive first if needed (mtime set 1 ns back, which moves ctime to now).
-/// `None` if that failed (then no index may be saved).
-pub fn mark(dir: &File) -> io::Result<Option<DirStamp>> {
+/// The directory's stamp, made distinctive first if needed (mtime set back, which moves ctime to now), and
+/// never equal to `on_disk`, the stamp of the index file this command is about to replace. `None` if that
+/// failed (then no index may be saved).
+///
+/// Why `on_disk`: with coarse timestamps, two commands whose changes and marks fall in one clock tick τ would
+/// both leave `(τ − 1 ns, τ)`. Should the second die after its mark and before its index is written, the
+/// first one's index, which lacks the second's change, would match the directory and be believed.
+pub fn mark(dir: &File, on_disk: Option<&DirStamp>) -> io::Result<Option<DirStamp>> {
     let st = DirStamp::of(dir)?;
-    if st.is_distinctive() {
+    if st.is_distinctive() && Some(&st) != on_disk {
         return Ok(Some(st));
     }
-    let (s, ns) = if st.mtime.1 > 0 { (st.mtime.0, st.mtime.1 - 1) } else { (st.mtime.0 - 1, 999_999_999) };
+    let (s, ns) = marked_mtime(&st, on_disk);
     let times = [
         libc::timespec { tv_sec: 0, tv_nsec: libc::UTIME_OMIT },
         libc::timespec { tv_sec: s as libc::time_t, tv_nsec: ns as _ },
@@ -134,7 +142,15 @@ pub fn mark(dir: &File) -> io::Result<Option<DirStamp>> {
         return Err(io::Error::last_os_error());
     }
     let st = DirStamp::of(dir)?;
-    Ok(st.is_distinctive().then_some(st))
+    Ok((st.is_distinctive() && Some(&st) != on_disk).then_some(st))
+}
+
+/// The mtime `mark` sets on a directory stamped `now`: 1 ns before its mtime, or 2 ns if that is the mtime of
+/// `on_disk` — so the stamp after the mark differs from `on_disk` by its mtime alone, whatever ctime becomes.
+fn marked_mtime(now: &DirStamp, on_disk: Option<&DirStamp>) -> (i64, i64) {
+    let back = |(s, ns): (i64, i64)| if ns > 0 { (s, ns - 1) } else { (s - 1, 999_999_999) };
+    let m = back(now.mtime);
+    if on_disk.is_some_and(|d| d.mtime == m) { back(m) } else { m }
 }
 
 /// Which file a record is about.
@@ -558,9 +574,22 @@ pub fn encode(stamp: &DirStamp, r: &Records) -> Vec<u8> {
 
 fn parse_stamp(line: &[u8]) -> Option<DirStamp> {
     let s = std::str::from_utf8(line.strip_prefix(b"d ")?).ok()?;
-    let v: Vec<i64> = s.split(' ').map(str::parse).collect::<Result<_, _>>().ok()?;
-    let [dev, ino, ms, mns, cs, cns] = v[..] else { return None };
-    Some(DirStamp { dev: dev as u64, ino: ino as u64, mtime: (ms, mns), ctime: (cs, cns) })
+    let mut f = s.split(' ');
+    let mut field = || f.next();
+    let (dev, ino) = (field()?.parse().ok()?, field()?.parse().ok()?);
+    let times: Vec<i64> = std::iter::from_fn(field).map(str::parse).collect::<Result<_, _>>().ok()?;
+    let [ms, mns, cs, cns] = times[..] else { return None };
+    Some(DirStamp { dev, ino, mtime: (ms, mns), ctime: (cs, cns) })
+}
+
+/// The stamp written in the index file at `path`, intact or not (the only index that could ever be believed
+/// is the one on disk, so a new stamp must differ from this one); `None` if there is none.
+pub fn stamp_on_disk(path: &Path) -> Option<DirStamp> {
+    let mut f = OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC).open(path).ok()?;
+    let mut head = [0u8; 256];
+    let n = f.read(&mut head).ok()?;
+    let rest = head[..n].strip_prefix(HEADER)?;
+    parse_stamp(&rest[..memchr::memchr(b'\n', rest)?])
 }
 
 /// `bytes` cut at every `sep`, found with memchr: splitting byte by byte costs more than the rest of parsing.
@@ -813,14 +842,14 @@ mod tests {
         change("a");
         let natural = DirStamp::of(&dir).unwrap();
         assert!(!natural.is_distinctive(), "an entry change sets mtime and ctime alike: {natural:?}");
-        let marked = mark(&dir).unwrap().unwrap();
+        let marked = mark(&dir, None).unwrap().unwrap();
         assert!(marked.is_distinctive());
         let one_ns_back = match natural.mtime {
             (s, 0) => (s - 1, 999_999_999),
             (s, ns) => (s, ns - 1),
         };
         assert_eq!(marked.mtime, one_ns_back);
-        assert_eq!(mark(&dir).unwrap(), Some(marked), "already distinctive: left alone");
+        assert_eq!(mark(&dir, None).unwrap(), Some(marked), "already distinctive: left alone");
         for (i, op) in ["create", "unlink", "rename"].iter().enumerate() {
             match *op {
                 "create" => change("b"),
@@ -829,9 +858,72 @@ mod tests {
             }
             let now = DirStamp::of(&dir).unwrap();
             assert!(now != marked && !now.is_distinctive(), "{i}: {op}: {now:?}");
-            assert!(mark(&dir).unwrap().unwrap().is_distinctive());
+            assert!(mark(&dir, None).unwrap().unwrap().is_distinctive());
         }
         fs::remove_dir_all(&d).unwrap();
+    }
+
+    /// Audit finding 4, on a clock with coarse ticks (kernels before multigrain timestamps): command 1's last
+    /// change and mark, then command 2's change and mark, all in tick τ. The stamps the two marks leave must
+    /// differ, or an index that command 2 never got to write would be replaced in belief by command 1's.
+    #[test]
+    fn two_marks_in_one_tick_around_an_entry_change_differ() {
+        let tau = (1_700_000_000, 4_000_000);
+        let changed = DirStamp { dev: 1, ino: 2, mtime: tau, ctime: tau };
+        // Command 1: mtime set back; in the same tick ctime stays τ.
+        let first = DirStamp { mtime: marked_mtime(&changed, None), ..changed };
+        assert!(first.is_distinctive());
+        // Command 2 changes the directory in tick τ (mtime = ctime = τ again) and marks, knowing `first`.
+        let second = DirStamp { mtime: marked_mtime(&changed, Some(&first)), ..changed };
+        assert!(second.is_distinctive());
+        assert_ne!(second, first, "same tick, same stamp: the old index would be believed");
+        // A third one knows only `second` (the index on disk): it may reuse `first`'s stamp, never `second`'s.
+        assert_ne!(DirStamp { mtime: marked_mtime(&changed, Some(&second)), ..changed }, second);
+        // Across a second boundary.
+        let at_zero = DirStamp { mtime: (5, 0), ctime: (5, 0), ..changed };
+        assert_eq!(marked_mtime(&at_zero, None), (4, 999_999_999));
+        let first = DirStamp { mtime: (4, 999_999_999), ..at_zero };
+        assert_eq!(marked_mtime(&at_zero, Some(&first)), (4, 999_999_998));
+    }
+
+    /// Audit finding 4: a command that marked the directory and was killed before writing its index leaves
+    /// a directory no index on disk matches, so the next command reads the files.
+    #[test]
+    fn killed_between_mark_and_index_write_the_old_index_is_not_believed() {
+        let d = std::env::temp_dir().join(format!(
+            "rcni-hl-killed-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let _ = fs::remove_dir_all(&d);
+        let net = d.join("net");
+        fs::create_dir_all(&net).unwrap();
+        let dir = File::open(&net).unwrap();
+        let path = path_for(&net).unwrap();
+        // Command 1: a reservation, marked, index saved.
+        fs::write(net.join("10.0.0.2"), "c1\r\neth0").unwrap();
+        let s1 = mark(&dir, stamp_on_disk(&path).as_ref()).unwrap().unwrap();
+        let mut r = Records::default();
+        r.insert(ip("10.0.0.2"), &h("c1", Some("eth0")));
+        save(&path, &s1, &r).unwrap();
+        assert_eq!(stamp_on_disk(&path), Some(s1));
+        // Command 2: a reservation, marked knowing the index on disk, killed before `save`.
+        fs::write(net.join("10.0.0.3"), "c2\r\neth0").unwrap();
+        let s2 = mark(&dir, stamp_on_disk(&path).as_ref()).unwrap().unwrap();
+        assert_ne!(s2, s1);
+        // Command 3: the index on disk is command 1's, and does not match.
+        let (on_disk, _) = decode(load(&path).unwrap()).unwrap();
+        assert_eq!(on_disk, s1);
+        assert_ne!(DirStamp::of(&dir).unwrap(), on_disk);
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    /// Audit finding 26: dev and inode numbers are unsigned 64-bit; one at or above 2^63 must load.
+    #[test]
+    fn stamps_with_huge_inode_numbers_round_trip() {
+        let huge = DirStamp { dev: u64::MAX, ino: (1 << 63) + 5, ..STAMP };
+        let (stamp, _) = decode(encode(&huge, &records(&sample()))).unwrap();
+        assert_eq!(stamp, huge);
     }
 
     #[test]

@@ -40,6 +40,10 @@ fn store_err(e: StoreError) -> CniError {
 
 fn load(req: &Request) -> CniResult<IpamConf> {
     req.args.check_known(&["IP"])?;
+    // A bad CNI_ARGS value is a bad environment variable (4), not a bad config.
+    if let Some(ip) = req.args.get("IP") {
+        config::parse_cni_args_ip(ip).map_err(|e| CniError::new(code::INVALID_ENV, e))?;
+    }
     config::parse(&req.conf.raw, &req.conf.cni_version, req.args.get("IP")).map_err(CniError::invalid_config)
 }
 

@@ -16,6 +16,7 @@
 //! directory) while the directory is provably unchanged since the index was saved, else from the files
 //! (one directory read, one read per file), after which the index is saved again.
 
+use std::cell::Cell;
 use std::collections::HashSet;
 use std::ffi::{CString, OsStr};
 use std::fmt;
@@ -73,6 +74,8 @@ pub struct Store {
     dirfd: File,
     /// Where this network's owner index lives (`None`: it has none).
     index: Option<PathBuf>,
+    /// The stamp in the index file as this command last read or wrote it; `None` while not known.
+    index_stamp: Cell<Option<Option<index::DirStamp>>>,
     _lock: File,
 }
 
@@ -89,7 +92,9 @@ fn flock_blocking(fd: i32) -> io::Result<()> {
 }
 
 /// flock(LOCK_EX) with a deadline. Uncontended: one syscall. Contended: a helper thread blocks in flock
-/// (fair, no polling) while we wait for it with a timeout.
+/// (fair, no polling) on the file it owns, and hands it back; we wait for that with a timeout. After a
+/// timeout nobody takes the file back: the helper's send fails (or the file is dropped with the channel), so
+/// a lock it obtains late is released at once instead of held until the process exits.
 fn lock_with_timeout(file: File, path: &Path, timeout: Duration) -> SResult<File> {
     let fd = file.as_raw_fd();
     loop {
@@ -105,16 +110,13 @@ fn lock_with_timeout(file: File, path: &Path, timeout: Duration) -> SResult<File
     }
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
-        let _ = tx.send(flock_blocking(fd));
+        let locked = flock_blocking(file.as_raw_fd()).map(|()| file);
+        let _ = tx.send(locked);
     });
     match rx.recv_timeout(timeout) {
-        Ok(Ok(())) => Ok(file),
+        Ok(Ok(file)) => Ok(file),
         Ok(Err(e)) => Err(StoreError::io("cannot lock", path, e)),
-        Err(_) => {
-            // The helper still uses the fd: keep it open until the process exits.
-            std::mem::forget(file);
-            Err(StoreError::LockTimeout { path: path.to_path_buf(), waited: timeout })
-        }
+        Err(_) => Err(StoreError::LockTimeout { path: path.to_path_buf(), waited: timeout }),
     }
 }
 
@@ -265,7 +267,7 @@ impl Store {
             .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
             .open(dir)
             .map_err(|e| StoreError::io("cannot open", dir, e))?;
-        Ok(Store { dir: dir.to_path_buf(), dirfd, index: index::path_for(dir), _lock: f })
+        Ok(Store { dir: dir.to_path_buf(), dirfd, index: index::path_for(dir), index_stamp: Cell::new(None), _lock: f })
     }
 
     /// Read a small file of the directory: openat + read + close (std's fs::read also stats it).
@@ -312,7 +314,13 @@ impl Store {
     }
 
     fn load_index(&self) -> Option<Snapshot> {
-        let (stamp, records) = index::decode(index::load(self.index.as_ref()?)?)?;
+        let path = self.index.as_ref()?;
+        let Some((stamp, records)) = index::load(path).and_then(index::decode) else {
+            // Absent or not intact (never believed): a stamp in it is still one to differ from.
+            self.index_stamp.set(Some(index::stamp_on_disk(path)));
+            return None;
+        };
+        self.index_stamp.set(Some(Some(stamp)));
         let fresh = index::DirStamp::of(&self.dirfd).ok()? == stamp;
         fresh.then_some(Snapshot { records, from_index: true, changed: false, complete: true })
     }
@@ -370,8 +378,13 @@ impl Store {
             index::remove(path);
             return;
         }
-        let res = index::mark(&self.dirfd).and_then(|stamp| match stamp {
-            Some(stamp) => index::save(path, &stamp, &snap.records),
+        let on_disk = self.index_stamp.get().unwrap_or_else(|| index::stamp_on_disk(path));
+        let res = index::mark(&self.dirfd, on_disk.as_ref()).and_then(|stamp| match stamp {
+            Some(stamp) => {
+                index::save(path, &stamp, &snap.records)?;
+                self.index_stamp.set(Some(Some(stamp)));
+                Ok(())
+            }
             None => {
                 index::remove(path);
                 Ok(())
@@ -771,10 +784,22 @@ mod tests {
         let t = TempDir::new("lock");
         let _s = Store::open(&t.0, T).unwrap();
         // A second open file description on the same lock: flock excludes it even in-process.
-        // (The timed-out helper keeps waiting on its fd; in the plugin the process exits right away.)
         let e = Store::open(&t.0, Duration::from_millis(200)).err().unwrap();
         assert!(matches!(e, StoreError::LockTimeout { .. }), "{e}");
         assert!(e.to_string().contains("try again"));
+    }
+
+    /// Audit finding 19: a command that gave up waiting must not get the lock later and keep it.
+    #[test]
+    fn a_timed_out_waiter_never_keeps_the_lock() {
+        let t = TempDir::new("locklate");
+        let holder = Store::open(&t.0, T).unwrap();
+        assert!(matches!(Store::open(&t.0, Duration::from_millis(100)), Err(StoreError::LockTimeout { .. })));
+        drop(holder);
+        // Time for the timed-out waiter to get the lock (which it must let go of at once).
+        std::thread::sleep(Duration::from_millis(200));
+        let again = Store::open(&t.0, Duration::from_secs(10));
+        assert!(again.is_ok(), "the lock is still held by the timed-out waiter");
     }
 
     #[test]
