@@ -490,6 +490,17 @@ impl NetHandle {
         self.new_link(vxlan_message(spec), format!("create vxlan {} (vni {})", spec.name, spec.vni), &spec.name).await
     }
 
+    /// Create an ifb device (the target of an ingress redirect, shaped on its egress), up, with the given
+    /// MTU and a transmit queue length of 0 (as the reference bandwidth plugin makes it).
+    pub async fn create_ifb(&self, name: &str, mtu: u32) -> Result<Link> {
+        let mut m = LinkMessage::default();
+        name_mtu_mac(&mut m, name, Some(mtu), None);
+        up_flags(&mut m, true);
+        m.attributes.push(LinkAttribute::TxQueueLen(0));
+        m.attributes.push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(InfoKind::Ifb)]));
+        self.new_link(m, format!("create ifb {name}"), name).await
+    }
+
     async fn set_link(&self, m: LinkMessage, what: String) -> Result<()> {
         // RTM_SETLINK takes no create/replace flags.
         self.ack(RouteNetlinkMessage::SetLink(m), 0, what).await

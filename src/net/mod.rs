@@ -22,6 +22,7 @@ pub mod netns;
 pub mod route;
 pub mod spoofchk;
 pub mod sysctl;
+pub mod tc;
 
 pub use addr::{AddrOptions, Address, IpFamily};
 pub use error::{NetError, Result};

@@ -739,6 +739,7 @@ pub fn rcni_bin(name: &str) -> PathBuf {
         "host-local" => env!("CARGO_BIN_EXE_host-local"),
         "cnitool" => env!("CARGO_BIN_EXE_cnitool"),
         "tuning" => env!("CARGO_BIN_EXE_tuning"),
+        "bandwidth" => env!("CARGO_BIN_EXE_bandwidth"),
         other => panic!("no binary named {other} in this package"),
     })
 }
