@@ -243,3 +243,78 @@ fn example_list_with_runtime_config_enforces_the_rates() {
     tool.run(&node, &["del", &name, pod.path_str()]).ok();
     assert!(node.links().iter().all(|l| l.kind.as_deref() != Some("ifb")), "ifb gone after DEL");
 }
+
+/// (kind, handle, rate, burst, latency) of each qdisc of `dev`, as tc prints them.
+fn qdisc_params(p: &Pair, dev: &str) -> Vec<(String, String, Value, Value, Value)> {
+    p.tc(&["qdisc", "show", "dev", dev])
+        .iter()
+        .filter(|q| q["kind"] != "noqueue")
+        .map(|q| {
+            let o = &q["options"];
+            (
+                q["kind"].as_str().unwrap().into(),
+                q["handle"].as_str().unwrap().into(),
+                o["rate"].clone(),
+                o["burst"].clone(),
+                o["lat"].clone(),
+            )
+        })
+        .collect()
+}
+
+/// The same input to the reference and to ours, each in its own node (the ifb names are equal): the same
+/// result JSON but for the ifb's random MAC, and the same qdisc parameters on the veth and on the ifb.
+#[test]
+fn differential_against_reference_bandwidth() {
+    let (ours, theirs) = (Pair::new("bw-diff-a"), Pair::new("bw-diff-b"));
+    let mut a = ours.conf(shaping());
+    let mut b = theirs.conf(shaping());
+    // The same pod path in both prevResults (the plugins take the netns from CNI_NETNS).
+    for c in [&mut a, &mut b] {
+        c["prevResult"]["interfaces"][1]["sandbox"] = json!("/pod");
+    }
+    let ra = ours.run(&rcni_bin("bandwidth"), "ADD", &a).ok().json();
+    let rb = theirs.run(&reference_plugin("bandwidth"), "ADD", &b).ok().json();
+    // The host veth names differ between the two pairs, and an ifb's MAC is random.
+    let normalized = |mut r: Value| {
+        r["interfaces"][0]["name"] = json!("host");
+        r["interfaces"][2]["mac"] = json!("random");
+        if r["dns"] == json!({}) {
+            r.as_object_mut().unwrap().remove("dns");
+        }
+        r
+    };
+    assert_eq!(normalized(ra.clone()), normalized(rb.clone()), "same result JSON");
+    let ifb = ra["interfaces"][2]["name"].as_str().unwrap();
+    assert_eq!(ifb, rb["interfaces"][2]["name"], "same ifb name");
+    assert_eq!(qdisc_params(&ours, &ours.host), qdisc_params(&theirs, &theirs.host), "same qdiscs on the veth");
+    assert_eq!(qdisc_params(&ours, ifb), qdisc_params(&theirs, ifb), "same tbf on the ifb");
+    // Each accepts the other's objects in CHECK where they are the same (the reference's second mirred
+    // action is the one difference ours reports).
+    ours.run(&reference_plugin("bandwidth"), "CHECK", &a).ok();
+    ours.run(&rcni_bin("bandwidth"), "DEL", &a).ok();
+    theirs.run(&rcni_bin("bandwidth"), "DEL", &b).ok();
+    for p in [&ours, &theirs] {
+        assert!(p.host_qdiscs().is_empty() && p.ifbs().is_empty(), "our DEL leaves nothing after either ADD");
+    }
+}
+
+#[test]
+fn runtime_config_applies_unless_a_top_level_field_is_given_and_high_rates_use_rate64() {
+    let p = Pair::new("bw-rc");
+    let rc = json!({"bandwidth": {"ingressRate": 16_000_000, "ingressBurst": 400_000}});
+    let c = p.conf(json!({"runtimeConfig": rc}));
+    p.run(&rcni_bin("bandwidth"), "ADD", &c).ok();
+    assert_eq!(p.tc(&["qdisc", "show", "dev", &p.host])[0]["options"]["rate"], 2_000_000);
+    assert!(p.ifbs().is_empty(), "no egress limit, no ifb");
+    p.run(&rcni_bin("bandwidth"), "CHECK", &c).ok();
+    p.run(&rcni_bin("bandwidth"), "DEL", &c).ok();
+
+    // Top level wins: 40 Gbit/s needs the 64-bit rate attribute (5e9 B/s does not fit in 32 bits).
+    let c = p.conf(json!({"ingressRate": 40_000_000_000u64, "ingressBurst": 40_000_000, "runtimeConfig": rc}));
+    p.run(&rcni_bin("bandwidth"), "ADD", &c).ok();
+    assert_eq!(p.tc(&["qdisc", "show", "dev", &p.host])[0]["options"]["rate"], 5_000_000_000u64);
+    p.run(&rcni_bin("bandwidth"), "CHECK", &c).ok();
+    p.run(&rcni_bin("bandwidth"), "DEL", &c).ok();
+    assert!(p.host_qdiscs().is_empty());
+}
