@@ -633,3 +633,98 @@ fn nft_concurrent_adds_and_dels() {
     ns.run(|| assert_eq!(masq::list("conc").unwrap().len(), threads * (per - per / 5)));
     assert_eq!(ns.nft_rules("conc").len(), 1);
 }
+
+/// A directory of `iptables*-save`/`-restore` wrappers that log each run and call the legacy tools: a
+/// node whose iptables is iptables-legacy, as seen by a plugin run with this directory first in PATH.
+struct LegacyTools {
+    dir: support::TempDir,
+}
+
+impl LegacyTools {
+    fn new() -> LegacyTools {
+        let dir = support::TempDir::new("masq-legacy-tools");
+        let log = dir.join("runs.log");
+        for fam in ["iptables", "ip6tables"] {
+            for tool in ["save", "restore"] {
+                let script = format!(
+                    "#!/bin/sh\necho \"$0 $*\" >> {}\nexec /usr/sbin/{fam}-legacy-{tool} \"$@\"\n",
+                    log.display()
+                );
+                let p = dir.write(format!("{fam}-{tool}"), script);
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+            }
+        }
+        LegacyTools { dir }
+    }
+
+    fn runs(&self) -> String {
+        std::fs::read_to_string(self.dir.join("runs.log")).unwrap_or_default()
+    }
+
+    /// A bridge DEL with ipMasq (default nftables backend) of a pod that has no netns any more.
+    fn bridge_del(&self, ns: &Netns, data: &support::TempDir, container_id: &str) {
+        let conf = serde_json::json!({
+            "cniVersion": "1.0.0", "name": "legnet", "type": "bridge", "bridge": "brleg", "ipMasq": true,
+            "ipam": {"type": "host-local", "subnet": "10.67.0.0/24", "dataDir": data.path()}
+        });
+        let host_local = support::rcni_bin("host-local");
+        let mut env = support::cni_env("DEL", container_id, "", "eth0", &[host_local.parent().unwrap().to_path_buf()]);
+        env.push(("PATH".into(), format!("{}:/usr/sbin:/usr/bin:/sbin:/bin", self.dir.path().display())));
+        ns.ns.run_plugin(&support::rcni_bin("bridge"), &env, &serde_json::to_vec(&conf).unwrap()).ok();
+    }
+}
+
+/// Audit finding 24: with a legacy `nat` table present (kube-proxy in iptables-legacy mode), every DEL
+/// ran `iptables-save` to look for a reference chain; now the legacy table is probed in-process.
+#[test]
+fn iptables_legacy_teardown_runs_no_tool_unless_the_chain_exists() {
+    let ns = Netns::new("legacy");
+    let tools = LegacyTools::new();
+    let data = support::TempDir::new("masq-legacy-data");
+    // Someone else's legacy nat rules, as kube-proxy would have them.
+    ns.exec(&["iptables-legacy", "-t", "nat", "-A", "POSTROUTING", "-s", "10.1.2.3", "-j", "ACCEPT"]);
+    ns.exec(&["ip6tables-legacy", "-t", "nat", "-A", "POSTROUTING", "-s", "fd01::3", "-j", "ACCEPT"]);
+    tools.bridge_del(&ns, &data, "ctr-none");
+    assert_eq!(tools.runs(), "", "no iptables tool may run when the legacy table has no chain of the pod");
+
+    // A reference chain in the legacy table (a reference ADD on a legacy node) is found and removed.
+    let chain = masq::reference_chain_name("legnet", "ctr-leg");
+    let comment = masq::reference_comment("legnet", "ctr-leg");
+    ns.exec(&["iptables-legacy", "-t", "nat", "-N", &chain]);
+    ns.exec(&[
+        "iptables-legacy",
+        "-t",
+        "nat",
+        "-A",
+        &chain,
+        "-m",
+        "comment",
+        "--comment",
+        &comment,
+        "-j",
+        "MASQUERADE",
+    ]);
+    ns.exec(&[
+        "iptables-legacy",
+        "-t",
+        "nat",
+        "-A",
+        "POSTROUTING",
+        "-s",
+        "10.67.0.5/32",
+        "-m",
+        "comment",
+        "--comment",
+        &comment,
+        "-j",
+        &chain,
+    ]);
+    tools.bridge_del(&ns, &data, "ctr-leg");
+    let runs = tools.runs();
+    assert!(runs.contains("iptables-save -t nat") && runs.contains("iptables-restore"), "{runs}");
+    assert!(!runs.contains("ip6tables"), "the IPv6 table has no chain of the pod: {runs}");
+    let saved = ns.exec(&["iptables-legacy-save", "-t", "nat"]);
+    assert!(!saved.contains(&chain), "{saved}");
+    assert!(saved.contains("-A POSTROUTING -s 10.1.2.3/32 -j ACCEPT"), "{saved}");
+}

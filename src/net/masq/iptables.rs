@@ -200,18 +200,105 @@ pub fn setup(network: &str, exempt: &[IpNetwork], pod: &PodEntry) -> Result<()> 
     Ok(())
 }
 
-/// Whether a chain (or, with `chain = "POSTROUTING"`, the nat table) of this family may exist: probed
-/// over nf_tables netlink (iptables-nft) and via the legacy x_tables table list.
-fn may_exist(fam: Fam, chain: &str) -> bool {
+/// What a probe looks for in the `nat` table.
+enum Probe<'a> {
+    /// A user chain of this name.
+    Chain(&'a str),
+    /// Any rule commented with this prefix (the reference comment of a network).
+    Comment(&'a str),
+}
+
+/// Whether the object may exist in this family's `nat` table, probed without running anything: over
+/// nf_tables netlink for iptables-nft, and in the legacy x_tables blob read straight from the kernel
+/// (what `iptables-legacy-save` reads, but without a process and without formatting the whole table).
+/// Unsure means yes: the tools then look, rather than leak.
+fn may_exist(fam: Fam, probe: &Probe<'_>) -> bool {
     let legacy =
         std::fs::read_to_string(fam.legacy_names()).map(|s| s.lines().any(|l| l.trim() == "nat")).unwrap_or(false);
-    if legacy {
+    // The table is listed, so reading it does not make the kernel load (create) it.
+    if legacy && legacy::nat_mentions(fam, probe).unwrap_or(true) {
         return true;
     }
+    let chain = match probe {
+        Probe::Chain(c) => c,
+        Probe::Comment(_) => "POSTROUTING",
+    };
     match Nfnl::open().and_then(|mut nl| nl.chain_exists(fam.nfproto(), "nat", chain)) {
         Ok(exists) => exists,
-        // Cannot tell: look with the tools rather than leak.
         Err(e) => !matches!(e.errno(), Some(libc::EOPNOTSUPP) | Some(libc::EAFNOSUPPORT)),
+    }
+}
+
+/// The legacy (x_tables) `nat` table as the kernel hands it to `iptables-legacy-save`:
+/// `IPT_SO_GET_INFO` for its size, then `IPT_SO_GET_ENTRIES` for the rule blob. User chain names (in
+/// the ERROR targets that head them) and rule comments (in the comment matches) are plain bytes in it.
+mod legacy {
+    use super::{Fam, Probe};
+
+    const SO_GET_INFO: libc::c_int = 64;
+    const SO_GET_ENTRIES: libc::c_int = 65;
+    const TABLE_NAME_LEN: usize = 32;
+    /// `struct ipt_getinfo`: name, valid_hooks, hook_entry[5], underflow[5], num_entries, size.
+    const GETINFO_LEN: usize = TABLE_NAME_LEN + 4 + 20 + 20 + 4 + 4;
+    /// `struct ipt_get_entries` up to its entry table (name, size, padding to the u64 counters).
+    const GET_ENTRIES_HDR: usize = 40;
+
+    /// Whether the blob contains the probe's bytes; `None` when it cannot be read.
+    pub(super) fn nat_mentions(fam: Fam, probe: &Probe<'_>) -> Option<bool> {
+        let needle = match probe {
+            Probe::Chain(c) => {
+                // The chain name is NUL-terminated in its ERROR target.
+                let mut v = c.as_bytes().to_vec();
+                v.push(0);
+                v
+            }
+            Probe::Comment(c) => c.as_bytes().to_vec(),
+        };
+        let blob = read_nat(fam)?;
+        Some(memchr::memmem::find(&blob, &needle).is_some())
+    }
+
+    fn read_nat(fam: Fam) -> Option<Vec<u8>> {
+        let (domain, level) = match fam {
+            Fam::V4 => (libc::AF_INET, libc::IPPROTO_IP),
+            Fam::V6 => (libc::AF_INET6, libc::IPPROTO_IPV6),
+        };
+        // SAFETY: plain socket(2); the fd is owned below.
+        let fd = unsafe { libc::socket(domain, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::IPPROTO_RAW) };
+        if fd < 0 {
+            return None;
+        }
+        // SAFETY: fd is a fresh socket nobody else owns.
+        let sock = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        use std::os::fd::AsRawFd;
+        // The table can change between the two calls (EAGAIN: size mismatch); read again then.
+        for _ in 0..3 {
+            let mut info = [0u8; GETINFO_LEN];
+            info[..3].copy_from_slice(b"nat");
+            let mut len = GETINFO_LEN as libc::socklen_t;
+            // SAFETY: the buffer is GETINFO_LEN bytes and len says so.
+            let rc =
+                unsafe { libc::getsockopt(sock.as_raw_fd(), level, SO_GET_INFO, info.as_mut_ptr().cast(), &mut len) };
+            if rc != 0 {
+                return None;
+            }
+            let size = u32::from_ne_bytes(info[GETINFO_LEN - 4..].try_into().ok()?) as usize;
+            let mut buf = vec![0u8; GET_ENTRIES_HDR + size];
+            buf[..3].copy_from_slice(b"nat");
+            buf[TABLE_NAME_LEN..TABLE_NAME_LEN + 4].copy_from_slice(&(size as u32).to_ne_bytes());
+            let mut len = buf.len() as libc::socklen_t;
+            // SAFETY: the buffer is as long as len says.
+            let rc =
+                unsafe { libc::getsockopt(sock.as_raw_fd(), level, SO_GET_ENTRIES, buf.as_mut_ptr().cast(), &mut len) };
+            if rc == 0 {
+                buf.drain(..GET_ENTRIES_HDR);
+                return Some(buf);
+            }
+            if std::io::Error::last_os_error().raw_os_error() != Some(libc::EAGAIN) {
+                return None;
+            }
+        }
+        None
     }
 }
 
@@ -235,7 +322,7 @@ fn removal_input(lines: &[String], chains: &[String]) -> Option<String> {
 pub fn teardown_if_present(network: &str, pod: &PodEntry) -> Result<()> {
     let chain = reference_chain_name(network, &pod.container_id);
     for fam in [Fam::V4, Fam::V6] {
-        if !may_exist(fam, &chain) {
+        if !may_exist(fam, &Probe::Chain(&chain)) {
             continue;
         }
         let lines = save(network, fam)?;
@@ -286,8 +373,9 @@ fn comment_id(line: &str, network: &str) -> Option<String> {
 /// Removes reference chains of `network` whose container is not among `valid`.
 pub fn gc_if_present(network: &str, valid: &[Owner]) -> Result<()> {
     let valid_ids: HashSet<&str> = valid.iter().map(|o| o.container_id.as_str()).collect();
+    let comment_prefix = format!("name: {} id: ", super::go_quote(network));
     for fam in [Fam::V4, Fam::V6] {
-        if !may_exist(fam, "POSTROUTING") {
+        if !may_exist(fam, &Probe::Comment(&comment_prefix)) {
             continue;
         }
         let lines = save(network, fam)?;

@@ -892,7 +892,14 @@ mod tests {
         datagram.extend(nft_msg(NLMSG_DONE, 0, 5));
         let mut reply = Reply { seq: 5, dump: true, interrupted: false };
         let mut seen = 0;
-        assert!(reply.absorb(&datagram, &mut |_| Ok(seen += 1)).unwrap());
+        assert!(
+            reply
+                .absorb(&datagram, &mut |_| {
+                    seen += 1;
+                    Ok(())
+                })
+                .unwrap()
+        );
         assert_eq!(seen, 1);
         assert!(matches!(reply.outcome(), Err(NetlinkError::DumpInterrupted)));
 
