@@ -60,13 +60,25 @@ fn default_bridge() -> String {
 }
 
 impl BridgeConf {
-    /// Parse and validate. `has_ipam` tells whether an IPAM plugin is configured.
+    /// Parse and validate (ADD, CHECK, STATUS). `has_ipam` tells whether an IPAM plugin is configured.
     pub fn parse(stdin: &[u8], has_ipam: bool) -> CniResult<BridgeConf> {
+        let c = Self::from_json(stdin)?;
+        c.validate(has_ipam)?;
+        Ok(c)
+    }
+
+    /// The fields as written, without the checks of `parse` (teardown reads only what it needs).
+    pub fn from_json(stdin: &[u8]) -> CniResult<BridgeConf> {
         let mut c: BridgeConf = serde_json::from_slice(stdin)
             .map_err(|e| CniError::invalid_config(format!("failed to load netconf: {e}")))?;
         if c.is_default_gateway {
             c.is_gateway = true;
         }
+        Ok(c)
+    }
+
+    fn validate(&self, has_ipam: bool) -> CniResult<()> {
+        let c = self;
         crate::cni::config::check_device_name("bridge name", &c.bridge)?;
         if !(0..=4094).contains(&c.vlan) {
             return Err(CniError::invalid_config(format!("invalid VLAN ID {} (must be between 0 and 4094)", c.vlan)));
@@ -89,7 +101,7 @@ impl BridgeConf {
             return Err(CniError::invalid_config("cannot use IPAM when DisableContainerInterface flag is set")
                 .with_details("remove the ipam section or disableContainerInterface"));
         }
-        Ok(c)
+        Ok(())
     }
 
     /// The tagged VLAN IDs of `vlanTrunk`, validated, sorted and without duplicates.

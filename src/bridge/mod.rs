@@ -13,7 +13,7 @@ pub mod config;
 use crate::cni::config::NetConf;
 use crate::cni::result::AddResult;
 use crate::cni::skel::{Attachment, Plugin, Request};
-use crate::cni::{CniError, CniResult, version};
+use crate::cni::{CniError, CniResult, log, version};
 use crate::net::Mac;
 use crate::net::masq::Backend;
 use crate::pod::attach::{AttachSpec, MasqSpec, VlanPlan};
@@ -91,6 +91,24 @@ fn load(req: &Request) -> CniResult<(AttachSpec, Option<Ipam>)> {
     Ok((spec(req, &conf, ipam.is_some())?, ipam))
 }
 
+/// DEL and GC: only what teardown reads, with none of ADD's checks — a pod must stay deletable whatever
+/// its config says now (a MAC ADD would refuse, vlan with isGateway, unknown CNI_ARGS). A config whose
+/// fields do not even parse still tears down, with the defaults that are safe without it (in-line veth
+/// deletion).
+fn load_for_teardown(req: &Request) -> (AttachSpec, Option<Ipam>) {
+    let conf = BridgeConf::from_json(&req.stdin).unwrap_or_else(|e| {
+        log::warn(&req.conf.plugin_type, format!("{e}; tearing down with the defaults"));
+        BridgeConf::default()
+    });
+    let spec = AttachSpec {
+        bridge: BridgeSettings { name: conf.bridge.clone(), ..Default::default() },
+        mac_spoof_check: conf.mac_spoof_check,
+        background_unlink: conf.delete_link_in_background,
+        ..Default::default()
+    };
+    (spec, Ipam::from_request(req))
+}
+
 /// The request a delegating plugin hands to the bridge: the same environment (command, container, netns,
 /// ifname, CNI_ARGS, CNI_PATH) as `req`, with `conf` — a bridge config the caller built in memory — as stdin.
 /// The config is checked as skel checks a config read from stdin (syntax, name, supported version).
@@ -108,7 +126,7 @@ pub fn add(req: &Request) -> CniResult<AddResult> {
 }
 
 pub fn del(req: &Request) -> CniResult<()> {
-    let (spec, ipam) = load(req)?;
+    let (spec, ipam) = load_for_teardown(req);
     detach::del(req, ipam.as_ref(), spec.mac_spoof_check, spec.background_unlink)
 }
 
@@ -118,7 +136,7 @@ pub fn check(req: &Request) -> CniResult<()> {
 }
 
 pub fn gc(req: &Request, valid: Option<&[Attachment]>) -> CniResult<()> {
-    let (spec, ipam) = load(req)?;
+    let (spec, ipam) = load_for_teardown(req);
     let spoof_bridge = spec.mac_spoof_check.then_some(spec.bridge.name.as_str());
     detach::gc(req, ipam.as_ref(), valid, spoof_bridge)
 }

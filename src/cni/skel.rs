@@ -156,7 +156,7 @@ pub fn parse_invocation(env: &dyn Fn(&str) -> Option<String>, stdin: &mut dyn Re
     stdin
         .read_to_end(&mut bytes)
         .map_err(|e| CniError::new(code::IO_FAILURE, format!("error reading network config from stdin: {e}")))?;
-    let conf = NetConf::from_slice(&bytes)?;
+    let conf = parse_conf(command, &bytes)?;
     if !version::is_supported(&conf.cni_version) {
         return Err(version::incompatible(&conf.cni_version));
     }
@@ -181,6 +181,28 @@ pub fn parse_invocation(env: &dyn Fn(&str) -> Option<String>, stdin: &mut dyn Re
         stdin: bytes,
         conf,
     })))
+}
+
+/// The config on stdin for `command`. DEL needs no prevResult (teardown finds what ADD made by owner and by
+/// derived names), so a prevResult that cannot be read must not make an attachment impossible to delete:
+/// DEL then goes on without it. Any other error in the config fails DEL as it fails every command.
+pub fn parse_conf(command: Command, bytes: &[u8]) -> CniResult<NetConf> {
+    let strict = NetConf::from_slice(bytes);
+    let Err(e) = &strict else { return strict };
+    if command != Command::Del {
+        return strict;
+    }
+    let Ok(Value::Object(mut obj)) = serde_json::from_slice::<Value>(bytes) else { return strict };
+    if obj.remove("prevResult").is_none() {
+        return strict;
+    }
+    match NetConf::from_value(Value::Object(obj)) {
+        Ok(conf) => {
+            super::log::warn(&conf.plugin_type, format!("{e}; DEL goes on without prevResult"));
+            Ok(conf)
+        }
+        Err(_) => strict,
+    }
 }
 
 /// GC's list of attachments that are still in use.
@@ -429,6 +451,18 @@ mod tests {
         assert_eq!(valid_attachments(&c).unwrap(), None);
         let c = NetConf::from_slice(br#"{"cniVersion":"1.1.0","name":"n","cni.dev/valid-attachments":[1]}"#).unwrap();
         assert_eq!(valid_attachments(&c).unwrap_err().code, 6);
+    }
+
+    #[test]
+    fn del_goes_on_without_an_unreadable_prev_result() {
+        let conf = r#"{"cniVersion":"1.0.0","name":"n","type":"bridge",
+            "prevResult":{"cniVersion":"1.0.0","interfaces":[],"ips":[{"address":"10.1.0.2/24","interface":7}]}}"#;
+        assert!(invoke(ADD, conf).is_err(), "ADD still reads prevResult strictly");
+        let Invocation::Request(r) = invoke(&with(&[("CNI_COMMAND", "DEL")]), conf).unwrap() else { panic!() };
+        assert!(r.conf.prev_result.is_none());
+        assert_eq!(r.stdin, conf.as_bytes(), "delegates still get the bytes as received");
+        let bad_name = conf.replace(r#""name":"n""#, r#""name":"../x""#);
+        assert_eq!(invoke(&with(&[("CNI_COMMAND", "DEL")]), &bad_name).unwrap_err().code, 7);
     }
 
     #[test]

@@ -7,7 +7,6 @@
 //! the plugin's build marker): then that logic runs in-process. The result is the same (same code, same
 //! files, same lock), minus a process start. `RCNI_IPAM_EXEC=1` forces the exec.
 
-use crate::cni::config::NetConf;
 use crate::cni::result::AddResult;
 use crate::cni::skel::{self, Command, Request};
 use crate::cni::{CniError, CniResult, delegate, log};
@@ -132,7 +131,7 @@ impl Ipam {
             args: req.args.clone(),
             path: req.path.clone(),
             stdin: self.stdin.clone(),
-            conf: NetConf::from_slice(&self.stdin)?,
+            conf: skel::parse_conf(command, &self.stdin)?,
         })
     }
 
