@@ -27,17 +27,13 @@ use config::BridgeConf;
 fn container_mac(req: &Request) -> CniResult<Option<Mac>> {
     let conf = &req.conf;
     let from_json = |v: Option<&serde_json::Value>| v.and_then(|m| m.as_str()).map(str::to_string);
-    let chosen = from_json(conf.runtime_config.get("mac"))
-        .or_else(|| from_json(conf.cni_arg("mac")))
-        .or_else(|| req.args.get("MAC").map(str::to_string));
-    chosen
-        .map(|s| {
-            s.parse::<Mac>().map_err(|_| {
-                CniError::invalid_config(format!("invalid MAC address {s:?}"))
-                    .with_details("write it as six hex bytes, e.g. 02:42:ac:11:00:02")
-            })
-        })
-        .transpose()
+    let Some(s) = from_json(conf.runtime_config.get("mac")).or_else(|| from_json(conf.cni_arg("mac"))) else {
+        return req.args.parsed("MAC", "write it as six hex bytes, e.g. 02:42:ac:11:00:02", str::parse::<Mac>);
+    };
+    s.parse::<Mac>().map(Some).map_err(|_| {
+        CniError::invalid_config(format!("invalid MAC address {s:?}"))
+            .with_details("write it as six hex bytes, e.g. 02:42:ac:11:00:02")
+    })
 }
 
 /// The attachment this config describes.

@@ -32,6 +32,21 @@ impl CniArgs {
         self.pairs.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
     }
 
+    /// The value of `key` run through `parse`. A value that does not parse is a bad environment variable
+    /// (code 4, the spec's code for it), whatever the parser's own error type: the message names the
+    /// key and the value, `hint` says what a good value looks like.
+    pub fn parsed<T, E: std::fmt::Display>(
+        &self,
+        key: &str,
+        hint: &str,
+        parse: impl FnOnce(&str) -> Result<T, E>,
+    ) -> CniResult<Option<T>> {
+        let Some(v) = self.get(key) else { return Ok(None) };
+        parse(v).map(Some).map_err(|e| {
+            CniError::new(code::INVALID_ENV, format!("CNI_ARGS {key}={v:?} is not valid: {e}")).with_details(hint)
+        })
+    }
+
     /// `IgnoreUnknown` accepts 1/0/true/false in any case, as the reference does.
     fn ignore_unknown(&self) -> CniResult<bool> {
         match self.get("IgnoreUnknown") {
@@ -100,6 +115,16 @@ mod tests {
         assert!(CniArgs::parse("K8S_POD_NAMESPACE=default").unwrap().check_known(&[]).is_ok());
         assert_eq!(CniArgs::parse("IgnoreUnknown=maybe").unwrap().check_known(&[]).unwrap_err().code, 4);
         assert!(CniArgs::parse("FOO=1;IgnoreUnknown=0").unwrap().check_known(&[]).is_err());
+    }
+
+    #[test]
+    fn bad_typed_values_are_env_errors() {
+        let a = CniArgs::parse("IP=not-an-ip;N=5").unwrap();
+        let e = a.parsed("IP", "an IP address", str::parse::<std::net::IpAddr>).unwrap_err();
+        assert_eq!(e.code, 4);
+        assert!(e.msg.contains("IP=\"not-an-ip\"") && e.details.contains("an IP address"), "{e}");
+        assert_eq!(a.parsed("N", "", str::parse::<u8>).unwrap(), Some(5));
+        assert_eq!(a.parsed("MISSING", "", str::parse::<u8>).unwrap(), None);
     }
 
     #[test]
