@@ -101,3 +101,35 @@ fn del_succeeds_with_configs_only_add_refuses_like_the_reference() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// Runs the bridge without CAP_NET_ADMIN (every netlink change fails with EPERM), as a real teardown
+/// error of the veth.
+fn run_without_net_admin(node: &NodeNs, cmd: &str, cid: &str, netns: &str, conf: &Value) -> support::Output {
+    let env = support::cni_env(cmd, cid, netns, "eth0", &[rcni_dir()]);
+    node.cmd("setpriv")
+        .args(["--bounding-set=-net_admin", "--inh-caps=-net_admin", "--"])
+        .arg(rcni_bin("bridge"))
+        .envs(env)
+        .stdin(conf.to_string())
+        .run()
+}
+
+/// Audit finding 8: when the veth cannot be removed (a real error, not "absent"), DEL fails and keeps the
+/// address reserved — it is never free while an interface still holds it. The retried DEL releases it.
+#[test]
+fn del_keeps_the_address_while_the_veth_could_not_be_removed() {
+    for background in [true, false] {
+        let data = TempDir::new("brtd-keep");
+        let node = NodeNs::new("brtd-keep");
+        let pod = PodNs::new("brtd-keep-p");
+        let c = conf("keep", "br0", "10.82.0.0/24", data.path(), json!({"deleteLinkInBackground": background}));
+        run(&node, &rcni_dir(), "ADD", "keep-1", pod.path_str(), &[], &c).ok();
+        let out = run_without_net_admin(&node, "DEL", "keep-1", pod.path_str(), &c);
+        assert!(!out.success(), "background={background}: DEL without CAP_NET_ADMIN cannot remove the veth: {out}");
+        assert!(pod.link("eth0").is_some(), "background={background}: the pod interface is still there");
+        assert_eq!(ip_files(data.path()).len(), 1, "background={background}: the address must stay reserved");
+        run(&node, &rcni_dir(), "DEL", "keep-1", pod.path_str(), &[], &c).ok();
+        assert!(pod.link("eth0").is_none() && veths(&node).is_empty(), "background={background}");
+        assert!(ip_files(data.path()).is_empty(), "background={background}: the retried DEL releases it");
+    }
+}

@@ -2,8 +2,9 @@
 //! still being there.
 //!
 //! Order: the masquerade entry and the veth (concurrently), then the IPAM release — an IP is never handed
-//! to a new pod while an old rule or interface still holds it. Every step runs even if an earlier one
-//! failed; all errors are reported at the end. With `background_unlink` the veth pair is only made inert
+//! to a new pod while an old interface still holds it: if the veth could not be removed (a real error;
+//! "absent" is fine) the address stays reserved and DEL fails, so the runtime's retry releases it. Every
+//! other step runs even if an earlier one failed; all errors are reported at the end. With `background_unlink` the veth pair is only made inert
 //! before the release, and a detached child waits for the kernel to delete it (`veth::retire`).
 
 use super::ipam::Ipam;
@@ -47,13 +48,14 @@ pub fn del(req: &Request, ipam: Option<&Ipam>, mac_spoof_check: bool, background
                 errors.push(CniError::internal(format!("failed to remove macspoofchk rules: {e}")));
             }
         }
-        let unlink = match veth::retire(&node, pod.as_ref(), &req.container_id, &req.ifname, background_unlink).await {
-            Ok(index) => index,
-            Err(e) => {
-                errors.push(e);
-                None
-            }
-        };
+        let retired = veth::retire(&node, pod.as_ref(), &req.container_id, &req.ifname, background_unlink).await;
+        // A veth that may still hold the address (a real error, not "absent") keeps it reserved: the runtime
+        // retries DEL, and the retry releases it once the interface is gone.
+        let veth_gone = retired.is_ok();
+        let unlink = retired.unwrap_or_else(|e| {
+            errors.push(e);
+            None
+        });
         log::trace(&req.conf.plugin_type, "veth removed or made inert");
         if let Some(job) = masq_job {
             match job.join() {
@@ -63,11 +65,15 @@ pub fn del(req: &Request, ipam: Option<&Ipam>, mac_spoof_check: bool, background
             }
             log::trace(&req.conf.plugin_type, "masquerade removed");
         }
-        if let Some(ipam) = ipam {
-            if let Err(e) = ipam.del(req) {
-                errors.push(e);
+        match ipam {
+            Some(ipam) if veth_gone => {
+                if let Err(e) = ipam.del(req) {
+                    errors.push(e);
+                }
+                log::trace(&req.conf.plugin_type, "IPAM DEL done");
             }
-            log::trace(&req.conf.plugin_type, "IPAM DEL done");
+            Some(_) => log::warn(&req.conf.plugin_type, "the veth may still hold the address: not released yet"),
+            None => {}
         }
         // Last, so the child also takes over every socket whose release is slow (see net::detached).
         if unlink.is_some() || (background_unlink && detached::has_lingering()) {
