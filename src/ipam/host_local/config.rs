@@ -12,7 +12,8 @@ use std::time::Duration;
 use ipnetwork::IpNetwork;
 use serde_json::{Map, Value};
 
-use super::allocator::{Range, RangeSet, canonical, first_overlap};
+use super::range::{Range, canonical};
+use super::range_set::{RangeSet, first_overlap};
 use crate::cni::result::Route;
 
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/cni/networks";

@@ -1,20 +1,31 @@
 //! The host-local IPAM plugin's logic: a drop-in for the reference `host-local`, sharing its on-disk state.
-//! The `host-local` executable runs it; bridge and vxlan run it in-process when the `host-local` on
-//! CNI_PATH is rcni's own of the same build (see `rcni::pod::ipam`), which saves a process per command.
+//! The `host-local` executable runs it; bridge and vxlan run it in-process (through
+//! `crate::ipam::InProcessIpam`) when the `host-local` on CNI_PATH is rcni's own of the same build.
 //!
 //! - `config`: the `ipam` object (+ requested IPs, runtime ranges), validated with errors naming the field;
-//! - `allocator`: pure range/iteration/choice logic;
-//! - `store`: `<dataDir>/<network>/` files, flock, atomic reservations;
+//! - `range`, `range_set`: address arithmetic, validated ranges, the round-robin order;
+//! - `allocator`: the pure choice of an address from a view of the reservations;
+//! - `reservation`: a reservation file's name and content;
+//! - `store`: `<dataDir>/<network>/` files, read through snapshots; `store::write`: atomic reservations;
+//! - `lock`: the network's flock with a deadline;
 //! - `index`: the owner cache that spares a command reading every reservation file (outside the network
 //!   directory; see its module comment for why it can be trusted and what a stale one could do).
 //!
-//! Every command holds the network's lock for its whole duration. Error codes: 7 invalid config,
+//! Dependencies go one way: commands (this file) → config, allocator, store; store → index, lock,
+//! reservation; index → allocator (the `Reservations` view it answers), reservation; allocator → range_set
+//! → range.
+//!
+//! Every command holds the network's lock for its whole duration. Error codes: 4 a bad CNI_ARGS `IP`, 7 invalid config,
 //! 999 allocation failures (as the reference), 5 state-directory I/O, 11 lock not obtained in time,
 //! 50 STATUS while a range set is exhausted.
 
 pub mod allocator;
 pub mod config;
 pub mod index;
+pub mod lock;
+pub mod range;
+pub mod range_set;
+pub mod reservation;
 pub mod store;
 
 use std::collections::HashSet;
@@ -25,8 +36,9 @@ use crate::cni::result::{AddResult, Dns, IpConfig};
 use crate::cni::skel::{Attachment, Plugin, Request};
 use crate::ipam::{InProcessIpam, Reserved};
 
-use allocator::{AllocError, Holder, Pick, Reservations};
+use allocator::{AllocError, Pick, Reservations};
 use config::{IpamConf, Location};
+use reservation::Holder;
 use store::{Snapshot, Store, StoreError};
 
 pub struct HostLocal;

@@ -12,7 +12,7 @@
 //! EEXIST if the address is taken, so a reader never sees a partial reservation and a crash at any point
 //! leaves either a complete reservation or none. `last_reserved_ip.<N>` is replaced by rename.
 //!
-//! Who holds what is read through a [`Snapshot`]: from the owner index (`index.rs`, kept outside this
+//! Who holds what is read through a [`Snapshot`]: from the owner index (`index`, kept outside this
 //! directory) while the directory is provably unchanged since the index was saved, else from the files
 //! (one directory read, one read per file), after which the index is saved again.
 
@@ -21,17 +21,20 @@ use std::collections::HashSet;
 use std::ffi::{CString, OsStr};
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::net::IpAddr;
 use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
 use std::time::Duration;
 
-use super::allocator::Holder;
 use super::index::{self, Match, Name, Owner, Records};
+use super::lock;
+use super::reservation::{Holder, name_ip};
+
+mod write;
+pub use write::{Staged, sync_all};
 
 pub const LOCK_FILE: &str = "lock";
 pub const LAST_RESERVED_PREFIX: &str = "last_reserved_ip.";
@@ -77,67 +80,6 @@ pub struct Store {
     /// The stamp in the index file as this command last read or wrote it; `None` while not known.
     index_stamp: Cell<Option<Option<index::DirStamp>>>,
     _lock: File,
-}
-
-fn flock_blocking(fd: i32) -> io::Result<()> {
-    loop {
-        if unsafe { libc::flock(fd, libc::LOCK_EX) } == 0 {
-            return Ok(());
-        }
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(e);
-        }
-    }
-}
-
-/// flock(LOCK_EX) with a deadline. Uncontended: one syscall. Contended: a helper thread blocks in flock
-/// (fair, no polling) on the file it owns, and hands it back; we wait for that with a timeout. After a
-/// timeout nobody takes the file back: the helper's send fails (or the file is dropped with the channel), so
-/// a lock it obtains late is released at once instead of held until the process exits.
-fn lock_with_timeout(file: File, path: &Path, timeout: Duration) -> SResult<File> {
-    let fd = file.as_raw_fd();
-    loop {
-        if unsafe { libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) } == 0 {
-            return Ok(file);
-        }
-        let e = io::Error::last_os_error();
-        match e.raw_os_error() {
-            Some(libc::EINTR) => continue,
-            Some(libc::EWOULDBLOCK) => break,
-            _ => return Err(StoreError::io("cannot lock", path, e)),
-        }
-    }
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let locked = flock_blocking(file.as_raw_fd()).map(|()| file);
-        let _ = tx.send(locked);
-    });
-    match rx.recv_timeout(timeout) {
-        Ok(Ok(file)) => Ok(file),
-        Ok(Err(e)) => Err(StoreError::io("cannot lock", path, e)),
-        Err(_) => Err(StoreError::LockTimeout { path: path.to_path_buf(), waited: timeout }),
-    }
-}
-
-fn cstr(p: &Path) -> io::Result<CString> {
-    CString::new(p.as_os_str().as_bytes()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
-}
-
-/// Give an O_TMPFILE its name: linkat of /proc/self/fd/N (works without CAP_DAC_READ_SEARCH, unlike
-/// AT_EMPTY_PATH). EEXIST when the name is taken.
-fn link_unnamed(file: &File, target: &Path) -> io::Result<()> {
-    let src = CString::new(format!("/proc/self/fd/{}", file.as_raw_fd())).expect("no NUL");
-    let dst = cstr(target)?;
-    let r =
-        unsafe { libc::linkat(libc::AT_FDCWD, src.as_ptr(), libc::AT_FDCWD, dst.as_ptr(), libc::AT_SYMLINK_FOLLOW) };
-    if r == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
-}
-
-/// Names that are addresses (reservation files). Rejects `lock`, `last_reserved_ip.*`, temp files.
-pub fn name_ip(name: &std::ffi::OsStr) -> Option<IpAddr> {
-    let s = name.to_str()?;
-    s.parse::<IpAddr>().ok().filter(|ip| ip.to_string() == s)
 }
 
 fn is_not_found(e: &io::Error) -> bool {
@@ -194,40 +136,6 @@ fn holder_of(content: &[u8]) -> Holder {
     Holder::parse(&String::from_utf8_lossy(content))
 }
 
-/// A file written but not yet in place. `sync_all` makes it durable, then `link_reservation` or
-/// `rename_last_reserved` puts it in place; dropped before that, it leaves nothing behind.
-pub struct Staged {
-    file: File,
-    /// The named temp file (`None`: an O_TMPFILE, which vanishes with its descriptor).
-    tmp: Option<PathBuf>,
-    target: PathBuf,
-}
-
-impl Drop for Staged {
-    fn drop(&mut self) {
-        if let Some(t) = &self.tmp {
-            let _ = fs::remove_file(t);
-        }
-    }
-}
-
-/// fdatasync every staged file. Writeback of all of them is started first (sync_file_range WRITE, which
-/// waits for nothing), so their blocks are allocated together and the first fdatasync's journal commit
-/// covers them all: the later ones find little left to wait for. Measured on the sync step of an ADD
-/// (ext4 in a VM, median of 51): quiet disk, 1 range set 451 -> 334 us, 2 range sets 819 -> 487 us;
-/// with two other processes writing and fsyncing, 1712 -> 1451 and 2809 -> 1984 us. fdatasyncs run
-/// concurrently on threads did worse on a quiet disk (442, 641 us) and better only for 2 range sets under
-/// that load (1320 us): not worth the threads.
-pub fn sync_all(files: &[&Staged]) -> SResult<()> {
-    if files.len() > 1 {
-        for s in files {
-            // Only a head start: errors show in the fdatasync below.
-            unsafe { libc::sync_file_range(s.file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) };
-        }
-    }
-    files.iter().try_for_each(|s| s.file.sync_data().map_err(|e| StoreError::io("cannot write", &s.target, e)))
-}
-
 impl Store {
     /// Create `dir` (0700, with parents) if needed, then lock it.
     pub fn open(dir: &Path, timeout: Duration) -> SResult<Store> {
@@ -261,7 +169,11 @@ impl Store {
             .custom_flags(libc::O_CLOEXEC)
             .open(&path)
             .map_err(|e| StoreError::io("cannot open lock file", &path, e))?;
-        let f = lock_with_timeout(f, &path, timeout)?;
+        let f = match lock::lock_exclusive(f, timeout) {
+            Ok(Some(f)) => f,
+            Ok(None) => return Err(StoreError::LockTimeout { path, waited: timeout }),
+            Err(e) => return Err(StoreError::io("cannot lock", &path, e)),
+        };
         let dirfd = OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
@@ -413,82 +325,6 @@ impl Store {
         self.dir.join(ip.to_string())
     }
 
-    /// Create `<dir>/<ip>` holding `id` CRLF `ifname`, atomically. `Ok(false)`: already taken.
-    pub fn reserve(&self, ip: IpAddr, id: &str, ifname: &str) -> SResult<bool> {
-        let staged = self.stage_reservation(ip, id, ifname)?;
-        sync_all(&[&staged])?;
-        self.link_reservation(staged)
-    }
-
-    /// Write the reservation of `ip` for `(id, ifname)` into a file that is not in place yet: an unnamed one
-    /// (O_TMPFILE), or a named `.rcni-tmp.*` one where the filesystem lacks that.
-    pub fn stage_reservation(&self, ip: IpAddr, id: &str, ifname: &str) -> SResult<Staged> {
-        let target = self.ip_path(ip);
-        let content = format!("{}\r\n{}", id.trim(), ifname);
-        let res = match self.open_unnamed() {
-            Ok(Some(file)) => Ok(Staged { file, tmp: None, target: target.clone() }),
-            Ok(None) => self.create_named(ip, &target),
-            Err(e) => Err(e),
-        };
-        let mut staged = res.map_err(|e| StoreError::io("cannot reserve", &target, e))?;
-        staged.file.write_all(content.as_bytes()).map_err(|e| StoreError::io("cannot reserve", &target, e))?;
-        Ok(staged)
-    }
-
-    /// An O_TMPFILE in the directory; `None` when the filesystem does not support it.
-    fn open_unnamed(&self) -> io::Result<Option<File>> {
-        // Readable too: without /proc it is copied into a named file (`relink_named`).
-        let mut opts = OpenOptions::new();
-        opts.read(true).write(true).mode(0o600).custom_flags(libc::O_TMPFILE | libc::O_CLOEXEC);
-        match opts.open(&self.dir) {
-            Ok(f) => Ok(Some(f)),
-            Err(e) if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP | libc::EISDIR | libc::EINVAL)) => Ok(None),
-            Err(e) => Err(e),
-        }
-    }
-
-    fn create_named(&self, ip: IpAddr, target: &Path) -> io::Result<Staged> {
-        let tmp = self.dir.join(format!("{TMP_PREFIX}{ip}.{}", std::process::id()));
-        let _ = fs::remove_file(&tmp);
-        let file = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
-        Ok(Staged { file, tmp: Some(tmp), target: target.to_path_buf() })
-    }
-
-    /// Put a synced reservation in place. `Ok(false)`: the address is taken (link(2) never replaces a file).
-    pub fn link_reservation(&self, staged: Staged) -> SResult<bool> {
-        let res = match &staged.tmp {
-            Some(tmp) => fs::hard_link(tmp, &staged.target),
-            None => match link_unnamed(&staged.file, &staged.target) {
-                // No /proc to name the unnamed file by: copy it into a named one.
-                Err(e)
-                    if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::EACCES | libc::EPERM))
-                        && fs::metadata("/proc/self/fd").is_err() =>
-                {
-                    return self.relink_named(&staged);
-                }
-                r => r,
-            },
-        };
-        match res {
-            Ok(()) => Ok(true),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
-            Err(e) => Err(StoreError::io("cannot reserve", &staged.target, e)),
-        }
-    }
-
-    fn relink_named(&self, unnamed: &Staged) -> SResult<bool> {
-        let target = &unnamed.target;
-        let err = |e| StoreError::io("cannot reserve", target, e);
-        let len = unnamed.file.metadata().map_err(err)?.len() as usize;
-        let mut content = vec![0u8; len];
-        unnamed.file.read_exact_at(&mut content, 0).map_err(err)?;
-        let ip = target.file_name().and_then(name_ip).expect("reservation names are addresses");
-        let mut named = self.create_named(ip, target).map_err(err)?;
-        named.file.write_all(&content).map_err(err)?;
-        sync_all(&[&named])?;
-        self.link_reservation(named)
-    }
-
     /// Remove `<dir>/<ip>` if it still belongs to exactly `(id, ifname)` (roll back a failed ADD).
     pub fn unreserve(&self, ip: IpAddr, id: &str, ifname: &str) -> SResult<()> {
         let p = self.ip_path(ip);
@@ -506,41 +342,6 @@ impl Store {
     pub fn last_reserved(&self, set: usize) -> Option<IpAddr> {
         let s = fs::read_to_string(self.dir.join(format!("{LAST_RESERVED_PREFIX}{set}"))).ok()?;
         s.trim().parse::<IpAddr>().ok().map(|ip| ip.to_canonical())
-    }
-
-    /// Replace `last_reserved_ip.<set>` with `ip` (temp file + rename).
-    pub fn set_last_reserved(&self, set: usize, ip: IpAddr) -> SResult<()> {
-        let staged = self.stage_last_reserved(set, ip)?;
-        sync_all(&[&staged])?;
-        self.rename_last_reserved(staged)
-    }
-
-    /// Write `ip` into `.last_reserved_ip.<set>.tmp`, to replace `last_reserved_ip.<set>` once synced.
-    pub fn stage_last_reserved(&self, set: usize, ip: IpAddr) -> SResult<Staged> {
-        let target = self.dir.join(format!("{LAST_RESERVED_PREFIX}{set}"));
-        let tmp = self.dir.join(format!(".{LAST_RESERVED_PREFIX}{set}.tmp"));
-        let file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(|e| StoreError::io("cannot write", &target, e))?;
-        let mut staged = Staged { file, tmp: Some(tmp), target };
-        staged
-            .file
-            .write_all(ip.to_string().as_bytes())
-            .map_err(|e| StoreError::io("cannot write", &staged.target, e))?;
-        Ok(staged)
-    }
-
-    /// Put a synced `last_reserved_ip.<set>` in place.
-    pub fn rename_last_reserved(&self, mut staged: Staged) -> SResult<()> {
-        let tmp = staged.tmp.take().expect("staged by name");
-        fs::rename(&tmp, &staged.target).map_err(|e| {
-            let _ = fs::remove_file(&tmp);
-            StoreError::io("cannot write", &staged.target, e)
-        })
     }
 
     /// Release every reservation of `(id, ifname)`; files of very old versions holding only the container
@@ -630,14 +431,14 @@ impl Store {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
 
     /// `.0` is a network directory inside a throwaway data directory (which also gets the index).
-    struct TempDir(PathBuf);
+    pub(crate) struct TempDir(pub(crate) PathBuf);
     impl TempDir {
-        fn new(tag: &str) -> TempDir {
+        pub(crate) fn new(tag: &str) -> TempDir {
             let p = std::env::temp_dir().join(format!(
                 "rcni-hl-store-{tag}-{}-{:?}",
                 std::process::id(),
@@ -652,13 +453,13 @@ mod tests {
         }
     }
 
-    fn ip(s: &str) -> IpAddr {
+    pub(crate) fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
     }
 
-    const T: Duration = Duration::from_secs(5);
+    pub(crate) const T: Duration = Duration::from_secs(5);
 
-    fn names(dir: &Path) -> Vec<String> {
+    pub(crate) fn names(dir: &Path) -> Vec<String> {
         let mut v: Vec<String> =
             fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
         v.sort();
@@ -693,23 +494,6 @@ mod tests {
         assert_eq!(snap.records.len(), 2);
         assert!(snap.records.holder_of(&Name::Ip(ip("fd00::2"))).unwrap().is("c1", "eth0"));
         assert_eq!(s.scan_names().unwrap().len(), 2);
-    }
-
-    #[test]
-    fn named_fallback_leaves_no_temp() {
-        let t = TempDir::new("named");
-        let s = Store::open(&t.0, T).unwrap();
-        let named = |id: &str| {
-            let target = t.0.join("10.0.0.3");
-            let mut st = s.create_named(ip("10.0.0.3"), &target).unwrap();
-            st.file.write_all(format!("{id}\r\neth0").as_bytes()).unwrap();
-            sync_all(&[&st]).unwrap();
-            s.link_reservation(st).unwrap()
-        };
-        assert!(named("c"));
-        assert!(!named("d"));
-        assert_eq!(names(&t.0), ["10.0.0.3", "lock"]);
-        assert_eq!(fs::read(t.0.join("10.0.0.3")).unwrap(), b"c\r\neth0");
     }
 
     #[test]
