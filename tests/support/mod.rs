@@ -1032,3 +1032,87 @@ impl NetNs {
         self.links().into_iter().filter(|l| l.kind.as_deref() == Some("veth")).map(|l| l.ifname).collect()
     }
 }
+
+/// What `nft -j list ruleset` shows in a namespace, counted.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct NftSummary {
+    /// Set elements per `family table set`.
+    pub elements: std::collections::BTreeMap<String, usize>,
+    /// Rules per `family table chain`.
+    pub rules: std::collections::BTreeMap<String, usize>,
+    /// Every chain, as `family table chain`.
+    pub chains: Vec<String>,
+}
+
+impl NftSummary {
+    pub fn total_elements(&self) -> usize {
+        self.elements.values().sum()
+    }
+
+    /// Elements of the sets whose `family table set` contains `part` (rcni's pod sets: `" pods"`).
+    pub fn elements_of_sets_containing(&self, part: &str) -> usize {
+        self.elements.iter().filter(|(k, _)| k.contains(part)).map(|(_, n)| n).sum()
+    }
+
+    /// Chains whose name contains `part`.
+    pub fn chains_containing(&self, part: &str) -> Vec<String> {
+        self.chains.iter().filter(|c| c.contains(part)).cloned().collect()
+    }
+}
+
+impl NetNs {
+    pub fn nft_summary(&self) -> NftSummary {
+        let v = self.cmd("nft").args(["-j", "list", "ruleset"]).run().ok().json();
+        let mut s = NftSummary::default();
+        let key = |o: &Value, name: &str| {
+            format!(
+                "{} {} {}",
+                o["family"].as_str().unwrap_or(""),
+                o["table"].as_str().unwrap_or(""),
+                o[name].as_str().unwrap_or("")
+            )
+        };
+        for item in v["nftables"].as_array().into_iter().flatten() {
+            if let Some(set) = item.get("set") {
+                let n = set.get("elem").and_then(Value::as_array).map_or(0, |a| a.len());
+                *s.elements.entry(key(set, "name")).or_default() += n;
+            }
+            if let Some(rule) = item.get("rule") {
+                *s.rules.entry(key(rule, "chain")).or_default() += 1;
+            }
+            if let Some(chain) = item.get("chain") {
+                s.chains.push(key(chain, "name"));
+            }
+        }
+        s
+    }
+}
+
+/// `p`-th percentile (0–100) of `samples` (nearest rank; panics when empty).
+pub fn percentile(samples: &[Duration], p: u32) -> Duration {
+    let mut v = samples.to_vec();
+    v.sort();
+    let rank = ((p as usize * v.len()).div_ceil(100)).clamp(1, v.len());
+    v[rank - 1]
+}
+
+/// Runs `f(i)` for every `i` in `0..n` on `workers` threads (each takes the next index), results in order.
+pub fn parallel_map<T: Send>(n: usize, workers: usize, f: impl Fn(usize) -> T + Sync) -> Vec<T> {
+    let next = AtomicUsize::new(0);
+    let slots: Vec<std::sync::Mutex<Option<T>>> = (0..n).map(|_| std::sync::Mutex::new(None)).collect();
+    std::thread::scope(|s| {
+        for _ in 0..workers.max(1) {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    if i >= n {
+                        break;
+                    }
+                    let v = f(i);
+                    *slots[i].lock().unwrap() = Some(v);
+                }
+            });
+        }
+    });
+    slots.into_iter().map(|m| m.into_inner().unwrap().expect("every index ran")).collect()
+}
