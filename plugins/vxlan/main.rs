@@ -128,7 +128,7 @@ impl Plugin for Vxlan {
 
     fn gc(&self, req: &Request, valid: Option<&[Attachment]>) -> CniResult<()> {
         let l = load(&req.conf.raw, &req.stdin)?;
-        detach::gc(req, Some(&l.ipam), valid, None)
+        detach::gc(req, Some(&l.ipam), valid, false)
     }
 
     /// Not ready (50) when the underlay is missing or the peer source is unreadable or invalid — not merely

@@ -133,8 +133,7 @@ pub fn check(req: &Request) -> CniResult<()> {
 
 pub fn gc(req: &Request, valid: Option<&[Attachment]>) -> CniResult<()> {
     let (spec, ipam) = load_for_teardown(req);
-    let spoof_bridge = spec.mac_spoof_check.then_some(spec.bridge.name.as_str());
-    detach::gc(req, ipam.as_ref(), valid, spoof_bridge)
+    detach::gc(req, ipam.as_ref(), valid, spec.mac_spoof_check)
 }
 
 pub fn status(req: &Request) -> CniResult<()> {

@@ -88,17 +88,13 @@ pub fn del(req: &Request, ipam: Option<&Ipam>, mac_spoof_check: bool, background
     })
 }
 
-/// GC: forward to IPAM (the spec's "must"), and drop masquerade entries (and, with `spoof_bridge`, the
+/// GC: forward to IPAM (the spec's "must"), and drop masquerade entries (and, with `mac_spoof_check`, the
 /// macspoofchk rules) of attachments not in the valid list. With no list at all, nothing is removed.
 ///
-/// macspoofchk rules carry no network name, so only those whose host veth is gone or is a port of this
-/// network's bridge (`spoof_bridge`) are in scope: another network's protection is never removed.
-pub fn gc(
-    req: &Request,
-    ipam: Option<&Ipam>,
-    valid: Option<&[Attachment]>,
-    spoof_bridge: Option<&str>,
-) -> CniResult<()> {
+/// macspoofchk rules carry no network name and the valid list is this network's only, so a rule whose host
+/// veth still exists may be another network's live pod on the same bridge: only rules whose host veth is
+/// gone (or that have no jump, so protect nothing) are in scope. Another network's protection is never removed.
+pub fn gc(req: &Request, ipam: Option<&Ipam>, valid: Option<&[Attachment]>, mac_spoof_check: bool) -> CniResult<()> {
     let mut errors = Vec::new();
     if let Some(ipam) = ipam {
         if let Err(e) = ipam.gc(req) {
@@ -110,8 +106,8 @@ pub fn gc(
         if let Err(e) = masq::gc(&req.conf.name, &owners) {
             errors.push(CniError::internal(format!("masquerade GC: {e}")));
         }
-        if let Some(bridge) = spoof_bridge {
-            if let Err(e) = gc_spoof_checks(valid, bridge) {
+        if mac_spoof_check {
+            if let Err(e) = gc_spoof_checks(valid) {
                 errors.push(e);
             }
         }
@@ -119,15 +115,11 @@ pub fn gc(
     collect_errors(errors)
 }
 
-fn gc_spoof_checks(valid: &[Attachment], bridge: &str) -> CniResult<()> {
+fn gc_spoof_checks(valid: &[Attachment]) -> CniResult<()> {
     let links = block_on(async { NetHandle::current()?.links().await })?;
-    let bridge_index = links.iter().find(|l| l.name == bridge).map(|l| l.index);
     let in_scope = |a: &spoofchk::Attachment| match &a.host_veth {
         None => true,
-        Some(v) => match links.iter().find(|l| &l.name == v) {
-            None => true,
-            Some(l) => l.master.is_some() && l.master == bridge_index,
-        },
+        Some(v) => !links.iter().any(|l| &l.name == v),
     };
     let pairs: Vec<(&str, &str)> = valid.iter().map(|a| (a.container_id.as_str(), a.ifname.as_str())).collect();
     spoofchk::gc_filtered(&pairs, in_scope).map(|_| ()).map_err(|e| CniError::internal(format!("macspoofchk GC: {e}")))
