@@ -19,6 +19,7 @@ pub mod mac;
 pub mod masq;
 pub mod neigh;
 pub mod netns;
+pub mod nft;
 pub mod route;
 pub mod spoofchk;
 pub mod sysctl;

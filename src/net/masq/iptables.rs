@@ -18,9 +18,9 @@ use std::net::IpAddr;
 
 use ipnetwork::IpNetwork;
 
-use super::nfnl::{NFPROTO_IPV4, NFPROTO_IPV6, Nfnl};
 use super::{Error, Owner, PodEntry, Result, reference_chain_name, reference_comment};
 use crate::net::command::Command;
+use crate::net::nft::{NFPROTO_IPV4, NFPROTO_IPV6, Nfnl};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Fam {

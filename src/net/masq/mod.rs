@@ -67,7 +67,6 @@
 //! pain point: rules leaked when DEL had no netns). [`gc`] does the same for every stale owner.
 
 mod iptables;
-mod nfnl;
 mod nft;
 
 use std::fmt;
@@ -78,7 +77,7 @@ use sha2::{Digest, Sha512};
 
 use crate::net::command::CommandError;
 
-pub use nfnl::NetlinkError;
+pub use crate::net::nft::NetlinkError;
 pub use nft::{Names as NftNames, TABLE as NFT_TABLE};
 
 /// Which implementation manages the masquerade rules (`ipMasqBackend` in the config).

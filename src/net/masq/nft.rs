@@ -7,9 +7,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnetwork::IpNetwork;
 
-use super::nfnl::{BatchOp, EEXIST, ENOENT, ERESTART, NFPROTO_INET, NetlinkError, Nfnl, SetElem};
 use super::{Element, Error, Owner, PodEntry, Result, sha512_hex};
 use crate::net::command::Command;
+use crate::net::nft::{BatchOp, NFPROTO_INET, NetlinkError, Nfnl, SetElem, absent, retryable};
 
 pub const TABLE: &str = "rcni";
 /// Bumped when the rules change shape; part of the fingerprint, so an upgrade rewrites old chains.
@@ -226,10 +226,6 @@ fn pod_addrs(pod: &PodEntry) -> Vec<IpAddr> {
     pod.ips.iter().map(|n| n.ip()).collect::<BTreeSet<_>>().into_iter().collect()
 }
 
-fn retryable(e: &NetlinkError) -> bool {
-    matches!(e.errno(), Some(ERESTART) | Some(EEXIST) | Some(ENOENT))
-}
-
 /// Adds the pod's addresses with its owner tag; replaces other owners; one transaction.
 pub fn setup(network: &str, exempt: &[IpNetwork], pod: &PodEntry) -> Result<()> {
     let n = Names::new(network);
@@ -298,15 +294,6 @@ fn element_ops<'a>(n: &'a Names, del: &[&IpAddr], add: &[&IpAddr], tag: &str) ->
         }
     }
     ops
-}
-
-/// Errors meaning "nf_tables is not there at all", i.e. nothing to tear down.
-fn absent(e: &NetlinkError) -> bool {
-    match e {
-        NetlinkError::Io(io) => matches!(io.raw_os_error(), Some(libc::EPROTONOSUPPORT) | Some(libc::EAFNOSUPPORT)),
-        NetlinkError::Kernel(code) => matches!(*code, libc::EOPNOTSUPP | libc::EPROTONOSUPPORT | libc::EAFNOSUPPORT),
-        NetlinkError::Protocol(_) | NetlinkError::DumpInterrupted => false,
-    }
 }
 
 /// Removes the pod's elements that it still owns. Without the pod's addresses (a DEL with neither

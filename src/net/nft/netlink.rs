@@ -1,6 +1,8 @@
-//! A minimal nf_tables netlink client (NETLINK_NETFILTER): just what the masquerade fast path needs —
-//! ruleset generation, set element lookup / dump / add / delete in a generation-checked batch, rule
-//! dump of one chain (to probe the structure) and a chain probe.
+//! The nf_tables netlink client (NETLINK_NETFILTER) every rcni nftables user goes through: ruleset
+//! generation, tables, chains, rules and set elements, read in dumps (retried when the kernel flags
+//! them interrupted) and written in generation-checked batches (atomic, split so that no attribute
+//! outgrows its 16-bit length). Over 500 lines because it is one protocol's codec and socket, with the
+//! byte-level tests that pin them to what `nft` sends.
 //!
 //! Encoding (kernel uapi `linux/netfilter/nfnetlink.h`, `linux/netfilter/nf_tables.h`): every message
 //! is `nlmsghdr` + `nfgenmsg {family, version = 0, res_id (big endian)}` + attributes. Attribute
@@ -15,9 +17,12 @@ use std::io;
 
 use netlink_sys::{Socket, protocols::NETLINK_NETFILTER};
 
+use super::rule::{self, Stmt};
+
 pub const NFPROTO_INET: u8 = 1;
 pub const NFPROTO_IPV4: u8 = 2;
 pub const NFPROTO_IPV6: u8 = 10;
+pub const NFPROTO_BRIDGE: u8 = 7;
 const AF_UNSPEC: u8 = 0;
 
 const NLMSG_HDRLEN: usize = 16;
@@ -47,7 +52,11 @@ const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
 const NFNL_MSG_BATCH_END: u16 = 0x11;
 const NFNL_BATCH_GENID: u16 = 1;
 
+const NFT_MSG_NEWTABLE: u16 = 0;
+const NFT_MSG_GETTABLE: u16 = 1;
+const NFT_MSG_NEWCHAIN: u16 = 3;
 const NFT_MSG_GETCHAIN: u16 = 4;
+const NFT_MSG_DELCHAIN: u16 = 5;
 const NFT_MSG_NEWRULE: u16 = 6;
 const NFT_MSG_GETRULE: u16 = 7;
 const NFT_MSG_DELRULE: u16 = 8;
@@ -57,8 +66,17 @@ const NFT_MSG_DELSETELEM: u16 = 14;
 const NFT_MSG_NEWGEN: u16 = 15;
 const NFT_MSG_GETGEN: u16 = 16;
 
+const NLM_F_APPEND: u16 = 0x800;
+
+const NFTA_TABLE_NAME: u16 = 1;
 const NFTA_CHAIN_TABLE: u16 = 1;
 const NFTA_CHAIN_NAME: u16 = 3;
+const NFTA_CHAIN_HOOK: u16 = 4;
+const NFTA_CHAIN_POLICY: u16 = 5;
+const NFTA_CHAIN_TYPE: u16 = 7;
+const NFTA_HOOK_HOOKNUM: u16 = 1;
+const NFTA_HOOK_PRIORITY: u16 = 2;
+const NFTA_RULE_EXPRESSIONS: u16 = 4;
 const NFTA_RULE_TABLE: u16 = 1;
 const NFTA_RULE_CHAIN: u16 = 2;
 const NFTA_RULE_HANDLE: u16 = 3;
@@ -74,6 +92,10 @@ const NFTA_GEN_ID: u16 = 1;
 
 /// libnftnl's userdata TLV type of a comment (elements, rules, chains).
 const UDATA_COMMENT: u8 = 0;
+/// rcni's userdata TLV type for the owner of a rule (the network that made it). nft shows only the
+/// types it knows (comment, ebtables policy), so the tag is invisible in listings and leaves rules
+/// byte-identical in `nft list` to the reference plugins' layout.
+pub const UDATA_RCNI_OWNER: u8 = 0xc0;
 
 /// errno values the callers distinguish.
 pub const ENOENT: i32 = libc::ENOENT;
@@ -234,6 +256,38 @@ pub fn udata_comment(comment: &str) -> Vec<u8> {
     v
 }
 
+/// Userdata with a comment and an owner tag (TLVs; the owner only when given).
+pub fn udata_comment_and_owner(comment: &str, owner: Option<&str>) -> Vec<u8> {
+    let mut v = udata_comment(comment);
+    if let Some(o) = owner {
+        let bytes = &o.as_bytes()[..o.len().min(254)];
+        v.push(UDATA_RCNI_OWNER);
+        v.push(bytes.len() as u8);
+        v.extend_from_slice(bytes);
+    }
+    v
+}
+
+/// The owner tag in rule userdata, if any.
+pub fn parse_udata_owner(udata: &[u8]) -> Option<String> {
+    udata_tlv(udata, UDATA_RCNI_OWNER).map(|v| String::from_utf8_lossy(v).into_owned())
+}
+
+fn udata_tlv(udata: &[u8], wanted: u8) -> Option<&[u8]> {
+    let mut rest = udata;
+    while rest.len() >= 2 {
+        let (ty, len) = (rest[0], rest[1] as usize);
+        if rest.len() < 2 + len {
+            return None;
+        }
+        if ty == wanted {
+            return Some(&rest[2..2 + len]);
+        }
+        rest = &rest[2 + len..];
+    }
+    None
+}
+
 /// Extracts the comment from libnftnl userdata; `None` if there is none.
 pub fn parse_udata_comment(udata: &[u8]) -> Option<String> {
     let mut rest = udata;
@@ -300,7 +354,7 @@ pub fn attrs(buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
     })
 }
 
-fn attr(buf: &[u8], ty: u16) -> Option<&[u8]> {
+pub(crate) fn attr(buf: &[u8], ty: u16) -> Option<&[u8]> {
     attrs(buf).find(|(t, _)| *t == ty).map(|(_, p)| p)
 }
 
@@ -338,18 +392,65 @@ pub fn parse_setelem_msg(payload: &[u8]) -> NlResult<Vec<SetElem>> {
     Ok(out)
 }
 
-/// A rule as the kernel reports it (only what the probe needs).
+/// A rule as the kernel reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RuleInfo {
+    pub chain: String,
     pub handle: u64,
     pub comment: Option<String>,
+    /// The rcni owner tag ([`UDATA_RCNI_OWNER`]), if the rule has one.
+    pub owner: Option<String>,
+    pub stmts: Vec<Stmt>,
+}
+
+fn nul_str(v: &[u8]) -> String {
+    String::from_utf8_lossy(v.strip_suffix(&[0]).unwrap_or(v)).into_owned()
 }
 
 fn parse_rule_msg(payload: &[u8]) -> NlResult<RuleInfo> {
     let attrs_buf = payload.get(NFGENMSG_LEN..).ok_or_else(|| NetlinkError::Protocol("short rule message".into()))?;
     let handle = attr(attrs_buf, NFTA_RULE_HANDLE).and_then(|h| h.try_into().ok()).map(u64::from_be_bytes).unwrap_or(0);
-    let comment = attr(attrs_buf, NFTA_RULE_USERDATA).and_then(parse_udata_comment);
-    Ok(RuleInfo { handle, comment })
+    let udata = attr(attrs_buf, NFTA_RULE_USERDATA).unwrap_or_default();
+    Ok(RuleInfo {
+        chain: attr(attrs_buf, NFTA_RULE_CHAIN).map(nul_str).unwrap_or_default(),
+        handle,
+        comment: parse_udata_comment(udata),
+        owner: parse_udata_owner(udata),
+        stmts: attr(attrs_buf, NFTA_RULE_EXPRESSIONS).map(rule::decode).unwrap_or_default(),
+    })
+}
+
+/// Where a base chain hooks in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hook {
+    /// `filter`, `nat`, `route`.
+    pub chain_type: String,
+    /// The family's hook number (bridge: 0 = prerouting).
+    pub hooknum: u32,
+    pub priority: i32,
+    /// NF_ACCEPT (1) or NF_DROP (0).
+    pub policy: u32,
+}
+
+/// A chain as the kernel reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainInfo {
+    pub name: String,
+    /// `None` for a regular chain.
+    pub hook: Option<Hook>,
+}
+
+fn parse_chain_msg(payload: &[u8]) -> NlResult<(String, ChainInfo)> {
+    let a = payload.get(NFGENMSG_LEN..).ok_or_else(|| NetlinkError::Protocol("short chain message".into()))?;
+    let be32 = |v: &[u8]| v.try_into().ok().map(u32::from_be_bytes);
+    let hook = attr(a, NFTA_CHAIN_HOOK).map(|h| Hook {
+        chain_type: attr(a, NFTA_CHAIN_TYPE).map(nul_str).unwrap_or_default(),
+        hooknum: attr(h, NFTA_HOOK_HOOKNUM).and_then(be32).unwrap_or(u32::MAX),
+        priority: attr(h, NFTA_HOOK_PRIORITY).and_then(be32).unwrap_or(0) as i32,
+        policy: attr(a, NFTA_CHAIN_POLICY).and_then(be32).unwrap_or(1),
+    });
+    let table = attr(a, NFTA_CHAIN_TABLE).map(nul_str).unwrap_or_default();
+    Ok((table, ChainInfo { name: attr(a, NFTA_CHAIN_NAME).map(nul_str).unwrap_or_default(), hook }))
 }
 
 /// One change in a batch.
@@ -360,26 +461,88 @@ pub enum BatchOp<'a> {
     DelElems { set: &'a str, keys: Vec<Vec<u8>> },
     /// Delete a rule by handle; fails with ENOENT if it is gone.
     DelRule { chain: &'a str, handle: u64 },
+    /// Create the table if it does not exist.
+    NewTable,
+    /// Create the chain if it does not exist (a base chain with `hook`; an existing chain must have
+    /// the same hook, else EEXIST/EBUSY).
+    NewChain { chain: &'a str, hook: Option<Hook> },
+    /// Delete every rule of the chain.
+    FlushChain { chain: &'a str },
+    /// Delete the chain with its rules; EBUSY while another rule jumps to it.
+    DelChain { chain: &'a str },
+    /// Append a rule with the given userdata (comment, owner).
+    NewRule { chain: &'a str, stmts: Vec<Stmt>, udata: Vec<u8> },
 }
 
 /// Appends the message(s) for `op` on `family table`, with sequence numbers from `seq`; returns how
 /// many. An element list is split over several messages so that no nest outgrows its 16-bit length;
 /// all of them stay in the caller's batch, so the change is still applied all or nothing.
 pub fn encode_op(buf: &mut MsgBuf, seq: u32, family: u8, table: &str, op: &BatchOp<'_>) -> usize {
-    if let BatchOp::DelRule { chain, handle } = op {
-        buf.begin_nft(NFT_MSG_DELRULE, NLM_F_ACK, seq, family);
-        buf.attr_str(NFTA_RULE_TABLE, table);
-        buf.attr_str(NFTA_RULE_CHAIN, chain);
-        buf.attr(NFTA_RULE_HANDLE, &handle.to_be_bytes());
-        buf.end();
-        return 1;
+    match op {
+        BatchOp::AddElems { .. } | BatchOp::DelElems { .. } => {}
+        BatchOp::DelRule { chain, handle } => {
+            buf.begin_nft(NFT_MSG_DELRULE, NLM_F_ACK, seq, family);
+            buf.attr_str(NFTA_RULE_TABLE, table);
+            buf.attr_str(NFTA_RULE_CHAIN, chain);
+            buf.attr(NFTA_RULE_HANDLE, &handle.to_be_bytes());
+            buf.end();
+            return 1;
+        }
+        BatchOp::NewTable => {
+            buf.begin_nft(NFT_MSG_NEWTABLE, NLM_F_CREATE | NLM_F_ACK, seq, family);
+            buf.attr_str(NFTA_TABLE_NAME, table);
+            buf.end();
+            return 1;
+        }
+        BatchOp::NewChain { chain, hook } => {
+            buf.begin_nft(NFT_MSG_NEWCHAIN, NLM_F_CREATE | NLM_F_ACK, seq, family);
+            buf.attr_str(NFTA_CHAIN_TABLE, table);
+            buf.attr_str(NFTA_CHAIN_NAME, chain);
+            if let Some(h) = hook {
+                buf.nest_start(NFTA_CHAIN_HOOK);
+                buf.attr_u32_be(NFTA_HOOK_HOOKNUM, h.hooknum);
+                buf.attr_u32_be(NFTA_HOOK_PRIORITY, h.priority as u32);
+                buf.nest_end();
+                buf.attr_u32_be(NFTA_CHAIN_POLICY, h.policy);
+                buf.attr_str(NFTA_CHAIN_TYPE, &h.chain_type);
+            }
+            buf.end();
+            return 1;
+        }
+        BatchOp::FlushChain { chain } => {
+            buf.begin_nft(NFT_MSG_DELRULE, NLM_F_ACK, seq, family);
+            buf.attr_str(NFTA_RULE_TABLE, table);
+            buf.attr_str(NFTA_RULE_CHAIN, chain);
+            buf.end();
+            return 1;
+        }
+        BatchOp::DelChain { chain } => {
+            buf.begin_nft(NFT_MSG_DELCHAIN, NLM_F_ACK, seq, family);
+            buf.attr_str(NFTA_CHAIN_TABLE, table);
+            buf.attr_str(NFTA_CHAIN_NAME, chain);
+            buf.end();
+            return 1;
+        }
+        BatchOp::NewRule { chain, stmts, udata } => {
+            buf.begin_nft(NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND | NLM_F_ACK, seq, family);
+            buf.attr_str(NFTA_RULE_TABLE, table);
+            buf.attr_str(NFTA_RULE_CHAIN, chain);
+            buf.nest_start(NFTA_RULE_EXPRESSIONS);
+            rule::encode(buf, stmts);
+            buf.nest_end();
+            if !udata.is_empty() {
+                buf.attr(NFTA_RULE_USERDATA, udata);
+            }
+            buf.end();
+            return 1;
+        }
     }
     let (msg, flags, set, count) = match op {
         BatchOp::AddElems { set, excl, elems } => {
             (NFT_MSG_NEWSETELEM, NLM_F_CREATE | NLM_F_ACK | if *excl { NLM_F_EXCL } else { 0 }, *set, elems.len())
         }
         BatchOp::DelElems { set, keys } => (NFT_MSG_DELSETELEM, NLM_F_ACK, *set, keys.len()),
-        BatchOp::DelRule { .. } => unreachable!("handled above"),
+        _ => unreachable!("handled above"),
     };
     let begin = |buf: &mut MsgBuf, seq: u32| {
         buf.begin_nft(msg, flags, seq, family);
@@ -411,7 +574,7 @@ pub fn encode_op(buf: &mut MsgBuf, seq: u32, family: u8, table: &str, op: &Batch
                 buf.attr(NFTA_DATA_VALUE, &keys[i]);
                 buf.nest_end();
             }
-            BatchOp::DelRule { .. } => unreachable!("handled above"),
+            _ => unreachable!("handled above"),
         }
         buf.nest_end();
     }
@@ -684,15 +847,62 @@ impl Nfnl {
 
     /// The rules of one chain (empty if the chain or table does not exist).
     pub fn dump_rules(&mut self, family: u8, table: &str, chain: &str) -> NlResult<Vec<RuleInfo>> {
-        retry_interrupted(|| self.dump_rules_once(family, table, chain))
+        retry_interrupted(|| self.dump_rules_once(family, table, Some(chain)))
     }
 
-    fn dump_rules_once(&mut self, family: u8, table: &str, chain: &str) -> NlResult<Vec<RuleInfo>> {
+    /// The rules of every chain of a table, in chain and rule order (empty if the table does not exist).
+    pub fn dump_table_rules(&mut self, family: u8, table: &str) -> NlResult<Vec<RuleInfo>> {
+        retry_interrupted(|| self.dump_rules_once(family, table, None))
+    }
+
+    /// The chains of a table; `None` if the table does not exist.
+    pub fn dump_chains(&mut self, family: u8, table: &str) -> NlResult<Option<Vec<ChainInfo>>> {
+        if !self.table_exists(family, table)? {
+            return Ok(None);
+        }
+        retry_interrupted(|| {
+            let seq = self.next_seq(0);
+            let mut b = MsgBuf::default();
+            b.begin_nft(NFT_MSG_GETCHAIN, NLM_F_DUMP, seq, family);
+            b.attr_str(NFTA_CHAIN_TABLE, table);
+            b.end();
+            let mut out = Vec::new();
+            self.request(&b.data, seq, true, |m| {
+                if m.msg_type == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWCHAIN {
+                    let (t, c) = parse_chain_msg(m.payload)?;
+                    // Older kernels ignore the table filter of a chain dump.
+                    if t == table {
+                        out.push(c);
+                    }
+                }
+                Ok(())
+            })?;
+            Ok(Some(out))
+        })
+    }
+
+    /// Whether `family table` exists.
+    pub fn table_exists(&mut self, family: u8, table: &str) -> NlResult<bool> {
+        let seq = self.next_seq(0);
+        let mut b = MsgBuf::default();
+        b.begin_nft(NFT_MSG_GETTABLE, NLM_F_ACK, seq, family);
+        b.attr_str(NFTA_TABLE_NAME, table);
+        b.end();
+        match self.request(&b.data, seq, false, |_| Ok(())) {
+            Ok(()) => Ok(true),
+            Err(NetlinkError::Kernel(ENOENT)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn dump_rules_once(&mut self, family: u8, table: &str, chain: Option<&str>) -> NlResult<Vec<RuleInfo>> {
         let seq = self.next_seq(0);
         let mut b = MsgBuf::default();
         b.begin_nft(NFT_MSG_GETRULE, NLM_F_DUMP, seq, family);
         b.attr_str(NFTA_RULE_TABLE, table);
-        b.attr_str(NFTA_RULE_CHAIN, chain);
+        if let Some(chain) = chain {
+            b.attr_str(NFTA_RULE_CHAIN, chain);
+        }
         b.end();
         let mut out = Vec::new();
         let r = self.request(&b.data, seq, true, |m| {
