@@ -74,7 +74,7 @@ pub fn read(file: &Path) -> CniResult<Option<Backup>> {
     }
 }
 
-/// Write atomically (a reader never sees half a file), creating the directory 0700 if needed.
+/// Write by rename (a reader never sees half a file), creating the directory 0700 if needed.
 pub fn write(file: &Path, backup: &Backup) -> CniResult<()> {
     let dir = file.parent().expect("a backup path always has a directory");
     std::fs::DirBuilder::new()
@@ -85,8 +85,9 @@ pub fn write(file: &Path, backup: &Backup) -> CniResult<()> {
     let tmp = file.with_extension(format!("json.tmp{}", std::process::id()));
     let result = (|| {
         let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+        // No fsync: the file describes a network namespace that a reboot destroys anyway; the rename is
+        // what keeps readers from seeing half a file.
         f.write_all(&backup.to_json())?;
-        f.sync_all()?;
         std::fs::rename(&tmp, file)
     })();
     result.map_err(|e| {

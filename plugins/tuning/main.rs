@@ -40,15 +40,11 @@ fn sysctl_error(w: &SysctlWrite, e: NetError) -> CniError {
     CniError::new(c, format!("sysctl {}={:?}: {e}", w.key, w.value))
 }
 
-/// Every key must exist in the pod before anything is written. One that exists only in the node is not
-/// namespaced, and writing it "for the pod" cannot work (nor must it reach the node).
-fn check_sysctls_exist(ns: &Netns, writes: &[SysctlWrite]) -> CniResult<()> {
-    let exists = |rel: &str| Path::new("/proc/sys").join(rel).exists();
-    let missing: Vec<usize> = ns.run(|| (0..writes.len()).filter(|&i| !exists(&writes[i].rel)).collect())?;
-    let Some(&i) = missing.first() else { return Ok(()) };
-    let w = &writes[i];
-    // This thread is in the plugin's own namespace (the node's).
-    Err(if exists(&w.rel) {
+/// Why sysctl `w` is missing in the pod. This thread is in the plugin's own namespace (the node's): a key
+/// that exists here but not in the pod is not namespaced, and writing it "for the pod" cannot work (nor must
+/// it reach the node).
+fn missing_sysctl(w: &SysctlWrite) -> CniError {
+    if Path::new("/proc/sys").join(&w.rel).exists() {
         CniError::invalid_config(format!(
             "sysctl {} is not namespaced: it exists on the node but not in the pod",
             w.key
@@ -60,15 +56,26 @@ fn check_sysctls_exist(ns: &Netns, writes: &[SysctlWrite]) -> CniResult<()> {
                 "it is misspelt, names an interface the pod lacks, or is not namespaced (a node-wide setting such as \
                  net.core.busy_poll, which cannot be set per pod)",
             )
-    })
+    }
 }
 
-/// Write the sysctls in order inside the pod; returns the previous values (for undo). On a failure,
-/// what was written is put back before the error returns.
+/// Inside the pod, on one thread: check that every key exists before the first write, then write them in
+/// order; returns the previous values (for undo). On a failed write, what was written is put back before
+/// the error returns.
 fn write_sysctls(ns: &Netns, writes: &[SysctlWrite]) -> CniResult<Vec<(String, String)>> {
-    ns.run(|| {
+    enum Failed {
+        Missing(usize),
+        Write(usize, NetError),
+    }
+    if writes.is_empty() {
+        return Ok(Vec::new());
+    }
+    let outcome = ns.run(|| {
+        if let Some(i) = writes.iter().position(|w| !Path::new("/proc/sys").join(&w.rel).exists()) {
+            return Err(Failed::Missing(i));
+        }
         let mut done: Vec<(String, String)> = Vec::new();
-        for w in writes {
+        for (i, w) in writes.iter().enumerate() {
             let step = rcni::net::sysctl::read(&w.rel).and_then(|old| {
                 rcni::net::sysctl::write(&w.rel, w.value)?;
                 Ok(old)
@@ -77,12 +84,16 @@ fn write_sysctls(ns: &Netns, writes: &[SysctlWrite]) -> CniResult<Vec<(String, S
                 Ok(old) => done.push((w.rel.clone(), old)),
                 Err(e) => {
                     undo_sysctls(&done);
-                    return Err(sysctl_error(w, e));
+                    return Err(Failed::Write(i, e));
                 }
             }
         }
         Ok(done)
-    })?
+    })?;
+    outcome.map_err(|f| match f {
+        Failed::Missing(i) => missing_sysctl(&writes[i]),
+        Failed::Write(i, e) => sysctl_error(&writes[i], e),
+    })
 }
 
 /// Put previous values back, last first (calling thread's namespace).
@@ -202,7 +213,6 @@ impl Plugin for Tune {
             .collect::<CniResult<Vec<_>>>()?;
         let mut result = prev_result(req)?;
         let ns = open_netns(&req.netns)?;
-        check_sysctls_exist(&ns, &writes)?;
         let written = write_sysctls(&ns, &writes)?;
         if t.changes_link() {
             if let Err(e) = block_on(tune_link(req, &ns, &t)) {
