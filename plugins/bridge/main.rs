@@ -2,5 +2,7 @@
 //! in-process). See plugins/bridge/README.md.
 
 fn main() {
+    // Keep the build marker in the binary: flannel looks for it to know this executable is ours.
+    std::hint::black_box(rcni::bridge::BUILD_MARKER.as_ptr());
     rcni::cni::skel::run(&format!("CNI bridge plugin (rcni {})", env!("CARGO_PKG_VERSION")), &rcni::bridge::Bridge)
 }

@@ -141,6 +141,11 @@ pub fn status(req: &Request) -> CniResult<()> {
     ipam::status(ipam.as_ref(), req)
 }
 
+/// Embedded in the `bridge` executable (plugins/bridge/main.rs keeps it there): a delegating plugin
+/// (flannel) that finds a `bridge` containing this exact string on CNI_PATH runs [`Bridge`] in-process
+/// instead of exec'ing it, as `pod::ipam` does for host-local (`pod::ipam::is_same_build`).
+pub static BUILD_MARKER: &str = concat!("rcni-bridge-build:", env!("RCNI_BUILD_ID"), ";");
+
 /// The bridge as a `skel::Plugin`: what the executable runs.
 pub struct Bridge;
 

@@ -29,10 +29,10 @@ enum Delegate {
 }
 
 /// Does the file at `path` contain `marker`, i.e. is it that plugin's executable of this build? (A wrapper
-/// script, the reference binary or another rcni build does not.) Read with pread, never mapped: the file
+/// script, the reference binary or another rcni build does not.) Also used by flannel for its bridge delegate. Read with pread, never mapped: the file
 /// may be replaced in place by an upgrade while we read it, and a mapping of a truncated file faults
 /// (SIGBUS), while a read just ends early.
-fn is_same_build(path: &Path, marker: &str) -> bool {
+pub fn is_same_build(path: &Path, marker: &str) -> bool {
     let Ok(file) = File::open(path) else { return false };
     let Ok(len) = file.metadata().map(|m| m.len()) else { return false };
     // The marker is a string constant: in .rodata when the file is an ELF with section headers (a tenth of

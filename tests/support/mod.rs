@@ -737,6 +737,7 @@ pub fn rcni_bin(name: &str) -> PathBuf {
         "vxlan" => env!("CARGO_BIN_EXE_vxlan"),
         "loopback" => env!("CARGO_BIN_EXE_loopback"),
         "host-local" => env!("CARGO_BIN_EXE_host-local"),
+        "flannel" => env!("CARGO_BIN_EXE_flannel"),
         "cnitool" => env!("CARGO_BIN_EXE_cnitool"),
         "tuning" => env!("CARGO_BIN_EXE_tuning"),
         "bandwidth" => env!("CARGO_BIN_EXE_bandwidth"),
