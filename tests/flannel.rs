@@ -335,3 +335,46 @@ fn failed_add_status_and_dual_stack() {
     }
     assert!(leftover_netns("fl-misc").is_empty(), "{:?}", leftover_netns("fl-misc"));
 }
+
+/// Our bridge exec'd on request and in-process by default serve one network; GC is the delegate's: with the config rendered from subnet.env and the runtime's valid attachments, the
+/// bridge's host-local releases the address no valid attachment holds and keeps the other.
+#[test]
+fn gc_releases_what_no_valid_attachment_holds() {
+    {
+        let node = NodeNs::new("fl-gc");
+        let (pod1, pod2) = (PodNs::new("fl-gc-a"), PodNs::new("fl-gc-b"));
+        let files = NodeFiles::new("fl-gc-files");
+        files.write_env(true);
+        let (_ours, path) = rcni_first();
+        let conf = json!({"cniVersion": "1.1.0", "name": "flgc", "type": "flannel",
+                          "subnetFile": files.subnet_env(), "dataDir": files.flannel_data(),
+                          "ipam": {"dataDir": files.ipam_data()}});
+        // gc-a through the in-process bridge, gc-b through our bridge exec'd (RCNI_DELEGATE_EXEC=1): same network.
+        let mut env = cni_env("ADD", "gc-a", pod1.path_str(), "eth0", &path);
+        env.push(("RCNI_TRACE".into(), "1".into()));
+        let add1 = node.run_plugin(&rcni_bin("flannel"), &env, &serde_json::to_vec(&conf).unwrap()).ok();
+        assert!(add1.stderr.contains("bridge in-process"), "{add1}");
+        let ip1 = pod_ip(&add1.json());
+        let mut env = cni_env("ADD", "gc-b", pod2.path_str(), "eth0", &path);
+        env.extend([("RCNI_TRACE".into(), "1".into()), ("RCNI_DELEGATE_EXEC".into(), "1".into())]);
+        let add2 = node.run_plugin(&rcni_bin("flannel"), &env, &serde_json::to_vec(&conf).unwrap()).ok();
+        assert!(!add2.stderr.contains("bridge in-process"), "RCNI_DELEGATE_EXEC=1 execs the bridge: {add2}");
+        assert!(pod2.wait_ping(&ip1, Duration::from_secs(10)), "both pods on one bridge");
+        assert_eq!(reservations(&files.ipam_data()).len(), 2);
+
+        let mut gc = conf.clone();
+        gc["cni.dev/valid-attachments"] = json!([{"containerID": "gc-a", "ifname": "eth0"}]);
+        flannel(&node, "GC", "", "", &path, &gc).ok();
+        let held: Vec<_> = reservations(&files.ipam_data()).into_iter().map(|(_, ip, _)| ip).collect();
+        assert_eq!(held, vec![ip1], "gc-b's address released, gc-a's kept");
+
+        for (id, pod) in [("gc-a", &pod1), ("gc-b", &pod2)] {
+            flannel(&node, "DEL", id, pod.path_str(), &path, &conf).ok();
+        }
+        support::wait_for_detached_helpers();
+        assert!(reservations(&files.ipam_data()).is_empty());
+        assert_eq!(veth_ports(&node, "cni0"), 0);
+        assert_eq!(std::fs::read_dir(files.flannel_data()).unwrap().count(), 0);
+    }
+    assert!(leftover_netns("fl-gc").is_empty(), "{:?}", leftover_netns("fl-gc"));
+}
