@@ -94,11 +94,11 @@ fn check_file(path: &Path, f: &File) -> io::Result<std::fs::Metadata> {
 }
 
 /// Open (creating with 0600 if missing) a file for locking or appending, never through a symlink, and
-/// refuse one that is not ours. `append` opens for appending (a log), else for writing without
+/// refuse one that is not ours (non-blocking, so a FIFO fails instead of hanging). `append` opens for appending (a log), else for writing without
 /// truncating (a lock file).
 pub fn open_private(path: &Path, append: bool) -> io::Result<File> {
     let mode = if append { libc::O_APPEND } else { 0 };
-    let f = open_raw(path, libc::O_WRONLY | libc::O_CREAT | mode)?;
+    let f = open_raw(path, libc::O_WRONLY | libc::O_CREAT | libc::O_NONBLOCK | mode)?;
     check_file(path, &f)?;
     Ok(f)
 }

@@ -15,7 +15,7 @@ use rcni::cni::skel::{self, Attachment, Plugin, Request};
 use rcni::cni::{CniError, CniResult};
 use rcni::net::tc::{INGRESS_HANDLE, ROOT, TBF_HANDLE, Tbf, ticks_per_usec};
 use rcni::net::{Link, NetError, NetHandle};
-use rcni::pod::{block_on, collect_errors, open_netns, open_netns_for_del};
+use rcni::pod::{block_on, open_netns, open_netns_for_del};
 use sha2::{Digest, Sha512};
 
 /// The reference's queueing latency bound: the tbf queue holds what the rate sends in this time.
@@ -277,7 +277,7 @@ impl Plugin for BandwidthPlugin {
                     }
                 }
             }
-            collect_errors(errs)
+            CniError::join(errs)
         })
     }
 

@@ -57,6 +57,20 @@ impl CniError {
         Self::new(code, format!("invalid {what} {value:?}: {why}")).with_details(why.kind.rule())
     }
 
+    /// Errors collected by a best-effort command (DEL, GC) as one, or Ok if there were none. The code is
+    /// the one they share (a runtime may act on it: 11 means try again), else 999; every message is kept.
+    pub fn join(mut errors: Vec<CniError>) -> CniResult<()> {
+        match errors.len() {
+            0 => Ok(()),
+            1 => Err(errors.remove(0)),
+            _ => {
+                let first = errors[0].code;
+                let code = if errors.iter().all(|e| e.code == first) { first } else { code::INTERNAL };
+                Err(CniError::new(code, errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; ")))
+            }
+        }
+    }
+
     /// Prefix the message with what was being attempted, keeping code and details.
     pub fn context(mut self, what: impl fmt::Display) -> Self {
         self.msg = format!("{what}: {}", self.msg);
@@ -120,6 +134,17 @@ mod tests {
         assert_eq!(e.code, 999);
         assert_eq!(e.msg, "no IP addresses available");
         assert!(CniError::from_value(&serde_json::json!({"msg": "x"})).is_none());
+    }
+
+    #[test]
+    fn join_keeps_a_shared_code_and_every_message() {
+        assert!(CniError::join(vec![]).is_ok());
+        let e = CniError::join(vec![CniError::new(5, "a"), CniError::new(5, "b").with_details("d")]).unwrap_err();
+        assert_eq!((e.code, e.msg.as_str()), (5, "a; b (d)"));
+        let e = CniError::join(vec![CniError::new(5, "a"), CniError::new(6, "b")]).unwrap_err();
+        assert_eq!(e.code, 999);
+        let one = CniError::new(11, "busy").with_details("x");
+        assert_eq!(CniError::join(vec![one.clone()]).unwrap_err(), one);
     }
 
     #[test]

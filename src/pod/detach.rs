@@ -8,7 +8,7 @@
 //! before the release, and a detached child waits for the kernel to delete it (`veth::retire`).
 
 use super::ipam::Ipam;
-use super::{block_on, collect_errors, open_netns_for_del, veth};
+use super::{block_on, open_netns_for_del, veth};
 use crate::cni::log;
 use crate::cni::skel::{Attachment, Request};
 use crate::cni::{CniError, CniResult};
@@ -84,7 +84,7 @@ pub fn del(req: &Request, ipam: Option<&Ipam>, mac_spoof_check: bool, background
                 }
             }
         }
-        collect_errors(errors)
+        CniError::join(errors)
     })
 }
 
@@ -112,7 +112,7 @@ pub fn gc(req: &Request, ipam: Option<&Ipam>, valid: Option<&[Attachment]>, mac_
             }
         }
     }
-    collect_errors(errors)
+    CniError::join(errors)
 }
 
 fn gc_spoof_checks(valid: &[Attachment]) -> CniResult<()> {

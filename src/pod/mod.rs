@@ -53,12 +53,3 @@ pub fn open_netns_for_del(path: &str) -> Result<Option<Netns>, CniError> {
         Err(e) => Err(CniError::internal(format!("failed to open netns {path:?}: {e}"))),
     }
 }
-
-/// Join errors collected by a best-effort command (DEL, GC) into one, or Ok if there were none.
-pub fn collect_errors(errors: Vec<CniError>) -> Result<(), CniError> {
-    match errors.len() {
-        0 => Ok(()),
-        1 => Err(errors.into_iter().next().unwrap()),
-        _ => Err(CniError::internal(errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))),
-    }
-}

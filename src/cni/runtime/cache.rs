@@ -9,8 +9,7 @@
 //! The directories are created with mode 0700, the file with 0600. Unlike libcni the file is written
 //! to a temporary name and renamed into place, so a crash never leaves a half-written cache.
 
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -86,19 +85,44 @@ pub fn write(cache_dir: &Path, info: &CachedInfo) -> CniResult<PathBuf> {
         .create(dir)
         .map_err(|e| io_err("cannot create cache directory", dir, e))?;
     let bytes = serde_json::to_vec(info).expect("serializing JSON cannot fail");
-    let file_name = path.file_name().unwrap().to_string_lossy();
-    let tmp = dir.join(format!(".{file_name}.tmp-{}", std::process::id()));
-    let res = (|| -> std::io::Result<()> {
-        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
-        f.write_all(&bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &path)
-    })();
-    if let Err(e) = res {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(io_err("cannot write cache file", &path, e));
-    }
+    crate::fs_private::write_atomic(&path, &bytes, true).map_err(|e| io_err("cannot write cache file", &path, e))?;
     Ok(path)
+}
+
+/// How old a temporary cache file must be before [`remove_stale_temps`] deletes it even when a process
+/// with the pid in its name runs: a writer holds its temp file for one write and sync, so anything older
+/// was left by a writer that died (and the pid was reused).
+pub const STALE_TEMP_AGE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The writer's pid in a temp file name `.<name>.tmp-<pid>[-<n>]`.
+fn temp_writer_pid(file_name: &str) -> Option<i32> {
+    let rest = file_name.strip_prefix('.')?;
+    let (_, tail) = rest.rsplit_once(".tmp-")?;
+    tail.split('-').next()?.parse().ok()
+}
+
+fn process_exists(pid: i32) -> bool {
+    // SAFETY: signal 0 only checks that the pid exists; EPERM means it exists and is someone else's.
+    pid > 0
+        && (unsafe { libc::kill(pid, 0) } == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM))
+}
+
+/// Remove the temporary files writers that crashed between create and rename left in `<cache>/results`:
+/// those whose writer is gone, or older than [`STALE_TEMP_AGE`]. Returns how many were removed. GC calls it.
+pub fn remove_stale_temps(cache_dir: &Path) -> usize {
+    let dir = cache_dir.join("results");
+    let Ok(rd) = std::fs::read_dir(&dir) else { return 0 };
+    let mut removed = 0;
+    for entry in rd.filter_map(|e| e.ok()) {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = temp_writer_pid(&name) else { continue };
+        let Ok(md) = entry.metadata() else { continue };
+        let old = md.modified().ok().and_then(|m| m.elapsed().ok()).is_some_and(|age| age > STALE_TEMP_AGE);
+        if md.is_file() && (old || !process_exists(pid)) && std::fs::remove_file(entry.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
 }
 
 /// Reads a cache file in the current format. `Ok(None)` if it does not exist (or cannot be read —
@@ -269,6 +293,35 @@ mod tests {
         let p = std::env::temp_dir().join(format!("rcni-unit-cache-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&p);
         p
+    }
+
+    #[test]
+    fn temps_of_dead_or_old_writers_are_removed() {
+        let d = tmp("temps");
+        let info = CachedInfo {
+            kind: CACHE_KIND.into(),
+            container_id: "c".into(),
+            ifname: "eth0".into(),
+            network_name: "n".into(),
+            ..Default::default()
+        };
+        let kept = write(&d, &info).unwrap();
+        let results = d.join("results");
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        let crashed = results.join(format!(".n-c-eth0.tmp-{dead}"));
+        std::fs::write(&crashed, "{").unwrap();
+        let live = results.join(format!(".n-c-eth1.tmp-{}-0", std::process::id()));
+        std::fs::write(&live, "{").unwrap();
+        let ancient = results.join(format!(".n-c-eth2.tmp-{}-1", std::process::id()));
+        let f = std::fs::File::create(&ancient).unwrap();
+        f.set_modified(std::time::SystemTime::now() - 2 * STALE_TEMP_AGE).unwrap();
+        assert_eq!(remove_stale_temps(&d), 2);
+        assert!(!crashed.exists() && !ancient.exists());
+        assert!(live.exists(), "a temp file a live writer is writing must stay");
+        assert!(kept.exists());
+        std::fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]

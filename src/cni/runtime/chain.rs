@@ -125,20 +125,6 @@ fn plugin_description(p: &PluginConfig) -> String {
     }
 }
 
-/// Several collected errors as one.
-fn join_errors(mut errs: Vec<CniError>) -> CniResult<()> {
-    match errs.len() {
-        0 => Ok(()),
-        1 => Err(errs.remove(0)),
-        _ => {
-            let first = errs[0].code;
-            let code = if errs.iter().all(|e| e.code == first) { first } else { code::INTERNAL };
-            let msg = errs.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; ");
-            Err(CniError::new(code, msg))
-        }
-    }
-}
-
 fn version_at_least(v: &str, min: &str) -> CniResult<bool> {
     Ok(version::compare(v, min)? != std::cmp::Ordering::Less)
 }
@@ -306,6 +292,7 @@ impl Runtime {
         if list.disable_gc {
             return Ok(());
         }
+        cache::remove_stale_temps(&self.cache_dir);
         let mut errs = Vec::new();
         let valid: BTreeSet<&GcAttachment> = args.map(|a| a.valid_attachments.iter().collect()).unwrap_or_default();
         match self.cached_attachments(None) {
@@ -343,7 +330,7 @@ impl Runtime {
                 }
             }
         }
-        join_errors(errs)
+        CniError::join(errs)
     }
 
     /// STATUS: every plugin in order (lists below 1.1.0: nothing to ask, success).
@@ -382,7 +369,7 @@ impl Runtime {
             }
             caps.extend(plugin.capabilities.iter().filter(|(_, on)| **on).map(|(k, _)| k.clone()));
         }
-        join_errors(errs)?;
+        CniError::join(errs)?;
         Ok(caps.into_iter().collect())
     }
 }
@@ -473,10 +460,10 @@ mod tests {
         assert_eq!(e.code, 11);
         assert_eq!(e.msg, "plugin type=\"x\" failed (add): busy");
         assert_eq!(e.details, "d");
-        assert!(join_errors(vec![]).is_ok());
-        let e = join_errors(vec![CniError::new(5, "a"), CniError::new(5, "b")]).unwrap_err();
+        assert!(CniError::join(vec![]).is_ok());
+        let e = CniError::join(vec![CniError::new(5, "a"), CniError::new(5, "b")]).unwrap_err();
         assert_eq!((e.code, e.msg.as_str()), (5, "a; b"));
-        let e = join_errors(vec![CniError::new(5, "a"), CniError::new(6, "b")]).unwrap_err();
+        let e = CniError::join(vec![CniError::new(5, "a"), CniError::new(6, "b")]).unwrap_err();
         assert_eq!(e.code, 999);
     }
 
