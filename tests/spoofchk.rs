@@ -121,7 +121,7 @@ fn layout_equals_reference() {
     assert!(expected_text.contains("macspoofchk-ctr-layout1-eth0"), "{expected_text}");
 
     let ours = NodeNs::new("spoof-lay-ours");
-    in_ns(&ours, || spoofchk::setup("ctr-layout1", "eth0", &veth, m).unwrap());
+    in_ns(&ours, || spoofchk::setup("spnet", "ctr-layout1", "eth0", &veth, m).unwrap());
     assert_eq!(table_json(&ours), expected_json);
     assert_eq!(table_text(&ours), expected_text);
     eprintln!("reference layout:\n{expected_text}");
@@ -129,7 +129,7 @@ fn layout_equals_reference() {
     // CHECK accepts what the reference made; our ADD over the reference's rules changes nothing.
     in_ns(&ref_node, || {
         spoofchk::check("ctr-layout1", "eth0", &veth, m).unwrap();
-        spoofchk::setup("ctr-layout1", "eth0", &veth, m).unwrap();
+        spoofchk::setup("spnet", "ctr-layout1", "eth0", &veth, m).unwrap();
         let l = spoofchk::list().unwrap();
         assert_eq!(l.len(), 1);
         assert_eq!(l[0].ref_id, "ctr-layout1-eth0");
@@ -145,17 +145,17 @@ fn setup_is_idempotent_and_updates_in_place() {
     let node = NodeNs::new("spoof-idem");
     let (m1, m2) = (mac("02:00:00:00:00:01"), mac("02:00:00:00:00:02"));
     in_ns(&node, || {
-        spoofchk::setup("9c0ffee", "eth0", "veth1", m1).unwrap();
-        spoofchk::setup("9c0ffee", "eth0", "veth1", m1).unwrap();
+        spoofchk::setup("spnet", "9c0ffee", "eth0", "veth1", m1).unwrap();
+        spoofchk::setup("spnet", "9c0ffee", "eth0", "veth1", m1).unwrap();
     });
     let once = table_json(&node);
-    in_ns(&node, || spoofchk::setup("9c0ffee", "eth0", "veth1", m1).unwrap());
+    in_ns(&node, || spoofchk::setup("spnet", "9c0ffee", "eth0", "veth1", m1).unwrap());
     assert_eq!(table_json(&node), once);
     assert_eq!(prerouting(&node).len(), 1, "{:?}", prerouting(&node));
 
     // Another veth and MAC for the same attachment (a repeated ADD after a change): still one rule set.
     in_ns(&node, || {
-        spoofchk::setup("9c0ffee", "eth0", "veth2", m2).unwrap();
+        spoofchk::setup("spnet", "9c0ffee", "eth0", "veth2", m2).unwrap();
         spoofchk::check("9c0ffee", "eth0", "veth2", m2).unwrap();
         assert!(spoofchk::check("9c0ffee", "eth0", "veth1", m2).is_err());
         assert!(spoofchk::check("9c0ffee", "eth0", "veth2", m1).is_err());
@@ -166,7 +166,7 @@ fn setup_is_idempotent_and_updates_in_place() {
 
     // A second attachment of the same container coexists; tearing one down leaves the other.
     in_ns(&node, || {
-        spoofchk::setup("9c0ffee", "net1", "veth3", m1).unwrap();
+        spoofchk::setup("spnet", "9c0ffee", "net1", "veth3", m1).unwrap();
         spoofchk::teardown("9c0ffee", "eth0").unwrap();
         spoofchk::check("9c0ffee", "net1", "veth3", m1).unwrap();
         assert!(spoofchk::check("9c0ffee", "eth0", "veth2", m2).is_err());
@@ -181,7 +181,7 @@ fn names_that_nft_text_syntax_rejects() {
     let node = NodeNs::new("spoof-names");
     let m = mac("02:00:00:00:00:01");
     in_ns(&node, || {
-        spoofchk::setup("0123.abc_def", "eth@1", "veth1", m).unwrap();
+        spoofchk::setup("spnet", "0123.abc_def", "eth@1", "veth1", m).unwrap();
         spoofchk::check("0123.abc_def", "eth@1", "veth1", m).unwrap();
     });
     assert!(chains(&node).contains(&"cni-br-iface-0123.abc_def-eth@1-mac".to_string()));
@@ -208,7 +208,7 @@ fn teardown_removes_reference_rules_and_reference_removes_ours() {
 
     // The other way round: our ADD, the reference's DEL.
     let pod2 = PodNs::new("spoof-td-pod2");
-    in_ns(&node, || spoofchk::setup("ctr-ours", "eth0", "vethours0", mac("02:00:00:00:00:07")).unwrap());
+    in_ns(&node, || spoofchk::setup("spnet", "ctr-ours", "eth0", "vethours0", mac("02:00:00:00:00:07")).unwrap());
     assert_eq!(prerouting(&node).len(), 1);
     reference.run(&node, "DEL", &pod2, "ctr-ours", "eth0").ok();
     assert_eq!(chains(&node), vec!["PREROUTING"], "{}", table_text(&node));
@@ -266,7 +266,7 @@ fn check_reports_what_is_wrong() {
     assert!(e.contains("table bridge nat does not exist"), "{e}");
 
     in_ns(&node, || {
-        spoofchk::setup("c1", "eth0", "veth1", m).unwrap();
+        spoofchk::setup("spnet", "c1", "eth0", "veth1", m).unwrap();
         spoofchk::check("c1", "eth0", "veth1", m).unwrap();
         let e = err(spoofchk::check("c1", "eth0", "veth9", m));
         assert!(e.contains(r#"rule `iifname "veth1" jump cni-br-iface-c1-eth0"#) && e.contains("veth9"), "{e}");
@@ -295,11 +295,11 @@ fn check_reports_what_is_wrong() {
         "{e}"
     );
     // counters added by an operator are fine; setup repairs
-    in_ns(&node, || spoofchk::setup("c1", "eth0", "veth1", m).unwrap());
+    in_ns(&node, || spoofchk::setup("spnet", "c1", "eth0", "veth1", m).unwrap());
     node.cmd("nft").args(["insert", "rule", "bridge", "nat", "cni-br-iface-c1-eth0", "counter"]).run().ok();
     let e = in_ns(&node, || err(spoofchk::check("c1", "eth0", "veth1", m)));
     assert!(e.contains("holds `counter`, `jump cni-br-iface-c1-eth0-mac"), "{e}");
-    in_ns(&node, || spoofchk::setup("c1", "eth0", "veth1", m).unwrap());
+    in_ns(&node, || spoofchk::setup("spnet", "c1", "eth0", "veth1", m).unwrap());
     // a missing chain (everything of the attachment deleted by hand, but the jump)
     in_ns(&node, || spoofchk::check("c1", "eth0", "veth1", m).unwrap());
     node.cmd("nft").args(["flush", "chain", "bridge", "nat", "PREROUTING"]).run().ok();
@@ -308,11 +308,11 @@ fn check_reports_what_is_wrong() {
     let e = in_ns(&node, || err(spoofchk::check("c1", "eth0", "veth1", m)));
     assert!(e.contains("has no rule commented"), "{e}");
     in_ns(&node, || {
-        spoofchk::setup("c1", "eth0", "veth1", m).unwrap();
+        spoofchk::setup("spnet", "c1", "eth0", "veth1", m).unwrap();
         spoofchk::check("c1", "eth0", "veth1", m).unwrap();
     });
     // invalid input
-    let e = in_ns(&node, || err(spoofchk::setup("", "eth0", "veth1", m)));
+    let e = in_ns(&node, || err(spoofchk::setup("spnet", "", "eth0", "veth1", m)));
     assert!(e.contains("container ID is empty"), "{e}");
 }
 
@@ -324,10 +324,10 @@ fn gc_removes_only_stale_attachments_with_our_names() {
     let (ref_veth, ref_mac) = reference.add(&node, &pod, "ctr-refgc", "eth0");
     let m = mac("02:00:00:00:00:01");
     in_ns(&node, || {
-        spoofchk::setup("a", "eth0", "veth-a", m).unwrap();
-        spoofchk::setup("b", "eth0", "veth-b", m).unwrap();
-        spoofchk::setup("c", "eth0", "veth-c", m).unwrap();
-        spoofchk::setup("c", "net1", "veth-c1", m).unwrap();
+        spoofchk::setup("spnet", "a", "eth0", "veth-a", m).unwrap();
+        spoofchk::setup("spnet", "b", "eth0", "veth-b", m).unwrap();
+        spoofchk::setup("spnet", "c", "eth0", "veth-c", m).unwrap();
+        spoofchk::setup("spnet", "c", "net1", "veth-c1", m).unwrap();
     });
     // foreign objects in the shared table (e.g. ebtables -t nat) must survive
     node.cmd("nft")
@@ -343,21 +343,90 @@ fn gc_removes_only_stale_attachments_with_our_names() {
         assert_eq!(spoofchk::list().unwrap().len(), 5);
         // nothing stale: nothing removed
         let all = [("a", "eth0"), ("b", "eth0"), ("c", "eth0"), ("c", "net1"), ("ctr-refgc", "eth0")];
-        assert_eq!(spoofchk::gc(&all).unwrap(), vec![]);
-        // limited by scope: only attachments whose veth is veth-b
-        let removed = spoofchk::gc_filtered(&[("a", "eth0")], |a| a.host_veth.as_deref() == Some("veth-b")).unwrap();
+        assert_eq!(spoofchk::gc("spnet", &all, |_| true).unwrap(), vec![]);
+        // out of scope: only attachments tagged with the network (b) go, the reference's stays
+        let valid = [("a", "eth0"), ("c", "eth0"), ("c", "net1"), ("ctr-refgc", "eth0")];
+        let removed = spoofchk::gc("spnet", &valid, |_| false).unwrap();
         assert_eq!(removed.iter().map(|a| a.ref_id.as_str()).collect::<Vec<_>>(), vec!["b-eth0"]);
-        let removed = spoofchk::gc(&[("a", "eth0"), ("c", "net1")]).unwrap();
+        let removed = spoofchk::gc("spnet", &[("a", "eth0"), ("c", "net1")], |_| true).unwrap();
         assert_eq!(removed.iter().map(|a| a.ref_id.as_str()).collect::<Vec<_>>(), vec!["c-eth0", "ctr-refgc-eth0"]);
         spoofchk::check("a", "eth0", "veth-a", m).unwrap();
         spoofchk::check("c", "net1", "veth-c1", m).unwrap();
         assert!(spoofchk::check("ctr-refgc", "eth0", &ref_veth, ref_mac).is_err());
-        assert_eq!(spoofchk::gc(&[]).unwrap().len(), 2);
+        assert_eq!(spoofchk::gc("spnet", &[], |_| true).unwrap().len(), 2);
         assert_eq!(spoofchk::list().unwrap(), vec![]);
     });
     assert_eq!(chains(&node), vec!["PREROUTING", "mychain"]);
     assert_eq!(prerouting(&node), vec!["iifname \"foreign0\" jump mychain"]);
     reference.run(&node, "DEL", &pod, "ctr-refgc", "eth0").ok();
+}
+
+/// Audit finding 3: two networks on one bridge, both with macspoofchk. GC of network A with A's valid
+/// list used to remove every attachment of B on the bridge (the names carry no network). Now rcni's
+/// rules carry their network as an owner tag: A's GC removes only A's stale ones, and of the untagged
+/// (reference or older rcni) ones only those the caller's scope allows (here: host veth gone).
+#[test]
+fn gc_of_one_network_never_removes_another_networks_checks() {
+    let node = NodeNs::new("spoof-owner");
+    let m = mac("02:00:00:00:00:01");
+    in_ns(&node, || {
+        spoofchk::setup("neta", "a1", "eth0", "vetha1", m).unwrap();
+        spoofchk::setup("netb", "b1", "eth0", "vethb1", m).unwrap();
+        spoofchk::setup("netb", "b2", "eth0", "vethb2", m).unwrap();
+    });
+    // Untagged rules, as the reference (or rcni before owner tags) wrote them: one on a live port, one
+    // whose veth is gone.
+    for (id, veth) in [("o1", "vetho1"), ("o2", "vetho2")] {
+        let n = Names::new(id, "eth0");
+        node.cmd("nft")
+            .arg("-f")
+            .arg("-")
+            .stdin(format!(
+                "add chain bridge nat {ic}\nadd chain bridge nat {mc}\n\
+                 add rule bridge nat PREROUTING iifname \"{veth}\" jump {ic} comment \"{c}\"\n\
+                 add rule bridge nat {ic} jump {mc} comment \"{c}\"\n\
+                 add rule bridge nat {mc} ether saddr {m} return comment \"{c}\"\n\
+                 add rule bridge nat {mc} drop comment \"{c}\"\n",
+                ic = n.iface_chain,
+                mc = n.mac_chain,
+                c = n.comment
+            ))
+            .run()
+            .ok();
+    }
+    let live = ["vetha1", "vethb1", "vethb2", "vetho1"];
+    let veth_gone = |a: &spoofchk::Attachment| a.host_veth.as_deref().is_none_or(|v| !live.contains(&v));
+    in_ns(&node, || {
+        let tags: Vec<(String, Option<String>)> =
+            spoofchk::list().unwrap().into_iter().map(|a| (a.ref_id, a.network)).collect();
+        assert_eq!(
+            tags,
+            vec![
+                ("a1-eth0".to_string(), Some("neta".to_string())),
+                ("b1-eth0".to_string(), Some("netb".to_string())),
+                ("b2-eth0".to_string(), Some("netb".to_string())),
+                ("o1-eth0".to_string(), None),
+                ("o2-eth0".to_string(), None),
+            ]
+        );
+        // A's runtime knows none of A's pods any more (e.g. after a state wipe).
+        let removed = spoofchk::gc("neta", &[], veth_gone).unwrap();
+        assert_eq!(removed.iter().map(|a| a.ref_id.as_str()).collect::<Vec<_>>(), vec!["a1-eth0", "o2-eth0"]);
+        spoofchk::check("b1", "eth0", "vethb1", m).unwrap();
+        spoofchk::check("b2", "eth0", "vethb2", m).unwrap();
+        spoofchk::check("o1", "eth0", "vetho1", m).unwrap();
+        // B's GC with b1 valid removes b2 only; even a scope that takes everything cannot reach A's.
+        spoofchk::setup("neta", "a1", "eth0", "vetha1", m).unwrap();
+        let removed = spoofchk::gc("netb", &[("b1", "eth0"), ("o1", "eth0")], |_| true).unwrap();
+        assert_eq!(removed.iter().map(|a| a.ref_id.as_str()).collect::<Vec<_>>(), vec!["b2-eth0"]);
+        spoofchk::check("a1", "eth0", "vetha1", m).unwrap();
+        // An ADD over an untagged rule tags it, and still leaves one rule.
+        spoofchk::setup("netb", "o1", "eth0", "vetho1", m).unwrap();
+        let o1 = spoofchk::list().unwrap().into_iter().find(|a| a.ref_id == "o1-eth0").unwrap();
+        assert_eq!(o1.network.as_deref(), Some("netb"));
+    });
+    assert_eq!(prerouting(&node).len(), 3, "{:?}", prerouting(&node));
+    assert!(!table_text(&node).contains("netb"), "the owner tag is not shown by nft: {}", table_text(&node));
 }
 
 /// A pod on the node's bridge: a netns with `eth0` (veth, peer `host` on `br0`) and `10.77.0.<n>/24`.
@@ -408,8 +477,8 @@ fn traffic_with_a_spoofed_mac_is_dropped() {
     let c = Pod::new(&node, 4); // no rule; its MAC will change too
     let (mac_a, mac_b) = (a.mac(), b.mac());
     in_ns(&node, || {
-        spoofchk::setup("pod-a", "eth0", &a.host, mac_a).unwrap();
-        spoofchk::setup("pod-b", "eth0", &b.host, mac_b).unwrap();
+        spoofchk::setup("spnet", "pod-a", "eth0", &a.host, mac_a).unwrap();
+        spoofchk::setup("spnet", "pod-b", "eth0", &b.host, mac_b).unwrap();
     });
     let wait = Duration::from_secs(5);
     assert!(a.ns.wait_ping(&b.ip, wait), "a -> b with the right MAC");
@@ -445,7 +514,7 @@ fn bench_setup_teardown() {
     let m = mac("02:00:00:00:00:01");
     let ids: Vec<String> = (0..200).map(|i| format!("{i:064x}")).collect();
     let t = std::time::Instant::now();
-    in_ns(&node, || ids.iter().for_each(|id| spoofchk::setup(id, "eth0", "veth1", m).unwrap()));
+    in_ns(&node, || ids.iter().for_each(|id| spoofchk::setup("spnet", id, "eth0", "veth1", m).unwrap()));
     let setup = t.elapsed() / ids.len() as u32;
     let t = std::time::Instant::now();
     in_ns(&node, || ids.iter().for_each(|id| spoofchk::check(id, "eth0", "veth1", m).unwrap()));

@@ -189,7 +189,7 @@ async fn steps(
     if spec.mac_spoof_check {
         let mac = attached.container.mac.ok_or_else(|| CniError::internal("the pod interface has no MAC"))?;
         undo.spoof_check = true;
-        spoofchk::setup(&req.container_id, &req.ifname, &attached.host.name, mac)
+        spoofchk::setup(&req.conf.name, &req.container_id, &req.ifname, &attached.host.name, mac)
             .map_err(|e| CniError::internal(format!("failed to set up macspoofchk: {e}")))?;
     }
 

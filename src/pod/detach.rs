@@ -107,7 +107,7 @@ pub fn gc(req: &Request, ipam: Option<&Ipam>, valid: Option<&[Attachment]>, mac_
             errors.push(CniError::internal(format!("masquerade GC: {e}")));
         }
         if mac_spoof_check {
-            if let Err(e) = gc_spoof_checks(valid) {
+            if let Err(e) = gc_spoof_checks(&req.conf.name, valid) {
                 errors.push(e);
             }
         }
@@ -115,12 +115,12 @@ pub fn gc(req: &Request, ipam: Option<&Ipam>, valid: Option<&[Attachment]>, mac_
     CniError::join(errors)
 }
 
-fn gc_spoof_checks(valid: &[Attachment]) -> CniResult<()> {
+fn gc_spoof_checks(network: &str, valid: &[Attachment]) -> CniResult<()> {
     let links = block_on(async { NetHandle::current()?.links().await })?;
     let in_scope = |a: &spoofchk::Attachment| match &a.host_veth {
         None => true,
         Some(v) => !links.iter().any(|l| &l.name == v),
     };
     let pairs: Vec<(&str, &str)> = valid.iter().map(|a| (a.container_id.as_str(), a.ifname.as_str())).collect();
-    spoofchk::gc_filtered(&pairs, in_scope).map(|_| ()).map_err(|e| CniError::internal(format!("macspoofchk GC: {e}")))
+    spoofchk::gc(network, &pairs, in_scope).map(|_| ()).map_err(|e| CniError::internal(format!("macspoofchk GC: {e}")))
 }
