@@ -1,0 +1,444 @@
+//! rcni-overlay against a real etcd: a switch netns (bridge) joins an etcd netns (198.18.0.254) and node
+//! netns (198.18.0.N), each node running the agent; pods are added with bridge + host-local from the
+//! node's subnet.env, as the flannel CNI plugin would. Everything lives in the test's own namespaces and
+//! every process it starts is killed by a guard.
+//!
+//! The agent binary is another workspace member: build the workspace first (`cargo build --workspace`,
+//! as scripts/test does).
+
+mod support;
+
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use support::{Cnitool, NetConfDir, NodeNs, PodNs, TempDir, rcni_bin};
+
+const ETCD: &str = "http://198.18.0.254:2379";
+const PREFIX: &str = "/coreos.com/network";
+const VTEP: &str = "flannel.1";
+
+fn agent_bin() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let p = exe.parent().unwrap().parent().unwrap().join("rcni-overlay");
+    assert!(p.is_file(), "{} missing: build the workspace first (cargo build --workspace)", p.display());
+    p
+}
+
+/// A process started in a netns; SIGKILLed and reaped on drop.
+struct Proc(Option<Child>);
+
+impl Proc {
+    fn spawn(ns: &str, program: &Path, args: &[String], log: &Path) -> Proc {
+        let log = std::fs::File::create(log).unwrap();
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns])
+            .arg(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        Proc(Some(child))
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn running(&mut self) -> bool {
+        self.0.as_mut().is_some_and(|c| c.try_wait().unwrap().is_none())
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// etcd in its own netns on the switch.
+struct Etcd {
+    proc: Proc,
+    ns: NodeNs,
+    data: TempDir,
+}
+
+impl Etcd {
+    fn start(tag: &str, switch: &NodeNs) -> Etcd {
+        let ns = NodeNs::new(&format!("{tag}-etcd"));
+        plug(switch, &ns, "pe", "198.18.0.254/24");
+        let data = TempDir::new(&format!("{tag}-etcd"));
+        let mut e = Etcd { proc: Proc(None), ns, data };
+        e.restart();
+        e
+    }
+
+    fn restart(&mut self) {
+        let args: Vec<String> = [
+            "--name",
+            "s",
+            "--data-dir",
+            &self.data.join("d").to_string_lossy(),
+            "--listen-client-urls",
+            ETCD,
+            "--advertise-client-urls",
+            ETCD,
+            "--listen-peer-urls",
+            "http://127.0.0.1:2380",
+            "--initial-advertise-peer-urls",
+            "http://127.0.0.1:2380",
+            "--initial-cluster",
+            "s=http://127.0.0.1:2380",
+            "--logger",
+            "zap",
+            "--log-level",
+            "error",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        self.proc = Proc::spawn(self.ns.name(), Path::new("/usr/bin/etcd"), &args, &self.data.join("etcd.log"));
+        wait_for("etcd to answer", Duration::from_secs(30), || self.ctl(&["endpoint", "health"]).success());
+    }
+
+    fn ctl(&self, args: &[&str]) -> support::Output {
+        self.ns.cmd("etcdctl").arg("--endpoints").arg(ETCD).args(args).env("ETCDCTL_API", "3").run()
+    }
+
+    fn keys(&self) -> Vec<String> {
+        let out = self.ctl(&["get", "--prefix", "--keys-only", &format!("{PREFIX}/subnets/")]).ok();
+        out.stdout.lines().filter(|l| !l.is_empty()).map(String::from).collect()
+    }
+}
+
+/// A veth from the switch bridge into `ns`, named eth0 there, with `addr`.
+fn plug(switch: &NodeNs, ns: &NodeNs, port: &str, addr: &str) {
+    switch.ip(&["link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", ns.name()]).ok();
+    switch.ip(&["link", "set", port, "master", "sw0", "up"]).ok();
+    ns.ip(&["addr", "add", addr, "dev", "eth0"]).ok();
+    ns.ip(&["link", "set", "eth0", "up"]).ok();
+}
+
+struct Node {
+    agent: Proc,
+    pods: Vec<PodNs>,
+    tool: Cnitool,
+    _conf: NetConfDir,
+    ns: NodeNs,
+    dir: TempDir,
+    i: usize,
+}
+
+impl Node {
+    fn new(tag: &str, switch: &NodeNs, i: usize) -> Node {
+        let ns = NodeNs::new(&format!("{tag}-n{i}"));
+        plug(switch, &ns, &format!("p{i}"), &format!("198.18.0.{i}/24"));
+        let dir = TempDir::new(&format!("{tag}-n{i}"));
+        let conf = NetConfDir::empty();
+        let tool = Cnitool::new(&conf, &[rcni_bin("bridge").parent().unwrap().to_path_buf()]);
+        let mut n = Node { agent: Proc(None), pods: Vec::new(), tool, _conf: conf, ns, dir, i };
+        n.start_agent();
+        n
+    }
+
+    fn agent_args(&self) -> Vec<String> {
+        let (env, state) = (self.dir.join("subnet.env"), self.dir.join("state"));
+        let args = [
+            "--etcd-endpoints",
+            ETCD,
+            "--iface",
+            "eth0",
+            "--subnet-file",
+            &env.to_string_lossy(),
+            "--state-dir",
+            &state.to_string_lossy(),
+            "--lease-ttl",
+            "5s",
+            "--resync",
+            "5s",
+        ];
+        args.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn start_agent(&mut self) {
+        let log = self.dir.join(format!("agent-{}.log", support::unique_suffix()));
+        self.agent = Proc::spawn(self.ns.name(), &agent_bin(), &self.agent_args(), &log);
+    }
+
+    fn subnet_env(&self) -> Option<String> {
+        std::fs::read_to_string(self.dir.join("subnet.env")).ok()
+    }
+
+    fn env_var(&self, key: &str) -> String {
+        let text = self.subnet_env().expect("subnet.env");
+        let line =
+            text.lines().find(|l| l.starts_with(&format!("{key}="))).unwrap_or_else(|| panic!("{key} in {text}"));
+        line.split_once('=').unwrap().1.to_string()
+    }
+
+    /// The leased subnet (10.244.N.0/24) from FLANNEL_SUBNET (10.244.N.1/24).
+    fn subnet(&self) -> String {
+        let first = self.env_var("FLANNEL_SUBNET");
+        let (ip, len) = first.split_once('/').unwrap();
+        let mut o: Vec<u8> = ip.split('.').map(|x| x.parse().unwrap()).collect();
+        o[3] -= 1;
+        format!("{}.{}.{}.{}/{len}", o[0], o[1], o[2], o[3])
+    }
+
+    fn status(&self) -> Value {
+        // Null until the agent wrote its first status.
+        let out = self.ns.cmd(agent_bin()).arg("status").arg("--state-dir").arg(self.dir.join("state")).run();
+        serde_json::from_str(&out.stdout).unwrap_or(Value::Null)
+    }
+
+    /// A pod through bridge + host-local with the network from subnet.env (the flannel plugin's delegate).
+    fn add_pod(&mut self) -> String {
+        let n = self.pods.len();
+        let pod = PodNs::new(&format!("ovc-n{}p{n}", self.i));
+        let conflist = json!({"cniVersion": "0.3.1", "name": "cbr0", "plugins": [{
+            "type": "bridge", "bridge": "cni0", "isGateway": true, "isDefaultGateway": true, "hairpinMode": true,
+            "ipMasq": false, "mtu": self.env_var("FLANNEL_MTU").parse::<u32>().unwrap(),
+            "ipam": {"type": "host-local", "ranges": [[{"subnet": self.subnet()}]],
+                     "routes": [{"dst": self.env_var("FLANNEL_NETWORK")}], "dataDir": self.dir.join("ipam")}
+        }]});
+        std::fs::write(self.tool.netconf.join("10-cbr0.conflist"), conflist.to_string()).unwrap();
+        let cid = format!("c{n}");
+        self.tool.run_with(&self.ns, &["add", "cbr0", pod.path_str()], &[("CNI_CONTAINERID", &cid)]).ok();
+        let ip = pod.addrs("eth0").into_iter().find(|a| a.family == "inet").unwrap().local;
+        self.pods.push(pod);
+        ip
+    }
+
+    fn dump(&self) -> String {
+        let r = self.ns.ip(&["route", "show", "dev", VTEP]).ok().stdout;
+        let n = self.ns.ip(&["neigh", "show", "dev", VTEP, "nud", "permanent"]).ok().stdout;
+        let f = self.ns.cmd("bridge").args(["fdb", "show", "dev", VTEP]).run().ok().stdout;
+        format!("{r}\n{n}\n{f}")
+    }
+
+    fn routes(&self) -> String {
+        self.ns.ip(&["route", "show", "dev", VTEP]).run_ok_or_empty()
+    }
+}
+
+trait OrEmpty {
+    fn run_ok_or_empty(self) -> String;
+}
+
+impl OrEmpty for support::Output {
+    fn run_ok_or_empty(self) -> String {
+        if self.success() { self.stdout } else { String::new() }
+    }
+}
+
+/// A TCP exchange from `from` to `ip`:5000 in `to`: the server echoes in upper case.
+fn tcp(from: &PodNs, to: &PodNs, ip: &str) -> bool {
+    let server = Command::new("ip")
+        .args(["netns", "exec", to.name(), "timeout", "10", "sh", "-c", "nc -l -p 5000 -w 8 </dev/null | tr a-z A-Z"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let client = Command::new("ip")
+        .args(["netns", "exec", from.name(), "timeout", "10", "sh", "-c"])
+        .arg(format!(
+            "for i in $(seq 80); do echo hello-agent | nc -N -w 3 {ip} 5000 && exit 0; sleep 0.1; done; exit 1"
+        ))
+        .output()
+        .unwrap();
+    let out = server.wait_with_output().unwrap();
+    client.status.success() && String::from_utf8_lossy(&out.stdout).contains("HELLO-AGENT")
+}
+
+const LONG: Duration = Duration::from_secs(30);
+
+#[test]
+fn three_agents_on_etcd_program_the_overlay_and_survive_churn_and_an_outage() {
+    let switch = NodeNs::new("ovc-sw");
+    switch.ip(&["link", "add", "sw0", "type", "bridge"]).ok();
+    switch.ip(&["link", "set", "sw0", "up"]).ok();
+    let mut etcd = Etcd::start("ovc", &switch);
+    let mut nodes: Vec<Node> = Vec::new();
+
+    // No config yet: the agent says which etcdctl command fixes it, and keeps retrying.
+    nodes.push(Node::new("ovc", &switch, 1));
+    wait_for("the missing-config message", LONG, || {
+        nodes[0].status()["last_error"].as_str().is_some_and(|e| e.contains("etcdctl put /coreos.com/network/config"))
+    });
+    assert!(nodes[0].agent.running());
+    etcd.ctl(&["put", &format!("{PREFIX}/config"), r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}"#]).ok();
+    for i in 2..=3 {
+        nodes.push(Node::new("ovc", &switch, i));
+    }
+    for n in &nodes {
+        wait_for("subnet.env", LONG, || n.subnet_env().is_some());
+        assert_eq!(n.env_var("FLANNEL_NETWORK"), "10.244.0.0/16");
+        assert_eq!(n.env_var("FLANNEL_MTU"), "1450");
+        assert_eq!(n.env_var("FLANNEL_IPMASQ"), "false");
+    }
+    let subnets: std::collections::BTreeSet<String> = nodes.iter().map(Node::subnet).collect();
+    assert_eq!(subnets.len(), 3, "distinct subnets: {subnets:?}");
+    assert_eq!(etcd.keys().len(), 3);
+    // flannel's lease format, with the MAC rcni derives from the address.
+    let key = format!("{PREFIX}/subnets/{}", nodes[0].subnet().replace('/', "-"));
+    let v: Value = serde_json::from_str(etcd.ctl(&["get", "--print-value-only", &key]).ok().stdout.trim()).unwrap();
+    assert_eq!(
+        v,
+        json!({"PublicIP": "198.18.0.1", "BackendType": "vxlan", "BackendData": {"VNI": 1, "VtepMAC": "02:72:c6:12:00:01"}})
+    );
+
+    for n in &nodes {
+        wait_for("two peer routes", LONG, || n.routes().lines().count() == 2);
+    }
+    let d = nodes[0].ns.ip_json(&["-d", "link", "show", VTEP]);
+    assert_eq!(d[0]["linkinfo"]["info_data"]["port"], 8472);
+    let ips: Vec<String> = nodes.iter_mut().map(|n| n.add_pod()).collect();
+    for a in 0..3 {
+        for b in 0..3 {
+            if a != b {
+                assert!(tcp(&nodes[a].pods[0], &nodes[b].pods[0], &ips[b]), "TCP node{} -> node{}", a + 1, b + 1);
+            }
+        }
+    }
+
+    // A flanneld node's lease written by hand: random VtepMAC, same port; programmed with that MAC.
+    let fake = format!("{PREFIX}/subnets/10.244.200.0-24");
+    let fake_value = r#"{"PublicIP":"198.18.0.50","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"c6:d2:32:6f:8f:44"}}"#;
+    etcd.ctl(&["put", &fake, fake_value]).ok();
+    wait_for("the flanneld peer's entries", LONG, || {
+        let d = nodes[0].dump();
+        d.contains("10.244.200.0/24 via 10.244.200.0 onlink")
+            && d.contains("10.244.200.0 lladdr c6:d2:32:6f:8f:44")
+            && d.contains("c6:d2:32:6f:8f:44 dst 198.18.0.50")
+    });
+    etcd.ctl(&["del", &fake]).ok();
+    wait_for("the flanneld peer's removal", LONG, || !nodes[0].dump().contains("c6:d2:32:6f:8f:44"));
+
+    // Node 3's agent dies and its lease is deleted: the others drop its routes; its own kernel state stays.
+    let s3 = nodes[2].subnet();
+    nodes[2].agent.kill();
+    etcd.ctl(&["del", &format!("{PREFIX}/subnets/{}", s3.replace('/', "-"))]).ok();
+    for n in &nodes[..2] {
+        wait_for("node 3's route to go", LONG, || !n.routes().contains(&s3));
+    }
+    assert_eq!(nodes[2].routes().lines().count(), 2, "a dead agent's node keeps its entries");
+    // Restarted, it takes the same subnet again (its local state) and the others re-add it.
+    nodes[2].start_agent();
+    wait_for("node 3's key back", LONG, || etcd.keys().iter().any(|k| k.ends_with(&s3.replace('/', "-"))));
+    assert_eq!(nodes[2].subnet(), s3);
+    wait_for("node 3's route back", LONG, || nodes[0].routes().contains(&s3));
+
+    // A new node joins and is reached.
+    nodes.push(Node::new("ovc", &switch, 4));
+    wait_for("node 4's subnet.env", LONG, || nodes[3].subnet_env().is_some());
+    wait_for("node 4's peers", LONG, || nodes[3].routes().lines().count() == 3);
+    let ip4 = nodes[3].add_pod();
+    wait_for("node 4's route on node 1", LONG, || nodes[0].routes().contains(&nodes[3].subnet()));
+    assert!(tcp(&nodes[0].pods[0], &nodes[3].pods[0], &ip4), "node1 -> new node4");
+
+    // etcd goes away: nothing changes in the kernel, traffic flows, status says so; a new pod still starts.
+    let before: Vec<String> = nodes.iter().map(Node::dump).collect();
+    etcd.proc.kill();
+    wait_for("status to notice the outage", LONG, || nodes[0].status()["etcd_reachable"] == false);
+    std::thread::sleep(Duration::from_secs(2));
+    let during: Vec<String> = nodes.iter().map(Node::dump).collect();
+    assert_eq!(before, during, "no kernel change during an etcd outage");
+    assert!(tcp(&nodes[1].pods[0], &nodes[3].pods[0], &ip4), "node2 -> node4 during the outage");
+    let ip1b = nodes[0].add_pod();
+    assert!(tcp(&nodes[1].pods[0], &nodes[0].pods[1], &ip1b), "a pod added during the outage is reached");
+    // An agent restarted during the outage serves its node from disk and changes nothing.
+    nodes[1].agent.kill();
+    nodes[1].start_agent();
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(nodes[1].dump(), before[1], "restart during the outage: same entries");
+
+    // etcd back (same data): the agents resync; a lease written now reaches every node.
+    etcd.restart();
+    wait_for("status to see etcd again", LONG, || nodes.iter().all(|n| n.status()["etcd_reachable"] == true));
+    etcd.ctl(&["put", &fake, fake_value]).ok();
+    for n in &nodes {
+        wait_for("the new lease after the outage", LONG, || n.routes().contains("10.244.200.0/24"));
+    }
+    let after: Vec<String> = nodes.iter().map(Node::dump).collect();
+    for (b, a) in before.iter().zip(&after) {
+        for line in b.lines().filter(|l| !l.is_empty()) {
+            assert!(a.contains(line), "entry {line:?} survived the outage");
+        }
+    }
+
+    // Node 1's own key deleted while its agent runs: re-created with the same subnet, no renumbering.
+    let s1 = nodes[0].subnet().replace('/', "-");
+    etcd.ctl(&["del", &format!("{PREFIX}/subnets/{s1}")]).ok();
+    wait_for("node 1's key re-created", LONG, || etcd.keys().iter().any(|k| k.ends_with(&s1)));
+    assert_eq!(nodes[0].subnet().replace('/', "-"), s1);
+    for n in &mut nodes {
+        n.agent.kill();
+    }
+}
+
+#[test]
+fn twenty_agents_at_once_get_twenty_distinct_subnets() {
+    let switch = NodeNs::new("ov20-sw");
+    switch.ip(&["link", "add", "sw0", "type", "bridge"]).ok();
+    switch.ip(&["link", "set", "sw0", "up"]).ok();
+    let etcd = Etcd::start("ov20", &switch);
+    // A small network (a /20 of /24s: 15 candidates after SubnetMin... widened to 31 with SubnetMin 0),
+    // so that concurrent joiners really collide and must retry.
+    etcd.ctl(&[
+        "put",
+        &format!("{PREFIX}/config"),
+        r#"{"Network":"10.244.0.0/19","SubnetMin":"10.244.0.0","Backend":{"Type":"vxlan"}}"#,
+    ])
+    .ok();
+    let client = NodeNs::new("ov20-c");
+    plug(&switch, &client, "pc", "198.18.0.1/24");
+    let dir = TempDir::new("ov20");
+    let mut agents = Vec::new();
+    for i in 0..20 {
+        let d = dir.join(format!("a{i}"));
+        let args: Vec<String> = [
+            "--etcd-endpoints",
+            ETCD,
+            "--public-ip",
+            &format!("198.18.1.{}", i + 1),
+            "--lease-only",
+            "--subnet-file",
+            &d.join("subnet.env").to_string_lossy(),
+            "--state-dir",
+            &d.join("state").to_string_lossy(),
+            "--lease-ttl",
+            "30s",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        std::fs::create_dir_all(&d).unwrap();
+        agents.push(Proc::spawn(client.name(), &agent_bin(), &args, &d.join("log")));
+    }
+    let envs = || -> Vec<String> {
+        (0..20).filter_map(|i| std::fs::read_to_string(dir.join(format!("a{i}/subnet.env"))).ok()).collect()
+    };
+    wait_for("twenty subnet.env files", Duration::from_secs(60), || envs().len() == 20);
+    let subnets: std::collections::BTreeSet<String> =
+        envs().iter().map(|t| t.lines().find(|l| l.starts_with("FLANNEL_SUBNET=")).unwrap().to_string()).collect();
+    assert_eq!(subnets.len(), 20, "{subnets:?}");
+    let keys = etcd.keys();
+    assert_eq!(keys.len(), 20, "{keys:?}");
+    for a in &mut agents {
+        assert!(a.running(), "no agent gave up");
+    }
+    drop(agents);
+}
