@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
 
-use super::range::canonical;
+use super::range::{canonical, to_u128};
 use super::range_set::RangeSet;
 use super::reservation::Holder;
 
@@ -121,21 +121,45 @@ impl fmt::Display for AllocError {
 }
 
 /// Give each range set the requested address that lies in it (first match in request order).
-/// Addresses left over make the whole request fail, as in the reference.
+/// Addresses left over make the whole request fail, as in the reference. Range sets are disjoint, so at
+/// most one holds an address: it is found by binary search, whatever the number of sets and requests.
 pub fn assign_requested(sets: &[RangeSet], requested: &[IpAddr]) -> Result<Vec<Option<IpAddr>>, AllocError> {
     let mut out = vec![None; sets.len()];
     let mut left = Vec::new();
-    'ips: for &ip in requested {
+    let finder = SetFinder::new(sets);
+    for &ip in requested {
         let ip = canonical(ip);
-        for (i, s) in sets.iter().enumerate() {
-            if out[i].is_none() && s.contains(ip) {
-                out[i] = Some(ip);
-                continue 'ips;
-            }
+        match finder.set_of(ip).filter(|&i| out[i].is_none()) {
+            Some(i) => out[i] = Some(ip),
+            None => left.push(ip),
         }
-        left.push(ip);
     }
     if left.is_empty() { Ok(out) } else { Err(AllocError::Unfulfilled(left)) }
+}
+
+/// Which of disjoint range sets holds an address: every range of every set, sorted by family and start.
+struct SetFinder<'a> {
+    sets: &'a [RangeSet],
+    ranges: Vec<(bool, u128, usize)>,
+}
+
+impl<'a> SetFinder<'a> {
+    fn new(sets: &'a [RangeSet]) -> SetFinder<'a> {
+        let mut ranges: Vec<(bool, u128, usize)> = sets
+            .iter()
+            .enumerate()
+            .flat_map(|(i, s)| s.ranges.iter().map(move |r| (!r.is_v4(), to_u128(r.start), i)))
+            .collect();
+        ranges.sort_unstable();
+        SetFinder { sets, ranges }
+    }
+
+    fn set_of(&self, ip: IpAddr) -> Option<usize> {
+        let key = (!ip.is_ipv4(), to_u128(ip));
+        let after = self.ranges.partition_point(|&(v6, start, _)| (v6, start) <= key);
+        let (_, _, set) = *self.ranges.get(after.checked_sub(1)?)?;
+        self.sets[set].contains(ip).then_some(set)
+    }
 }
 
 /// Choose the address for range set `idx` for attachment `(id, ifname)`.
@@ -243,6 +267,28 @@ mod tests {
         taken.remove(&ip("10.0.0.5"));
         assert_eq!(pick(&s, 0, None, Some(ip("10.0.0.3")), &taken, "c10", "eth0").unwrap().ip, ip("10.0.0.5"));
     }
+    /// Audit finding 23: requested addresses are matched to their set by lookup, for many sets and ranges.
+    #[test]
+    fn requested_ips_find_their_set_among_many() {
+        let sets: Vec<RangeSet> = (0..2000u32)
+            .map(|i| {
+                let base = std::net::Ipv4Addr::from(0x0a00_0000 + i * 256);
+                set(vec![Range::new(base.into(), 24, None, None, None).unwrap()])
+            })
+            .rev()
+            .chain([set(vec![range("fd00::/120")])])
+            .collect();
+        let want = [ip("10.0.3.7"), ip("fd00::9"), ip("10.7.207.200")];
+        let a = assign_requested(&sets, &want).unwrap();
+        assert_eq!(a.iter().flatten().count(), 3);
+        assert_eq!(a[2000 - 1 - 3], Some(ip("10.0.3.7")));
+        assert_eq!(a[2000], Some(ip("fd00::9")));
+        assert_eq!(a[2000 - 1 - 0x7cf], Some(ip("10.7.207.200")));
+        // Outside every set (the gap of a range's broadcast, another /8), or a second one for a set.
+        let e = assign_requested(&sets, &[ip("10.0.3.255"), ip("11.0.0.1"), ip("10.0.3.8"), ip("10.0.3.9")]);
+        assert_eq!(e, Err(AllocError::Unfulfilled(vec![ip("10.0.3.255"), ip("11.0.0.1"), ip("10.0.3.9")])));
+    }
+
     #[test]
     fn pick_ipv6_large() {
         let s = set(vec![range("fd00:10::/64")]);

@@ -32,6 +32,9 @@ impl fmt::Display for SetError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RangeSet {
     pub ranges: Vec<Range>,
+    /// Positions in `ranges`, by start address: ranges are disjoint, so the one holding an address is found
+    /// by binary search (runtime-supplied sets may be long).
+    by_start: Vec<usize>,
 }
 
 impl RangeSet {
@@ -45,7 +48,9 @@ impl RangeSet {
         if let Some((a, b)) = first_overlap(&ranges.iter().collect::<Vec<_>>()) {
             return Err(SetError::Overlap(Box::new((ranges[a].clone(), ranges[b].clone()))));
         }
-        Ok(RangeSet { ranges })
+        let mut by_start: Vec<usize> = (0..ranges.len()).collect();
+        by_start.sort_unstable_by_key(|&i| to_u128(ranges[i].start));
+        Ok(RangeSet { ranges, by_start })
     }
 
     pub fn is_v4(&self) -> bool {
@@ -57,7 +62,15 @@ impl RangeSet {
     }
 
     pub fn range_for(&self, ip: IpAddr) -> Option<&Range> {
-        self.ranges.iter().find(|r| r.contains(ip))
+        self.position_of(ip).map(|i| &self.ranges[i])
+    }
+
+    /// Where in `ranges` the range holding `ip` is.
+    fn position_of(&self, ip: IpAddr) -> Option<usize> {
+        let n = to_u128(canonical(ip));
+        let after = self.by_start.partition_point(|&i| to_u128(self.ranges[i].start) <= n);
+        let i = *self.by_start.get(after.checked_sub(1)?)?;
+        self.ranges[i].contains(ip).then_some(i)
     }
 
     pub fn capacity(&self) -> u128 {
@@ -70,7 +83,7 @@ impl RangeSet {
         let mut idx = 0;
         let mut cur = to_u128(self.ranges[0].start);
         if let Some(last) = last_reserved.map(canonical) {
-            if let Some(i) = self.ranges.iter().position(|r| r.contains(last)) {
+            if let Some(i) = self.position_of(last) {
                 let n = to_u128(last);
                 let (_, e) = self.ranges[i].bounds();
                 if n == e {
