@@ -378,3 +378,37 @@ fn gc_releases_what_no_valid_attachment_holds() {
     }
     assert!(leftover_netns("fl-gc").is_empty(), "{:?}", leftover_netns("fl-gc"));
 }
+
+/// Every CNI version the skel supports: ADD prints its result in the config's version (0.1.0/0.2.0: `ip4`,
+/// later: `ips`) with an address from FLANNEL_SUBNET, and DEL removes the pod again.
+#[test]
+fn every_cni_version_adds_and_deletes() {
+    {
+        let node = NodeNs::new("fl-ver");
+        let files = NodeFiles::new("fl-ver-files");
+        files.write_env(true);
+        let (_ours, path) = rcni_first();
+        for (i, ver) in ["0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"].iter().enumerate() {
+            let pod = PodNs::new("fl-ver-pod");
+            let id = format!("ver-{i}");
+            let conf = json!({"cniVersion": ver, "name": "flver", "type": "flannel",
+                              "subnetFile": files.subnet_env(), "dataDir": files.flannel_data(),
+                              "ipam": {"dataDir": files.ipam_data()}});
+            let r = flannel(&node, "ADD", &id, pod.path_str(), &path, &conf).ok().json();
+            let addr = if ver.starts_with("0.1") || ver.starts_with("0.2") {
+                r["ip4"]["ip"].as_str().map(str::to_string)
+            } else {
+                r["ips"][0]["address"].as_str().map(str::to_string)
+            };
+            assert!(addr.as_deref().is_some_and(|a| a.starts_with("10.244.5.")), "{ver}: {r}");
+            assert_eq!(r["cniVersion"], *ver, "{r}");
+            assert_eq!(saved_json(&files, &id)["cniVersion"], *ver);
+            flannel(&node, "DEL", &id, pod.path_str(), &path, &conf).ok();
+            support::wait_for_detached_helpers();
+            assert!(pod.link("eth0").is_none(), "{ver}");
+            assert!(!files.saved(&id).exists(), "{ver}");
+        }
+        assert!(reservations(&files.ipam_data()).is_empty());
+    }
+    assert!(leftover_netns("fl-ver").is_empty(), "{:?}", leftover_netns("fl-ver"));
+}
