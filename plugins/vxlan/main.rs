@@ -108,7 +108,8 @@ impl Plugin for Vxlan {
     fn del(&self, req: &Request) -> CniResult<()> {
         // The VTEP and the peer entries stay: they serve every pod of the node.
         let l = load(&req.conf.raw, &req.stdin)?;
-        detach::del(req, Some(&l.ipam), false, l.conf.delete_link_in_background)
+        // Teardown reads no MTU.
+        detach::del(req, &spec(&l.conf, 0)?, Some(&l.ipam))
     }
 
     fn check(&self, req: &Request) -> CniResult<()> {
@@ -128,7 +129,7 @@ impl Plugin for Vxlan {
 
     fn gc(&self, req: &Request, valid: Option<&[Attachment]>) -> CniResult<()> {
         let l = load(&req.conf.raw, &req.stdin)?;
-        detach::gc(req, Some(&l.ipam), valid, false)
+        detach::gc(req, &spec(&l.conf, 0)?, Some(&l.ipam), valid)
     }
 
     /// Not ready (50) when the underlay is missing or the peer source is unreadable or invalid — not merely

@@ -123,7 +123,7 @@ pub fn add(req: &Request) -> CniResult<AddResult> {
 
 pub fn del(req: &Request) -> CniResult<()> {
     let (spec, ipam) = load_for_teardown(req);
-    detach::del(req, ipam.as_ref(), spec.mac_spoof_check, spec.background_unlink)
+    detach::del(req, &spec, ipam.as_ref())
 }
 
 pub fn check(req: &Request) -> CniResult<()> {
@@ -133,7 +133,7 @@ pub fn check(req: &Request) -> CniResult<()> {
 
 pub fn gc(req: &Request, valid: Option<&[Attachment]>) -> CniResult<()> {
     let (spec, ipam) = load_for_teardown(req);
-    detach::gc(req, ipam.as_ref(), valid, spec.mac_spoof_check)
+    detach::gc(req, &spec, ipam.as_ref(), valid)
 }
 
 pub fn status(req: &Request) -> CniResult<()> {

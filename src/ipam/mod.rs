@@ -7,7 +7,7 @@ use std::net::IpAddr;
 
 use crate::cni::CniResult;
 use crate::cni::result::AddResult;
-use crate::cni::skel::{Plugin, Request};
+use crate::cni::skel::{Attachment, Plugin, Request};
 
 /// What one ADD reserved: exactly what undoing that ADD releases.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -27,6 +27,13 @@ pub trait InProcessIpam: Plugin + Sync {
 
     /// A string found only in this plugin's executable of this very build.
     fn build_marker(&self) -> &'static str;
+
+    /// The attachments holding reservations of the request's network, read from the plugin's state (also
+    /// when another build of the plugin wrote it): GC removes what else a stale one left. `None` when the
+    /// plugin cannot tell.
+    fn holders(&self, _req: &Request) -> CniResult<Option<Vec<Attachment>>> {
+        Ok(None)
+    }
 }
 
 /// The in-process implementation of IPAM type `plugin_type`, if rcni has one.

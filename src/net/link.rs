@@ -106,6 +106,8 @@ pub struct Link {
     pub peer_index: Option<u32>,
     /// `IFLA_LINK_NETNSID`: the peer lives in another namespace (id local to this namespace).
     pub link_netnsid: Option<i32>,
+    /// `IFLA_IFALIAS` (`ip link set X alias …`).
+    pub alias: Option<String>,
     pub vxlan: Option<VxlanInfo>,
     pub bridge: Option<BridgeInfo>,
     pub bridge_port: Option<BridgePortInfo>,
@@ -137,6 +139,7 @@ impl Link {
             txqlen: None,
             peer_index: None,
             link_netnsid: None,
+            alias: None,
             vxlan: None,
             bridge: None,
             bridge_port: None,
@@ -151,6 +154,7 @@ impl Link {
                 LinkAttribute::OperState(s) => l.oper_state = (*s).into(),
                 LinkAttribute::Link(i) => l.peer_index = Some(*i),
                 LinkAttribute::LinkNetNsId(i) => l.link_netnsid = Some(*i),
+                LinkAttribute::IfAlias(a) => l.alias = Some(a.clone()),
                 LinkAttribute::LinkInfo(infos) => parse_link_info(infos, &mut l),
                 _ => {}
             }
@@ -586,6 +590,13 @@ impl NetHandle {
         let mut m = get_by_index(index);
         m.attributes.push(LinkAttribute::IfName(name.to_string()));
         self.set_link(m, format!("rename link #{index} to {name}")).await
+    }
+
+    /// Set a link's alias (`ip link set X alias A`), a free-form label the kernel keeps with the link.
+    pub async fn set_alias(&self, index: u32, alias: &str) -> Result<()> {
+        let mut m = get_by_index(index);
+        m.attributes.push(LinkAttribute::IfAlias(alias.to_string()));
+        self.set_link(m, format!("set alias {alias:?} on link #{index}")).await
     }
 
     /// Move a link into another namespace. The kernel takes it down and drops its addresses on the way.

@@ -7,6 +7,7 @@
 //! other step runs even if an earlier one failed; all errors are reported at the end. With `background_unlink` the veth pair is only made inert
 //! before the release, and a detached child waits for the kernel to delete it (`veth::retire`).
 
+use super::attach::AttachSpec;
 use super::ipam::Ipam;
 use super::{block_on, open_netns_for_del, veth};
 use crate::cni::log;
@@ -16,9 +17,10 @@ use crate::net::masq::{self, Owner, PodEntry};
 use crate::net::spoofchk;
 use crate::net::{NetHandle, detached};
 
-/// `mac_spoof_check`: the config asks for macspoofchk, so its rules are removed too. `background_unlink`: the
-/// veth pair is made inert here and deleted by a detached child (see `veth::retire`).
-pub fn del(req: &Request, ipam: Option<&Ipam>, mac_spoof_check: bool, background_unlink: bool) -> CniResult<()> {
+/// DEL of the attachment `spec` describes: with `mac_spoof_check` its rules are removed too; with
+/// `background_unlink` the veth pair is made inert here and deleted by a detached child (see `veth::retire`).
+pub fn del(req: &Request, spec: &AttachSpec, ipam: Option<&Ipam>) -> CniResult<()> {
+    let background_unlink = spec.background_unlink;
     let mut errors: Vec<CniError> = Vec::new();
     let pod_ns = open_netns_for_del(&req.netns).unwrap_or_else(|e| {
         errors.push(e);
@@ -43,7 +45,7 @@ pub fn del(req: &Request, ipam: Option<&Ipam>, mac_spoof_check: bool, background
             // A thread starts in its creator's netns: the node's, where the masquerade state lives.
             std::thread::spawn(move || masq::teardown(&network, &entry))
         });
-        if mac_spoof_check {
+        if spec.mac_spoof_check {
             if let Err(e) = spoofchk::teardown(&req.container_id, &req.ifname) {
                 errors.push(CniError::internal(format!("failed to remove macspoofchk rules: {e}")));
             }
@@ -88,14 +90,44 @@ pub fn del(req: &Request, ipam: Option<&Ipam>, mac_spoof_check: bool, background
     })
 }
 
-/// GC: forward to IPAM (the spec's "must"), and drop masquerade entries (and, with `mac_spoof_check`, the
-/// macspoofchk rules) of attachments not in the valid list. With no list at all, nothing is removed.
-///
-/// macspoofchk rules carry no network name and the valid list is this network's only, so a rule whose host
-/// veth still exists may be another network's live pod on the same bridge: only rules whose host veth is
-/// gone (or that have no jump, so protect nothing) are in scope. Another network's protection is never removed.
-pub fn gc(req: &Request, ipam: Option<&Ipam>, valid: Option<&[Attachment]>, mac_spoof_check: bool) -> CniResult<()> {
+/// GC of the attachments not in `valid` (with no list at all, nothing is removed):
+/// - the veth pairs of this network's stale attachments — the holders of its IPAM reservations that are not
+///   valid, their host ends found by derived name on `bridge` — before their addresses are released (an
+///   orphaned netns would otherwise keep answering for an address handed to the next pod); never "every
+///   unknown port": another network's pods may share the bridge;
+/// - retired pairs a background DEL left (`veth::sweep_retired`);
+/// - IPAM GC (the spec's "must"), masquerade entries, and, with macspoofchk, its rules whose host
+///   veth is gone (the rules carry no network name, so one whose veth still exists may be another
+///   network's live pod's, and is never collected).
+pub fn gc(req: &Request, spec: &AttachSpec, ipam: Option<&Ipam>, valid: Option<&[Attachment]>) -> CniResult<()> {
     let mut errors = Vec::new();
+    if let (Some(valid), Some(ipam)) = (valid, ipam) {
+        match ipam.holders(req) {
+            Ok(Some(holders)) => {
+                let stale: Vec<(String, String)> =
+                    holders.into_iter().filter(|h| !valid.contains(h)).map(|h| (h.container_id, h.ifname)).collect();
+                match block_on(async { veth::remove_stale(&NetHandle::current()?, &spec.bridge.name, &stale).await }) {
+                    Ok(gone) if !gone.is_empty() => {
+                        log::warn(&req.conf.plugin_type, format!("gc: deleted stale veths {}", gone.join(" ")))
+                    }
+                    Ok(_) => {}
+                    // The addresses stay reserved while an interface may still hold them.
+                    Err(e) => return Err(e.context("gc: cannot delete stale veth pairs")),
+                }
+            }
+            Ok(None) => {}
+            Err(e) => errors.push(e),
+        }
+    }
+    if valid.is_some() {
+        match block_on(async { veth::sweep_retired(&NetHandle::current()?).await }) {
+            Ok(gone) if !gone.is_empty() => {
+                log::warn(&req.conf.plugin_type, format!("gc: deleted retired veths {}", gone.join(" ")))
+            }
+            Ok(_) => {}
+            Err(e) => errors.push(e),
+        }
+    }
     if let Some(ipam) = ipam {
         if let Err(e) = ipam.gc(req) {
             errors.push(e);
@@ -106,7 +138,7 @@ pub fn gc(req: &Request, ipam: Option<&Ipam>, valid: Option<&[Attachment]>, mac_
         if let Err(e) = masq::gc(&req.conf.name, &owners) {
             errors.push(CniError::internal(format!("masquerade GC: {e}")));
         }
-        if mac_spoof_check {
+        if spec.mac_spoof_check {
             if let Err(e) = gc_spoof_checks(&req.conf.name, valid) {
                 errors.push(e);
             }
@@ -117,10 +149,7 @@ pub fn gc(req: &Request, ipam: Option<&Ipam>, valid: Option<&[Attachment]>, mac_
 
 fn gc_spoof_checks(network: &str, valid: &[Attachment]) -> CniResult<()> {
     let links = block_on(async { NetHandle::current()?.links().await })?;
-    let in_scope = |a: &spoofchk::Attachment| match &a.host_veth {
-        None => true,
-        Some(v) => !links.iter().any(|l| &l.name == v),
-    };
+    let veth_gone = |a: &spoofchk::Attachment| a.host_veth.as_ref().is_none_or(|v| !links.iter().any(|l| &l.name == v));
     let pairs: Vec<(&str, &str)> = valid.iter().map(|a| (a.container_id.as_str(), a.ifname.as_str())).collect();
-    spoofchk::gc(network, &pairs, in_scope).map(|_| ()).map_err(|e| CniError::internal(format!("macspoofchk GC: {e}")))
+    spoofchk::gc(network, &pairs, veth_gone).map(|_| ()).map_err(|e| CniError::internal(format!("macspoofchk GC: {e}")))
 }

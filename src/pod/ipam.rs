@@ -8,7 +8,7 @@
 //! files, same lock), minus a process start. `RCNI_IPAM_EXEC=1` forces the exec.
 
 use crate::cni::result::AddResult;
-use crate::cni::skel::{self, Command, Request};
+use crate::cni::skel::{self, Attachment, Command, Request};
 use crate::cni::{CniError, CniResult, delegate, log};
 use crate::ipam::{self, InProcessIpam, Reserved};
 use std::fs::File;
@@ -185,6 +185,15 @@ impl Ipam {
 
     pub fn gc(&self, req: &Request) -> CniResult<()> {
         self.run(req, Command::Gc)
+    }
+
+    /// The attachments holding addresses of this network, if the IPAM's state can be read here (host-local,
+    /// whichever build wrote it); `None` otherwise.
+    pub fn holders(&self, req: &Request) -> CniResult<Option<Vec<Attachment>>> {
+        match crate::ipam::in_process(&self.plugin) {
+            Some(own) => own.holders(&self.delegate_request(req, Command::Gc)?),
+            None => Ok(None),
+        }
     }
 
     pub fn status(&self, req: &Request) -> CniResult<()> {

@@ -57,10 +57,12 @@ pub async fn attach(node: &NetHandle, pod: &NetHandle, a: &VethAttach<'_>) -> Cn
         // be live, and its host end (our derived name) must not be touched.
         Err(e) if e.is_exists() => {
             ensure_absent_in_pod(pod, a.ifname).await?;
-            if node.link_by_name(&host_name).await?.is_none() {
+            // Only a leftover of this attachment is removed (its peer is in this pod: a retired or
+            // interrupted pair); a link that merely has the derived name belongs to someone else.
+            let Some(leftover) = owned_host_end(node, Some(pod), a.container_id, a.ifname).await? else {
                 return Err(veth_error(a, &host_name, e));
-            }
-            node.delete_link_by_name(&host_name).await.or_else(|e| if e.is_not_found() { Ok(()) } else { Err(e) })?;
+            };
+            node.delete_link(leftover.index).await.or_else(|e| if e.is_not_found() { Ok(()) } else { Err(e) })?;
             node.create_veth(&spec).await.map_err(|e| veth_error(a, &host_name, e))?
         }
         Err(e) => return Err(veth_error(a, &host_name, e)),
@@ -94,13 +96,14 @@ fn veth_error(a: &VethAttach<'_>, host_name: &str, e: crate::net::NetError) -> C
     }
 }
 
-/// Remove the pair: from the pod side when the netns is still there, and by its derived host name in any
-/// case (the netns may be gone, or the pair half-made). Absent links are fine.
+/// Remove the pair: from the pod side when the netns is still there, and by its derived host name when
+/// that link is ours (see `owned_host_end`; the netns may be gone). Absent links are fine.
 pub async fn remove(node: &NetHandle, pod: Option<&NetHandle>, container_id: &str, ifname: &str) -> CniResult<()> {
     let ignore_absent = |r: crate::net::Result<()>| match r {
         Err(e) if !e.is_not_found() => Err(CniError::from(e)),
         _ => Ok(()),
     };
+    let host = owned_host_end(node, pod, container_id, ifname).await?;
     if let Some(pod) = pod {
         if let Some(l) = pod.link_by_name(ifname).await? {
             // Only a veth is ours to delete: never remove some other kind of device that has the name.
@@ -109,7 +112,31 @@ pub async fn remove(node: &NetHandle, pod: Option<&NetHandle>, container_id: &st
             }
         }
     }
-    ignore_absent(node.delete_link_by_name(&host_veth_name(container_id, ifname)).await)
+    match host {
+        Some(h) => ignore_absent(node.delete_link(h.index).await),
+        None => Ok(()),
+    }
+}
+
+/// The host end of the attachment's pair, if the link under the derived name is ours: a veth whose peer is
+/// in the pod's netns (when the pod's netns is known). Without the netns there is nothing to compare: a
+/// veth under the derived name is taken as ours (the attachment's netns may be gone while the pair
+/// lives on, held by something else). Another kind of device, or a veth whose peer is elsewhere (a
+/// colliding name of another attachment), is never ours.
+pub async fn owned_host_end(
+    node: &NetHandle,
+    pod: Option<&NetHandle>,
+    container_id: &str,
+    ifname: &str,
+) -> CniResult<Option<Link>> {
+    let Some(host) = host_end(node, container_id, ifname).await?.filter(|l| l.is_kind("veth")) else {
+        return Ok(None);
+    };
+    let Some(pod) = pod else { return Ok(Some(host)) };
+    let Some(peer) = host.peer_index.filter(|_| host.link_netnsid.is_some()) else { return Ok(None) };
+    let peer_here =
+        pod.link_by_index(peer).await?.is_some_and(|p| p.is_kind("veth") && p.peer_index == Some(host.index));
+    Ok(peer_here.then_some(host))
 }
 
 /// DEL's removal. The kernel's unregister of a pair waits out an RCU barrier (tens of ms), and nothing after
@@ -118,7 +145,8 @@ pub async fn remove(node: &NetHandle, pod: Option<&NetHandle>, container_id: &st
 /// - the pod end goes down — the pod can send nothing, and frames to it are dropped — and is renamed
 ///   `rcnidel<index>`, so its name is free at once for a new attachment in a netns that lives on;
 /// - the IP can then be released safely; the host end keeps its derived name until the child deletes the
-///   pair (an ADD of the same attachment meanwhile removes it by that name, as it does any leftover).
+///   pair (an ADD of the same attachment meanwhile removes it by that name, as it does any leftover of
+///   its own), and carries `RETIRED_ALIAS`, so GC deletes it if the child never finishes.
 ///
 /// Without `background` the pair is deleted in-line and `None` returned. Absent links are fine; a device
 /// under the pod's ifname that is not a veth is never touched.
@@ -129,10 +157,18 @@ pub async fn retire(
     ifname: &str,
     background: bool,
 ) -> CniResult<Option<u32>> {
-    let host = host_end(node, container_id, ifname).await?;
+    let host = owned_host_end(node, pod, container_id, ifname).await?;
     let Some(host) = host.filter(|_| background) else {
         return remove(node, pod, container_id, ifname).await.map(|_| None);
     };
+    // Marked first: if the child that deletes the pair never runs to the end, GC still knows the pair as
+    // a retired one of ours (`sweep_retired`).
+    if let Err(e) = node.set_alias(host.index, RETIRED_ALIAS).await {
+        if !e.is_not_found() {
+            log::warn("veth", format!("cannot mark {} as retired ({e}); deleting it now", host.name));
+            return remove(node, pod, container_id, ifname).await.map(|_| None);
+        }
+    }
     if let Some(pod) = pod {
         if let Some(l) = pod.link_by_name(ifname).await?.filter(|l| l.is_kind("veth")) {
             let inert = async {
@@ -153,6 +189,43 @@ pub async fn retire(
 /// The pod end's name while it waits for deletion: unique in its netns (by index), within IFNAMSIZ.
 fn retired_name(index: u32) -> String {
     format!("rcnidel{index:x}")
+}
+
+/// The alias of a host end whose pair DEL has retired (made inert, deletion handed to a detached child).
+pub const RETIRED_ALIAS: &str = "rcni:retired";
+
+/// Delete the retired pairs whose detached child did not finish (killed, or never scheduled): host ends
+/// carrying `RETIRED_ALIAS`, a mark only `retire` sets. They are inert and their addresses released, so
+/// they are garbage whichever network they were of. Returns the names deleted.
+pub async fn sweep_retired(node: &NetHandle) -> CniResult<Vec<String>> {
+    let mut deleted = Vec::new();
+    for l in node.links().await? {
+        if l.is_kind("veth") && l.alias.as_deref() == Some(RETIRED_ALIAS) {
+            match node.delete_link(l.index).await {
+                Err(e) if !e.is_not_found() => return Err(e.into()),
+                _ => deleted.push(l.name),
+            }
+        }
+    }
+    Ok(deleted)
+}
+
+/// Delete the pairs of attachments GC found stale: the host end under each one's derived name, if it is a
+/// veth and a port of `bridge` (the network's own bridge; another bridge's port is not this network's).
+/// Returns the names deleted.
+pub async fn remove_stale(node: &NetHandle, bridge: &str, stale: &[(String, String)]) -> CniResult<Vec<String>> {
+    let Some(br) = node.link_by_name(bridge).await? else { return Ok(Vec::new()) };
+    let mut deleted = Vec::new();
+    for (container_id, ifname) in stale {
+        let Some(host) = host_end(node, container_id, ifname).await? else { continue };
+        if host.is_kind("veth") && host.master == Some(br.index) {
+            match node.delete_link(host.index).await {
+                Err(e) if !e.is_not_found() => return Err(e.into()),
+                _ => deleted.push(host.name),
+            }
+        }
+    }
+    Ok(deleted)
 }
 
 /// The host end of the pod's veth, by its derived name.

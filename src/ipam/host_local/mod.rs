@@ -197,6 +197,28 @@ fn place(store: &Store, picks: &[Pick], id: &str, ifname: &str) -> CniResult<Opt
 }
 
 impl InProcessIpam for HostLocal {
+    /// Reservation files name their holder (`containerID` CRLF `ifname`, the reference's format too); legacy
+    /// files with a container ID only are left out (no interface to derive anything from).
+    fn holders(&self, req: &Request) -> CniResult<Option<Vec<Attachment>>> {
+        let loc = location(req)?;
+        let dir = loc.net_dir();
+        let Some(store) = Store::open_existing(&dir, loc.lock_timeout).map_err(store_err)? else {
+            return Ok(Some(Vec::new()));
+        };
+        let io_err = |e: std::io::Error| CniError::new(code::IO_FAILURE, format!("cannot read {}: {e}", dir.display()));
+        let mut out = Vec::new();
+        for ent in std::fs::read_dir(&dir).map_err(io_err)? {
+            let name = ent.map_err(io_err)?.file_name();
+            if reservation::name_ip(&name).is_none() {
+                continue;
+            }
+            if let Some(Holder { container_id, ifname: Some(ifname) }) = store.read_holder(&name).map_err(store_err)? {
+                out.push(Attachment { container_id, ifname });
+            }
+        }
+        Ok(Some(out))
+    }
+
     fn add_reserving(&self, req: &Request) -> CniResult<(AddResult, Reserved)> {
         let conf = load(req)?;
         let dns = read_dns(&conf)?;
