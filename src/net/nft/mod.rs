@@ -1,7 +1,7 @@
 //! The one nftables layer of rcni: every plugin that writes firewall state (masquerade, macspoofchk,
 //! and next portmap, firewall and the overlay agent's masquerade) goes through it.
 //!
-//! * [`netlink`]: the nf_tables netlink socket — dumps, generation id, batches. Our own encoder, not
+//! * [`codec`] and [`socket`]: nf_tables netlink — messages, dumps, generation id, batches. Our own encoder, not
 //!   `netlink-packet-netfilter`: that crate (0.4) has no batch generation id and emits attribute lengths
 //!   unchecked as `u16` (the truncation of audit finding 11), so it would not save the code that matters.
 //! * [`rule`]: typed statements (`iifname`, `ether saddr`, verdicts) encoded as `nft` encodes them.
@@ -11,20 +11,22 @@
 //!   [`Nfnl::batch`]); on [`retryable`] errors plan again from a fresh read.
 //! * **Owner tags.** Every set element carries its owner (`containerID/ifname`) as its comment; every
 //!   rule rcni writes for an attachment carries the owning network as a userdata tag
-//!   ([`netlink::UDATA_RCNI_OWNER`], invisible in `nft list`). Removal by one network never touches
+//!   ([`codec::UDATA_RCNI_OWNER`], invisible in `nft list`). Removal by one network never touches
 //!   objects tagged for another.
 //! * **Structure** that rarely changes (a network's chain and sets) may be written with `nft -f`
 //!   through [`crate::net::command`], fingerprinted in a rule comment so pods never rewrite it.
 //! * Failures are classified by errno ([`absent`], [`retryable`]), never by message text.
 
-pub mod netlink;
+pub mod codec;
 pub mod rule;
+pub mod socket;
 
-pub use netlink::{
+pub use codec::{
     BatchOp, ChainInfo, EEXIST, ENOENT, ERESTART, Hook, NFPROTO_BRIDGE, NFPROTO_INET, NFPROTO_IPV4, NFPROTO_IPV6,
-    NetlinkError, Nfnl, RuleInfo, SetElem,
+    NetlinkError, RuleInfo, SetElem,
 };
 pub use rule::Stmt;
+pub use socket::Nfnl;
 
 /// Errors meaning "nf_tables (for this family) is not there at all", i.e. nothing to read or remove.
 pub fn absent(e: &NetlinkError) -> bool {

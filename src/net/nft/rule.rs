@@ -12,7 +12,7 @@
 
 use std::fmt;
 
-use super::netlink::{MsgBuf, attr, attrs};
+use super::codec::{MsgBuf, attr, attrs};
 use crate::net::Mac;
 
 const NFTA_LIST_ELEM: u16 = 1;

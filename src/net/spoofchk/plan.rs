@@ -3,7 +3,7 @@
 
 use super::names::{BASE_CHAIN, BASE_PRIORITY, HOOK_PREROUTING, Names};
 use crate::net::Mac;
-use crate::net::nft::netlink::{udata_comment, udata_comment_and_owner};
+use crate::net::nft::codec::{udata_comment, udata_comment_and_owner};
 use crate::net::nft::{BatchOp, Hook, Stmt};
 
 /// `type filter hook prerouting priority dstnat; policy accept`.
@@ -96,8 +96,8 @@ mod tests {
             ]
         );
         let BatchOp::NewRule { udata, .. } = &ops[8] else { panic!() };
-        assert_eq!(crate::net::nft::netlink::parse_udata_owner(udata).as_deref(), Some("brnet"));
-        assert_eq!(crate::net::nft::netlink::parse_udata_comment(udata).as_deref(), Some(n.comment.as_str()));
+        assert_eq!(crate::net::nft::codec::parse_udata_owner(udata).as_deref(), Some("brnet"));
+        assert_eq!(crate::net::nft::codec::parse_udata_comment(udata).as_deref(), Some(n.comment.as_str()));
         let kept = setup(&n, "veth1", mac, &[], None);
         assert_eq!(kept.len(), 9);
         assert!(kinds(&kept).iter().all(|k| !k.starts_with("rule PREROUTING")));

@@ -1,8 +1,6 @@
-//! The nf_tables netlink client (NETLINK_NETFILTER) every rcni nftables user goes through: ruleset
-//! generation, tables, chains, rules and set elements, read in dumps (retried when the kernel flags
-//! them interrupted) and written in generation-checked batches (atomic, split so that no attribute
-//! outgrows its 16-bit length). Over 500 lines because it is one protocol's codec and socket, with the
-//! byte-level tests that pin them to what `nft` sends.
+//! The nf_tables netlink codec: message and attribute encoding, batches (split so that no attribute
+//! outgrows its 16-bit length), and parsing of the kernel's answers into rcni's types.
+//! (Long because of the byte-level tests below that pin the encoding to what `nft` sends.)
 //!
 //! Encoding (kernel uapi `linux/netfilter/nfnetlink.h`, `linux/netfilter/nf_tables.h`): every message
 //! is `nlmsghdr` + `nfgenmsg {family, version = 0, res_id (big endian)}` + attributes. Attribute
@@ -15,83 +13,81 @@
 use std::fmt;
 use std::io;
 
-use netlink_sys::{Socket, protocols::NETLINK_NETFILTER};
-
 use super::rule::{self, Stmt};
 
 pub const NFPROTO_INET: u8 = 1;
 pub const NFPROTO_IPV4: u8 = 2;
 pub const NFPROTO_IPV6: u8 = 10;
 pub const NFPROTO_BRIDGE: u8 = 7;
-const AF_UNSPEC: u8 = 0;
+pub(super) const AF_UNSPEC: u8 = 0;
 
-const NLMSG_HDRLEN: usize = 16;
-const NFGENMSG_LEN: usize = 4;
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
+pub(super) const NLMSG_HDRLEN: usize = 16;
+pub(super) const NFGENMSG_LEN: usize = 4;
+pub(super) const NLMSG_ERROR: u16 = 2;
+pub(super) const NLMSG_DONE: u16 = 3;
 
-const NLM_F_REQUEST: u16 = 0x01;
+pub(super) const NLM_F_REQUEST: u16 = 0x01;
 /// Set by the kernel on a dump message when the ruleset changed while the dump ran.
-const NLM_F_DUMP_INTR: u16 = 0x10;
-const NLM_F_ACK: u16 = 0x04;
-const NLM_F_DUMP: u16 = 0x300;
-const NLM_F_EXCL: u16 = 0x200;
-const NLM_F_CREATE: u16 = 0x400;
+pub(super) const NLM_F_DUMP_INTR: u16 = 0x10;
+pub(super) const NLM_F_ACK: u16 = 0x04;
+pub(super) const NLM_F_DUMP: u16 = 0x300;
+pub(super) const NLM_F_EXCL: u16 = 0x200;
+pub(super) const NLM_F_CREATE: u16 = 0x400;
 
-const NLA_F_NESTED: u16 = 0x8000;
+pub(super) const NLA_F_NESTED: u16 = 0x8000;
 /// Attribute (and nest) lengths are 16 bits on the wire.
-const MAX_ATTR_LEN: usize = u16::MAX as usize;
+pub(super) const MAX_ATTR_LEN: usize = u16::MAX as usize;
 /// Bytes of elements per set element message; keeps every nest well below [`MAX_ATTR_LEN`].
-const MAX_ELEMS_PER_MSG_BYTES: usize = 32 * 1024;
+pub(super) const MAX_ELEMS_PER_MSG_BYTES: usize = 32 * 1024;
 /// How often a dump is repeated when the kernel marks it interrupted (NLM_F_DUMP_INTR).
-const DUMP_ATTEMPTS: usize = 5;
-const NLA_TYPE_MASK: u16 = 0x3fff;
+pub(super) const DUMP_ATTEMPTS: usize = 5;
+pub(super) const NLA_TYPE_MASK: u16 = 0x3fff;
 
-const NFNL_SUBSYS_NFTABLES: u16 = 10;
-const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
-const NFNL_MSG_BATCH_END: u16 = 0x11;
-const NFNL_BATCH_GENID: u16 = 1;
+pub(super) const NFNL_SUBSYS_NFTABLES: u16 = 10;
+pub(super) const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
+pub(super) const NFNL_MSG_BATCH_END: u16 = 0x11;
+pub(super) const NFNL_BATCH_GENID: u16 = 1;
 
-const NFT_MSG_NEWTABLE: u16 = 0;
-const NFT_MSG_GETTABLE: u16 = 1;
-const NFT_MSG_NEWCHAIN: u16 = 3;
-const NFT_MSG_GETCHAIN: u16 = 4;
-const NFT_MSG_DELCHAIN: u16 = 5;
-const NFT_MSG_NEWRULE: u16 = 6;
-const NFT_MSG_GETRULE: u16 = 7;
-const NFT_MSG_DELRULE: u16 = 8;
-const NFT_MSG_NEWSETELEM: u16 = 12;
-const NFT_MSG_GETSETELEM: u16 = 13;
-const NFT_MSG_DELSETELEM: u16 = 14;
-const NFT_MSG_NEWGEN: u16 = 15;
-const NFT_MSG_GETGEN: u16 = 16;
+pub(super) const NFT_MSG_NEWTABLE: u16 = 0;
+pub(super) const NFT_MSG_GETTABLE: u16 = 1;
+pub(super) const NFT_MSG_NEWCHAIN: u16 = 3;
+pub(super) const NFT_MSG_GETCHAIN: u16 = 4;
+pub(super) const NFT_MSG_DELCHAIN: u16 = 5;
+pub(super) const NFT_MSG_NEWRULE: u16 = 6;
+pub(super) const NFT_MSG_GETRULE: u16 = 7;
+pub(super) const NFT_MSG_DELRULE: u16 = 8;
+pub(super) const NFT_MSG_NEWSETELEM: u16 = 12;
+pub(super) const NFT_MSG_GETSETELEM: u16 = 13;
+pub(super) const NFT_MSG_DELSETELEM: u16 = 14;
+pub(super) const NFT_MSG_NEWGEN: u16 = 15;
+pub(super) const NFT_MSG_GETGEN: u16 = 16;
 
-const NLM_F_APPEND: u16 = 0x800;
+pub(super) const NLM_F_APPEND: u16 = 0x800;
 
-const NFTA_TABLE_NAME: u16 = 1;
-const NFTA_CHAIN_TABLE: u16 = 1;
-const NFTA_CHAIN_NAME: u16 = 3;
-const NFTA_CHAIN_HOOK: u16 = 4;
-const NFTA_CHAIN_POLICY: u16 = 5;
-const NFTA_CHAIN_TYPE: u16 = 7;
-const NFTA_HOOK_HOOKNUM: u16 = 1;
-const NFTA_HOOK_PRIORITY: u16 = 2;
-const NFTA_RULE_EXPRESSIONS: u16 = 4;
-const NFTA_RULE_TABLE: u16 = 1;
-const NFTA_RULE_CHAIN: u16 = 2;
-const NFTA_RULE_HANDLE: u16 = 3;
-const NFTA_RULE_USERDATA: u16 = 7;
-const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
-const NFTA_SET_ELEM_LIST_SET: u16 = 2;
-const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
-const NFTA_LIST_ELEM: u16 = 1;
-const NFTA_SET_ELEM_KEY: u16 = 1;
-const NFTA_SET_ELEM_USERDATA: u16 = 6;
-const NFTA_DATA_VALUE: u16 = 1;
-const NFTA_GEN_ID: u16 = 1;
+pub(super) const NFTA_TABLE_NAME: u16 = 1;
+pub(super) const NFTA_CHAIN_TABLE: u16 = 1;
+pub(super) const NFTA_CHAIN_NAME: u16 = 3;
+pub(super) const NFTA_CHAIN_HOOK: u16 = 4;
+pub(super) const NFTA_CHAIN_POLICY: u16 = 5;
+pub(super) const NFTA_CHAIN_TYPE: u16 = 7;
+pub(super) const NFTA_HOOK_HOOKNUM: u16 = 1;
+pub(super) const NFTA_HOOK_PRIORITY: u16 = 2;
+pub(super) const NFTA_RULE_EXPRESSIONS: u16 = 4;
+pub(super) const NFTA_RULE_TABLE: u16 = 1;
+pub(super) const NFTA_RULE_CHAIN: u16 = 2;
+pub(super) const NFTA_RULE_HANDLE: u16 = 3;
+pub(super) const NFTA_RULE_USERDATA: u16 = 7;
+pub(super) const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
+pub(super) const NFTA_SET_ELEM_LIST_SET: u16 = 2;
+pub(super) const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
+pub(super) const NFTA_LIST_ELEM: u16 = 1;
+pub(super) const NFTA_SET_ELEM_KEY: u16 = 1;
+pub(super) const NFTA_SET_ELEM_USERDATA: u16 = 6;
+pub(super) const NFTA_DATA_VALUE: u16 = 1;
+pub(super) const NFTA_GEN_ID: u16 = 1;
 
 /// libnftnl's userdata TLV type of a comment (elements, rules, chains).
-const UDATA_COMMENT: u8 = 0;
+pub(super) const UDATA_COMMENT: u8 = 0;
 /// rcni's userdata TLV type for the owner of a rule (the network that made it). nft shows only the
 /// types it knows (comment, ebtables policy), so the tag is invisible in listings and leaves rules
 /// byte-identical in `nft list` to the reference plugins' layout.
@@ -163,7 +159,7 @@ pub struct MsgBuf {
     oversized: bool,
 }
 
-fn align4(n: usize) -> usize {
+pub(super) fn align4(n: usize) -> usize {
     (n + 3) & !3
 }
 
@@ -273,7 +269,7 @@ pub fn parse_udata_owner(udata: &[u8]) -> Option<String> {
     udata_tlv(udata, UDATA_RCNI_OWNER).map(|v| String::from_utf8_lossy(v).into_owned())
 }
 
-fn udata_tlv(udata: &[u8], wanted: u8) -> Option<&[u8]> {
+pub(super) fn udata_tlv(udata: &[u8], wanted: u8) -> Option<&[u8]> {
     let mut rest = udata;
     while rest.len() >= 2 {
         let (ty, len) = (rest[0], rest[1] as usize);
@@ -359,7 +355,7 @@ pub(crate) fn attr(buf: &[u8], ty: u16) -> Option<&[u8]> {
 }
 
 /// Error code of an NLMSG_ERROR payload: 0 = ack, else positive errno.
-fn error_code(payload: &[u8]) -> NlResult<i32> {
+pub(super) fn error_code(payload: &[u8]) -> NlResult<i32> {
     let raw = payload.get(0..4).ok_or_else(|| NetlinkError::Protocol("short NLMSG_ERROR".into()))?;
     Ok(-i32::from_ne_bytes(raw.try_into().unwrap()))
 }
@@ -403,11 +399,11 @@ pub struct RuleInfo {
     pub stmts: Vec<Stmt>,
 }
 
-fn nul_str(v: &[u8]) -> String {
+pub(super) fn nul_str(v: &[u8]) -> String {
     String::from_utf8_lossy(v.strip_suffix(&[0]).unwrap_or(v)).into_owned()
 }
 
-fn parse_rule_msg(payload: &[u8]) -> NlResult<RuleInfo> {
+pub(super) fn parse_rule_msg(payload: &[u8]) -> NlResult<RuleInfo> {
     let attrs_buf = payload.get(NFGENMSG_LEN..).ok_or_else(|| NetlinkError::Protocol("short rule message".into()))?;
     let handle = attr(attrs_buf, NFTA_RULE_HANDLE).and_then(|h| h.try_into().ok()).map(u64::from_be_bytes).unwrap_or(0);
     let udata = attr(attrs_buf, NFTA_RULE_USERDATA).unwrap_or_default();
@@ -440,7 +436,7 @@ pub struct ChainInfo {
     pub hook: Option<Hook>,
 }
 
-fn parse_chain_msg(payload: &[u8]) -> NlResult<(String, ChainInfo)> {
+pub(super) fn parse_chain_msg(payload: &[u8]) -> NlResult<(String, ChainInfo)> {
     let a = payload.get(NFGENMSG_LEN..).ok_or_else(|| NetlinkError::Protocol("short chain message".into()))?;
     let be32 = |v: &[u8]| v.try_into().ok().map(u32::from_be_bytes);
     let hook = attr(a, NFTA_CHAIN_HOOK).map(|h| Hook {
@@ -606,372 +602,6 @@ pub fn encode_batch(
     messages
 }
 
-// ---------------------------------------------------------------------------------------------
-// The socket
-
-/// The reply to one request, read datagram by datagram.
-struct Reply {
-    seq: u32,
-    dump: bool,
-    /// The kernel flagged a dump message NLM_F_DUMP_INTR: the listing may miss or repeat objects.
-    interrupted: bool,
-}
-
-impl Reply {
-    /// Feeds one datagram; `Ok(true)` once the reply is complete (final ack, or NLMSG_DONE of a dump).
-    fn absorb(&mut self, datagram: &[u8], on_msg: &mut impl FnMut(&Msg<'_>) -> NlResult<()>) -> NlResult<bool> {
-        for m in parse_msgs(datagram)? {
-            if m.seq != self.seq {
-                continue;
-            }
-            self.interrupted |= m.flags & NLM_F_DUMP_INTR != 0;
-            match m.msg_type {
-                NLMSG_ERROR => {
-                    let code = error_code(m.payload)?;
-                    return if code == 0 { Ok(true) } else { Err(NetlinkError::Kernel(code)) };
-                }
-                NLMSG_DONE if self.dump => return Ok(true),
-                _ => on_msg(&m)?,
-            }
-        }
-        Ok(false)
-    }
-
-    fn outcome(&self) -> NlResult<()> {
-        if self.interrupted { Err(NetlinkError::DumpInterrupted) } else { Ok(()) }
-    }
-}
-
-/// Runs `dump` again while the kernel reports it interrupted by a concurrent ruleset change, so that
-/// a caller never acts on a torn listing.
-fn retry_interrupted<T>(mut dump: impl FnMut() -> NlResult<T>) -> NlResult<T> {
-    let mut attempts = 1;
-    loop {
-        match dump() {
-            Err(NetlinkError::DumpInterrupted) if attempts < DUMP_ATTEMPTS => attempts += 1,
-            other => return other,
-        }
-    }
-}
-
-/// An NETLINK_NETFILTER socket in the calling thread's network namespace.
-pub struct Nfnl {
-    /// Taken only in `drop`.
-    sock: std::mem::ManuallyDrop<Socket>,
-    seq: u32,
-    rbuf: Vec<u8>,
-}
-
-/// Set once this process has committed a batch. From then on, releasing any nf_tables socket makes the
-/// kernel first finish destroying the committed transactions (`nft_rcv_nl_event` flushes that work, which
-/// waits for an RCU grace period: ~5–20 ms). So sockets are not closed after a commit but handed to
-/// `net::detached::linger`: a detached helper (DEL) takes them over, or they close at exit — no later than
-/// they would have anyway, and the plugin's remaining work does not wait for them.
-static COMMITTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-impl Drop for Nfnl {
-    fn drop(&mut self) {
-        // SAFETY: `sock` is not used again; this is its only take.
-        let sock = unsafe { std::mem::ManuallyDrop::take(&mut self.sock) };
-        if COMMITTED.load(std::sync::atomic::Ordering::Relaxed) {
-            use std::os::fd::{FromRawFd, IntoRawFd};
-            // SAFETY: the fd comes from into_raw_fd, so it is open and owned by nothing else.
-            crate::net::detached::linger(unsafe { std::os::fd::OwnedFd::from_raw_fd(sock.into_raw_fd()) });
-        }
-    }
-}
-
-const RECV_BUF: usize = 64 * 1024;
-
-impl Nfnl {
-    pub fn open() -> NlResult<Nfnl> {
-        let mut sock = Socket::new(NETLINK_NETFILTER).map_err(NetlinkError::Io)?;
-        sock.bind_auto().map_err(NetlinkError::Io)?;
-        // An error answer would otherwise echo the whole request (up to a batch's size) back.
-        sock.set_cap_ack(true).map_err(NetlinkError::Io)?;
-        let seq =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(1)
-                | 1;
-        Ok(Nfnl { sock: std::mem::ManuallyDrop::new(sock), seq, rbuf: Vec::with_capacity(RECV_BUF) })
-    }
-
-    fn next_seq(&mut self, n: u32) -> u32 {
-        let s = self.seq;
-        self.seq = self.seq.wrapping_add(n + 1);
-        s
-    }
-
-    fn send(&self, data: &[u8]) -> NlResult<()> {
-        let n = self.sock.send(data, 0).map_err(NetlinkError::Io)?;
-        if n != data.len() {
-            return Err(NetlinkError::Protocol(format!("short send: {n} of {} bytes", data.len())));
-        }
-        Ok(())
-    }
-
-    /// Receives one datagram into `self.rbuf`; `Ok(false)` on EAGAIN when non-blocking.
-    fn recv(&mut self, flags: libc::c_int) -> NlResult<bool> {
-        self.rbuf.clear();
-        match self.sock.recv(&mut self.rbuf, flags) {
-            Ok(_) => Ok(true),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
-            Err(e) => Err(NetlinkError::Io(e)),
-        }
-    }
-
-    /// Sends one request (already encoded with sequence `seq`) and feeds every reply message of that
-    /// sequence to `on_msg` until the final ack / NLMSG_DONE. Kernel errors are returned as `Kernel`;
-    /// a dump the kernel marked interrupted as [`NetlinkError::DumpInterrupted`] (after reading it to
-    /// its end, so the socket stays in sync).
-    fn request(
-        &mut self,
-        req: &[u8],
-        seq: u32,
-        dump: bool,
-        mut on_msg: impl FnMut(&Msg<'_>) -> NlResult<()>,
-    ) -> NlResult<()> {
-        self.send(req)?;
-        let mut reply = Reply { seq, dump, interrupted: false };
-        loop {
-            self.recv(0)?;
-            let rbuf = std::mem::take(&mut self.rbuf);
-            let done = reply.absorb(&rbuf, &mut on_msg);
-            self.rbuf = rbuf;
-            if done? {
-                return reply.outcome();
-            }
-        }
-    }
-
-    /// A batch is one datagram: raise the send buffer when it is larger than the default allows
-    /// (SO_SNDBUFFORCE: we hold CAP_NET_ADMIN anyway, and the default cap is wmem_max).
-    fn make_room_for(&self, len: usize) -> NlResult<()> {
-        const DEFAULT_ROOM: usize = 128 * 1024;
-        if len + 4096 <= DEFAULT_ROOM {
-            return Ok(());
-        }
-        let size = libc::c_int::try_from(len + 4096)
-            .map_err(|_| NetlinkError::Protocol(format!("a batch of {len} bytes is too large")))?;
-        use std::os::fd::AsRawFd;
-        // SAFETY: a valid socket fd and a pointer to an int of the given size.
-        let rc = unsafe {
-            libc::setsockopt(
-                self.sock.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_SNDBUFFORCE,
-                (&size as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if rc != 0 {
-            return Err(NetlinkError::Io(io::Error::last_os_error()));
-        }
-        Ok(())
-    }
-
-    /// The current ruleset generation id.
-    pub fn generation(&mut self) -> NlResult<u32> {
-        let seq = self.next_seq(0);
-        let mut b = MsgBuf::default();
-        b.begin_nft(NFT_MSG_GETGEN, NLM_F_ACK, seq, AF_UNSPEC);
-        b.end();
-        let mut gen_id = None;
-        self.request(&b.data, seq, false, |m| {
-            if m.msg_type == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWGEN {
-                gen_id = m
-                    .payload
-                    .get(NFGENMSG_LEN..)
-                    .and_then(|a| attr(a, NFTA_GEN_ID))
-                    .and_then(|v| v.try_into().ok())
-                    .map(u32::from_be_bytes);
-            }
-            Ok(())
-        })?;
-        gen_id.ok_or_else(|| NetlinkError::Protocol("no generation id in reply".into()))
-    }
-
-    /// Looks one element up by key. `Ok(None)` if the element, the set or the table does not exist.
-    pub fn get_elem(&mut self, family: u8, table: &str, set: &str, key: &[u8]) -> NlResult<Option<SetElem>> {
-        let seq = self.next_seq(0);
-        let mut b = MsgBuf::default();
-        b.begin_nft(NFT_MSG_GETSETELEM, NLM_F_ACK, seq, family);
-        b.attr_str(NFTA_SET_ELEM_LIST_TABLE, table);
-        b.attr_str(NFTA_SET_ELEM_LIST_SET, set);
-        b.nest_start(NFTA_SET_ELEM_LIST_ELEMENTS);
-        b.nest_start(NFTA_LIST_ELEM);
-        b.nest_start(NFTA_SET_ELEM_KEY);
-        b.attr(NFTA_DATA_VALUE, key);
-        b.nest_end();
-        b.nest_end();
-        b.nest_end();
-        b.end();
-        let mut found = None;
-        let r = self.request(&b.data, seq, false, |m| {
-            if m.msg_type == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWSETELEM {
-                found = parse_setelem_msg(m.payload)?.into_iter().next();
-            }
-            Ok(())
-        });
-        match r {
-            Ok(()) => Ok(found),
-            Err(NetlinkError::Kernel(ENOENT)) => Ok(None),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// All elements of a set; `Ok(None)` if the set or table does not exist.
-    pub fn dump_elems(&mut self, family: u8, table: &str, set: &str) -> NlResult<Option<Vec<SetElem>>> {
-        retry_interrupted(|| self.dump_elems_once(family, table, set))
-    }
-
-    fn dump_elems_once(&mut self, family: u8, table: &str, set: &str) -> NlResult<Option<Vec<SetElem>>> {
-        let seq = self.next_seq(0);
-        let mut b = MsgBuf::default();
-        b.begin_nft(NFT_MSG_GETSETELEM, NLM_F_DUMP, seq, family);
-        b.attr_str(NFTA_SET_ELEM_LIST_TABLE, table);
-        b.attr_str(NFTA_SET_ELEM_LIST_SET, set);
-        b.end();
-        let mut out = Vec::new();
-        let r = self.request(&b.data, seq, true, |m| {
-            if m.msg_type == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWSETELEM {
-                out.extend(parse_setelem_msg(m.payload)?);
-            }
-            Ok(())
-        });
-        match r {
-            Ok(()) => Ok(Some(out)),
-            Err(NetlinkError::Kernel(ENOENT)) => Ok(None),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// The rules of one chain (empty if the chain or table does not exist).
-    pub fn dump_rules(&mut self, family: u8, table: &str, chain: &str) -> NlResult<Vec<RuleInfo>> {
-        retry_interrupted(|| self.dump_rules_once(family, table, Some(chain)))
-    }
-
-    /// The rules of every chain of a table, in chain and rule order (empty if the table does not exist).
-    pub fn dump_table_rules(&mut self, family: u8, table: &str) -> NlResult<Vec<RuleInfo>> {
-        retry_interrupted(|| self.dump_rules_once(family, table, None))
-    }
-
-    /// The chains of a table; `None` if the table does not exist.
-    pub fn dump_chains(&mut self, family: u8, table: &str) -> NlResult<Option<Vec<ChainInfo>>> {
-        if !self.table_exists(family, table)? {
-            return Ok(None);
-        }
-        retry_interrupted(|| {
-            let seq = self.next_seq(0);
-            let mut b = MsgBuf::default();
-            b.begin_nft(NFT_MSG_GETCHAIN, NLM_F_DUMP, seq, family);
-            b.attr_str(NFTA_CHAIN_TABLE, table);
-            b.end();
-            let mut out = Vec::new();
-            self.request(&b.data, seq, true, |m| {
-                if m.msg_type == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWCHAIN {
-                    let (t, c) = parse_chain_msg(m.payload)?;
-                    // Older kernels ignore the table filter of a chain dump.
-                    if t == table {
-                        out.push(c);
-                    }
-                }
-                Ok(())
-            })?;
-            Ok(Some(out))
-        })
-    }
-
-    /// Whether `family table` exists.
-    pub fn table_exists(&mut self, family: u8, table: &str) -> NlResult<bool> {
-        let seq = self.next_seq(0);
-        let mut b = MsgBuf::default();
-        b.begin_nft(NFT_MSG_GETTABLE, NLM_F_ACK, seq, family);
-        b.attr_str(NFTA_TABLE_NAME, table);
-        b.end();
-        match self.request(&b.data, seq, false, |_| Ok(())) {
-            Ok(()) => Ok(true),
-            Err(NetlinkError::Kernel(ENOENT)) => Ok(false),
-            Err(e) => Err(e),
-        }
-    }
-
-    fn dump_rules_once(&mut self, family: u8, table: &str, chain: Option<&str>) -> NlResult<Vec<RuleInfo>> {
-        let seq = self.next_seq(0);
-        let mut b = MsgBuf::default();
-        b.begin_nft(NFT_MSG_GETRULE, NLM_F_DUMP, seq, family);
-        b.attr_str(NFTA_RULE_TABLE, table);
-        if let Some(chain) = chain {
-            b.attr_str(NFTA_RULE_CHAIN, chain);
-        }
-        b.end();
-        let mut out = Vec::new();
-        let r = self.request(&b.data, seq, true, |m| {
-            if m.msg_type == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWRULE {
-                out.push(parse_rule_msg(m.payload)?);
-            }
-            Ok(())
-        });
-        match r {
-            Ok(()) => Ok(out),
-            Err(NetlinkError::Kernel(ENOENT)) => Ok(Vec::new()),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// Whether `chain` exists in `family table`.
-    pub fn chain_exists(&mut self, family: u8, table: &str, chain: &str) -> NlResult<bool> {
-        let seq = self.next_seq(0);
-        let mut b = MsgBuf::default();
-        b.begin_nft(NFT_MSG_GETCHAIN, NLM_F_ACK, seq, family);
-        b.attr_str(NFTA_CHAIN_TABLE, table);
-        b.attr_str(NFTA_CHAIN_NAME, chain);
-        b.end();
-        match self.request(&b.data, seq, false, |_| Ok(())) {
-            Ok(()) => Ok(true),
-            Err(NetlinkError::Kernel(ENOENT)) => Ok(false),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// Applies `ops` atomically; with `genid`, only if the ruleset is still at that generation
-    /// (otherwise `Kernel(ERESTART)`). The first kernel error of the batch is returned.
-    pub fn batch(&mut self, genid: Option<u32>, family: u8, table: &str, ops: &[BatchOp<'_>]) -> NlResult<()> {
-        if ops.is_empty() {
-            return Ok(());
-        }
-        let seq = self.seq;
-        let mut b = MsgBuf::default();
-        let expected = encode_batch(&mut b, seq, genid, family, table, ops);
-        self.seq = seq.wrapping_add(expected as u32 + 2);
-        let data = b.finish()?;
-        self.make_room_for(data.len())?;
-        self.send(data)?;
-        // The kernel processes the batch synchronously inside sendmsg, so every answer is queued by now.
-        let (mut acks, mut first_err) = (0, None);
-        while self.recv(libc::MSG_DONTWAIT)? {
-            for m in parse_msgs(&self.rbuf)? {
-                if m.msg_type != NLMSG_ERROR || m.seq < seq || m.seq > seq + expected as u32 + 1 {
-                    continue;
-                }
-                match error_code(m.payload)? {
-                    0 => acks += 1,
-                    e => {
-                        first_err.get_or_insert(e);
-                    }
-                }
-            }
-        }
-        if let Some(e) = first_err {
-            return Err(NetlinkError::Kernel(e));
-        }
-        if acks != expected {
-            return Err(NetlinkError::Protocol(format!("batch of {expected} changes: only {acks} acknowledged")));
-        }
-        COMMITTED.store(true, std::sync::atomic::Ordering::Relaxed);
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1086,46 +716,6 @@ mod tests {
         b.attr(NFTA_SET_ELEM_USERDATA, &vec![0; 70_000]);
         b.end();
         assert!(b.finish().is_err());
-    }
-
-    fn nft_msg(msg_type: u16, flags: u16, seq: u32) -> Vec<u8> {
-        let mut b = MsgBuf::default();
-        b.begin(msg_type, flags, seq, NFPROTO_INET, 0);
-        b.end();
-        b.data
-    }
-
-    /// Audit finding 17: a dump the kernel marks NLM_F_DUMP_INTR is reported, not taken as complete.
-    #[test]
-    fn an_interrupted_dump_is_reported_and_retried() {
-        let mut datagram = nft_msg((10 << 8) | NFT_MSG_NEWSETELEM, NLM_F_DUMP_INTR, 5);
-        datagram.extend(nft_msg(NLMSG_DONE, 0, 5));
-        let mut reply = Reply { seq: 5, dump: true, interrupted: false };
-        let mut seen = 0;
-        assert!(
-            reply
-                .absorb(&datagram, &mut |_| {
-                    seen += 1;
-                    Ok(())
-                })
-                .unwrap()
-        );
-        assert_eq!(seen, 1);
-        assert!(matches!(reply.outcome(), Err(NetlinkError::DumpInterrupted)));
-
-        let clean = [nft_msg((10 << 8) | NFT_MSG_NEWSETELEM, 0, 6), nft_msg(NLMSG_DONE, 0, 6)].concat();
-        let mut reply = Reply { seq: 6, dump: true, interrupted: false };
-        assert!(reply.absorb(&clean, &mut |_| Ok(())).unwrap());
-        reply.outcome().unwrap();
-
-        let mut calls = 0;
-        let r = retry_interrupted(|| {
-            calls += 1;
-            if calls < 3 { Err(NetlinkError::DumpInterrupted) } else { Ok(calls) }
-        });
-        assert_eq!(r.unwrap(), 3);
-        let r: NlResult<()> = retry_interrupted(|| Err(NetlinkError::DumpInterrupted));
-        assert!(matches!(r, Err(NetlinkError::DumpInterrupted)));
     }
 
     #[test]
