@@ -435,3 +435,37 @@ fn backups_restore_across_implementations() {
         assert!(!backups.join("c9_eth0.json").exists());
     }
 }
+
+/// Our bridge's macspoofchk pins the pod's MAC; a MAC from tuning must move the pin, or the pod is cut
+/// off. With the reference tuning in the same list, the pod cannot reach its gateway.
+#[test]
+fn a_new_mac_moves_the_bridge_spoof_check_with_it() {
+    for (tuning, reachable) in [(rcni_bin("tuning"), true), (reference_plugin("tuning"), false)] {
+        let node = NodeNs::new("tu-spoof");
+        let pod = PodNs::new("tu-spoof");
+        let data = TempDir::new("tu-spoof-ipam");
+        let backups = TempDir::new("tu-spoof-bak");
+        let mut conflist = example("60-bridge-tuning.conflist", data.path(), backups.path());
+        conflist["plugins"][0]["macspoofchk"] = json!(true);
+        let name = conflist["name"].as_str().unwrap().to_string();
+        let conf = NetConfDir::new(&conflist);
+        let plugins = support::PluginDir::new(&[
+            ("bridge", rcni_bin("bridge")),
+            ("host-local", rcni_bin("host-local")),
+            ("tuning", tuning.clone()),
+        ]);
+        let mut tool = Cnitool::new(&conf, &[plugins.path().to_path_buf()]);
+        tool.set("CAP_ARGS", &json!({"mac": "02:aa:bb:cc:dd:07"}).to_string());
+        let result = tool.run(&node, &["add", &name, pod.path_str()]).ok().json();
+        assert_eq!(pod.link("eth0").unwrap().address, "02:aa:bb:cc:dd:07");
+        let gw = result["ips"][0]["gateway"].as_str().unwrap().to_string();
+        let pinged = pod.wait_ping(&gw, std::time::Duration::from_secs(if reachable { 5 } else { 2 }));
+        assert_eq!(pinged, reachable, "{}: gateway reachable with the new MAC", tuning.display());
+        if reachable {
+            let rules = node.cmd("nft").args(["list", "table", "bridge", "nat"]).run().ok().stdout;
+            assert!(rules.contains("02:aa:bb:cc:dd:07"), "the spoof check pins the new MAC: {rules}");
+            tool.run(&node, &["check", &name, pod.path_str()]).ok();
+        }
+        tool.run(&node, &["del", &name, pod.path_str()]).ok();
+    }
+}

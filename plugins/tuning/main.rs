@@ -17,7 +17,7 @@ use rcni::cni::log::warn;
 use rcni::cni::result::AddResult;
 use rcni::cni::skel::{self, Attachment, Plugin, Request};
 use rcni::cni::{CniError, CniResult};
-use rcni::net::{Link, NetError, NetHandle, Netns};
+use rcni::net::{Link, Mac, NetError, NetHandle, Netns, spoofchk};
 use rcni::pod::{block_on, open_netns, open_netns_for_del};
 use std::path::Path;
 
@@ -172,19 +172,56 @@ async fn tune_link(req: &Request, ns: &Netns, t: &Tuning) -> CniResult<()> {
         }
         Ok::<(), NetError>(())
     }
-    .await;
-    if let Err(e) = changed {
+    .await
+    .map_err(|e| {
+        let c = if e.errno() == Some(libc::EINVAL) { code::INVALID_CONFIG } else { code::INTERNAL };
+        CniError::new(c, format!("tune {}: {e}", req.ifname))
+    });
+    let followed = match (&changed, t.mac) {
+        (Ok(()), Some(mac)) => follow_spoof_check(req, &link, mac).await,
+        _ => Ok(()),
+    };
+    if let Err(e) = changed.and(followed) {
         for undo in restore_link(&pod, i, &before).await {
             warn("tuning", format!("undo: {undo}"));
+        }
+        if let (Some(_), Ok(mac)) = (t.mac, before.mac.parse()) {
+            if let Err(e) = follow_spoof_check(req, &link, mac).await {
+                warn("tuning", format!("undo: {e}"));
+            }
         }
         let _ = match &earlier {
             Some(b) => backup::write(&file, b),
             None => backup::remove(&file),
         };
-        let c = if e.errno() == Some(libc::EINVAL) { code::INVALID_CONFIG } else { code::INTERNAL };
-        return Err(CniError::new(c, format!("tune {}: {e}", req.ifname)));
+        return Err(e);
     }
     Ok(())
+}
+
+/// The bridge's `macspoofchk` pins the pod interface's MAC in the node's `bridge nat` table: when tuning
+/// changes the MAC, the pin moves with it, or every frame the pod sends would be dropped. Only for an
+/// attachment that has such a pin (its chain exists); one netlink lookup otherwise.
+async fn follow_spoof_check(req: &Request, pod_link: &Link, mac: Mac) -> CniResult<()> {
+    use rcni::net::nft::{NFPROTO_BRIDGE, Nfnl};
+    let names = spoofchk::Names::new(&req.container_id, &req.ifname);
+    let pinned = Nfnl::open().and_then(|mut n| n.chain_exists(NFPROTO_BRIDGE, spoofchk::TABLE, &names.mac_chain));
+    if !pinned.unwrap_or(false) {
+        return Ok(());
+    }
+    let node = NetHandle::current()?;
+    let host = match pod_link.peer_index {
+        Some(peer) => node.link_by_index(peer).await?.filter(|h| h.peer_index == Some(pod_link.index)),
+        None => None,
+    };
+    let host = host.ok_or_else(|| {
+        CniError::internal(format!(
+            "{} has a MAC spoof check but no veth peer in the node to pin the new MAC to",
+            req.ifname
+        ))
+    })?;
+    spoofchk::setup(&req.conf.name, &req.container_id, &req.ifname, &host.name, mac)
+        .map_err(|e| CniError::internal(format!("move the MAC spoof check of {} to {mac}: {e}", req.ifname)))
 }
 
 /// The result passes on unchanged but for the interface's new MAC (and MTU, where the result carries one).
@@ -242,7 +279,15 @@ impl Plugin for Tune {
                     let restored = block_on(async {
                         let pod = NetHandle::for_netns(&ns)?;
                         Ok::<_, NetError>(match pod.link_by_name(&req.ifname).await? {
-                            Some(link) => restore_link(&pod, link.index, &saved).await,
+                            Some(link) => {
+                                let errors = restore_link(&pod, link.index, &saved).await;
+                                if let Ok(mac) = saved.mac.parse() {
+                                    if let Err(e) = follow_spoof_check(req, &link, mac).await {
+                                        warn("tuning", format!("DEL: {e}"));
+                                    }
+                                }
+                                errors
+                            }
                             None => Vec::new(),
                         })
                     });
