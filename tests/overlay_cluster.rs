@@ -442,3 +442,42 @@ fn twenty_agents_at_once_get_twenty_distinct_subnets() {
     }
     drop(agents);
 }
+
+#[test]
+fn direct_routing_reaches_same_segment_peers_without_encapsulation() {
+    let switch = NodeNs::new("ovd-sw");
+    switch.ip(&["link", "add", "sw0", "type", "bridge"]).ok();
+    switch.ip(&["link", "set", "sw0", "up"]).ok();
+    let etcd = Etcd::start("ovd", &switch);
+    etcd.ctl(&[
+        "put",
+        &format!("{PREFIX}/config"),
+        r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","DirectRouting":true}}"#,
+    ])
+    .ok();
+    let mut nodes: Vec<Node> = (1..=2).map(|i| Node::new("ovd", &switch, i)).collect();
+    for n in &nodes {
+        wait_for("subnet.env", LONG, || n.subnet_env().is_some());
+    }
+    let s2 = nodes[1].subnet();
+    wait_for("the direct route", LONG, || {
+        nodes[0].ns.ip(&["route", "show", "dev", "eth0"]).ok().stdout.contains(&format!("{s2} via 198.18.0.2"))
+    });
+    assert!(nodes[0].routes().is_empty(), "nothing rides the VTEP: {}", nodes[0].routes());
+    let ip2 = {
+        nodes[0].add_pod();
+        nodes[1].add_pod()
+    };
+    let (tx0, _) = vtep_tx(&nodes[0]);
+    assert!(tcp(&nodes[0].pods[0], &nodes[1].pods[0], &ip2), "pod -> pod via the underlay");
+    assert_eq!(vtep_tx(&nodes[0]).0, tx0, "no packet went through the VTEP");
+    for n in &mut nodes {
+        n.agent.kill();
+    }
+}
+
+fn vtep_tx(n: &Node) -> (u64, u64) {
+    let v = n.ns.ip_json(&["-s", "link", "show", VTEP]);
+    let s = &v[0]["stats64"];
+    (s["tx"]["packets"].as_u64().unwrap(), s["rx"]["packets"].as_u64().unwrap())
+}

@@ -111,39 +111,23 @@ impl Agent {
         self.kernel.as_ref().map(|k| k.underlay.mtu).unwrap_or(1450)
     }
 
-    /// The peer set to apply now: the etcd set, except that a change removing most known peers at once
-    /// (etcd data loss, a wrong prefix, a restored backup) keeps them for the grace period.
+    /// The peer set to apply now (see [`guard`]), with the status fields that show a held removal.
     fn guarded(&mut self) -> Vec<Peer> {
         let want: Vec<Peer> = self.peers.values().cloned().collect();
-        let keep: BTreeSet<IpNetwork> = want.iter().flat_map(|p| p.subnets.iter().copied()).collect();
-        let removed: Vec<Peer> =
-            self.applied.iter().filter(|p| !p.subnets.iter().any(|s| keep.contains(s))).cloned().collect();
-        let suspect = removed.len() >= 2 && removed.len() * 5 > self.applied.len();
-        if !suspect {
-            self.pending_since = None;
-            self.status.pending_removals = 0;
-            self.status.pending_removals_until = None;
-            return want;
-        }
-        let since = *self.pending_since.get_or_insert_with(Instant::now);
-        if since.elapsed() >= self.f.mass_delete_grace {
-            log(format!("grace period over: removing {} peers", removed.len()));
-            self.pending_since = None;
-            self.status.pending_removals = 0;
-            self.status.pending_removals_until = None;
-            return want;
-        }
-        let until = now_secs() + (self.f.mass_delete_grace - since.elapsed()).as_secs();
-        if self.status.pending_removals != removed.len() {
+        let (peers, held) = guard(&self.applied, want, &mut self.pending_since, self.f.mass_delete_grace);
+        if held > 0 && self.status.pending_removals != held {
             log(format!(
-                "the registry would remove {} of {} peers at once: keeping them until the grace period ends (unix {until})",
-                removed.len(),
-                self.applied.len()
+                "the registry would remove {held} of {} peers at once: keeping them for the grace period ({:?})",
+                self.applied.len(),
+                self.f.mass_delete_grace
             ));
         }
-        self.status.pending_removals = removed.len();
-        self.status.pending_removals_until = Some(until);
-        want.into_iter().chain(removed).collect()
+        self.status.pending_removals = held;
+        self.status.pending_removals_until = self
+            .pending_since
+            .filter(|_| held > 0)
+            .map(|since| now_secs() + self.f.mass_delete_grace.saturating_sub(since.elapsed()).as_secs());
+        peers
     }
 
     async fn apply(&mut self) {
@@ -329,6 +313,33 @@ impl Agent {
     }
 }
 
+/// The mass-delete guard: a change that removes at least two and more than a fifth of the applied peers
+/// at once looks like etcd data loss, a wrong prefix or a restored backup, not like nodes leaving. The
+/// removed peers are kept until `grace` has passed since the change was first seen (additions and
+/// updates apply at once). Returns the set to apply and how many removals are held back.
+fn guard(
+    applied: &[Peer],
+    want: Vec<Peer>,
+    pending_since: &mut Option<Instant>,
+    grace: Duration,
+) -> (Vec<Peer>, usize) {
+    let keep: BTreeSet<IpNetwork> = want.iter().flat_map(|p| p.subnets.iter().copied()).collect();
+    let removed: Vec<Peer> = applied.iter().filter(|p| !p.subnets.iter().any(|s| keep.contains(s))).cloned().collect();
+    let suspect = removed.len() >= 2 && removed.len() * 5 > applied.len();
+    if !suspect {
+        *pending_since = None;
+        return (want, 0);
+    }
+    let since = *pending_since.get_or_insert_with(Instant::now);
+    if since.elapsed() >= grace {
+        log(format!("grace period over: removing {} peers", removed.len()));
+        *pending_since = None;
+        return (want, 0);
+    }
+    let held = removed.len();
+    (want.into_iter().chain(removed).collect(), held)
+}
+
 fn v4_of(p: &Peer) -> Ipv4Network {
     match p.subnets[0] {
         IpNetwork::V4(n) => n,
@@ -417,4 +428,38 @@ pub async fn leave(f: Flags) -> Result<(), String> {
     let _ = std::fs::remove_file(record_path(&f));
     println!("left: lease {:x} for {} revoked", rec.lease, rec.subnet);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peers(n: u8) -> Vec<Peer> {
+        (1..=n)
+            .map(|i| Peer {
+                underlay: format!("198.18.0.{i}").parse().unwrap(),
+                subnets: vec![format!("10.244.{i}.0/24").parse().unwrap()],
+                mac: None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn mass_removal_waits_for_the_grace_period_single_leaves_do_not() {
+        let applied = peers(10);
+        let mut since = None;
+        let grace = Duration::from_secs(300);
+        let (one_left, held) = guard(&applied, applied[1..].to_vec(), &mut since, grace);
+        assert_eq!((one_left.len(), held, since.is_some()), (9, 0, false), "one node leaving applies at once");
+        let (kept, held) = guard(&applied, Vec::new(), &mut since, grace);
+        assert_eq!((kept.len(), held), (10, 10), "an empty snapshot removes nothing yet");
+        let mut grown = applied[..2].to_vec();
+        grown.extend(peers(11)[10..].iter().cloned());
+        let (kept, held) = guard(&applied, grown, &mut since, grace);
+        assert_eq!((kept.len(), held), (11, 8), "additions apply, the removals stay held");
+        let (gone, held) = guard(&applied, Vec::new(), &mut since, Duration::ZERO);
+        assert_eq!((gone.len(), held), (0, 0), "after the grace period it applies");
+        let (back, held) = guard(&applied, applied.clone(), &mut since, grace);
+        assert_eq!((back.len(), held, since), (10, 0, None));
+    }
 }
