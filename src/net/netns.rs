@@ -7,7 +7,7 @@
 
 use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -60,7 +60,12 @@ impl Netns {
     pub fn open(path: impl AsRef<Path>) -> Result<Netns> {
         let path = path.as_ref();
         let ctx = || format!("open netns {}", path.display());
-        let file = File::open(path).map_err(|e| NetError::io(ctx(), e))?;
+        // Non-blocking: a FIFO passed as CNI_NETNS must fail the nsfs check below, not hang the open.
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .open(path)
+            .map_err(|e| NetError::io(ctx(), e))?;
         let not_netns = || NetError::from_errno(format!("{}: not a network namespace file", ctx()), libc::EINVAL);
         let fs = fstatfs(&file).map_err(|e| NetError::from_errno(ctx(), e as i32))?;
         // Namespace files (a bind mount under /run/netns, or /proc/<pid>/ns/net) live on nsfs.
@@ -172,6 +177,13 @@ mod tests {
         assert_eq!(e.errno(), Some(libc::EINVAL), "{e}");
         let e = Netns::open("/nonexistent/netns").unwrap_err();
         assert!(e.is_not_found(), "{e}");
+        // A FIFO without a writer: refused at once instead of blocking the open forever.
+        let fifo = std::env::temp_dir().join(format!("rcni-netns-fifo-{}", std::process::id()));
+        let _ = std::fs::remove_file(&fifo);
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let e = Netns::open(&fifo).unwrap_err();
+        std::fs::remove_file(&fifo).unwrap();
+        assert_eq!(e.errno(), Some(libc::EINVAL), "{e}");
     }
 
     #[test]

@@ -1,0 +1,728 @@
+//! Hostile input, as a careless runtime or operator sends it, against every plugin and cnitool.
+//!
+//! Each case must answer with an error JSON on stdout carrying the right code and a message that names
+//! what to fix, exit non-zero, never panic (the panic reporter's message), and leave the node exactly as
+//! it was: links, addresses, routes, rules, the nft ruleset and the state files are snapshot once in a
+//! throwaway node netns and compared after every case.
+
+mod support;
+
+use std::path::PathBuf;
+
+use serde_json::{Value, json};
+use support::*;
+
+/// One hostile invocation.
+struct Case {
+    name: String,
+    bin: &'static str,
+    env: Vec<(String, String)>,
+    stdin: Vec<u8>,
+    code: u64,
+    /// Must appear in `msg` or `details`: the field or variable to fix.
+    needle: String,
+}
+
+/// Everything a failed command must not change.
+fn snapshot(node: &NodeNs, dirs: &[PathBuf]) -> Vec<String> {
+    // One command for the whole kernel side: the table runs hundreds of cases.
+    let mut out = vec![
+        node.sh("ip -d link show | sed -E 's/[a-z_]+_timer +[0-9.]+//g'; ip addr show; ip -4 route show table all; ip -6 route show table all; \
+             ip -4 rule; ip -6 rule; ip neigh show; nft list ruleset")
+            .stdout,
+    ];
+    for d in dirs {
+        out.push(format!("{}: {}", d.display(), tree(d)));
+    }
+    out
+}
+
+/// Names, sizes and contents of every file under `dir` (sorted).
+fn tree(dir: &std::path::Path) -> String {
+    let mut v = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        for e in rd.filter_map(|e| e.ok()) {
+            let p = e.path();
+            if p.is_dir() {
+                v.push(format!("{}/", p.display()));
+                stack.push(p);
+            } else if p.is_file() {
+                v.push(format!("{} {:?}", p.display(), std::fs::read(&p).unwrap_or_default()));
+            } else {
+                v.push(format!("{} (not a regular file)", p.display()));
+            }
+        }
+    }
+    v.sort();
+    v.join("\n")
+}
+
+fn env(command: &str, cid: &str, netns: &str, ifname: &str, path: &str) -> Vec<(String, String)> {
+    [
+        ("CNI_COMMAND", command),
+        ("CNI_CONTAINERID", cid),
+        ("CNI_NETNS", netns),
+        ("CNI_IFNAME", ifname),
+        ("CNI_PATH", path),
+    ]
+    .iter()
+    .filter(|(_, v)| !v.is_empty())
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+fn set(mut e: Vec<(String, String)>, k: &str, v: &str) -> Vec<(String, String)> {
+    e.retain(|(key, _)| key != k);
+    if !v.is_empty() {
+        e.push((k.into(), v.into()));
+    }
+    e
+}
+
+/// A config with `patch` merged into `base` at the top level (a `null` removes the key).
+fn patched(base: &Value, patch: Value) -> Vec<u8> {
+    let mut v = base.clone();
+    for (k, val) in patch.as_object().unwrap() {
+        if val.is_null() {
+            v.as_object_mut().unwrap().remove(k);
+        } else {
+            v[k] = val.clone();
+        }
+    }
+    serde_json::to_vec(&v).unwrap()
+}
+
+struct World {
+    node: NodeNs,
+    pod: PodNs,
+    data: TempDir,
+    plugins: PluginDir,
+    fifo: PathBuf,
+    plain_file: PathBuf,
+}
+
+impl World {
+    fn new() -> World {
+        require_root();
+        let node = NodeNs::new("hostile");
+        // Something to lose: an underlay with an address and a default route, and a bridge with a gateway.
+        node.sh("ip link add und0 type veth peer name und1 && ip link set und1 up && ip addr add 198.18.0.1/24 dev und0 && ip link set und0 up && \
+             ip route add default via 198.18.0.254 dev und0 && \
+             ip link add hbr0 type bridge && ip addr add 10.77.0.1/24 dev hbr0 && ip link set hbr0 up")
+            .ok();
+        let plugins = PluginDir::new(&[
+            ("bridge", rcni_bin("bridge")),
+            ("vxlan", rcni_bin("vxlan")),
+            ("loopback", rcni_bin("loopback")),
+            ("host-local", rcni_bin("host-local")),
+            ("flannel", rcni_bin("flannel")),
+        ]);
+        let data = TempDir::new("hostile-data");
+        std::fs::create_dir_all(data.join("ipam")).unwrap();
+        data.write(
+            "subnet.env",
+            "FLANNEL_NETWORK=10.78.0.0/16\nFLANNEL_SUBNET=10.78.1.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n",
+        );
+        data.write("peers.json", r#"[{"underlay":"198.18.0.2","subnets":["10.79.2.0/24"]}]"#);
+        let fifo = data.join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let plain_file = data.write("plain", "not a netns");
+        let pod = PodNs::new("hostile-pod");
+        World { node, pod, data, plugins, fifo, plain_file }
+    }
+
+    fn path(&self) -> String {
+        self.plugins.path().display().to_string()
+    }
+
+    fn ipam(&self, subnet: &str) -> Value {
+        json!({"type": "host-local", "subnet": subnet, "dataDir": self.data.join("ipam")})
+    }
+
+    fn bridge(&self) -> Value {
+        json!({"cniVersion": "1.0.0", "name": "hnet", "type": "bridge", "bridge": "hbr0", "isGateway": true,
+               "ipMasq": true, "ipam": self.ipam("10.77.0.0/24")})
+    }
+
+    fn vxlan(&self) -> Value {
+        json!({"cniVersion": "1.0.0", "name": "hvx", "type": "vxlan", "network": ["10.79.0.0/16"],
+               "subnet": ["10.79.1.0/24"], "vxlan": {"vni": 4242, "underlay": "und0"}, "bridge": "hvxbr0",
+               "peersFile": self.data.join("peers.json"), "dataDir": self.data.join("ipam")})
+    }
+
+    fn host_local(&self) -> Value {
+        json!({"cniVersion": "1.0.0", "name": "hhl", "type": "host-local", "ipam": self.ipam("10.76.0.0/24")})
+    }
+
+    fn loopback(&self) -> Value {
+        json!({"cniVersion": "1.0.0", "name": "hlo", "type": "loopback"})
+    }
+
+    fn flannel(&self) -> Value {
+        json!({"cniVersion": "1.0.0", "name": "hfl", "type": "flannel", "subnetFile": self.data.join("subnet.env"),
+               "dataDir": self.data.join("flannel"), "ipam": {"dataDir": self.data.join("ipam")},
+               "delegate": {"bridge": "hflbr0"}})
+    }
+
+    fn add_env(&self, cid: &str) -> Vec<(String, String)> {
+        env("ADD", cid, self.pod.path_str(), "eth0", &self.path())
+    }
+}
+
+fn case(
+    name: impl Into<String>,
+    bin: &'static str,
+    env: Vec<(String, String)>,
+    stdin: Vec<u8>,
+    code: u64,
+    needle: &str,
+) -> Case {
+    Case { name: name.into(), bin, env, stdin, code, needle: needle.into() }
+}
+
+/// Cases every plugin must refuse the same way: the environment and the common config keys.
+fn common_cases(w: &World, bin: &'static str, conf: &Value, out: &mut Vec<Case>) {
+    let ok = serde_json::to_vec(conf).unwrap();
+    let add = w.add_env("hostile1");
+    let long = "a".repeat(16);
+    type EnvCase<'a> = (&'a str, Vec<(String, String)>, u64, &'a str);
+    let env_cases: Vec<EnvCase> = vec![
+        ("unknown command", set(add.clone(), "CNI_COMMAND", "FROB"), 4, "CNI_COMMAND"),
+        ("lower-case command", set(add.clone(), "CNI_COMMAND", "add"), 4, "CNI_COMMAND"),
+        ("no container id", set(add.clone(), "CNI_CONTAINERID", ""), 4, "CNI_CONTAINERID"),
+        ("no netns", set(add.clone(), "CNI_NETNS", ""), 4, "CNI_NETNS"),
+        ("no ifname", set(add.clone(), "CNI_IFNAME", ""), 4, "CNI_IFNAME"),
+        ("container id with slash", set(add.clone(), "CNI_CONTAINERID", "a/../b"), 4, "containerID"),
+        ("container id dot-dot", set(add.clone(), "CNI_CONTAINERID", ".."), 4, "containerID"),
+        ("container id leading dash", set(add.clone(), "CNI_CONTAINERID", "-rf"), 4, "containerID"),
+        ("container id with space", set(add.clone(), "CNI_CONTAINERID", "a b"), 4, "containerID"),
+        ("container id with newline", set(add.clone(), "CNI_CONTAINERID", "a\nb"), 4, "containerID"),
+        ("container id with escape", set(add.clone(), "CNI_CONTAINERID", "a\u{1b}[2J"), 4, "containerID"),
+        ("container id unicode", set(add.clone(), "CNI_CONTAINERID", "cöntainer"), 4, "containerID"),
+        ("ifname too long", set(add.clone(), "CNI_IFNAME", &long), 4, "CNI_IFNAME"),
+        ("ifname dot-dot", set(add.clone(), "CNI_IFNAME", ".."), 4, "CNI_IFNAME"),
+        ("ifname slash", set(add.clone(), "CNI_IFNAME", "eth/0"), 4, "CNI_IFNAME"),
+        ("ifname colon", set(add.clone(), "CNI_IFNAME", "eth:0"), 4, "CNI_IFNAME"),
+        ("ifname space", set(add.clone(), "CNI_IFNAME", "eth 0"), 4, "CNI_IFNAME"),
+        ("ifname tab", set(add.clone(), "CNI_IFNAME", "eth\t0"), 4, "CNI_IFNAME"),
+        ("ifname control char", set(add.clone(), "CNI_IFNAME", "eth\u{7}0"), 4, "CNI_IFNAME"),
+        ("ifname DEL char", set(add.clone(), "CNI_IFNAME", "eth\u{7f}"), 4, "CNI_IFNAME"),
+        ("CNI_ARGS without =", set(add.clone(), "CNI_ARGS", "garbage"), 4, "CNI_ARGS"),
+        ("CNI_ARGS empty key", set(add.clone(), "CNI_ARGS", "=x"), 4, "ARGS"),
+        ("CNI_ARGS unknown key", set(add.clone(), "CNI_ARGS", "FOO=bar"), 4, "FOO=bar"),
+        ("CNI_ARGS bad IgnoreUnknown", set(add.clone(), "CNI_ARGS", "IgnoreUnknown=maybe;FOO=1"), 4, "IgnoreUnknown"),
+        ("own netns", set(add.clone(), "CNI_NETNS", "/proc/self/ns/net"), 8, "own network namespace"),
+    ];
+    for (what, e, code, needle) in env_cases {
+        if bin == "loopback"
+            && what.starts_with("CNI_ARGS")
+            && what != "CNI_ARGS without ="
+            && what != "CNI_ARGS empty key"
+        {
+            continue; // loopback reads no CNI_ARGS keys, like the reference: any key is fine
+        }
+        out.push(case(format!("{bin}: {what}"), bin, e, ok.clone(), code, needle));
+    }
+    let conf_cases: Vec<(&str, Vec<u8>, u64, &str)> = vec![
+        ("empty stdin", Vec::new(), 6, "network config"),
+        ("not JSON", b"{\"cniVersion\":".to_vec(), 6, "network config"),
+        ("JSON array", b"[]".to_vec(), 6, "JSON object"),
+        ("JSON string", b"\"x\"".to_vec(), 6, "JSON object"),
+        ("no name", patched(conf, json!({"name": null})), 7, "network name"),
+        ("name with slash", patched(conf, json!({"name": "a/b"})), 7, "network name"),
+        ("name dot-dot", patched(conf, json!({"name": ".."})), 7, "network name"),
+        ("name with NUL", patched(conf, json!({"name": "n\u{0}x"})), 7, "network name"),
+        ("name a number", patched(conf, json!({"name": 5})), 6, "name"),
+        ("unsupported version", patched(conf, json!({"cniVersion": "9.9.9"})), 1, "9.9.9"),
+        ("version garbage", patched(conf, json!({"cniVersion": "one"})), 1, "one"),
+        ("runtimeConfig a list", patched(conf, json!({"runtimeConfig": []})), 7, "runtimeConfig"),
+        ("ipam a string", patched(conf, json!({"ipam": "host-local"})), 7, "ipam"),
+        ("prevResult garbage", patched(conf, json!({"prevResult": {"ips": [{"address": "x"}]}})), 6, "prevResult"),
+    ];
+    for (what, stdin, code, needle) in conf_cases {
+        out.push(case(format!("{bin}: {what}"), bin, add.clone(), stdin, code, needle));
+    }
+}
+
+fn plugin_cases(w: &World) -> Vec<Case> {
+    let mut out = Vec::new();
+    for (bin, conf) in [
+        ("bridge", w.bridge()),
+        ("vxlan", w.vxlan()),
+        ("host-local", w.host_local()),
+        ("loopback", w.loopback()),
+        ("flannel", w.flannel()),
+    ] {
+        common_cases(w, bin, &conf, &mut out);
+    }
+    let add = w.add_env("hostile2");
+    let br = w.bridge();
+    let vx = w.vxlan();
+    let mut push =
+        |what: &str, bin: &'static str, env: &Vec<(String, String)>, stdin: Vec<u8>, code: u64, needle: &str| {
+            out.push(case(format!("{bin}: {what}"), bin, env.clone(), stdin, code, needle));
+        };
+    // bridge
+    push("bridge name with NUL", "bridge", &add, patched(&br, json!({"bridge": "hbr0\u{0}x"})), 7, "bridge name");
+    push("bridge name control char", "bridge", &add, patched(&br, json!({"bridge": "hbr\u{1}"})), 7, "bridge name");
+    push(
+        "bridge name too long",
+        "bridge",
+        &add,
+        patched(&br, json!({"bridge": "a-very-long-bridge-name"})),
+        7,
+        "bridge name",
+    );
+    push("bridge name slash", "bridge", &add, patched(&br, json!({"bridge": "br/0"})), 7, "bridge name");
+    push("bridge name a number", "bridge", &add, patched(&br, json!({"bridge": 5})), 7, "bridge");
+    push("vlan out of range", "bridge", &add, patched(&br, json!({"vlan": 5000})), 7, "VLAN");
+    push("negative vlan", "bridge", &add, patched(&br, json!({"vlan": -1})), 7, "VLAN");
+    push(
+        "hairpin and promisc",
+        "bridge",
+        &add,
+        patched(&br, json!({"hairpinMode": true, "promiscMode": true})),
+        7,
+        "hairpin",
+    );
+    push("bad ipMasqBackend", "bridge", &add, patched(&br, json!({"ipMasqBackend": "pf"})), 7, "pf");
+    push("mtu a string", "bridge", &add, patched(&br, json!({"mtu": "big"})), 7, "mtu");
+    push(
+        "CNI_ARGS MAC not a MAC",
+        "bridge",
+        &set(add.clone(), "CNI_ARGS", "MAC=zz:zz"),
+        serde_json::to_vec(&br).unwrap(),
+        4,
+        "MAC",
+    );
+    push(
+        "CNI_ARGS MAC too long",
+        "bridge",
+        &set(add.clone(), "CNI_ARGS", "MAC=02:00:00:00:00:01:02"),
+        serde_json::to_vec(&br).unwrap(),
+        4,
+        "MAC",
+    );
+    push(
+        "runtimeConfig mac garbage",
+        "bridge",
+        &add,
+        patched(&br, json!({"runtimeConfig": {"mac": "nope"}})),
+        7,
+        "MAC",
+    );
+    push(
+        "ipam subnet garbage",
+        "bridge",
+        &add,
+        patched(&br, json!({"ipam": {"type": "host-local", "subnet": "10.77.0.0/99", "dataDir": w.data.join("ipam")}})),
+        7,
+        "subnet",
+    );
+    push(
+        "ipam type with slash",
+        "bridge",
+        &add,
+        patched(&br, json!({"ipam": {"type": "../../bin/sh"}})),
+        7,
+        "plugin type",
+    );
+    push(
+        "ipam type missing binary",
+        "bridge",
+        &add,
+        patched(&br, json!({"ipam": {"type": "no-such-ipam"}})),
+        999,
+        "no-such-ipam",
+    );
+    push(
+        "ipam without CNI_PATH",
+        "bridge",
+        &set(add.clone(), "CNI_PATH", ""),
+        serde_json::to_vec(&br).unwrap(),
+        4,
+        "CNI_PATH",
+    );
+    push(
+        "netns does not exist",
+        "bridge",
+        &set(add.clone(), "CNI_NETNS", "/run/netns/rcni-hostile-none"),
+        serde_json::to_vec(&br).unwrap(),
+        999,
+        "netns",
+    );
+    push(
+        "netns is a FIFO",
+        "bridge",
+        &set(add.clone(), "CNI_NETNS", w.fifo.to_str().unwrap()),
+        serde_json::to_vec(&br).unwrap(),
+        999,
+        "netns",
+    );
+    push(
+        "netns is a plain file",
+        "bridge",
+        &set(add.clone(), "CNI_NETNS", w.plain_file.to_str().unwrap()),
+        serde_json::to_vec(&br).unwrap(),
+        999,
+        "netns",
+    );
+    push(
+        "netns is a uts namespace",
+        "bridge",
+        &set(add.clone(), "CNI_NETNS", "/proc/self/ns/uts"),
+        serde_json::to_vec(&br).unwrap(),
+        999,
+        "netns",
+    );
+    push(
+        "CHECK on 0.3.1",
+        "bridge",
+        &set(add.clone(), "CNI_COMMAND", "CHECK"),
+        patched(&br, json!({"cniVersion": "0.3.1"})),
+        1,
+        "CHECK",
+    );
+    push("GC on 1.0.0", "bridge", &set(add.clone(), "CNI_COMMAND", "GC"), serde_json::to_vec(&br).unwrap(), 1, "GC");
+    push(
+        "GC attachments not a list",
+        "bridge",
+        &set(add.clone(), "CNI_COMMAND", "GC"),
+        patched(&br, json!({"cniVersion": "1.1.0", "cni.dev/valid-attachments": 5})),
+        6,
+        "valid-attachments",
+    );
+    // vxlan
+    push(
+        "vxlan.name with NUL",
+        "vxlan",
+        &add,
+        patched(&vx, json!({"vxlan": {"vni": 4242, "underlay": "und0", "name": "vx\u{0}y"}})),
+        7,
+        "vxlan.name",
+    );
+    push(
+        "vxlan.underlay with NUL",
+        "vxlan",
+        &add,
+        patched(&vx, json!({"vxlan": {"vni": 4242, "underlay": "und0\u{0}x"}})),
+        7,
+        "vxlan.underlay",
+    );
+    push(
+        "vxlan.underlay too long",
+        "vxlan",
+        &add,
+        patched(&vx, json!({"vxlan": {"vni": 4242, "underlay": "a-very-long-underlay"}})),
+        7,
+        "vxlan.underlay",
+    );
+    push(
+        "vxlan.underlay slash",
+        "vxlan",
+        &add,
+        patched(&vx, json!({"vxlan": {"vni": 4242, "underlay": "../eth0"}})),
+        7,
+        "vxlan.underlay",
+    );
+    push(
+        "vxlan.name too long",
+        "vxlan",
+        &add,
+        patched(&vx, json!({"vxlan": {"vni": 4242, "underlay": "und0", "name": "a-very-long-vxlan-name"}})),
+        7,
+        "vxlan.name",
+    );
+    push("vxlan bridge with NUL", "vxlan", &add, patched(&vx, json!({"bridge": "b\u{0}r"})), 7, "bridge name");
+    push("vni 0", "vxlan", &add, patched(&vx, json!({"vxlan": {"vni": 0, "underlay": "und0"}})), 7, "vni");
+    push("vni too big", "vxlan", &add, patched(&vx, json!({"vxlan": {"vni": 16777216, "underlay": "und0"}})), 7, "vni");
+    push(
+        "port 0",
+        "vxlan",
+        &add,
+        patched(&vx, json!({"vxlan": {"vni": 4242, "underlay": "und0", "port": 0}})),
+        7,
+        "port",
+    );
+    push("subnet outside network", "vxlan", &add, patched(&vx, json!({"subnet": ["10.1.0.0/24"]})), 7, "subnet");
+    push("network garbage", "vxlan", &add, patched(&vx, json!({"network": ["ten/8"]})), 7, "network");
+    push(
+        "peer subnet with host bits",
+        "vxlan",
+        &add,
+        patched(&vx, json!({"peersFile": null, "peers": [{"underlay": "198.18.0.2", "subnets": ["10.79.2.1/24"]}]})),
+        7,
+        "host bits",
+    );
+    push(
+        "peer underlay garbage",
+        "vxlan",
+        &add,
+        patched(&vx, json!({"peersFile": null, "peers": [{"underlay": "nope", "subnets": []}]})),
+        7,
+        "peers",
+    );
+    // host-local
+    let hl = w.host_local();
+    let hl_ipam = |ipam: Value| patched(&hl, json!({"ipam": ipam}));
+    let dd = w.data.join("ipam");
+    push("no subnet", "host-local", &add, hl_ipam(json!({"type": "host-local", "dataDir": dd})), 7, "subnet");
+    push(
+        "subnet /31",
+        "host-local",
+        &add,
+        hl_ipam(json!({"type": "host-local", "subnet": "10.76.0.0/31", "dataDir": dd})),
+        7,
+        "too small",
+    );
+    push(
+        "subnet host bits",
+        "host-local",
+        &add,
+        hl_ipam(json!({"type": "host-local", "subnet": "10.76.0.1/24", "dataDir": dd})),
+        7,
+        "host bits",
+    );
+    push(
+        "gateway outside subnet",
+        "host-local",
+        &add,
+        hl_ipam(json!({"type": "host-local", "subnet": "10.76.0.0/24", "gateway": "10.1.0.1", "dataDir": dd})),
+        7,
+        "gateway",
+    );
+    push(
+        "rangeStart garbage",
+        "host-local",
+        &add,
+        hl_ipam(json!({"type": "host-local", "subnet": "10.76.0.0/24", "rangeStart": "x", "dataDir": dd})),
+        7,
+        "rangeStart",
+    );
+    push(
+        "rangeEnd before start",
+        "host-local",
+        &add,
+        hl_ipam(
+            json!({"type": "host-local", "subnet": "10.76.0.0/24", "rangeStart": "10.76.0.9", "rangeEnd": "10.76.0.3", "dataDir": dd}),
+        ),
+        7,
+        "range",
+    );
+    push(
+        "mixed families in a set",
+        "host-local",
+        &add,
+        hl_ipam(
+            json!({"type": "host-local", "ranges": [[{"subnet": "10.76.0.0/24"}, {"subnet": "fd00:76::/64"}]], "dataDir": dd}),
+        ),
+        7,
+        "famil",
+    );
+    push(
+        "overlapping sets",
+        "host-local",
+        &add,
+        hl_ipam(
+            json!({"type": "host-local", "ranges": [[{"subnet": "10.76.0.0/24"}], [{"subnet": "10.76.0.0/16"}]], "dataDir": dd}),
+        ),
+        7,
+        "overlap",
+    );
+    push(
+        "dataDir relative",
+        "host-local",
+        &add,
+        hl_ipam(json!({"type": "host-local", "subnet": "10.76.0.0/24", "dataDir": "relative/dir"})),
+        7,
+        "dataDir",
+    );
+    push(
+        "dataDir a number",
+        "host-local",
+        &add,
+        hl_ipam(json!({"type": "host-local", "subnet": "10.76.0.0/24", "dataDir": 5})),
+        7,
+        "dataDir",
+    );
+    push(
+        "routes without dst",
+        "host-local",
+        &add,
+        hl_ipam(
+            json!({"type": "host-local", "subnet": "10.76.0.0/24", "routes": [{"gw": "10.76.0.1"}], "dataDir": dd}),
+        ),
+        7,
+        "dst",
+    );
+    push(
+        "CNI_ARGS IP not an IP",
+        "host-local",
+        &set(add.clone(), "CNI_ARGS", "IP=not-an-ip"),
+        serde_json::to_vec(&hl).unwrap(),
+        4,
+        "IP",
+    );
+    push(
+        "CNI_ARGS IP outside range",
+        "host-local",
+        &set(add.clone(), "CNI_ARGS", "IP=10.1.0.5"),
+        serde_json::to_vec(&hl).unwrap(),
+        999,
+        "10.1.0.5",
+    );
+    push(
+        "runtimeConfig ips garbage",
+        "host-local",
+        &add,
+        patched(&hl, json!({"runtimeConfig": {"ips": ["banana"]}})),
+        7,
+        "runtimeConfig.ips",
+    );
+    push(
+        "args.cni.ips not a list",
+        "host-local",
+        &add,
+        patched(&hl, json!({"args": {"cni": {"ips": 5}}})),
+        7,
+        "args.cni.ips",
+    );
+    push(
+        "lockTimeout negative",
+        "host-local",
+        &add,
+        hl_ipam(json!({"type": "host-local", "subnet": "10.76.0.0/24", "lockTimeout": -1, "dataDir": dd})),
+        7,
+        "lockTimeout",
+    );
+    // flannel
+    let fl = w.flannel();
+    push(
+        "subnetFile missing",
+        "flannel",
+        &add,
+        patched(&fl, json!({"subnetFile": w.data.join("none.env")})),
+        11,
+        "subnet.env",
+    );
+    push("subnetFile is a FIFO", "flannel", &add, patched(&fl, json!({"subnetFile": w.fifo})), 11, "subnet");
+    push("delegate a string", "flannel", &add, patched(&fl, json!({"delegate": "bridge"})), 7, "delegate");
+    out
+}
+
+fn run_cases(w: &World, cases: &[Case], extra_dirs: &[PathBuf]) {
+    let mut dirs = vec![w.data.path().to_path_buf()];
+    dirs.extend_from_slice(extra_dirs);
+    // IPv6 duplicate address detection changes `ip addr` on its own: let it finish first.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while w.node.ip(&["addr"]).stdout.contains("tentative") && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let mut before = snapshot(&w.node, &dirs);
+    let mut pod_before = snapshot_pod(&w.pod);
+    let mut failures = Vec::new();
+    for c in cases {
+        eprintln!("case {}", c.name);
+        let out = w.node.run_plugin(&rcni_bin(c.bin), &c.env, &c.stdin);
+        let mut problems = Vec::new();
+        if out.success() {
+            problems.push("succeeded".to_string());
+        }
+        match serde_json::from_str::<Value>(&out.stdout) {
+            Ok(v) => {
+                let text = format!("{} {}", v["msg"].as_str().unwrap_or(""), v["details"].as_str().unwrap_or(""));
+                if v["code"].as_u64() != Some(c.code) {
+                    problems.push(format!("code {} (want {})", v["code"], c.code));
+                }
+                if !text.contains(&c.needle) {
+                    problems.push(format!("message does not name {:?}", c.needle));
+                }
+                if text.contains("internal error in the plugin") {
+                    problems.push("panicked".into());
+                }
+            }
+            Err(e) => problems.push(format!("stdout is not an error JSON ({e})")),
+        }
+        let after = snapshot(&w.node, &dirs);
+        if after != before {
+            problems.push(format!("changed the node: {}", diff(&before, &after)));
+            before = after; // report each change once, at the case that made it
+        }
+        let pod_after = snapshot_pod(&w.pod);
+        if pod_after != pod_before {
+            problems.push(format!("changed the pod: {}", diff(&pod_before, &pod_after)));
+            pod_before = pod_after;
+        }
+        if !problems.is_empty() {
+            failures.push(format!(
+                "{}: {}\n    {}",
+                c.name,
+                problems.join(", "),
+                out.to_string().replace('\n', "\n    ")
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{} of {} cases failed:\n{}", failures.len(), cases.len(), failures.join("\n"));
+}
+
+/// The lines only one of two snapshots has.
+fn diff(before: &[String], after: &[String]) -> String {
+    let lines = |v: &[String]| v.iter().flat_map(|s| s.lines().map(str::to_string)).collect::<Vec<_>>();
+    let (b, a) = (lines(before), lines(after));
+    let gone: Vec<_> = b.iter().filter(|l| !a.contains(l)).map(|l| format!("-{l}")).collect();
+    let new: Vec<_> = a.iter().filter(|l| !b.contains(l)).map(|l| format!("+{l}")).collect();
+    [gone, new].concat().join(" | ")
+}
+
+fn snapshot_pod(pod: &PodNs) -> Vec<String> {
+    vec![pod.sh("ip -d link show; ip addr show").stdout]
+}
+
+/// Cases that show defects in other areas, run by `hostile_known_defects` (ignored until fixed).
+const KNOWN_DEFECTS: &[&str] = &[
+    // vxlan sets up the node (VTEP rcni.<vni>) before it checks CNI_ARGS: a refused ADD leaves the device.
+    "vxlan: CNI_ARGS unknown key",
+    "vxlan: CNI_ARGS bad IgnoreUnknown",
+    // flannel creates its dataDir before it checks CNI_ARGS.
+    "flannel: CNI_ARGS unknown key",
+    "flannel: CNI_ARGS bad IgnoreUnknown",
+    // A failed ADD whose IPAM step fails changes the pre-existing bridge hbr0 (the first such case shows it).
+    "bridge: ipam subnet garbage",
+    "bridge: ipam type with slash",
+    "bridge: ipam type missing binary",
+    "bridge: ipam without CNI_PATH",
+    // A failed ADD (netns unusable) rewrites host-local's index file .rcni-index.<net> after the rollback.
+    "bridge: netns does not exist",
+    "bridge: netns is a FIFO",
+    "bridge: netns is a plain file",
+    "bridge: netns is a uts namespace",
+    // serde's type errors do not name the field ("invalid type: integer, expected a string").
+    "bridge: bridge name a number",
+    "bridge: mtu a string",
+    "vxlan: network garbage",
+    "vxlan: peer underlay garbage",
+    // flannel: a missing subnetFile names the path but not what it is; a FIFO gives code 5; a delegate
+    // that is not an object gives 6 (decode) where a config error (7) is meant.
+    "flannel: subnetFile missing",
+    "flannel: subnetFile is a FIFO",
+    "flannel: delegate a string",
+];
+
+#[test]
+fn hostile_plugin_input_is_refused_and_changes_nothing() {
+    let w = World::new();
+    let cases: Vec<Case> = plugin_cases(&w).into_iter().filter(|c| !KNOWN_DEFECTS.contains(&c.name.as_str())).collect();
+    assert!(cases.len() >= 150, "{} cases", cases.len());
+    run_cases(&w, &cases, &[]);
+}
+
+#[test]
+#[ignore = "defects in other helpers' areas, listed in KNOWN_DEFECTS"]
+fn hostile_known_defects() {
+    let w = World::new();
+    let cases: Vec<Case> = plugin_cases(&w).into_iter().filter(|c| KNOWN_DEFECTS.contains(&c.name.as_str())).collect();
+    assert_eq!(cases.len(), KNOWN_DEFECTS.len());
+    run_cases(&w, &cases, &[]);
+}
