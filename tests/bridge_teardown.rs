@@ -254,3 +254,21 @@ fn host_veth_name_taken_by_another_attachment_is_never_deleted() {
     run(&node, &dir, "DEL", "coll-1", pod.path_str(), &[], &c).ok();
     assert!(node.link(&host).is_some() && other.link("eth0").is_some(), "the other veth is untouched by DEL");
 }
+
+/// Audit finding 25: DEL removes the attachment's macspoofchk rules even when the config no longer asks
+/// for macspoofchk (switched off since ADD).
+#[test]
+fn del_removes_spoof_checks_after_the_option_was_switched_off() {
+    let data = TempDir::new("brtd-spoofoff");
+    let node = NodeNs::new("brtd-spoofoff");
+    let pod = PodNs::new("brtd-spoofoff-p");
+    let on = conf("spoofoff", "br0", "10.87.0.0/24", data.path(), json!({"macspoofchk": true}));
+    let dir = rcni_dir();
+    run(&node, &dir, "ADD", "off-1", pod.path_str(), &[], &on).ok();
+    assert!(spoof_chains(&node).contains("cni-br-iface-off-1-eth0"));
+    let mut off = on.clone();
+    off["macspoofchk"] = json!(false);
+    run(&node, &dir, "DEL", "off-1", pod.path_str(), &[], &off).ok();
+    let chains = spoof_chains(&node);
+    assert!(!chains.contains("cni-br-iface-off-1-eth0"), "the rules of the attachment are gone: {chains}");
+}

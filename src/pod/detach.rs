@@ -45,9 +45,14 @@ pub fn del(req: &Request, spec: &AttachSpec, ipam: Option<&Ipam>) -> CniResult<(
             // A thread starts in its creator's netns: the node's, where the masquerade state lives.
             std::thread::spawn(move || masq::teardown(&network, &entry))
         });
-        if spec.mac_spoof_check {
-            if let Err(e) = spoofchk::teardown(&req.container_id, &req.ifname) {
-                errors.push(CniError::internal(format!("failed to remove macspoofchk rules: {e}")));
+        // Whatever the config says now: it may have been switched off since ADD (one netlink read when
+        // there is nothing to remove). A failure only counts when the config asks for the rules.
+        if let Err(e) = spoofchk::teardown(&req.container_id, &req.ifname) {
+            let e = CniError::internal(format!("failed to remove macspoofchk rules: {e}"));
+            if spec.mac_spoof_check {
+                errors.push(e);
+            } else {
+                log::warn(&req.conf.plugin_type, &e);
             }
         }
         let retired = veth::retire(&node, pod.as_ref(), &req.container_id, &req.ifname, background_unlink).await;
@@ -138,9 +143,12 @@ pub fn gc(req: &Request, spec: &AttachSpec, ipam: Option<&Ipam>, valid: Option<&
         if let Err(e) = masq::gc(&req.conf.name, &owners) {
             errors.push(CniError::internal(format!("masquerade GC: {e}")));
         }
-        if spec.mac_spoof_check {
-            if let Err(e) = gc_spoof_checks(&req.conf.name, valid) {
+        // Also when the config no longer asks for macspoofchk (only this network's stale checks go).
+        if let Err(e) = gc_spoof_checks(&req.conf.name, valid) {
+            if spec.mac_spoof_check {
                 errors.push(e);
+            } else {
+                log::warn(&req.conf.plugin_type, &e);
             }
         }
     }
