@@ -68,6 +68,8 @@ impl Node {
 }
 
 struct Cluster {
+    /// Removes the nodes' /run/rcni state directories (a later netns may reuse an inode).
+    _state: Vec<StateDirGuard>,
     nodes: Vec<Node>,
     peers_file: PathBuf,
     _switch: NodeNs,
@@ -111,7 +113,8 @@ impl Cluster {
             let pods = (0..2).map(|p| PodNs::new(&format!("{tag}-n{i}p{p}"))).collect();
             nodes.push(Node { ns, tool, conf, pods, _data: data });
         }
-        Cluster { nodes, peers_file, _switch: switch, _dir: dir }
+        let _state = nodes.iter().map(|n| StateDirGuard(state_dir(n))).collect();
+        Cluster { _state, nodes, peers_file, _switch: switch, _dir: dir }
     }
 
     fn add_all(&self) {
@@ -352,7 +355,6 @@ fn node_state_is_private_and_planted_records_are_not_followed() {
     let c = Cluster::new("vxpriv", 2);
     let n1 = &c.nodes[0];
     let dir = state_dir(n1);
-    let _g = StateDirGuard(dir.clone());
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
@@ -395,7 +397,6 @@ fn node_state_is_private_and_planted_records_are_not_followed() {
 #[test]
 fn two_networks_never_share_a_vtep() {
     let c = Cluster::new("vxtwo", 2);
-    let _g: Vec<StateDirGuard> = c.nodes.iter().map(|n| StateDirGuard(state_dir(n))).collect();
     c.add_all();
     let n1 = &c.nodes[0];
     let routes_before = n1.ns.ip(&["route", "show", "dev", DEV]).ok().stdout;
@@ -453,7 +454,6 @@ fn sync_refuses_malformed_files_with_a_message() {
 #[test]
 fn add_keeps_the_last_good_peers_when_the_file_is_empty_or_broken() {
     let c = Cluster::new("vxlast", 2);
-    let _g: Vec<StateDirGuard> = c.nodes.iter().map(|n| StateDirGuard(state_dir(n))).collect();
     let n1 = &c.nodes[0];
     n1.run("add", 0).ok();
     c.nodes[1].run("add", 0).ok();
