@@ -16,6 +16,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+#[derive(Debug)]
 struct Options {
     bin_src: PathBuf,
     bin_dest: PathBuf,
