@@ -12,7 +12,7 @@
 //! CI runs a short matrix per IPAM mode. The long one (1000 rounds, both modes mixed):
 //!
 //! ```text
-//! RCNI_KILL_ROUNDS=1000 cargo test --release --test killmatrix -- --ignored --nocapture
+//! RCNI_KILL_ROUNDS=1000 cargo test --test killmatrix -- --ignored --nocapture
 //! ```
 //!
 //! Every run prints its seed; `RCNI_KILL_SEED=<seed>` replays the same choices and kill points (as fractions
@@ -338,6 +338,9 @@ fn run_matrix(tag: &str, rounds: usize, modes: &[IpamMode]) -> (usize, usize) {
         } else {
             finished += 1;
         }
+        if (round + 1) % 100 == 0 {
+            eprintln!("killmatrix {tag}: {} rounds clean, {:.0}s", round + 1, started.elapsed().as_secs_f64());
+        }
     }
     m.finish();
     eprintln!(
@@ -361,7 +364,7 @@ fn kill_bridge_and_its_exec_d_ipam() {
 
 /// The long matrix: `RCNI_KILL_ROUNDS` rounds (default 1000), both IPAM modes mixed.
 #[test]
-#[ignore = "long: RCNI_KILL_ROUNDS=1000 cargo test --release --test killmatrix -- --ignored --nocapture"]
+#[ignore = "long: RCNI_KILL_ROUNDS=1000 cargo test --test killmatrix -- --ignored --nocapture"]
 fn kill_matrix_long() {
     let rounds = std::env::var("RCNI_KILL_ROUNDS").map(|s| s.parse().expect("RCNI_KILL_ROUNDS")).unwrap_or(1000);
     run_matrix("km-long", rounds, &[IpamMode::InProcess, IpamMode::Exec]);

@@ -10,7 +10,7 @@
 //! global RTNL lock, which every namespace of every test on the machine contends for). The 500-pod run:
 //!
 //! ```text
-//! cargo test --release --test scale -- --ignored --nocapture      # RCNI_SCALE_PODS=<n> for another size
+//! cargo test --test scale -- --ignored --nocapture      # RCNI_SCALE_PODS=<n> for another size
 //! ```
 //! `RCNI_TRACE=1` also prints the step trace of the slowest ADD.
 
@@ -61,7 +61,7 @@ fn concurrent_add_then_del_100_pods_over_two_networks_sharing_data_dir_and_bridg
 }
 
 #[test]
-#[ignore = "long: cargo test --release --test scale -- --ignored --nocapture"]
+#[ignore = "long: cargo test --test scale -- --ignored --nocapture"]
 fn concurrent_add_then_del_500_pods_over_two_networks_sharing_data_dir_and_bridge() {
     scale(std::env::var("RCNI_SCALE_PODS").map(|s| s.parse().expect("RCNI_SCALE_PODS")).unwrap_or(500));
 }
