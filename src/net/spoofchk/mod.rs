@@ -37,7 +37,7 @@
 //!
 //! Every change is one batch checked against the generation of the ruleset it was planned from; when
 //! the ruleset changed in between (ERESTART, or ENOENT/EBUSY from an object another DEL removed) it is
-//! planned again from a fresh read, a few times.
+//! planned again from a fresh read, up to [`MAX_ATTEMPTS`] times.
 
 mod names;
 mod plan;
@@ -53,8 +53,10 @@ use ruleset::{Rule, attachment_rules, attachments, core, is_expected_jump, nl_er
 use crate::net::Mac;
 use crate::net::nft::{NFPROTO_BRIDGE, NetlinkError, Nfnl, Stmt, absent, retryable};
 
-/// How often a read-then-write is planned again when the ruleset changed in between.
-const MAX_ATTEMPTS: usize = 8;
+/// How often a read-then-write is planned again when the ruleset changed in between. The generation is the
+/// whole netns's: every commit of every concurrent plugin (masquerade elements too) invalidates a plan, so
+/// with a runtime's usual parallelism (16 DELs at once, two commits each) a handful of attempts can starve.
+const MAX_ATTEMPTS: usize = 64;
 
 /// Errors of this module; the messages say which table/chain, what failed and what to do.
 #[derive(Debug)]
