@@ -1,7 +1,8 @@
 //! rcni-overlay against a real etcd: a switch netns (bridge) joins an etcd netns (198.18.0.254) and node
 //! netns (198.18.0.N), each node running the agent; pods are added with bridge + host-local from the
-//! node's subnet.env, as the flannel CNI plugin would. Everything lives in the test's own namespaces and
-//! every process it starts is killed by a guard.
+//! node's subnet.env, as the flannel CNI plugin would, or through the kube-flannel conflist
+//! (conf/50-flannel.conflist) with our cnitool and flannel plugin. Everything lives in the test's own
+//! namespaces and every process it starts is killed by a guard.
 //!
 //! The agent binary is another workspace member: build the workspace first (`cargo build --workspace`,
 //! as scripts/test does).
@@ -12,7 +13,7 @@ use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use support::{Cnitool, NetConfDir, NodeNs, PodNs, TempDir, rcni_bin};
+use support::{Cnitool, NetConfDir, NodeNs, PodNs, REFERENCE_PLUGIN_DIR, TempDir, rcni_bin};
 
 const ETCD: &str = "http://198.18.0.254:2379";
 const PREFIX: &str = "/coreos.com/network";
@@ -52,6 +53,24 @@ impl Proc {
 
     fn running(&mut self) -> bool {
         self.0.as_mut().is_some_and(|c| c.try_wait().unwrap().is_none())
+    }
+
+    /// SIGTERM (a graceful stop, as systemd does on restart) and the exit status once it has exited.
+    /// `ip netns exec` execs the program, so the child's pid is the program's.
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        let c = self.0.as_mut().expect("a running process");
+        assert!(Command::new("kill").args(["-TERM", &c.id().to_string()]).status().unwrap().success());
+        let mut status = None;
+        wait_for("the process to exit on SIGTERM", LONG, || {
+            status = c.try_wait().unwrap();
+            status.is_some()
+        });
+        self.0 = None;
+        status.unwrap()
+    }
+
+    fn pid(&self) -> u32 {
+        self.0.as_ref().expect("a running process").id()
     }
 }
 
@@ -220,6 +239,35 @@ impl Node {
         let ip = pod.addrs("eth0").into_iter().find(|a| a.family == "inet").unwrap().local;
         self.pods.push(pod);
         ip
+    }
+
+    /// A pod through conf/50-flannel.conflist (kube-flannel's) with cnitool: our flannel plugin reads the
+    /// agent's subnet.env and hands the pod to bridge + host-local; portmap is the reference one, found in
+    /// /usr/lib/cni after our binaries on CNI_PATH. Only the paths are moved into the node's temp dir.
+    fn add_flannel_pod(&mut self) -> String {
+        let n = self.pods.len();
+        let pod = PodNs::new(&format!("ovf-n{}p{n}", self.i));
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/50-flannel.conflist");
+        let mut conf: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let flannel = &mut conf["plugins"][0];
+        assert_eq!(flannel["type"], "flannel");
+        flannel["subnetFile"] = json!(self.dir.join("subnet.env"));
+        flannel["dataDir"] = json!(self.dir.join("flannel"));
+        flannel["ipam"] = json!({"dataDir": self.dir.join("ipam")});
+        std::fs::write(self.tool.netconf.join("50-flannel.conflist"), conf.to_string()).unwrap();
+        if !self.tool.cni_path.iter().any(|p| p == Path::new(REFERENCE_PLUGIN_DIR)) {
+            self.tool.cni_path.push(PathBuf::from(REFERENCE_PLUGIN_DIR));
+        }
+        let cid = format!("f{n}");
+        self.tool.run_with(&self.ns, &["add", "cbr0", pod.path_str()], &[("CNI_CONTAINERID", &cid)]).ok();
+        assert!(self.dir.join("flannel").join(&cid).is_file(), "the flannel plugin saved the delegate config");
+        let ip = pod.addrs("eth0").into_iter().find(|a| a.family == "inet").unwrap().local;
+        self.pods.push(pod);
+        ip
+    }
+
+    fn vtep_ifindex(&self) -> u64 {
+        self.ns.ip_json(&["link", "show", VTEP])[0]["ifindex"].as_u64().unwrap()
     }
 
     fn dump(&self) -> String {
@@ -471,6 +519,69 @@ fn direct_routing_reaches_same_segment_peers_without_encapsulation() {
     let (tx0, _) = vtep_tx(&nodes[0]);
     assert!(tcp(&nodes[0].pods[0], &nodes[1].pods[0], &ip2), "pod -> pod via the underlay");
     assert_eq!(vtep_tx(&nodes[0]).0, tx0, "no packet went through the VTEP");
+    for n in &mut nodes {
+        n.agent.kill();
+    }
+}
+
+/// The kube-flannel conflist on nodes running rcni-overlay: pods added with cnitool through our flannel
+/// plugin get addresses from each agent's subnet.env and talk across nodes over TCP; an agent restarted
+/// (SIGTERM, start again) while a ping stream runs between two pods loses no packet and leaves the
+/// kernel's VTEP entries (and the VTEP itself) as they were.
+#[test]
+fn kube_flannel_conflist_pods_talk_and_an_agent_restart_loses_no_packet() {
+    let switch = NodeNs::new("ovf-sw");
+    switch.ip(&["link", "add", "sw0", "type", "bridge"]).ok();
+    switch.ip(&["link", "set", "sw0", "up"]).ok();
+    let etcd = Etcd::start("ovf", &switch);
+    etcd.ctl(&["put", &format!("{PREFIX}/config"), r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}"#]).ok();
+    let mut nodes: Vec<Node> = (1..=2).map(|i| Node::new("ovf", &switch, i)).collect();
+    for n in &nodes {
+        wait_for("subnet.env", LONG, || n.subnet_env().is_some());
+        wait_for("the peer's route", LONG, || n.routes().lines().count() == 1);
+    }
+    let ips: Vec<String> = nodes.iter_mut().map(|n| n.add_flannel_pod()).collect();
+    for (n, ip) in nodes.iter().zip(&ips) {
+        let prefix = n.env_var("FLANNEL_SUBNET").rsplit_once('.').unwrap().0.to_string();
+        assert!(ip.starts_with(&format!("{prefix}.")), "pod {ip} is in the node's subnet {}", n.subnet());
+        let gw = n.pods[0].default_gateway("inet");
+        assert_eq!(gw.as_deref(), n.env_var("FLANNEL_SUBNET").split('/').next(), "default route via the bridge");
+    }
+    assert!(tcp(&nodes[0].pods[0], &nodes[1].pods[0], &ips[1]), "TCP node1 -> node2");
+    assert!(tcp(&nodes[1].pods[0], &nodes[0].pods[0], &ips[0]), "TCP node2 -> node1");
+
+    let before: Vec<(String, u64)> = nodes.iter().map(|n| (n.dump(), n.vtep_ifindex())).collect();
+    let count = 300;
+    let ping = Command::new("ip")
+        .args(["netns", "exec", nodes[0].pods[0].name(), "ping", "-n", "-q", "-i", "0.05", "-W", "2", "-c"])
+        .arg(count.to_string())
+        .arg(&ips[1])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut ping = Proc(Some(ping));
+    std::thread::sleep(Duration::from_millis(500));
+    let exit = nodes[1].agent.terminate();
+    assert!(exit.success(), "the agent stops cleanly on SIGTERM: {exit}");
+    nodes[1].start_agent();
+    let pid = nodes[1].agent.pid();
+    wait_for("the restarted agent to serve its peers", LONG, || {
+        let s = nodes[1].status();
+        s["pid"] == pid && s["etcd_reachable"] == true && s["peers"] == 1
+    });
+    assert!(ping.running(), "the restart finished while the ping stream was still running");
+    let out = ping.0.take().unwrap().wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success()
+            && text.contains(&format!("{count} packets transmitted, {count} received, 0% packet loss")),
+        "no packet lost across the agent restart: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let after: Vec<(String, u64)> = nodes.iter().map(|n| (n.dump(), n.vtep_ifindex())).collect();
+    assert_eq!(before, after, "the VTEP and its entries are unchanged by the restart");
+    assert!(tcp(&nodes[0].pods[0], &nodes[1].pods[0], &ips[1]), "TCP node1 -> node2 after the restart");
     for n in &mut nodes {
         n.agent.kill();
     }
