@@ -2,8 +2,8 @@
 //! CNI_COMMAND changed — as the spec and libcni's DelegateArgs do. `rcni::pod::ipam` builds on this.
 
 use super::error::{CniError, CniResult, code};
+use super::process::run_with_stdin;
 use super::skel::Command;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
@@ -35,20 +35,10 @@ pub fn find_plugin(plugin_type: &str, dirs: &[PathBuf]) -> CniResult<PathBuf> {
 /// Run `binary` with `command`, `stdin` and our environment (CNI_COMMAND replaced). Its stderr is passed on to
 /// ours; its error JSON comes back unchanged (the spec says not to wrap a delegate's error).
 pub fn exec(binary: &Path, command: Command, stdin: &[u8]) -> CniResult<Vec<u8>> {
-    let mut child = std::process::Command::new(binary)
-        .env("CNI_COMMAND", command.as_str())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
+    let mut cmd = std::process::Command::new(binary);
+    cmd.env("CNI_COMMAND", command.as_str()).stdout(Stdio::piped()).stderr(Stdio::inherit());
+    let out = run_with_stdin(&mut cmd, stdin)
         .map_err(|e| CniError::internal(format!("failed to run {}: {e}", binary.display())))?;
-    if let Some(mut input) = child.stdin.take() {
-        // A plugin that exits without reading stdin gives EPIPE here; its exit status tells the real story.
-        let _ = input.write_all(stdin);
-    }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| CniError::internal(format!("failed to wait for {}: {e}", binary.display())))?;
     if out.status.success() {
         return Ok(out.stdout);
     }
@@ -112,6 +102,22 @@ mod tests {
         assert!(exec(&silent, Command::Add, b"").unwrap_err().msg.contains("no error message"));
         let junk = script(&d, "junk", "echo oops; exit 1");
         assert!(exec(&junk, Command::Add, b"").unwrap_err().msg.contains("oops"));
+        std::fs::remove_dir_all(d).unwrap();
+    }
+
+    /// A delegate that prints more than a pipe holds before reading its (also larger) stdin: both sides must
+    /// make progress at once.
+    #[test]
+    fn large_output_before_large_input_does_not_deadlock() {
+        let d = tempdir("big");
+        let big = script(&d, "big", "head -c 200000 /dev/zero | tr '\\0' x; cat >/dev/null");
+        let stdin = vec![b' '; 200_000];
+        let (done, wait) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = done.send(exec(&big, Command::Add, &stdin));
+        });
+        let out = wait.recv_timeout(std::time::Duration::from_secs(120)).expect("delegate exec deadlocked");
+        assert_eq!(out.unwrap().len(), 200_000);
         std::fs::remove_dir_all(d).unwrap();
     }
 }

@@ -20,6 +20,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::cni::error::{CniError, CniResult, code};
+use crate::cni::process::run_with_stdin;
 use crate::cni::result::AddResult;
 
 /// How many times exec is attempted while it fails with "text file busy".
@@ -100,17 +101,8 @@ struct Finished {
 
 fn run_once(plugin: &Path, stdin: &[u8], args: &InvokeArgs) -> std::io::Result<Finished> {
     let mut cmd = Command::new(plugin);
-    cmd.envs(args.env()).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = cmd.spawn()?;
-    let mut pipe = child.stdin.take().expect("stdin is piped");
-    let data = stdin.to_vec();
-    // Write stdin from a thread, so a plugin that prints before reading everything cannot deadlock us.
-    let writer = std::thread::spawn(move || {
-        // A plugin may exit without reading stdin; EPIPE is not our problem then.
-        let _ = pipe.write_all(&data);
-    });
-    let out = child.wait_with_output()?;
-    let _ = writer.join();
+    cmd.envs(args.env()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let out = run_with_stdin(&mut cmd, stdin)?;
     Ok(Finished { status: out.status, stdout: out.stdout, stderr: out.stderr })
 }
 
