@@ -149,6 +149,20 @@ fn image_builds_offline_its_plugin_answers_version_and_install_cni_copies_the_pl
     );
 }
 
+/// Every `--flag` a manifest passes is one the executable's `--help` lists, and not as unsupported.
+fn flags_are_supported(manifest: &Path, cmd: &str, args: &[&str]) {
+    let name = Path::new(cmd).file_name().unwrap().to_str().unwrap();
+    let built = support::rcni_bin("bridge").parent().unwrap().join(name);
+    let out = Command::new(&built).arg("--help").output().unwrap_or_else(|e| panic!("{}: {e}", built.display()));
+    let help = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    for arg in args.iter().filter(|a| a.starts_with("--")) {
+        let flag = arg.split('=').next().unwrap();
+        let line = help.lines().find(|l| l.split(|c: char| !(c.is_alphanumeric() || c == '-')).any(|w| w == flag));
+        let line = line.unwrap_or_else(|| panic!("{}: {name} has no flag {flag}:\n{help}", manifest.display()));
+        assert!(!line.contains("not supported"), "{}: {name} {flag}: {line}", manifest.display());
+    }
+}
+
 /// Every `command:` of every container in deploy/*.yaml names an executable the image has, and every
 /// conflist a ConfigMap carries is valid JSON with plugin types rcni ships or the reference does.
 #[test]
@@ -173,6 +187,9 @@ fn manifests_parse_and_name_only_files_the_image_contains() {
                 for c in spec[list].as_array().into_iter().flatten() {
                     let cmd = c["command"][0].as_str().unwrap_or_else(|| panic!("{}: no command", path.display()));
                     assert!(in_image.iter().any(|p| p == cmd), "{}: {cmd} is not in the image", path.display());
+                    let args: Vec<&str> =
+                        c["args"].as_array().into_iter().flatten().filter_map(|a| a.as_str()).collect();
+                    flags_are_supported(&path, cmd, &args);
                     checked += 1;
                 }
             }
