@@ -6,7 +6,7 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use support::rcni_bin;
 
-const PLUGINS: [&str; 4] = ["bridge", "host-local", "loopback", "vxlan"];
+const PLUGINS: [&str; 7] = ["bridge", "host-local", "loopback", "vxlan", "flannel", "tuning", "bandwidth"];
 const ALL: [&str; 7] = ["0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"];
 
 fn run(bin: &str, command: Option<&str>, stdin: &str) -> std::process::Output {
@@ -44,6 +44,17 @@ fn no_command_prints_about_on_stderr() {
         assert!(out.stdout.is_empty(), "{bin}: stdout stays clean");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(bin) && err.contains("CNI protocol versions supported: 0.1.0"), "{bin}: {err}");
+    }
+}
+
+#[test]
+fn version_flag_prints_the_about_text_like_the_reference() {
+    for bin in PLUGINS {
+        let out = Command::new(rcni_bin(bin)).arg("--version").env_remove("CNI_COMMAND").output().unwrap();
+        assert!(out.status.success(), "{bin}");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+        assert!(text.contains(&format!("CNI {bin} plugin (rcni {})", env!("CARGO_PKG_VERSION"))), "{bin}: {text}");
+        assert!(text.contains("1.1.0"), "{bin}: {text}");
     }
 }
 
