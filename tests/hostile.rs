@@ -685,9 +685,6 @@ const KNOWN_DEFECTS: &[&str] = &[
     // vxlan sets up the node (VTEP rcni.<vni>) before it checks CNI_ARGS: a refused ADD leaves the device.
     "vxlan: CNI_ARGS unknown key",
     "vxlan: CNI_ARGS bad IgnoreUnknown",
-    // flannel creates its dataDir before it checks CNI_ARGS.
-    "flannel: CNI_ARGS unknown key",
-    "flannel: CNI_ARGS bad IgnoreUnknown",
     // A failed ADD whose IPAM step fails changes the pre-existing bridge hbr0 (the first such case shows it).
     "bridge: ipam subnet garbage",
     "bridge: ipam type with slash",

@@ -124,6 +124,7 @@ impl Plugin for Flannel {
         log::trace(PLUGIN, &format!("delegate config: {}", String::from_utf8_lossy(&bytes)));
         // Saved before the delegate runs: if this process dies mid-ADD, the runtime's DEL finds what to undo.
         let previous = saved::read(&conf.data_dir, &req.container_id)?;
+        let dir_was_there = conf.data_dir.exists();
         saved::write(&conf.data_dir, &req.container_id, &bytes)?;
         match run_delegate(req, Command::Add, &plugin_type, bytes) {
             Ok(result) => result.ok_or_else(|| CniError::internal("delegate ADD gave no result")),
@@ -131,6 +132,10 @@ impl Plugin for Flannel {
                 // The delegate undid its own work; undo ours: the saved config as it was before this ADD.
                 if let Err(undo) = saved::restore(&conf.data_dir, &req.container_id, previous.as_deref()) {
                     log::warn(PLUGIN, format!("after the failed ADD: {undo}"));
+                }
+                if !dir_was_there {
+                    // This ADD made the dataDir: a failed ADD leaves none (it stays if anything else is in it).
+                    let _ = std::fs::remove_dir(&conf.data_dir);
                 }
                 Err(e)
             }
