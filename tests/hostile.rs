@@ -682,9 +682,6 @@ fn snapshot_pod(pod: &PodNs) -> Vec<String> {
 
 /// Cases that show defects in other areas, run by `hostile_known_defects` (ignored until fixed).
 const KNOWN_DEFECTS: &[&str] = &[
-    // vxlan sets up the node (VTEP rcni.<vni>) before it checks CNI_ARGS: a refused ADD leaves the device.
-    "vxlan: CNI_ARGS unknown key",
-    "vxlan: CNI_ARGS bad IgnoreUnknown",
     // A failed ADD whose IPAM step fails changes the pre-existing bridge hbr0 (the first such case shows it).
     "bridge: ipam subnet garbage",
     "bridge: ipam type with slash",

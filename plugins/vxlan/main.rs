@@ -94,6 +94,11 @@ struct Vxlan;
 impl Plugin for Vxlan {
     fn add(&self, req: &Request) -> CniResult<AddResult> {
         let l = load(&req.conf.raw, &req.stdin)?;
+        if l.ipam.plugin == "host-local" {
+            // host-local would refuse unknown CNI_ARGS only after the VTEP is set up: refuse them first, so a
+            // refused ADD changes nothing on the node.
+            req.args.check_known(&["IP"])?;
+        }
         attach::with_allocation(req, Some(&l.ipam), |alloc| {
             let pod_ns = open_netns(&req.netns)?;
             block_on(async {
