@@ -13,25 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::Value;
-use support::TempDir;
-
-fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// `scripts/executables`: (kind, name) of everything rcni ships.
-fn executables() -> Vec<(String, String)> {
-    let out = Command::new(repo().join("scripts/executables")).output().unwrap();
-    assert!(out.status.success());
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let (k, n) = l.split_once(' ').unwrap();
-            (k.to_string(), n.to_string())
-        })
-        .collect()
-}
+use support::{TempDir, repo_dir, shipped_executables};
 
 /// Where the image puts an executable of this kind.
 fn image_path(kind: &str, name: &str) -> String {
@@ -53,19 +35,19 @@ fn run(cmd: &mut Command) -> String {
 fn static_executables(dir: &Path) {
     let host = run(Command::new("rustc").arg("-vV"));
     let host = host.lines().find_map(|l| l.strip_prefix("host: ")).unwrap().to_string();
-    let target_dir = repo().join("target/static");
+    let target_dir = repo_dir().join("target/static");
     let mut build = Command::new(env!("CARGO"));
     build
-        .current_dir(repo())
+        .current_dir(repo_dir())
         .args(["build", "--bins", "--target", &host, "--target-dir"])
         .arg(&target_dir)
         .env("RUSTFLAGS", "-C target-feature=+crt-static");
-    if repo().join("agent/Cargo.toml").is_file() {
+    if repo_dir().join("agent/Cargo.toml").is_file() {
         build.arg("--workspace");
     }
     run(&mut build);
     std::fs::create_dir_all(dir).unwrap();
-    for (_, name) in executables() {
+    for (_, name) in shipped_executables() {
         run(Command::new("strip").arg("-o").arg(dir.join(&name)).arg(target_dir.join(&host).join("debug").join(&name)));
     }
 }
@@ -95,7 +77,7 @@ fn image_builds_offline_its_plugin_answers_version_and_install_cni_copies_the_pl
     let bins = t.join("bin");
     static_executables(&bins);
     let tag = format!("localhost/rcni-test:{}", std::process::id());
-    let printed = run(Command::new(repo().join("scripts/image"))
+    let printed = run(Command::new(repo_dir().join("scripts/image"))
         .args(["--from", bins.to_str().unwrap(), "--tag", &tag])
         .env("CONTAINERS_CONF", &conf));
     assert_eq!(printed.trim(), tag);
@@ -132,7 +114,7 @@ fn image_builds_offline_its_plugin_answers_version_and_install_cni_copies_the_pl
             "--conf-dest",
             "/host/etc/cni/net.d/10-bridge.conflist",
         ]));
-    for (kind, name) in executables() {
+    for (kind, name) in shipped_executables() {
         if kind == "plugin" {
             assert_eq!(
                 std::fs::read(node_bin.join(&name)).unwrap(),
@@ -145,7 +127,7 @@ fn image_builds_offline_its_plugin_answers_version_and_install_cni_copies_the_pl
     }
     assert_eq!(
         std::fs::read(node_conf.join("10-bridge.conflist")).unwrap(),
-        std::fs::read(repo().join("conf/10-bridge.conflist")).unwrap()
+        std::fs::read(repo_dir().join("conf/10-bridge.conflist")).unwrap()
     );
 }
 
@@ -167,9 +149,9 @@ fn flags_are_supported(manifest: &Path, cmd: &str, args: &[&str]) {
 /// conflist a ConfigMap carries is valid JSON with plugin types rcni ships or the reference does.
 #[test]
 fn manifests_parse_and_name_only_files_the_image_contains() {
-    let in_image: Vec<String> = executables().iter().map(|(k, n)| image_path(k, n)).collect();
+    let in_image: Vec<String> = shipped_executables().iter().map(|(k, n)| image_path(k, n)).collect();
     let mut checked = 0;
-    for entry in std::fs::read_dir(repo().join("deploy")).unwrap() {
+    for entry in std::fs::read_dir(repo_dir().join("deploy")).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_none_or(|e| e != "yaml") {
             continue;

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::Value;
-use support::{NodeNs, PodNs, TempDir, rcni_bin};
+use support::{NodeNs, PodNs, TempDir, rcni_bin, repo_dir, shipped_executables};
 
 /// The directory cargo put the test binaries in (`target/debug`).
 fn built_dir() -> PathBuf {
@@ -21,33 +21,15 @@ fn built_dir() -> PathBuf {
 fn stripped_copies(dir: &Path) -> PathBuf {
     ensure_built();
     std::fs::create_dir_all(dir).unwrap();
-    for (_, name) in executables() {
+    for (_, name) in shipped_executables() {
         let ok = Command::new("strip").arg("-o").arg(dir.join(&name)).arg(built_dir().join(&name)).status().unwrap();
         assert!(ok.success(), "strip {name}");
     }
     dir.to_path_buf()
 }
 
-fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// `scripts/executables`: (kind, name) of everything rcni ships.
-fn executables() -> Vec<(String, String)> {
-    let out = Command::new(repo().join("scripts/executables")).output().unwrap();
-    assert!(out.status.success());
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let (k, n) = l.split_once(' ').unwrap();
-            (k.to_string(), n.to_string())
-        })
-        .collect()
-}
-
 fn script(name: &str, args: &[&str]) -> String {
-    let out = Command::new(repo().join("scripts").join(name)).args(args).output().unwrap();
+    let out = Command::new(repo_dir().join("scripts").join(name)).args(args).output().unwrap();
     assert!(
         out.status.success(),
         "scripts/{name} {args:?} failed: {}\n{}",
@@ -78,7 +60,7 @@ fn tree(dir: &Path) -> BTreeMap<String, Vec<u8>> {
 }
 
 fn ensure_built() {
-    for (_, name) in executables() {
+    for (_, name) in shipped_executables() {
         assert!(
             built_dir().join(&name).is_file(),
             "{name} is not built in {}: build the whole workspace first (scripts/test does)",
@@ -111,7 +93,7 @@ fn install_backs_up_what_it_replaces_is_idempotent_and_uninstall_restores_the_by
         confd.to_str().unwrap(),
     ];
     script("install", &args);
-    for (kind, name) in executables() {
+    for (kind, name) in shipped_executables() {
         let dir = if kind == "plugin" { &bin } else { &tools };
         assert_eq!(std::fs::read(dir.join(&name)).unwrap(), std::fs::read(from.join(&name)).unwrap(), "{name}");
     }
@@ -119,7 +101,7 @@ fn install_backs_up_what_it_replaces_is_idempotent_and_uninstall_restores_the_by
     assert_eq!(std::fs::read(bin.join("macvlan")).unwrap(), b"reference macvlan\n");
     assert_eq!(
         std::fs::read(confd.join("10-bridge.conflist")).unwrap(),
-        std::fs::read(repo().join("conf/10-bridge.conflist")).unwrap()
+        std::fs::read(repo_dir().join("conf/10-bridge.conflist")).unwrap()
     );
 
     // A second run changes nothing, and keeps the first backup.
@@ -161,10 +143,10 @@ fn release_tarball_is_reproducible_flat_and_its_conflist_runs_through_its_cnitoo
     let bin = t.join("opt/cni/bin");
     std::fs::create_dir_all(&bin).unwrap();
     assert!(Command::new("tar").arg("-xzf").arg(&a).arg("-C").arg(&bin).status().unwrap().success());
-    for (_, name) in executables() {
+    for (_, name) in shipped_executables() {
         assert_eq!(std::fs::read(bin.join(&name)).unwrap(), std::fs::read(from.join(&name)).unwrap(), "{name}");
     }
-    for e in std::fs::read_dir(repo().join("conf")).unwrap() {
+    for e in std::fs::read_dir(repo_dir().join("conf")).unwrap() {
         let e = e.unwrap();
         assert!(bin.join("conf").join(e.file_name()).is_file(), "{:?} not in the tarball", e.file_name());
     }

@@ -11,7 +11,7 @@ mod config;
 use config::{Bandwidth, Limit};
 use rcni::cni::log::warn;
 use rcni::cni::result::{AddResult, Interface};
-use rcni::cni::skel::{self, Attachment, Plugin, Request};
+use rcni::cni::skel::{self, Plugin, Request};
 use rcni::cni::{CniError, CniResult};
 use rcni::net::tc::{INGRESS_HANDLE, ROOT, TBF_HANDLE, Tbf, ticks_per_usec};
 use rcni::net::{Link, NetError, NetHandle};
@@ -206,6 +206,8 @@ async fn unshape_veth(node: &NetHandle, host: &Link, ifb: Option<&Link>) -> Vec<
 
 struct BandwidthPlugin;
 
+// GC: everything bandwidth makes belongs to a veth (gone with it) or is an ifb named by a hash, which
+// cannot be traced back to an attachment, so the trait's "nothing to collect" applies.
 impl Plugin for BandwidthPlugin {
     fn add(&self, req: &Request) -> CniResult<AddResult> {
         let bw = Bandwidth::parse(&req.conf.raw)?;
@@ -322,16 +324,6 @@ impl Plugin for BandwidthPlugin {
             }
             Ok(())
         })
-    }
-
-    /// Everything bandwidth makes belongs to a veth (gone with it) or is an ifb named by a hash, which cannot
-    /// be traced back to an attachment: nothing to collect.
-    fn gc(&self, _req: &Request, _valid: Option<&[Attachment]>) -> CniResult<()> {
-        Ok(())
-    }
-
-    fn status(&self, _req: &Request) -> CniResult<()> {
-        Ok(())
     }
 }
 

@@ -2,13 +2,14 @@
 //! reference; runtimes pass "lo").
 
 use rcni::cni::result::{AddResult, Interface, IpConfig};
-use rcni::cni::skel::{self, Attachment, Plugin, Request};
+use rcni::cni::skel::{self, Plugin, Request};
 use rcni::cni::{CniError, CniResult};
 use rcni::net::NetHandle;
 use rcni::pod::{block_on, open_netns, open_netns_for_del};
 
 struct Loopback;
 
+// GC and STATUS: the trait's defaults (loopback keeps no state outside the pod's netns, depends on nothing).
 impl Plugin for Loopback {
     fn add(&self, req: &Request) -> CniResult<AddResult> {
         let ns = open_netns(&req.netns)?;
@@ -66,14 +67,6 @@ impl Plugin for Loopback {
             }
             Ok(())
         })
-    }
-
-    fn gc(&self, _req: &Request, _valid: Option<&[Attachment]>) -> CniResult<()> {
-        Ok(()) // loopback keeps no state outside the pod's netns
-    }
-
-    fn status(&self, _req: &Request) -> CniResult<()> {
-        Ok(()) // nothing to depend on
     }
 }
 

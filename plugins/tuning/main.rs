@@ -15,7 +15,7 @@ use config::Tuning;
 use rcni::cni::error::code;
 use rcni::cni::log::warn;
 use rcni::cni::result::AddResult;
-use rcni::cni::skel::{self, Attachment, Plugin, Request};
+use rcni::cni::skel::{self, Plugin, Request};
 use rcni::cni::{CniError, CniResult};
 use rcni::net::{Link, Mac, NetError, NetHandle, Netns, spoofchk};
 use rcni::pod::{block_on, open_netns, open_netns_for_del};
@@ -238,6 +238,9 @@ fn update_result(result: &mut AddResult, ifname: &str, t: &Tuning) {
 
 struct Tune;
 
+// GC: backups are named by container and interface only, shared by every network using the same dataDir,
+// so one network's list of live attachments cannot tell which files are stale: the trait's "nothing to
+// collect" applies.
 impl Plugin for Tune {
     fn add(&self, req: &Request) -> CniResult<AddResult> {
         let t = Tuning::from_request(req)?;
@@ -358,16 +361,6 @@ impl Plugin for Tune {
             }
             Ok(())
         })
-    }
-
-    /// Backups are named by container and interface only, shared by every network using the same dataDir,
-    /// so one network's list of live attachments cannot tell which files are stale: nothing to collect.
-    fn gc(&self, _req: &Request, _valid: Option<&[Attachment]>) -> CniResult<()> {
-        Ok(())
-    }
-
-    fn status(&self, _req: &Request) -> CniResult<()> {
-        Ok(())
     }
 }
 

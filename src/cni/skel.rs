@@ -93,8 +93,14 @@ pub trait Plugin {
     fn check(&self, req: &Request) -> CniResult<()>;
     /// `valid` is `cni.dev/valid-attachments` (or the older `cni.dev/attachments`); None when the runtime sent
     /// neither key, which means: remove nothing.
-    fn gc(&self, req: &Request, valid: Option<&[Attachment]>) -> CniResult<()>;
-    fn status(&self, req: &Request) -> CniResult<()>;
+    /// The default suits plugins that keep no state outside the attachment's own interfaces.
+    fn gc(&self, _req: &Request, _valid: Option<&[Attachment]>) -> CniResult<()> {
+        Ok(())
+    }
+    /// The default suits plugins that depend on nothing but the node's kernel: always ready.
+    fn status(&self, _req: &Request) -> CniResult<()> {
+        Ok(())
+    }
 }
 
 /// What the invocation asks for, after validation.

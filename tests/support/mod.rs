@@ -725,6 +725,25 @@ impl PluginDir {
     }
 }
 
+/// The repository (the root package's manifest directory).
+pub fn repo_dir() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `scripts/executables`: (kind, name) of everything rcni ships; kind "plugin" or "tool".
+pub fn shipped_executables() -> Vec<(String, String)> {
+    let out = Command::new(repo_dir().join("scripts/executables")).output().unwrap();
+    assert!(out.status.success(), "scripts/executables failed");
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let (k, n) = l.split_once(' ').unwrap();
+            (k.to_string(), n.to_string())
+        })
+        .collect()
+}
+
 /// Where Debian's containernetworking-plugins (the reference, 1.1.1) are installed.
 pub const REFERENCE_PLUGIN_DIR: &str = "/usr/lib/cni";
 
