@@ -4,6 +4,8 @@
 
 mod support;
 
+use std::time::Duration;
+
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use support::{Cnitool, NetConfDir, NodeNs, PodNs, TempDir, cni_env, rcni_bin, reference_plugin, unique_suffix};
@@ -119,7 +121,8 @@ fn shapes_both_ways_repeats_cleanly_checks_and_del_removes_everything() {
     p.run(&rcni_bin("bandwidth"), "DEL", &c).ok();
     assert!(p.host_qdiscs().is_empty(), "no tbf or ingress qdisc left: {:?}", p.host_qdiscs());
     assert!(p.ifbs().is_empty(), "ifb gone");
-    assert!(p.node.ping("10.95.0.2"), "the pod is reachable after DEL");
+    // Neighbour resolution may need a retry after shaping is gone: reachable within a few seconds.
+    assert!(p.node.wait_ping("10.95.0.2", Duration::from_secs(5)), "the pod is reachable after DEL");
     p.run(&rcni_bin("bandwidth"), "DEL", &c).ok();
 }
 
@@ -138,7 +141,7 @@ fn reference_del_leaves_a_blackhole_that_ours_cleans() {
     assert!(!p.node.ping("10.95.0.2"), "pod egress is blackholed by the dangling redirect");
     p.run(&rcni_bin("bandwidth"), "DEL", &c).ok();
     assert!(p.host_qdiscs().is_empty(), "{:?}", p.host_qdiscs());
-    assert!(p.node.ping("10.95.0.2"));
+    assert!(p.node.wait_ping("10.95.0.2", Duration::from_secs(5)), "the pod is reachable after our DEL");
 }
 
 #[test]
