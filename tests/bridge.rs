@@ -6,7 +6,7 @@ mod support;
 
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
-use support::{Cnitool, NetConfDir, NodeNs, PodNs, TempDir, rcni_bin};
+use support::{Cnitool, NetConfDir, NodeNs, PodNs, TempDir, ip_files, rcni_bin};
 
 fn rcni_path() -> Vec<PathBuf> {
     vec![rcni_bin("bridge").parent().unwrap().to_path_buf()]
@@ -17,20 +17,6 @@ fn example(file: &str, data: &Path) -> Value {
     let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("conf").join(file)).unwrap();
     let text = text.replace("/var/lib/cni/networks", &data.to_string_lossy());
     serde_json::from_str(&text).unwrap()
-}
-
-/// host-local reservation files (IP files) left in a dataDir.
-fn ip_files(data: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    for net in std::fs::read_dir(data).into_iter().flatten().flatten() {
-        for f in std::fs::read_dir(net.path()).into_iter().flatten().flatten() {
-            let n = f.file_name().to_string_lossy().into_owned();
-            if n != "lock" && !n.starts_with("last_reserved_ip") {
-                out.push(n);
-            }
-        }
-    }
-    out
 }
 
 /// (rules, elements) in our masquerade table inside the node.

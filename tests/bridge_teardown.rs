@@ -6,7 +6,7 @@ mod support;
 
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
-use support::{NodeNs, PodNs, TempDir, rcni_bin};
+use support::{NodeNs, PodNs, TempDir, ip_files, rcni_bin};
 
 fn rcni_dir() -> PathBuf {
     rcni_bin("bridge").parent().unwrap().to_path_buf()
@@ -27,20 +27,6 @@ fn conf(name: &str, bridge: &str, subnet: &str, data: &Path, extra: Value) -> Va
         c[k] = v.clone();
     }
     c
-}
-
-/// host-local reservation files (IP files) left in a dataDir.
-fn ip_files(data: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    for net in std::fs::read_dir(data).into_iter().flatten().flatten() {
-        for f in std::fs::read_dir(net.path()).into_iter().flatten().flatten() {
-            let n = f.file_name().to_string_lossy().into_owned();
-            if n != "lock" && !n.starts_with("last_reserved_ip") {
-                out.push(n);
-            }
-        }
-    }
-    out
 }
 
 fn veths(ns: &support::NetNs) -> Vec<String> {

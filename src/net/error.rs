@@ -111,11 +111,6 @@ impl NetError {
         self.errno_is(&[libc::EBUSY])
     }
 
-    /// EPERM / EACCES: missing CAP_NET_ADMIN or a read-only /proc/sys.
-    pub fn is_permission_denied(&self) -> bool {
-        self.errno_is(&[libc::EPERM, libc::EACCES])
-    }
-
     /// EOPNOTSUPP / ENOTSUP / EAFNOSUPPORT: the kernel lacks the feature (e.g. no vxlan module, IPv6 off).
     pub fn is_not_supported(&self) -> bool {
         self.errno_is(&[libc::EOPNOTSUPP, libc::EAFNOSUPPORT, libc::EPROTONOSUPPORT])

@@ -1046,6 +1046,21 @@ pub fn reservations(data_dir: &Path) -> Vec<(String, String, String)> {
     out
 }
 
+/// host-local's files in a dataDir's network directories other than `lock` and `last_reserved_ip.*`: the
+/// reservations (and anything else left behind).
+pub fn ip_files(data_dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for net in std::fs::read_dir(data_dir).into_iter().flatten().flatten() {
+        for f in std::fs::read_dir(net.path()).into_iter().flatten().flatten() {
+            let n = f.file_name().to_string_lossy().into_owned();
+            if n != "lock" && !n.starts_with("last_reserved_ip") {
+                out.push(n);
+            }
+        }
+    }
+    out
+}
+
 impl NetNs {
     /// `nft list ruleset` inside this namespace (text).
     pub fn nft_ruleset(&self) -> String {

@@ -151,11 +151,6 @@ impl Runtime {
         cache::cache_file_path(&self.cache_dir, &list.name, &rt.container_id, &rt.ifname)
     }
 
-    /// The cached ADD result of an attachment, converted to the list's version; `None` if not cached.
-    pub fn cached_result(&self, list: &NetworkConfigList, rt: &RuntimeConf) -> CniResult<Option<AddResult>> {
-        self.cached_result_value(list, rt)?.map(|v| AddResult::from_value(&v, &list.cni_version)).transpose()
-    }
-
     /// The cached result JSON in the list's version (what DEL/CHECK pass as prevResult).
     fn cached_result_value(&self, list: &NetworkConfigList, rt: &RuntimeConf) -> CniResult<Option<Value>> {
         let path = self.cache_file(list, rt)?;
@@ -351,26 +346,6 @@ impl Runtime {
     /// VERSION of one plugin.
     pub fn version_info(&self, plugin_type: &str) -> CniResult<PluginInfo> {
         invoke::version_info(&self.find_plugin(plugin_type)?)
-    }
-
-    /// Checks every plugin exists and supports the list's version; returns the union of the
-    /// capabilities the plugins declare (sorted). Errors of all plugins are reported together.
-    pub fn validate_network_list(&self, list: &NetworkConfigList) -> CniResult<Vec<String>> {
-        let mut errs = Vec::new();
-        let mut caps = BTreeSet::new();
-        for plugin in &list.plugins {
-            match self.version_info(&plugin.plugin_type) {
-                Ok(info) if info.supported_versions.contains(&list.cni_version) => {}
-                Ok(_) => errs.push(CniError::new(
-                    code::INCOMPATIBLE_VERSION,
-                    format!("plugin {} does not support config version {:?}", plugin.plugin_type, list.cni_version),
-                )),
-                Err(e) => errs.push(e),
-            }
-            caps.extend(plugin.capabilities.iter().filter(|(_, on)| **on).map(|(k, _)| k.clone()));
-        }
-        CniError::join(errs)?;
-        Ok(caps.into_iter().collect())
     }
 }
 
