@@ -1,36 +1,12 @@
 //! Delegation: run another plugin (usually IPAM) found on CNI_PATH with the same environment, only
 //! CNI_COMMAND changed — as the spec and libcni's DelegateArgs do. `rcni::pod::ipam` builds on this.
 
-use super::error::{CniError, CniResult, code};
+use super::error::{CniError, CniResult};
+pub use super::lookup::find_plugin;
 use super::process::run_with_stdin;
 use super::skel::Command;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
-
-/// Find an executable regular file named `plugin_type` in `dirs`. A name with a path separator is refused:
-/// a config must not be able to make us run an arbitrary binary.
-pub fn find_plugin(plugin_type: &str, dirs: &[PathBuf]) -> CniResult<PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
-    if plugin_type.is_empty() || plugin_type.contains('/') || plugin_type == "." || plugin_type == ".." {
-        return Err(CniError::invalid_config(format!("invalid plugin type {plugin_type:?}"))
-            .with_details("a plugin type is a file name in CNI_PATH, without '/'"));
-    }
-    if dirs.is_empty() {
-        return Err(CniError::new(code::INVALID_ENV, format!("cannot find plugin {plugin_type:?}: CNI_PATH is empty"))
-            .with_details("set CNI_PATH to the directories holding the CNI plugins, e.g. /opt/cni/bin"));
-    }
-    for dir in dirs {
-        let p = dir.join(plugin_type);
-        if let Ok(md) = std::fs::metadata(&p) {
-            if md.is_file() && md.permissions().mode() & 0o111 != 0 {
-                return Ok(p);
-            }
-        }
-    }
-    let shown: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
-    Err(CniError::internal(format!("failed to find plugin {plugin_type:?} in path {shown:?}"))
-        .with_details("install the plugin there or fix CNI_PATH"))
-}
 
 /// Run `binary` with `command`, `stdin` and our environment (CNI_COMMAND replaced). Its stderr is passed on to
 /// ours; its error JSON comes back unchanged (the spec says not to wrap a delegate's error).
@@ -60,6 +36,7 @@ pub fn exec(binary: &Path, command: Command, stdin: &[u8]) -> CniResult<Vec<u8>>
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+    use std::path::PathBuf;
 
     fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
         let p = dir.join(name);
@@ -73,20 +50,6 @@ mod tests {
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).unwrap();
         d
-    }
-
-    #[test]
-    fn finds_only_executable_files_and_refuses_paths() {
-        let d = tempdir("find");
-        std::fs::write(d.join("noexec"), "x").unwrap();
-        std::fs::create_dir(d.join("adir")).unwrap();
-        script(&d, "ipam", "true");
-        assert_eq!(find_plugin("ipam", std::slice::from_ref(&d)).unwrap(), d.join("ipam"));
-        assert!(find_plugin("noexec", std::slice::from_ref(&d)).is_err());
-        assert!(find_plugin("adir", std::slice::from_ref(&d)).is_err());
-        assert_eq!(find_plugin("../ipam", std::slice::from_ref(&d)).unwrap_err().code, 7);
-        assert_eq!(find_plugin("ipam", &[]).unwrap_err().code, 4);
-        std::fs::remove_dir_all(d).unwrap();
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod config;
 pub mod delegate;
 pub mod error;
 pub mod log;
+pub mod lookup;
 pub mod process;
 pub mod result;
 pub mod runtime;

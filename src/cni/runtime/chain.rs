@@ -143,7 +143,7 @@ impl Runtime {
 
     /// Path of a plugin binary on the search path.
     pub fn find_plugin(&self, plugin_type: &str) -> CniResult<PathBuf> {
-        invoke::find_in_path(plugin_type, &self.plugin_path)
+        crate::cni::lookup::find_plugin(plugin_type, &self.plugin_path)
     }
 
     /// The cache file of an attachment of `list`.

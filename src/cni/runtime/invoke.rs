@@ -1,7 +1,6 @@
 //! Finding and executing a plugin binary, the way libcni's `pkg/invoke` does.
 //!
-//! * [`find_in_path`]: the first regular file (symlinks followed) named `type` in the search path;
-//!   a `type` containing `/` is rejected.
+//! * finding the binary: [`crate::cni::lookup::find_plugin`], the one rule shared with delegation;
 //! * [`exec_plugin`]: env = this process's environment + `CNI_COMMAND`, `CNI_CONTAINERID`,
 //!   `CNI_NETNS`, `CNI_ARGS`, `CNI_IFNAME`, `CNI_PATH` (ours win over inherited ones), stdin = the
 //!   config bytes. Exec is retried (up to [`MAX_EXEC_ATTEMPTS`] attempts, 1 s apart) while it fails
@@ -67,29 +66,6 @@ pub fn join_path(paths: &[PathBuf]) -> String {
 /// Splits a `:`-separated search path; empty elements are dropped (an empty string gives no path).
 pub fn split_path(s: &str) -> Vec<PathBuf> {
     s.split(':').filter(|p| !p.is_empty()).map(PathBuf::from).collect()
-}
-
-/// The full path of plugin `plugin` (a conflist `type`) in `paths`.
-pub fn find_in_path(plugin: &str, paths: &[PathBuf]) -> CniResult<PathBuf> {
-    if plugin.is_empty() {
-        return Err(CniError::invalid_config("no plugin name provided"));
-    }
-    if plugin.contains('/') {
-        return Err(CniError::invalid_config(format!("invalid plugin name: {plugin}")));
-    }
-    if paths.is_empty() {
-        return Err(CniError::invalid_config(format!(
-            "failed to find plugin {plugin:?}: no paths provided (set CNI_PATH)"
-        )));
-    }
-    for dir in paths {
-        let full = dir.join(plugin);
-        if std::fs::metadata(&full).is_ok_and(|m| m.is_file()) {
-            return Ok(full);
-        }
-    }
-    let list: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
-    Err(CniError::invalid_config(format!("failed to find plugin {plugin:?} in path [{}]", list.join(" "))))
 }
 
 /// What a finished plugin process left behind.
@@ -309,23 +285,6 @@ mod tests {
         fn drop(&mut self) {
             let _ = std::fs::remove_dir_all(&self.0);
         }
-    }
-
-    #[test]
-    fn find() {
-        let d = Dir::new("find");
-        let other = Dir::new("find2");
-        std::fs::create_dir(d.0.join("adir")).unwrap();
-        let p = other.script("plug", "true");
-        std::os::unix::fs::symlink(&p, d.0.join("link")).unwrap();
-        let paths = vec![d.0.clone(), other.0.clone()];
-        assert_eq!(find_in_path("plug", &paths).unwrap(), p);
-        assert_eq!(find_in_path("link", &paths).unwrap(), d.0.join("link"));
-        let e = find_in_path("adir", &paths).unwrap_err();
-        assert!(e.msg.contains("failed to find plugin \"adir\""), "{e}");
-        assert!(find_in_path("../x", &paths).unwrap_err().msg.contains("invalid plugin name"));
-        assert!(find_in_path("", &paths).is_err());
-        assert!(find_in_path("plug", &[]).unwrap_err().msg.contains("no paths"));
     }
 
     #[test]
