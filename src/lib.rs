@@ -9,6 +9,7 @@ pub mod bridge;
 pub mod cni;
 pub mod fs_private;
 pub mod ipam;
+pub mod lock;
 pub mod net;
 pub mod overlay;
 pub mod pod;

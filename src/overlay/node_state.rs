@@ -9,11 +9,12 @@ use super::Peer;
 use crate::cni::error::code;
 use crate::cni::{CniError, CniResult};
 use crate::fs_private;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 /// Largest record read back (device names and network names are short; peer sets are bounded).
 const MAX_RECORD: u64 = super::peer::MAX_PEERS_FILE;
+/// The node lock is held for one command's VTEP setup (milliseconds); waiting longer means a stuck command.
+const LOCK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 pub struct NodeState {
     dir: PathBuf,
@@ -53,11 +54,14 @@ impl NodeState {
         let path = self.dir.join("lock");
         let f =
             fs_private::open_private(&path, false).map_err(io_err(format!("cannot open lock {}", path.display())))?;
-        // SAFETY: flock on a descriptor we own; released when the file is closed.
-        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(CniError::new(code::TRY_AGAIN, format!("cannot lock {}", path.display())));
+        match crate::lock::lock_exclusive(f, LOCK_TIMEOUT) {
+            Ok(Some(f)) => Ok(NodeLock { _file: f }),
+            Ok(None) => Err(CniError::new(
+                code::TRY_AGAIN,
+                format!("{} is still locked after {}s by another vxlan command", path.display(), LOCK_TIMEOUT.as_secs()),
+            )),
+            Err(e) => Err(CniError::new(code::TRY_AGAIN, format!("cannot lock {}: {e}", path.display()))),
         }
-        Ok(NodeLock { _file: f })
     }
 
     fn read(&self, name: &str) -> CniResult<Option<String>> {

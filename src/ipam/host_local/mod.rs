@@ -7,7 +7,7 @@
 //! - `allocator`: the pure choice of an address from a view of the reservations;
 //! - `reservation`: a reservation file's name and content;
 //! - `store`: `<dataDir>/<network>/` files, read through snapshots; `store::write`: atomic reservations;
-//! - `lock`: the network's flock with a deadline;
+//! - the network's flock with a deadline is `crate::lock`;
 //! - `index`: the owner cache that spares a command reading every reservation file (outside the network
 //!   directory; see its module comment for why it can be trusted and what a stale one could do).
 //!
@@ -22,7 +22,6 @@
 pub mod allocator;
 pub mod config;
 pub mod index;
-pub mod lock;
 pub mod range;
 pub mod range_set;
 pub mod reservation;

@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::index::{self, Match, Name, Owner, Records};
-use super::lock;
+use crate::lock;
 use super::reservation::{Holder, name_ip};
 
 mod write;

@@ -1,5 +1,7 @@
-//! The network's lock: flock(LOCK_EX) on `<dataDir>/<network>/lock`, as the reference takes it, with a
-//! deadline (rcni's `ipam.lockTimeout`; the reference waits forever).
+//! The one file lock of the library: flock(LOCK_EX) with a deadline. host-local takes it on
+//! `<dataDir>/<network>/lock` as the reference does (which waits forever; rcni's `ipam.lockTimeout` bounds
+//! it), the vxlan node state on its `lock` file. A command that cannot get the lock in time fails with
+//! "try again later" instead of hanging the runtime.
 
 use std::fs::File;
 use std::io;
