@@ -2,7 +2,7 @@
 //! netns (198.18.0.N), each node running the agent; pods are added with bridge + host-local from the
 //! node's subnet.env, as the flannel CNI plugin would, or through the kube-flannel conflist
 //! (conf/50-flannel.conflist) with our cnitool and flannel plugin. Everything lives in the test's own
-//! namespaces and every process it starts is killed by a guard.
+//! namespaces and every process it starts is killed by a guard (tests/support: underlay, etcd, agent).
 //!
 //! The agent binary is another workspace member: build the workspace first (`cargo build --workspace`,
 //! as scripts/test does).
@@ -10,326 +10,30 @@
 mod support;
 
 use serde_json::{Value, json};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-use support::{Cnitool, NetConfDir, NodeNs, PodNs, REFERENCE_PLUGIN_DIR, TempDir, rcni_bin};
-
-const ETCD: &str = "http://198.18.0.254:2379";
-const PREFIX: &str = "/coreos.com/network";
-const VTEP: &str = "flannel.1";
-
-fn agent_bin() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let p = exe.parent().unwrap().parent().unwrap().join("rcni-overlay");
-    assert!(p.is_file(), "{} missing: build the workspace first (cargo build --workspace)", p.display());
-    p
-}
-
-/// A process started in a netns; SIGKILLed and reaped on drop.
-struct Proc(Option<Child>);
-
-impl Proc {
-    fn spawn(ns: &str, program: &Path, args: &[String], log: &Path) -> Proc {
-        let log = std::fs::File::create(log).unwrap();
-        let child = Command::new("ip")
-            .args(["netns", "exec", ns])
-            .arg(program)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        Proc(Some(child))
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut c) = self.0.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    fn running(&mut self) -> bool {
-        self.0.as_mut().is_some_and(|c| c.try_wait().unwrap().is_none())
-    }
-
-    /// SIGTERM (a graceful stop, as systemd does on restart) and the exit status once it has exited.
-    /// `ip netns exec` execs the program, so the child's pid is the program's.
-    fn terminate(&mut self) -> std::process::ExitStatus {
-        let c = self.0.as_mut().expect("a running process");
-        assert!(Command::new("kill").args(["-TERM", &c.id().to_string()]).status().unwrap().success());
-        let mut status = None;
-        wait_for("the process to exit on SIGTERM", LONG, || {
-            status = c.try_wait().unwrap();
-            status.is_some()
-        });
-        self.0 = None;
-        status.unwrap()
-    }
-
-    fn pid(&self) -> u32 {
-        self.0.as_ref().expect("a running process").id()
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// etcd in its own netns on the switch.
-struct Etcd {
-    proc: Proc,
-    ns: NodeNs,
-    data: TempDir,
-}
-
-impl Etcd {
-    fn start(tag: &str, switch: &NodeNs) -> Etcd {
-        let ns = NodeNs::new(&format!("{tag}-etcd"));
-        plug(switch, &ns, "pe", "198.18.0.254/24");
-        let data = TempDir::new(&format!("{tag}-etcd"));
-        let mut e = Etcd { proc: Proc(None), ns, data };
-        e.restart();
-        e
-    }
-
-    fn restart(&mut self) {
-        let args: Vec<String> = [
-            "--name",
-            "s",
-            "--data-dir",
-            &self.data.join("d").to_string_lossy(),
-            "--listen-client-urls",
-            ETCD,
-            "--advertise-client-urls",
-            ETCD,
-            "--listen-peer-urls",
-            "http://127.0.0.1:2380",
-            "--initial-advertise-peer-urls",
-            "http://127.0.0.1:2380",
-            "--initial-cluster",
-            "s=http://127.0.0.1:2380",
-            "--logger",
-            "zap",
-            "--log-level",
-            "error",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        self.proc = Proc::spawn(self.ns.name(), Path::new("/usr/bin/etcd"), &args, &self.data.join("etcd.log"));
-        wait_for("etcd to answer", Duration::from_secs(30), || self.ctl(&["endpoint", "health"]).success());
-    }
-
-    fn ctl(&self, args: &[&str]) -> support::Output {
-        self.ns.cmd("etcdctl").arg("--endpoints").arg(ETCD).args(args).env("ETCDCTL_API", "3").run()
-    }
-
-    fn keys(&self) -> Vec<String> {
-        let out = self.ctl(&["get", "--prefix", "--keys-only", &format!("{PREFIX}/subnets/")]).ok();
-        out.stdout.lines().filter(|l| !l.is_empty()).map(String::from).collect()
-    }
-}
-
-/// A veth from the switch bridge into `ns`, named eth0 there, with `addr`.
-fn plug(switch: &NodeNs, ns: &NodeNs, port: &str, addr: &str) {
-    switch.ip(&["link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", ns.name()]).ok();
-    switch.ip(&["link", "set", port, "master", "sw0", "up"]).ok();
-    ns.ip(&["addr", "add", addr, "dev", "eth0"]).ok();
-    ns.ip(&["link", "set", "eth0", "up"]).ok();
-}
-
-struct Node {
-    agent: Proc,
-    pods: Vec<PodNs>,
-    tool: Cnitool,
-    _conf: NetConfDir,
-    ns: NodeNs,
-    dir: TempDir,
-    i: usize,
-}
-
-impl Node {
-    fn new(tag: &str, switch: &NodeNs, i: usize) -> Node {
-        let ns = NodeNs::new(&format!("{tag}-n{i}"));
-        plug(switch, &ns, &format!("p{i}"), &format!("198.18.0.{i}/24"));
-        let dir = TempDir::new(&format!("{tag}-n{i}"));
-        let conf = NetConfDir::empty();
-        let tool = Cnitool::new(&conf, &[rcni_bin("bridge").parent().unwrap().to_path_buf()]);
-        let mut n = Node { agent: Proc(None), pods: Vec::new(), tool, _conf: conf, ns, dir, i };
-        n.start_agent();
-        n
-    }
-
-    fn agent_args(&self) -> Vec<String> {
-        let (env, state) = (self.dir.join("subnet.env"), self.dir.join("state"));
-        let args = [
-            "--etcd-endpoints",
-            ETCD,
-            "--iface",
-            "eth0",
-            "--subnet-file",
-            &env.to_string_lossy(),
-            "--state-dir",
-            &state.to_string_lossy(),
-            "--lease-ttl",
-            "5s",
-            "--resync",
-            "5s",
-        ];
-        args.iter().map(|s| s.to_string()).collect()
-    }
-
-    fn start_agent(&mut self) {
-        let log = self.dir.join(format!("agent-{}.log", support::unique_suffix()));
-        self.agent = Proc::spawn(self.ns.name(), &agent_bin(), &self.agent_args(), &log);
-    }
-
-    fn subnet_env(&self) -> Option<String> {
-        std::fs::read_to_string(self.dir.join("subnet.env")).ok()
-    }
-
-    fn env_var(&self, key: &str) -> String {
-        let text = self.subnet_env().expect("subnet.env");
-        let line =
-            text.lines().find(|l| l.starts_with(&format!("{key}="))).unwrap_or_else(|| panic!("{key} in {text}"));
-        line.split_once('=').unwrap().1.to_string()
-    }
-
-    /// The leased subnet (10.244.N.0/24) from FLANNEL_SUBNET (10.244.N.1/24).
-    fn subnet(&self) -> String {
-        let first = self.env_var("FLANNEL_SUBNET");
-        let (ip, len) = first.split_once('/').unwrap();
-        let mut o: Vec<u8> = ip.split('.').map(|x| x.parse().unwrap()).collect();
-        o[3] -= 1;
-        format!("{}.{}.{}.{}/{len}", o[0], o[1], o[2], o[3])
-    }
-
-    fn status(&self) -> Value {
-        // Null until the agent wrote its first status.
-        let out = self.ns.cmd(agent_bin()).arg("status").arg("--state-dir").arg(self.dir.join("state")).run();
-        serde_json::from_str(&out.stdout).unwrap_or(Value::Null)
-    }
-
-    /// A pod through bridge + host-local with the network from subnet.env (the flannel plugin's delegate).
-    fn add_pod(&mut self) -> String {
-        let n = self.pods.len();
-        let pod = PodNs::new(&format!("ovc-n{}p{n}", self.i));
-        let conflist = json!({"cniVersion": "0.3.1", "name": "cbr0", "plugins": [{
-            "type": "bridge", "bridge": "cni0", "isGateway": true, "isDefaultGateway": true, "hairpinMode": true,
-            "ipMasq": false, "mtu": self.env_var("FLANNEL_MTU").parse::<u32>().unwrap(),
-            "ipam": {"type": "host-local", "ranges": [[{"subnet": self.subnet()}]],
-                     "routes": [{"dst": self.env_var("FLANNEL_NETWORK")}], "dataDir": self.dir.join("ipam")}
-        }]});
-        std::fs::write(self.tool.netconf.join("10-cbr0.conflist"), conflist.to_string()).unwrap();
-        let cid = format!("c{n}");
-        self.tool.run_with(&self.ns, &["add", "cbr0", pod.path_str()], &[("CNI_CONTAINERID", &cid)]).ok();
-        let ip = pod.addrs("eth0").into_iter().find(|a| a.family == "inet").unwrap().local;
-        self.pods.push(pod);
-        ip
-    }
-
-    /// A pod through conf/50-flannel.conflist (kube-flannel's) with cnitool: our flannel plugin reads the
-    /// agent's subnet.env and hands the pod to bridge + host-local; portmap is the reference one, found in
-    /// /usr/lib/cni after our binaries on CNI_PATH. Only the paths are moved into the node's temp dir.
-    fn add_flannel_pod(&mut self) -> String {
-        let n = self.pods.len();
-        let pod = PodNs::new(&format!("ovf-n{}p{n}", self.i));
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/50-flannel.conflist");
-        let mut conf: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-        let flannel = &mut conf["plugins"][0];
-        assert_eq!(flannel["type"], "flannel");
-        flannel["subnetFile"] = json!(self.dir.join("subnet.env"));
-        flannel["dataDir"] = json!(self.dir.join("flannel"));
-        flannel["ipam"] = json!({"dataDir": self.dir.join("ipam")});
-        std::fs::write(self.tool.netconf.join("50-flannel.conflist"), conf.to_string()).unwrap();
-        if !self.tool.cni_path.iter().any(|p| p == Path::new(REFERENCE_PLUGIN_DIR)) {
-            self.tool.cni_path.push(PathBuf::from(REFERENCE_PLUGIN_DIR));
-        }
-        let cid = format!("f{n}");
-        self.tool.run_with(&self.ns, &["add", "cbr0", pod.path_str()], &[("CNI_CONTAINERID", &cid)]).ok();
-        assert!(self.dir.join("flannel").join(&cid).is_file(), "the flannel plugin saved the delegate config");
-        let ip = pod.addrs("eth0").into_iter().find(|a| a.family == "inet").unwrap().local;
-        self.pods.push(pod);
-        ip
-    }
-
-    fn vtep_ifindex(&self) -> u64 {
-        self.ns.ip_json(&["link", "show", VTEP])[0]["ifindex"].as_u64().unwrap()
-    }
-
-    fn dump(&self) -> String {
-        let r = self.ns.ip(&["route", "show", "dev", VTEP]).ok().stdout;
-        let n = self.ns.ip(&["neigh", "show", "dev", VTEP, "nud", "permanent"]).ok().stdout;
-        let f = self.ns.cmd("bridge").args(["fdb", "show", "dev", VTEP]).run().ok().stdout;
-        format!("{r}\n{n}\n{f}")
-    }
-
-    fn routes(&self) -> String {
-        self.ns.ip(&["route", "show", "dev", VTEP]).run_ok_or_empty()
-    }
-}
-
-trait OrEmpty {
-    fn run_ok_or_empty(self) -> String;
-}
-
-impl OrEmpty for support::Output {
-    fn run_ok_or_empty(self) -> String {
-        if self.success() { self.stdout } else { String::new() }
-    }
-}
-
-/// A TCP exchange from `from` to `ip`:5000 in `to`: the server echoes in upper case.
-fn tcp(from: &PodNs, to: &PodNs, ip: &str) -> bool {
-    let server = Command::new("ip")
-        .args(["netns", "exec", to.name(), "timeout", "10", "sh", "-c", "nc -l -p 5000 -w 8 </dev/null | tr a-z A-Z"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let client = Command::new("ip")
-        .args(["netns", "exec", from.name(), "timeout", "10", "sh", "-c"])
-        .arg(format!(
-            "for i in $(seq 80); do echo hello-agent | nc -N -w 3 {ip} 5000 && exit 0; sleep 0.1; done; exit 1"
-        ))
-        .output()
-        .unwrap();
-    let out = server.wait_with_output().unwrap();
-    client.status.success() && String::from_utf8_lossy(&out.stdout).contains("HELLO-AGENT")
-}
+use std::process::{Command, Stdio};
+use std::time::Duration;
+use support::agent::{AgentNode, PREFIX, VTEP, agent_bin};
+use support::etcd::{Etcd, Proc, wait_for};
+use support::underlay::{Switch, tcp_exchange as tcp};
+use support::{NodeNs, TempDir};
 
 const LONG: Duration = Duration::from_secs(30);
 
 #[test]
 fn three_agents_on_etcd_program_the_overlay_and_survive_churn_and_an_outage() {
-    let switch = NodeNs::new("ovc-sw");
-    switch.ip(&["link", "add", "sw0", "type", "bridge"]).ok();
-    switch.ip(&["link", "set", "sw0", "up"]).ok();
+    let switch = Switch::new("ovc");
     let mut etcd = Etcd::start("ovc", &switch);
-    let mut nodes: Vec<Node> = Vec::new();
+    let mut nodes: Vec<AgentNode> = Vec::new();
 
     // No config yet: the agent says which etcdctl command fixes it, and keeps retrying.
-    nodes.push(Node::new("ovc", &switch, 1));
+    nodes.push(AgentNode::new("ovc", &switch, 1, &etcd.url()));
     wait_for("the missing-config message", LONG, || {
         nodes[0].status()["last_error"].as_str().is_some_and(|e| e.contains("etcdctl put /coreos.com/network/config"))
     });
     assert!(nodes[0].agent.running());
     etcd.ctl(&["put", &format!("{PREFIX}/config"), r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}"#]).ok();
     for i in 2..=3 {
-        nodes.push(Node::new("ovc", &switch, i));
+        nodes.push(AgentNode::new("ovc", &switch, i, &etcd.url()));
     }
     for n in &nodes {
         wait_for("subnet.env", LONG, || n.subnet_env().is_some());
@@ -337,9 +41,9 @@ fn three_agents_on_etcd_program_the_overlay_and_survive_churn_and_an_outage() {
         assert_eq!(n.env_var("FLANNEL_MTU"), "1450");
         assert_eq!(n.env_var("FLANNEL_IPMASQ"), "false");
     }
-    let subnets: std::collections::BTreeSet<String> = nodes.iter().map(Node::subnet).collect();
+    let subnets: std::collections::BTreeSet<String> = nodes.iter().map(AgentNode::subnet).collect();
     assert_eq!(subnets.len(), 3, "distinct subnets: {subnets:?}");
-    assert_eq!(etcd.keys().len(), 3);
+    assert_eq!(etcd.keys(PREFIX).len(), 3);
     // flannel's lease format, with the MAC rcni derives from the address.
     let key = format!("{PREFIX}/subnets/{}", nodes[0].subnet().replace('/', "-"));
     let v: Value = serde_json::from_str(etcd.ctl(&["get", "--print-value-only", &key]).ok().stdout.trim()).unwrap();
@@ -385,12 +89,12 @@ fn three_agents_on_etcd_program_the_overlay_and_survive_churn_and_an_outage() {
     assert_eq!(nodes[2].routes().lines().count(), 2, "a dead agent's node keeps its entries");
     // Restarted, it takes the same subnet again (its local state) and the others re-add it.
     nodes[2].start_agent();
-    wait_for("node 3's key back", LONG, || etcd.keys().iter().any(|k| k.ends_with(&s3.replace('/', "-"))));
+    wait_for("node 3's key back", LONG, || etcd.keys(PREFIX).iter().any(|k| k.ends_with(&s3.replace('/', "-"))));
     assert_eq!(nodes[2].subnet(), s3);
     wait_for("node 3's route back", LONG, || nodes[0].routes().contains(&s3));
 
     // A new node joins and is reached.
-    nodes.push(Node::new("ovc", &switch, 4));
+    nodes.push(AgentNode::new("ovc", &switch, 4, &etcd.url()));
     wait_for("node 4's subnet.env", LONG, || nodes[3].subnet_env().is_some());
     wait_for("node 4's peers", LONG, || nodes[3].routes().lines().count() == 3);
     let ip4 = nodes[3].add_pod();
@@ -398,11 +102,11 @@ fn three_agents_on_etcd_program_the_overlay_and_survive_churn_and_an_outage() {
     assert!(tcp(&nodes[0].pods[0], &nodes[3].pods[0], &ip4), "node1 -> new node4");
 
     // etcd goes away: nothing changes in the kernel, traffic flows, status says so; a new pod still starts.
-    let before: Vec<String> = nodes.iter().map(Node::dump).collect();
+    let before: Vec<String> = nodes.iter().map(AgentNode::dump).collect();
     etcd.proc.kill();
     wait_for("status to notice the outage", LONG, || nodes[0].status()["etcd_reachable"] == false);
     std::thread::sleep(Duration::from_secs(2));
-    let during: Vec<String> = nodes.iter().map(Node::dump).collect();
+    let during: Vec<String> = nodes.iter().map(AgentNode::dump).collect();
     assert_eq!(before, during, "no kernel change during an etcd outage");
     assert!(tcp(&nodes[1].pods[0], &nodes[3].pods[0], &ip4), "node2 -> node4 during the outage");
     let ip1b = nodes[0].add_pod();
@@ -420,7 +124,7 @@ fn three_agents_on_etcd_program_the_overlay_and_survive_churn_and_an_outage() {
     for n in &nodes {
         wait_for("the new lease after the outage", LONG, || n.routes().contains("10.244.200.0/24"));
     }
-    let after: Vec<String> = nodes.iter().map(Node::dump).collect();
+    let after: Vec<String> = nodes.iter().map(AgentNode::dump).collect();
     for (b, a) in before.iter().zip(&after) {
         for line in b.lines().filter(|l| !l.is_empty()) {
             assert!(a.contains(line), "entry {line:?} survived the outage");
@@ -430,7 +134,7 @@ fn three_agents_on_etcd_program_the_overlay_and_survive_churn_and_an_outage() {
     // Node 1's own key deleted while its agent runs: re-created with the same subnet, no renumbering.
     let s1 = nodes[0].subnet().replace('/', "-");
     etcd.ctl(&["del", &format!("{PREFIX}/subnets/{s1}")]).ok();
-    wait_for("node 1's key re-created", LONG, || etcd.keys().iter().any(|k| k.ends_with(&s1)));
+    wait_for("node 1's key re-created", LONG, || etcd.keys(PREFIX).iter().any(|k| k.ends_with(&s1)));
     assert_eq!(nodes[0].subnet().replace('/', "-"), s1);
     for n in &mut nodes {
         n.agent.kill();
@@ -439,9 +143,7 @@ fn three_agents_on_etcd_program_the_overlay_and_survive_churn_and_an_outage() {
 
 #[test]
 fn twenty_agents_at_once_get_twenty_distinct_subnets() {
-    let switch = NodeNs::new("ov20-sw");
-    switch.ip(&["link", "add", "sw0", "type", "bridge"]).ok();
-    switch.ip(&["link", "set", "sw0", "up"]).ok();
+    let switch = Switch::new("ov20");
     let etcd = Etcd::start("ov20", &switch);
     // A small network (a /20 of /24s: 15 candidates after SubnetMin... widened to 31 with SubnetMin 0),
     // so that concurrent joiners really collide and must retry.
@@ -452,14 +154,14 @@ fn twenty_agents_at_once_get_twenty_distinct_subnets() {
     ])
     .ok();
     let client = NodeNs::new("ov20-c");
-    plug(&switch, &client, "pc", "198.18.0.1/24");
+    switch.plug(&client, "pc", "198.18.0.1/24");
     let dir = TempDir::new("ov20");
     let mut agents = Vec::new();
     for i in 0..20 {
         let d = dir.join(format!("a{i}"));
         let args: Vec<String> = [
             "--etcd-endpoints",
-            ETCD,
+            &etcd.url(),
             "--public-ip",
             &format!("198.18.1.{}", i + 1),
             "--lease-only",
@@ -483,7 +185,7 @@ fn twenty_agents_at_once_get_twenty_distinct_subnets() {
     let subnets: std::collections::BTreeSet<String> =
         envs().iter().map(|t| t.lines().find(|l| l.starts_with("FLANNEL_SUBNET=")).unwrap().to_string()).collect();
     assert_eq!(subnets.len(), 20, "{subnets:?}");
-    let keys = etcd.keys();
+    let keys = etcd.keys(PREFIX);
     assert_eq!(keys.len(), 20, "{keys:?}");
     for a in &mut agents {
         assert!(a.running(), "no agent gave up");
@@ -493,9 +195,7 @@ fn twenty_agents_at_once_get_twenty_distinct_subnets() {
 
 #[test]
 fn direct_routing_reaches_same_segment_peers_without_encapsulation() {
-    let switch = NodeNs::new("ovd-sw");
-    switch.ip(&["link", "add", "sw0", "type", "bridge"]).ok();
-    switch.ip(&["link", "set", "sw0", "up"]).ok();
+    let switch = Switch::new("ovd");
     let etcd = Etcd::start("ovd", &switch);
     etcd.ctl(&[
         "put",
@@ -503,7 +203,7 @@ fn direct_routing_reaches_same_segment_peers_without_encapsulation() {
         r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","DirectRouting":true}}"#,
     ])
     .ok();
-    let mut nodes: Vec<Node> = (1..=2).map(|i| Node::new("ovd", &switch, i)).collect();
+    let mut nodes: Vec<AgentNode> = (1..=2).map(|i| AgentNode::new("ovd", &switch, i, &etcd.url())).collect();
     for n in &nodes {
         wait_for("subnet.env", LONG, || n.subnet_env().is_some());
     }
@@ -516,9 +216,9 @@ fn direct_routing_reaches_same_segment_peers_without_encapsulation() {
         nodes[0].add_pod();
         nodes[1].add_pod()
     };
-    let (tx0, _) = vtep_tx(&nodes[0]);
+    let (tx0, _) = nodes[0].vtep_tx();
     assert!(tcp(&nodes[0].pods[0], &nodes[1].pods[0], &ip2), "pod -> pod via the underlay");
-    assert_eq!(vtep_tx(&nodes[0]).0, tx0, "no packet went through the VTEP");
+    assert_eq!(nodes[0].vtep_tx().0, tx0, "no packet went through the VTEP");
     for n in &mut nodes {
         n.agent.kill();
     }
@@ -530,12 +230,10 @@ fn direct_routing_reaches_same_segment_peers_without_encapsulation() {
 /// kernel's VTEP entries (and the VTEP itself) as they were.
 #[test]
 fn kube_flannel_conflist_pods_talk_and_an_agent_restart_loses_no_packet() {
-    let switch = NodeNs::new("ovf-sw");
-    switch.ip(&["link", "add", "sw0", "type", "bridge"]).ok();
-    switch.ip(&["link", "set", "sw0", "up"]).ok();
+    let switch = Switch::new("ovf");
     let etcd = Etcd::start("ovf", &switch);
     etcd.ctl(&["put", &format!("{PREFIX}/config"), r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}"#]).ok();
-    let mut nodes: Vec<Node> = (1..=2).map(|i| Node::new("ovf", &switch, i)).collect();
+    let mut nodes: Vec<AgentNode> = (1..=2).map(|i| AgentNode::new("ovf", &switch, i, &etcd.url())).collect();
     for n in &nodes {
         wait_for("subnet.env", LONG, || n.subnet_env().is_some());
         wait_for("the peer's route", LONG, || n.routes().lines().count() == 1);
@@ -585,10 +283,4 @@ fn kube_flannel_conflist_pods_talk_and_an_agent_restart_loses_no_packet() {
     for n in &mut nodes {
         n.agent.kill();
     }
-}
-
-fn vtep_tx(n: &Node) -> (u64, u64) {
-    let v = n.ns.ip_json(&["-s", "link", "show", VTEP]);
-    let s = &v[0]["stats64"];
-    (s["tx"]["packets"].as_u64().unwrap(), s["rx"]["packets"].as_u64().unwrap())
 }

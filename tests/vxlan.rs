@@ -6,8 +6,8 @@ mod support;
 
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::Duration;
+use support::underlay::{Switch, tcp_exchange};
 use support::{Cnitool, NetConfDir, NodeNs, PodNs, TempDir, rcni_bin};
 
 const NET: &str = "rcni-overlay";
@@ -72,7 +72,7 @@ struct Cluster {
     _state: Vec<StateDirGuard>,
     nodes: Vec<Node>,
     peers_file: PathBuf,
-    _switch: NodeNs,
+    _switch: Switch,
     _dir: TempDir,
 }
 
@@ -88,20 +88,13 @@ impl Cluster {
         assert_eq!(example, (1..=3).map(peer).collect::<Vec<_>>(), "conf/peers.example.json describes nodes 1-3");
         let all: Vec<Value> = example.into_iter().take(count).collect();
         std::fs::write(&peers_file, serde_json::to_vec_pretty(&all).unwrap()).unwrap();
-        let switch = NodeNs::new(&format!("{tag}-sw"));
-        switch.ip(&["link", "add", "sw0", "type", "bridge"]).ok();
-        switch.ip(&["link", "set", "sw0", "up"]).ok();
+        let switch = Switch::new(tag);
         let example =
             std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/40-vxlan.conflist")).unwrap();
         let mut nodes = Vec::new();
         for i in 1..=count {
             let ns = NodeNs::new(&format!("{tag}-n{i}"));
-            // The underlay: a veth from the switch into the node, created from inside the switch netns.
-            let port = format!("p{i}");
-            switch.ip(&["link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", ns.name()]).ok();
-            switch.ip(&["link", "set", &port, "master", "sw0", "up"]).ok();
-            ns.ip(&["addr", "add", &format!("198.18.0.{i}/24"), "dev", "eth0"]).ok();
-            ns.ip(&["link", "set", "eth0", "up"]).ok();
+            switch.plug(&ns, &format!("p{i}"), &format!("198.18.0.{i}/24"));
             let data = TempDir::new(&format!("{tag}-data{i}"));
             let text = example
                 .replace("10.244.1.0/24", &format!("10.244.{i}.0/24"))
@@ -136,35 +129,6 @@ impl Cluster {
     fn write_peers(&self, peers: &[Value]) {
         std::fs::write(&self.peers_file, serde_json::to_vec(peers).unwrap()).unwrap();
     }
-}
-
-/// A TCP exchange from `from` to `to_ip`:5000 in `to`: the server echoes what it got back in upper case.
-fn tcp_exchange(from: &PodNs, to: &PodNs, to_ip: &str) -> bool {
-    let server = Command::new("ip")
-        .args(["netns", "exec", to.name(), "timeout", "10", "sh", "-c", "nc -l -p 5000 -w 8 </dev/null | tr a-z A-Z"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    // The client retries until the server listens (starting it under load can take a while).
-    let client = Command::new("ip")
-        .args(["netns", "exec", from.name(), "timeout", "10", "sh", "-c"])
-        .arg(format!(
-            "for i in $(seq 80); do echo hello-overlay | nc -N -w 3 {to_ip} 5000 && exit 0; sleep 0.1; done; exit 1"
-        ))
-        .output()
-        .unwrap();
-    let out = server.wait_with_output().unwrap();
-    let got = String::from_utf8_lossy(&out.stdout);
-    if !client.status.success() || !got.contains("HELLO-OVERLAY") {
-        eprintln!(
-            "tcp exchange to {to_ip}: client {:?} {}, server got {got:?}",
-            client.status,
-            String::from_utf8_lossy(&client.stderr)
-        );
-        return false;
-    }
-    true
 }
 
 #[test]

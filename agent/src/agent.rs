@@ -2,7 +2,7 @@
 //! set. The kernel changes only after a successful list or watch result; an etcd outage changes nothing.
 
 use crate::flags::Flags;
-use crate::kernel::{Kernel, OWNER};
+use crate::kernel::{Kernel, OWNER, masq_owner};
 use crate::netconf::{LeaseAttrs, NetConfig, parse_subnet_key};
 use crate::registry::{self, Held};
 use crate::status::{Status, now_secs};
@@ -88,7 +88,8 @@ impl Agent {
             port: rec.config.port,
             learning: false,
         };
-        Ok(Some(Kernel { node: self.node.clone(), vtep, underlay, own: rec.subnet, conf: rec.config.clone() }))
+        let masq = self.f.ip_masq.then(|| masq_owner(&self.f.prefix));
+        Ok(Some(Kernel { node: self.node.clone(), vtep, underlay, own: rec.subnet, conf: rec.config.clone(), masq }))
     }
 
     fn underlay_choice(&self) -> UnderlayChoice {
@@ -348,8 +349,14 @@ fn v4_of(p: &Peer) -> Ipv4Network {
 }
 
 pub async fn run(f: Flags) -> Result<(), String> {
-    if f.ip_masq {
-        return Err("--ip-masq is not supported by rcni-overlay yet: leave it off (FLANNEL_IPMASQ=false), and the flannel CNI plugin masquerades each pod through its bridge delegate's ipMasq".into());
+    if !f.ip_masq && !f.lease_only {
+        // Started without --ip-masq after a run with it: the rule would masquerade what the flannel
+        // plugin's bridge delegates now masquerade themselves (FLANNEL_IPMASQ=false).
+        match rcni::net::masq::cluster::remove(&masq_owner(&f.prefix)) {
+            Ok(true) => log("--ip-masq is off: removed the cluster masquerade rule of an earlier run"),
+            Ok(false) => {}
+            Err(e) => return Err(format!("cannot remove the cluster masquerade rule of an earlier run: {e}")),
+        }
     }
     let state = NodeState::open(&f.state_dir).map_err(|e| e.to_string())?;
     let node = NetHandle::current().map_err(|e| e.to_string())?;

@@ -11,7 +11,8 @@ pub const USAGE: &str = "usage: rcni-overlay [run|status|leave] [flags]
   --iface NAME|IP           underlay device or address (default: the default route's device)
   --public-ip IP            address published to peers and used as the VTEP's local address
   --subnet-file PATH        (default /run/flannel/subnet.env)
-  --ip-masq                 not supported yet (refused)
+  --ip-masq                 masquerade traffic from the cluster network that leaves it (one nftables
+                            rule); subnet.env then says FLANNEL_IPMASQ=true
   --lease-ttl DURATION      subnet lease TTL (default 24h)
   --state-dir PATH          (default /run/rcni/overlay)
   --resync DURATION         full kernel resync period (default 60s)

@@ -3,6 +3,7 @@
 use crate::netconf::NetConfig;
 use ipnetwork::{IpNetwork, Ipv4Network};
 use rcni::net::NetHandle;
+use rcni::net::masq;
 use rcni::overlay::{self, NodeState, Overlay, Peer, Underlay, VtepConf};
 
 /// The owner name of the agent's VTEP in the node state.
@@ -14,6 +15,13 @@ pub struct Kernel {
     pub underlay: Underlay,
     pub own: Ipv4Network,
     pub conf: NetConfig,
+    /// With --ip-masq: the owner name of the cluster masquerade rule (see [`masq_owner`]).
+    pub masq: Option<String>,
+}
+
+/// The owner name of the agent's masquerade rule: one per etcd prefix (one cluster network).
+pub fn masq_owner(prefix: &str) -> String {
+    format!("rcni-overlay {prefix}")
 }
 
 impl Kernel {
@@ -32,6 +40,12 @@ impl Kernel {
             direct_routing: self.conf.direct_routing,
         };
         changes.extend(overlay::reconcile_peers(&self.node, &o, peers).await.map_err(|e| e.to_string())?);
+        if let Some(owner) = &self.masq {
+            let network: IpNetwork = self.conf.network.into();
+            if masq::cluster::ensure(owner, &[network]).map_err(|e| e.to_string())? {
+                changes.push(format!("masquerading traffic from {network} that leaves it (--ip-masq)"));
+            }
+        }
         Ok(changes)
     }
 }

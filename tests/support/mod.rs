@@ -26,6 +26,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod agent;
+pub mod etcd;
+pub mod underlay;
+
 /// How long one command may run before it is killed and the test fails.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 

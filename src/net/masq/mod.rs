@@ -51,6 +51,11 @@
 //! (≈ 10–15 ms here): current kernels flush nf_tables' deferred destroy work whenever an nfnetlink socket
 //! is released. `nft` and `iptables-nft` pay the same wait after any deletion.
 //!
+//! # A whole cluster network ([`cluster`])
+//!
+//! The overlay agent's `--ip-masq` masquerades by source *prefix* instead of pod address: one rule per
+//! family and one interval element (the cluster network), see the [`cluster`] module.
+//!
 //! # iptables (`ipMasqBackend: "iptables"`)
 //!
 //! Reference compatible, so that our DEL cleans rules a reference ADD made and the other way round: per
@@ -66,6 +71,7 @@
 //! with every POSTROUTING jump to it — found by listing, so it works without knowing the IPs (reference
 //! pain point: rules leaked when DEL had no netns). [`gc`] does the same for every stale owner.
 
+pub mod cluster;
 mod iptables;
 mod nft;
 

@@ -94,7 +94,7 @@ fn rule_comments(network: &str, ex4: &[IpNetwork], ex6: &[IpNetwork]) -> Vec<Str
 }
 
 /// A string safe inside an nft double-quoted comment, at most 100 bytes.
-fn comment_safe(s: &str) -> String {
+pub(super) fn comment_safe(s: &str) -> String {
     s.chars().filter(|c| !matches!(c, '"' | '\\' | '\n' | '\r') && !c.is_control()).take(64).collect()
 }
 
