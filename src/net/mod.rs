@@ -20,6 +20,7 @@ pub mod masq;
 pub mod neigh;
 pub mod netns;
 pub mod nft;
+pub mod portmap;
 pub mod route;
 pub mod spoofchk;
 pub mod sysctl;

@@ -82,6 +82,10 @@ pub(super) const NFTA_SET_ELEM_LIST_SET: u16 = 2;
 pub(super) const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
 pub(super) const NFTA_LIST_ELEM: u16 = 1;
 pub(super) const NFTA_SET_ELEM_KEY: u16 = 1;
+/// A map element's data (nested `NFTA_DATA_VALUE`).
+pub(super) const NFTA_SET_ELEM_DATA: u16 = 2;
+/// The end of a range element of a concatenated interval set (pipapo), nested like the key.
+pub(super) const NFTA_SET_ELEM_KEY_END: u16 = 10;
 pub(super) const NFTA_SET_ELEM_USERDATA: u16 = 6;
 pub(super) const NFTA_DATA_VALUE: u16 = 1;
 pub(super) const NFTA_GEN_ID: u16 = 1;
@@ -367,6 +371,41 @@ pub struct SetElem {
     pub comment: Option<String>,
 }
 
+/// A set or map element in full: key, the range end of a concatenated interval set, a map's data and
+/// the comment (owner). What [`BatchOp::AddFull`] writes and [`parse_full_elems`] reads back.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct FullElem {
+    pub key: Vec<u8>,
+    pub key_end: Option<Vec<u8>>,
+    pub data: Option<Vec<u8>>,
+    pub comment: Option<String>,
+}
+
+/// Parses the elements of a NEWSETELEM message with their range ends and map data.
+pub fn parse_full_elems(payload: &[u8]) -> NlResult<Vec<FullElem>> {
+    let attrs_buf =
+        payload.get(NFGENMSG_LEN..).ok_or_else(|| NetlinkError::Protocol("short set element message".into()))?;
+    let mut out = Vec::new();
+    let Some(list) = attr(attrs_buf, NFTA_SET_ELEM_LIST_ELEMENTS) else {
+        return Ok(out);
+    };
+    let value = |elem: &[u8], ty: u16| attr(elem, ty).and_then(|k| attr(k, NFTA_DATA_VALUE)).map(<[u8]>::to_vec);
+    for (ty, elem) in attrs(list) {
+        if ty != NFTA_LIST_ELEM {
+            continue;
+        }
+        let key =
+            value(elem, NFTA_SET_ELEM_KEY).ok_or_else(|| NetlinkError::Protocol("set element without a key".into()))?;
+        out.push(FullElem {
+            key,
+            key_end: value(elem, NFTA_SET_ELEM_KEY_END),
+            data: value(elem, NFTA_SET_ELEM_DATA),
+            comment: attr(elem, NFTA_SET_ELEM_USERDATA).and_then(parse_udata_comment),
+        });
+    }
+    Ok(out)
+}
+
 /// Parses the elements of a NEWSETELEM message (payload after nlmsghdr).
 pub fn parse_setelem_msg(payload: &[u8]) -> NlResult<Vec<SetElem>> {
     let attrs_buf =
@@ -468,6 +507,10 @@ pub enum BatchOp<'a> {
     DelChain { chain: &'a str },
     /// Append a rule with the given userdata (comment, owner).
     NewRule { chain: &'a str, stmts: Vec<Stmt>, udata: Vec<u8> },
+    /// Add full elements (map data, range ends, comments); `excl` = EEXIST if a key is present.
+    AddFull { set: &'a str, elems: Vec<FullElem>, excl: bool },
+    /// Delete full elements (key and, for concatenated ranges, key end); ENOENT if one is missing.
+    DelFull { set: &'a str, elems: Vec<FullElem> },
 }
 
 /// Appends the message(s) for `op` on `family table`, with sequence numbers from `seq`; returns how
@@ -475,7 +518,7 @@ pub enum BatchOp<'a> {
 /// all of them stay in the caller's batch, so the change is still applied all or nothing.
 pub fn encode_op(buf: &mut MsgBuf, seq: u32, family: u8, table: &str, op: &BatchOp<'_>) -> usize {
     match op {
-        BatchOp::AddElems { .. } | BatchOp::DelElems { .. } => {}
+        BatchOp::AddElems { .. } | BatchOp::DelElems { .. } | BatchOp::AddFull { .. } | BatchOp::DelFull { .. } => {}
         BatchOp::DelRule { chain, handle } => {
             buf.begin_nft(NFT_MSG_DELRULE, NLM_F_ACK, seq, family);
             buf.attr_str(NFTA_RULE_TABLE, table);
@@ -538,6 +581,10 @@ pub fn encode_op(buf: &mut MsgBuf, seq: u32, family: u8, table: &str, op: &Batch
             (NFT_MSG_NEWSETELEM, NLM_F_CREATE | NLM_F_ACK | if *excl { NLM_F_EXCL } else { 0 }, *set, elems.len())
         }
         BatchOp::DelElems { set, keys } => (NFT_MSG_DELSETELEM, NLM_F_ACK, *set, keys.len()),
+        BatchOp::AddFull { set, excl, elems } => {
+            (NFT_MSG_NEWSETELEM, NLM_F_CREATE | NLM_F_ACK | if *excl { NLM_F_EXCL } else { 0 }, *set, elems.len())
+        }
+        BatchOp::DelFull { set, elems } => (NFT_MSG_DELSETELEM, NLM_F_ACK, *set, elems.len()),
         _ => unreachable!("handled above"),
     };
     let begin = |buf: &mut MsgBuf, seq: u32| {
@@ -559,6 +606,11 @@ pub fn encode_op(buf: &mut MsgBuf, seq: u32, family: u8, table: &str, op: &Batch
             messages += 1;
         }
         buf.nest_start(NFTA_LIST_ELEM);
+        if let BatchOp::AddFull { elems, .. } | BatchOp::DelFull { elems, .. } = op {
+            encode_full_elem(buf, &elems[i], matches!(op, BatchOp::AddFull { .. }));
+            buf.nest_end();
+            continue;
+        }
         buf.nest_start(NFTA_SET_ELEM_KEY);
         match op {
             BatchOp::AddElems { elems, .. } => {
@@ -576,6 +628,28 @@ pub fn encode_op(buf: &mut MsgBuf, seq: u32, family: u8, table: &str, op: &Batch
     }
     finish(buf);
     messages
+}
+
+/// One element inside an open `NFTA_LIST_ELEM`: key, key end, and (when adding) data and comment.
+fn encode_full_elem(buf: &mut MsgBuf, e: &FullElem, adding: bool) {
+    let nested = |buf: &mut MsgBuf, ty: u16, v: &[u8]| {
+        buf.nest_start(ty);
+        buf.attr(NFTA_DATA_VALUE, v);
+        buf.nest_end();
+    };
+    nested(buf, NFTA_SET_ELEM_KEY, &e.key);
+    if let Some(end) = &e.key_end {
+        nested(buf, NFTA_SET_ELEM_KEY_END, end);
+    }
+    if !adding {
+        return;
+    }
+    if let Some(d) = &e.data {
+        nested(buf, NFTA_SET_ELEM_DATA, d);
+    }
+    if let Some(c) = &e.comment {
+        buf.attr(NFTA_SET_ELEM_USERDATA, &udata_comment(c));
+    }
 }
 
 /// Appends a whole batch (begin, ops, end) with sequence numbers from `seq`. Returns the number of
@@ -680,6 +754,32 @@ mod tests {
         assert_eq!(elems, vec![SetElem { key: vec![10, 0, 0, 5], comment: Some("c2/eth0".into()) }]);
         let flags = u16::from_ne_bytes(b.data[6..8].try_into().unwrap());
         assert_eq!(flags, NLM_F_REQUEST);
+    }
+
+    /// Map data and range ends go in nested attributes 2 and 10 like the key, and parse back.
+    #[test]
+    fn full_elements_roundtrip() {
+        let e = FullElem {
+            key: vec![10, 88, 0, 0, 10, 88, 0, 2],
+            key_end: Some(vec![10, 88, 0, 255, 10, 88, 0, 2]),
+            data: Some(vec![10, 88, 0, 2, 0, 80, 0, 0]),
+            comment: Some("net/c1/eth0".into()),
+        };
+        let mut b = MsgBuf::default();
+        let ops = [BatchOp::AddFull { set: "hostport4", elems: vec![e.clone()], excl: true }];
+        assert_eq!(encode_batch(&mut b, 1, None, NFPROTO_INET, "rcni", &ops), 1);
+        let msgs = parse_msgs(b.finish().unwrap()).unwrap();
+        assert_eq!(parse_full_elems(msgs[1].payload).unwrap(), vec![e.clone()]);
+        let list = attr(&msgs[1].payload[4..], NFTA_SET_ELEM_LIST_ELEMENTS).unwrap();
+        let (_, one) = attrs(list).next().unwrap();
+        let types: Vec<u16> = attrs(one).map(|(t, _)| t).collect();
+        assert_eq!(types, vec![NFTA_SET_ELEM_KEY, NFTA_SET_ELEM_KEY_END, NFTA_SET_ELEM_DATA, NFTA_SET_ELEM_USERDATA]);
+        // A deletion carries the key and range end only.
+        let mut b = MsgBuf::default();
+        encode_batch(&mut b, 1, None, NFPROTO_INET, "rcni", &[BatchOp::DelFull { set: "s", elems: vec![e] }]);
+        let msgs = parse_msgs(b.finish().unwrap()).unwrap();
+        let got = parse_full_elems(msgs[1].payload).unwrap();
+        assert_eq!((got[0].data.as_ref(), got[0].comment.as_ref(), got[0].key_end.is_some()), (None, None, true));
     }
 
     /// Audit finding 11: 5000 keys in one DELSETELEM used to make a nest of 80 000 bytes whose length

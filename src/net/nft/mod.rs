@@ -22,8 +22,8 @@ pub mod rule;
 pub mod socket;
 
 pub use codec::{
-    BatchOp, ChainInfo, EEXIST, ENOENT, ERESTART, Hook, NFPROTO_BRIDGE, NFPROTO_INET, NFPROTO_IPV4, NFPROTO_IPV6,
-    NetlinkError, RuleInfo, SetElem,
+    BatchOp, ChainInfo, EEXIST, ENOENT, ERESTART, FullElem, Hook, NFPROTO_BRIDGE, NFPROTO_INET, NFPROTO_IPV4,
+    NFPROTO_IPV6, NetlinkError, RuleInfo, SetElem,
 };
 pub use rule::Stmt;
 pub use socket::Nfnl;

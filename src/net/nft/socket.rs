@@ -243,6 +243,71 @@ impl Nfnl {
         }
     }
 
+    /// Looks one element up with its map data and range end; `key_end` is needed for the ranges of a
+    /// concatenated interval set. `Ok(None)` if the element, the set or the table does not exist.
+    pub fn get_full(
+        &mut self,
+        family: u8,
+        table: &str,
+        set: &str,
+        key: &[u8],
+        key_end: Option<&[u8]>,
+    ) -> NlResult<Option<FullElem>> {
+        let seq = self.next_seq(0);
+        let mut b = MsgBuf::default();
+        b.begin_nft(NFT_MSG_GETSETELEM, NLM_F_ACK, seq, family);
+        b.attr_str(NFTA_SET_ELEM_LIST_TABLE, table);
+        b.attr_str(NFTA_SET_ELEM_LIST_SET, set);
+        b.nest_start(NFTA_SET_ELEM_LIST_ELEMENTS);
+        b.nest_start(NFTA_LIST_ELEM);
+        for (ty, v) in [(NFTA_SET_ELEM_KEY, Some(key)), (NFTA_SET_ELEM_KEY_END, key_end)] {
+            if let Some(v) = v {
+                b.nest_start(ty);
+                b.attr(NFTA_DATA_VALUE, v);
+                b.nest_end();
+            }
+        }
+        b.nest_end();
+        b.nest_end();
+        b.end();
+        let mut found = None;
+        let r = self.request(&b.data, seq, false, |m| {
+            if m.msg_type == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWSETELEM {
+                found = parse_full_elems(m.payload)?.into_iter().next();
+            }
+            Ok(())
+        });
+        match r {
+            Ok(()) => Ok(found),
+            Err(NetlinkError::Kernel(ENOENT)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// All elements of a set or map with data and range ends; `Ok(None)` if the set or table does not exist.
+    pub fn dump_full(&mut self, family: u8, table: &str, set: &str) -> NlResult<Option<Vec<FullElem>>> {
+        retry_interrupted(|| {
+            let seq = self.next_seq(0);
+            let mut b = MsgBuf::default();
+            b.begin_nft(NFT_MSG_GETSETELEM, NLM_F_DUMP, seq, family);
+            b.attr_str(NFTA_SET_ELEM_LIST_TABLE, table);
+            b.attr_str(NFTA_SET_ELEM_LIST_SET, set);
+            b.end();
+            let mut out = Vec::new();
+            let r = self.request(&b.data, seq, true, |m| {
+                if m.msg_type == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWSETELEM {
+                    out.extend(parse_full_elems(m.payload)?);
+                }
+                Ok(())
+            });
+            match r {
+                Ok(()) => Ok(Some(out)),
+                Err(NetlinkError::Kernel(ENOENT)) => Ok(None),
+                Err(e) => Err(e),
+            }
+        })
+    }
+
     /// The rules of one chain (empty if the chain or table does not exist).
     pub fn dump_rules(&mut self, family: u8, table: &str, chain: &str) -> NlResult<Vec<RuleInfo>> {
         retry_interrupted(|| self.dump_rules_once(family, table, Some(chain)))

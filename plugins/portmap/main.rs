@@ -1,0 +1,240 @@
+//! The portmap plugin: forwards host ports to a pod, chained after the plugin that gave it its
+//! addresses. Drop-in for the reference `portmap` (same `type`, capability `portMappings`, fields), built
+//! on nftables maps: one element per mapping, owned by `network/containerID/ifname`, so ADD, DEL and the
+//! first packet's lookup cost the same with 1 or 10,000 mappings on the node. See
+//! plugins/portmap/README.md for every field and where we differ from the reference.
+//!
+//! ADD validates everything, writes the node's portmap structure once (if missing), then this
+//! attachment's elements in one batch, then `route_localnet` for localhost access; a failure takes back
+//! the elements. DEL removes the attachment's elements by owner: it needs neither runtimeConfig nor
+//! prevResult nor the netns. The result is prevResult, unchanged.
+
+mod config;
+
+use config::Config;
+use ipnetwork::IpNetwork;
+use rcni::cni::log::warn;
+use rcni::cni::result::AddResult;
+use rcni::cni::skel::{self, Attachment, Plugin, Request};
+use rcni::cni::{CniError, CniResult};
+use rcni::net::nft::{Nfnl, absent};
+use rcni::net::portmap::{self, Element, Hairpin, Mapping, Owner, Structure, elements};
+use rcni::net::route::RouteFilter;
+use rcni::net::{IpFamily, NetHandle, TABLE_MAIN};
+use rcni::pod::block_on;
+
+const PLUGIN: &str = "portmap";
+
+fn pm_err(e: portmap::Error) -> CniError {
+    match e {
+        portmap::Error::Conflict { .. } | portmap::Error::MarkBit { .. } => CniError::invalid_config(e.to_string()),
+        other => CniError::internal(other.to_string()),
+    }
+}
+
+fn prev_result(req: &Request) -> CniResult<AddResult> {
+    req.conf.prev_result.clone().ok_or_else(|| {
+        CniError::invalid_config("Required prevResult missing")
+            .with_details("portmap is a chained plugin: list it after the plugin that gives the pod its addresses")
+    })
+}
+
+fn owner(req: &Request) -> Owner {
+    Owner::new(&req.conf.name, &req.container_id, &req.ifname)
+}
+
+/// The first IPv4 and the first IPv6 address of the pod's interface in prevResult: entries whose
+/// `interface` names CNI_IFNAME inside a sandbox, or that name no interface (as the reference takes them).
+fn pod_addresses(prev: &AddResult, ifname: &str) -> (Option<IpNetwork>, Option<IpNetwork>) {
+    let ours = |i: &Option<usize>| match i {
+        None => true,
+        Some(i) => prev.interfaces.get(*i).is_some_and(|itf| itf.name == ifname && !itf.sandbox.is_empty()),
+    };
+    let mut v4 = None;
+    let mut v6 = None;
+    for ip in prev.ips.iter().filter(|ip| ours(&ip.interface)) {
+        match ip.address {
+            IpNetwork::V4(_) if v4.is_none() => v4 = Some(ip.address),
+            IpNetwork::V6(_) if v6.is_none() => v6 = Some(ip.address),
+            _ => {}
+        }
+    }
+    (v4, v6)
+}
+
+/// The elements of this attachment: per pod address, one per mapping that applies to its family, and
+/// with `snat` the hairpin element (the pod's subnet, or every source with `masqAll`).
+fn plan(cfg: &Config, prev: &AddResult, ifname: &str) -> CniResult<(Vec<Element>, Option<IpNetwork>)> {
+    let (v4, v6) = pod_addresses(prev, ifname);
+    if v4.is_none() && v6.is_none() {
+        return Err(CniError::invalid_config(format!(
+            "prevResult has no IP address for interface {ifname}: nothing to forward the host ports to"
+        ))
+        .with_details("list portmap after the plugin (and IPAM) that assigns the pod's addresses"));
+    }
+    let mut out = Vec::new();
+    let mut v4_mapped = false;
+    for pod in [v4, v6].into_iter().flatten() {
+        let is_v4 = pod.is_ipv4();
+        let mut any = false;
+        for m in &cfg.mappings {
+            let Ok(host_ip) = m.host_ip_for(is_v4) else { continue };
+            any = true;
+            out.push(Element::Mapping(Mapping {
+                proto: m.proto,
+                host_port: m.host_port,
+                host_ip,
+                target: pod.ip(),
+                target_port: m.container_port,
+            }));
+        }
+        if any && cfg.snat {
+            let sources = if cfg.masq_all {
+                if is_v4 { "0.0.0.0/0".parse().unwrap() } else { "::/0".parse().unwrap() }
+            } else {
+                IpNetwork::new(pod.network(), pod.prefix()).expect("prefix of a valid network")
+            };
+            out.push(Element::Hairpin(Hairpin { sources, pod: pod.ip() }));
+        }
+        v4_mapped |= any && is_v4;
+    }
+    Ok((out, if v4_mapped && cfg.snat { v4 } else { None }))
+}
+
+/// The node interface packets to `pod` leave by (longest matching route of the main table), whose
+/// `route_localnet` lets 127.0.0.1 connections be forwarded to the pod.
+fn localnet_iface(pod: &IpNetwork) -> CniResult<String> {
+    block_on(async {
+        let node = NetHandle::current()?;
+        let routes = node
+            .routes(&RouteFilter { family: Some(IpFamily::V4), table: Some(TABLE_MAIN), ..Default::default() })
+            .await?;
+        let best = routes.iter().filter(|r| r.dst.contains(pod.ip()) && r.oif.is_some()).max_by_key(|r| r.dst.prefix());
+        let Some(oif) = best.and_then(|r| r.oif) else {
+            return Err(CniError::internal(format!(
+                "no route to the pod address {} on the node: cannot enable localhost access (route_localnet)",
+                pod.ip()
+            ))
+            .with_details("set snat to false to skip localhost access, or fix the node's routes"));
+        };
+        let link = node.link_by_index(oif).await?.ok_or_else(|| {
+            CniError::internal(format!("the route to {} uses interface #{oif}, which is gone", pod.ip()))
+        })?;
+        Ok(link.name)
+    })
+}
+
+fn route_localnet_key(iface: &str) -> String {
+    format!("net/ipv4/conf/{iface}/route_localnet")
+}
+
+fn open_nfnl() -> CniResult<Nfnl> {
+    Nfnl::open().map_err(|e| CniError::internal(format!("portmap: opening the nf_tables netlink socket: {e}")))
+}
+
+struct Portmap;
+
+impl Plugin for Portmap {
+    fn add(&self, req: &Request) -> CniResult<AddResult> {
+        let cfg = Config::parse(&req.conf.raw)?;
+        let prev = prev_result(req)?;
+        if cfg.mappings.is_empty() {
+            return Ok(prev);
+        }
+        let (elements, localnet) = plan(&cfg, &prev, &req.ifname)?;
+        if elements.is_empty() {
+            return Ok(prev);
+        }
+        let iface = localnet.as_ref().map(localnet_iface).transpose()?;
+        let owner = owner(req);
+        let mut nl = open_nfnl()?;
+        Structure { mark_bit: cfg.mark_bit }.ensure(&mut nl).map_err(pm_err)?;
+        let applied = elements::apply(&mut nl, &owner, &elements, cfg.conflict).map_err(pm_err)?;
+        for d in &applied.displaced {
+            warn(PLUGIN, format!("{owner}: {} replaces the mapping of {}", d.element, d.owner));
+        }
+        if let Some(iface) = iface {
+            if let Err(e) = rcni::net::sysctl::write(&route_localnet_key(&iface), "1") {
+                if let Err(u) = elements::undo(&mut nl, &applied) {
+                    warn(PLUGIN, format!("undo: {u}"));
+                }
+                return Err(CniError::internal(format!(
+                    "enabling localhost access to the pod's host ports on {iface}: {e}"
+                ))
+                .with_details("set snat to false to skip localhost access"));
+            }
+        }
+        Ok(prev)
+    }
+
+    /// Removes every element this attachment owns, found by owner: works with no runtimeConfig, no
+    /// prevResult and no netns, and never removes another owner's element under the same host port.
+    fn del(&self, req: &Request) -> CniResult<()> {
+        let mut nl = match Nfnl::open() {
+            Ok(nl) => nl,
+            Err(e) if absent(&e) => return Ok(()),
+            Err(e) => return Err(CniError::internal(format!("portmap: opening the nf_tables netlink socket: {e}"))),
+        };
+        elements::remove_owner(&mut nl, &owner(req)).map_err(pm_err)?;
+        Ok(())
+    }
+
+    fn check(&self, req: &Request) -> CniResult<()> {
+        let cfg = Config::parse(&req.conf.raw)?;
+        let prev = prev_result(req)?;
+        if cfg.mappings.is_empty() {
+            return Ok(());
+        }
+        let (elements, localnet) = plan(&cfg, &prev, &req.ifname)?;
+        if elements.is_empty() {
+            return Ok(());
+        }
+        let mut nl = open_nfnl()?;
+        let structure = Structure { mark_bit: cfg.mark_bit };
+        if !structure.intact(&mut nl).map_err(pm_err)? {
+            return Err(CniError::internal(format!(
+                "portmap: the portmap rules of table inet {} are missing or changed (markMasqBit {}); an ADD \
+                 rewrites them",
+                portmap::TABLE,
+                cfg.mark_bit
+            )));
+        }
+        elements::verify(&mut nl, &owner(req), &elements).map_err(pm_err)?;
+        if let Some(pod) = localnet {
+            let iface = localnet_iface(&pod)?;
+            let v = rcni::net::sysctl::read(&route_localnet_key(&iface))?;
+            if v.trim() != "1" {
+                return Err(CniError::internal(format!(
+                    "portmap: route_localnet is {v} on {iface}, so 127.0.0.1 cannot reach the pod's host ports; an \
+                     ADD sets it (or set snat to false)"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes this network's elements whose owner is not among `valid`.
+    fn gc(&self, req: &Request, valid: Option<&[Attachment]>) -> CniResult<()> {
+        let Some(valid) = valid else { return Ok(()) };
+        let network = &req.conf.name;
+        let keep: std::collections::HashSet<String> =
+            valid.iter().map(|a| Owner::new(network, &a.container_id, &a.ifname).tag()).collect();
+        let mut nl = match Nfnl::open() {
+            Ok(nl) => nl,
+            Err(e) if absent(&e) => return Ok(()),
+            Err(e) => return Err(CniError::internal(format!("portmap: opening the nf_tables netlink socket: {e}"))),
+        };
+        let removed = elements::remove_where(&mut nl, &format!("stale attachments of network {network:?}"), |t| {
+            Owner::tag_of_network(t, network) && !keep.contains(t)
+        })
+        .map_err(pm_err)?;
+        for r in removed {
+            warn(PLUGIN, format!("gc: removed {} of {}", r.element, r.owner));
+        }
+        Ok(())
+    }
+}
+
+fn main() {
+    skel::run(&format!("CNI portmap plugin (rcni {})", env!("CARGO_PKG_VERSION")), &Portmap)
+}

@@ -1,0 +1,425 @@
+//! Per-attachment elements of the portmap maps and hairpin sets, over nf_tables netlink: encoding,
+//! owner-checked add (with the conflict policy), removal by owner, exact comparison for CHECK, GC.
+//!
+//! Keys and data are concatenations as the kernel stores them: every field padded to a 4-byte register
+//! (`inet_proto` 1 byte + 3, `inet_service` 2 bytes big endian + 2, addresses as they are). Hairpin
+//! elements are ranges of a concatenated interval set: key = (first source . pod), key end = (last
+//! source . pod).
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use ipnetwork::IpNetwork;
+
+use super::structure::{
+    ELEMENT_SETS, MAP_HOSTIPPORT4, MAP_HOSTIPPORT6, MAP_HOSTPORT4, MAP_HOSTPORT6, SET_HAIRPIN4, SET_HAIRPIN6,
+};
+use super::{ConflictPolicy, Error, Hairpin, Mapping, Owner, Proto, Result, TABLE, nl_err};
+use crate::net::nft::{BatchOp, FullElem, NFPROTO_INET, NetlinkError, Nfnl, absent, retryable};
+
+/// How often a read-modify-write is retried when the ruleset changed under it.
+const MAX_ATTEMPTS: usize = 30;
+
+/// What an element stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Element {
+    Mapping(Mapping),
+    Hairpin(Hairpin),
+}
+
+impl std::fmt::Display for Element {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Element::Mapping(m) => write!(f, "{m}"),
+            Element::Hairpin(h) => write!(f, "hairpin masquerade {} -> {}", h.sources, h.pod),
+        }
+    }
+}
+
+/// An element another owner had under the same key, replaced by an ADD.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Displaced {
+    pub element: Element,
+    pub owner: String,
+}
+
+/// An element removed by DEL or GC, with its owner tag.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Removed {
+    pub element: Element,
+    pub owner: String,
+}
+
+fn proto_reg(p: Proto) -> [u8; 4] {
+    [p.number(), 0, 0, 0]
+}
+
+fn port_reg(port: u16) -> [u8; 4] {
+    let b = port.to_be_bytes();
+    [b[0], b[1], 0, 0]
+}
+
+fn addr_bytes(a: &IpAddr) -> Vec<u8> {
+    match a {
+        IpAddr::V4(a) => a.octets().to_vec(),
+        IpAddr::V6(a) => a.octets().to_vec(),
+    }
+}
+
+fn last_addr(n: &IpNetwork) -> IpAddr {
+    match n {
+        IpNetwork::V4(n) => IpAddr::V4(n.broadcast()),
+        IpNetwork::V6(n) => {
+            let bits = 128 - n.prefix() as u32;
+            let mask = if bits == 128 { u128::MAX } else { (1u128 << bits) - 1 };
+            IpAddr::V6(Ipv6Addr::from(u128::from(n.network()) | mask))
+        }
+    }
+}
+
+/// The set and element (without comment) that stand for `e`.
+pub fn encode(e: &Element) -> (&'static str, FullElem) {
+    match e {
+        Element::Mapping(m) => {
+            let mut key = Vec::with_capacity(24);
+            if let Some(h) = &m.host_ip {
+                key.extend_from_slice(&addr_bytes(h));
+            }
+            key.extend_from_slice(&proto_reg(m.proto));
+            key.extend_from_slice(&port_reg(m.host_port));
+            let mut data = addr_bytes(&m.target);
+            data.extend_from_slice(&port_reg(m.target_port));
+            let set = match (m.target.is_ipv4(), m.host_ip.is_some()) {
+                (true, false) => MAP_HOSTPORT4,
+                (true, true) => MAP_HOSTIPPORT4,
+                (false, false) => MAP_HOSTPORT6,
+                (false, true) => MAP_HOSTIPPORT6,
+            };
+            (set, FullElem { key, key_end: None, data: Some(data), comment: None })
+        }
+        Element::Hairpin(h) => {
+            let pod = addr_bytes(&h.pod);
+            let mut key = addr_bytes(&h.sources.network());
+            key.extend_from_slice(&pod);
+            let mut end = addr_bytes(&last_addr(&h.sources));
+            end.extend_from_slice(&pod);
+            let set = if h.pod.is_ipv4() { SET_HAIRPIN4 } else { SET_HAIRPIN6 };
+            (set, FullElem { key, key_end: Some(end), data: None, comment: None })
+        }
+    }
+}
+
+fn addr_at(b: &[u8], v4: bool) -> Option<IpAddr> {
+    if v4 {
+        Some(IpAddr::V4(Ipv4Addr::from(<[u8; 4]>::try_from(b.get(..4)?).ok()?)))
+    } else {
+        Some(IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(b.get(..16)?).ok()?)))
+    }
+}
+
+fn port_at(b: &[u8]) -> Option<u16> {
+    Some(u16::from_be_bytes([*b.first()?, *b.get(1)?]))
+}
+
+/// Reads an element of `set` back; `None` for anything this layout never writes.
+pub fn decode(set: &str, e: &FullElem) -> Option<Element> {
+    let (v4, host_ip) = match set {
+        MAP_HOSTPORT4 => (true, false),
+        MAP_HOSTIPPORT4 => (true, true),
+        MAP_HOSTPORT6 => (false, false),
+        MAP_HOSTIPPORT6 => (false, true),
+        SET_HAIRPIN4 | SET_HAIRPIN6 => {
+            let v4 = set == SET_HAIRPIN4;
+            let len = if v4 { 4 } else { 16 };
+            let end = e.key_end.as_deref()?;
+            if e.key.len() != 2 * len || end.len() != 2 * len || e.key[len..] != end[len..] {
+                return None;
+            }
+            let (first, last) = (addr_at(&e.key, v4)?, addr_at(end, v4)?);
+            let pod = addr_at(&e.key[len..], v4)?;
+            let prefix = prefix_of(&first, &last)?;
+            return Some(Element::Hairpin(Hairpin { sources: IpNetwork::new(first, prefix).ok()?, pod }));
+        }
+        _ => return None,
+    };
+    let alen = if v4 { 4 } else { 16 };
+    let (host, rest) = if host_ip { (Some(addr_at(&e.key, v4)?), e.key.get(alen..)?) } else { (None, &e.key[..]) };
+    if rest.len() != 8 {
+        return None;
+    }
+    let proto = Proto::from_number(rest[0])?;
+    let host_port = port_at(&rest[4..])?;
+    let data = e.data.as_deref()?;
+    if data.len() != alen + 4 {
+        return None;
+    }
+    let target = addr_at(data, v4)?;
+    let target_port = port_at(&data[alen..])?;
+    Some(Element::Mapping(Mapping { proto, host_port, host_ip: host, target, target_port }))
+}
+
+/// The prefix length of the range first..=last, if it is one prefix.
+fn prefix_of(first: &IpAddr, last: &IpAddr) -> Option<u8> {
+    let (f, l, bits) = match (first, last) {
+        (IpAddr::V4(f), IpAddr::V4(l)) => (u32::from(*f) as u128, u32::from(*l) as u128, 32),
+        (IpAddr::V6(f), IpAddr::V6(l)) => (u128::from(*f), u128::from(*l), 128),
+        _ => return None,
+    };
+    let span = f ^ l;
+    let host_bits = 128 - span.leading_zeros();
+    let mask = if host_bits == 128 { u128::MAX } else { (1u128 << host_bits) - 1 };
+    (span == mask && f & mask == 0 && host_bits <= bits).then(|| (bits - host_bits) as u8)
+}
+
+/// What one ADD changed: for undo.
+#[derive(Debug, Default)]
+pub struct Applied {
+    /// Elements this ADD added (set, element with comment).
+    added: Vec<(&'static str, FullElem)>,
+    /// Elements it deleted to make room (another owner's, or its own with other data).
+    replaced: Vec<(&'static str, FullElem)>,
+    /// Other owners' elements it replaced.
+    pub displaced: Vec<Displaced>,
+}
+
+/// Adds `elements` for `owner` in one generation-checked batch. An element already there with the same
+/// owner and data stays; one with the same key and another owner is replaced (and reported) or, with
+/// [`ConflictPolicy::Error`], fails the whole ADD before anything changes.
+pub fn apply(nl: &mut Nfnl, owner: &Owner, elements: &[Element], policy: ConflictPolicy) -> Result<Applied> {
+    let tag = owner.tag();
+    let mut last_err = None;
+    for _ in 0..MAX_ATTEMPTS {
+        let gen_id = nl.generation().map_err(|e| nl_err("reading the nf_tables generation", e))?;
+        let mut applied = Applied::default();
+        for el in elements {
+            let (set, mut want) = encode(el);
+            want.comment = Some(tag.clone());
+            let cur = nl
+                .get_full(NFPROTO_INET, TABLE, set, &want.key, want.key_end.as_deref())
+                .map_err(|e| nl_err(format!("looking up {el} in map inet {TABLE} {set}"), e))?;
+            match cur {
+                None => applied.added.push((set, want)),
+                Some(c) if c.comment == want.comment && (c.data == want.data || want.data.is_none()) => {}
+                Some(c) => {
+                    let other = c.comment.clone().unwrap_or_default();
+                    if other != tag {
+                        if policy == ConflictPolicy::Error {
+                            if let Element::Mapping(m) = el {
+                                return Err(Error::Conflict { mapping: *m, owner: other });
+                            }
+                        }
+                        if let Some(old) = decode(set, &c) {
+                            applied.displaced.push(Displaced { element: old, owner: other });
+                        }
+                    }
+                    applied.replaced.push((set, c));
+                    applied.added.push((set, want));
+                }
+            }
+        }
+        let mut ops = Vec::new();
+        for set in ELEMENT_SETS {
+            let del: Vec<FullElem> =
+                applied.replaced.iter().filter(|(s, _)| *s == set).map(|(_, e)| e.clone()).collect();
+            if !del.is_empty() {
+                ops.push(BatchOp::DelFull { set, elems: del });
+            }
+        }
+        for set in ELEMENT_SETS {
+            let add: Vec<FullElem> = applied.added.iter().filter(|(s, _)| *s == set).map(|(_, e)| e.clone()).collect();
+            if !add.is_empty() {
+                ops.push(BatchOp::AddFull { set, elems: add, excl: true });
+            }
+        }
+        match nl.batch(Some(gen_id), NFPROTO_INET, TABLE, &ops) {
+            Ok(()) => return Ok(applied),
+            Err(e) if retryable(&e) => last_err = Some(e),
+            Err(e) => return Err(batch_err(owner, e)),
+        }
+    }
+    Err(batch_err(owner, last_err.expect("at least one attempt")))
+}
+
+fn batch_err(owner: &Owner, e: NetlinkError) -> Error {
+    nl_err(
+        format!(
+            "writing the host port elements of {owner} to table inet {TABLE} (the ruleset kept changing or the \
+             maps are broken; `nft list table inet {TABLE}` shows the state)"
+        ),
+        e,
+    )
+}
+
+/// Takes back what [`apply`] did: removes what it added and puts back what it replaced.
+pub fn undo(nl: &mut Nfnl, applied: &Applied) -> Result<()> {
+    let mut ops = Vec::new();
+    for set in ELEMENT_SETS {
+        let del: Vec<FullElem> = applied.added.iter().filter(|(s, _)| *s == set).map(|(_, e)| e.clone()).collect();
+        if !del.is_empty() {
+            ops.push(BatchOp::DelFull { set, elems: del });
+        }
+    }
+    for set in ELEMENT_SETS {
+        let add: Vec<FullElem> = applied.replaced.iter().filter(|(s, _)| *s == set).map(|(_, e)| e.clone()).collect();
+        if !add.is_empty() {
+            ops.push(BatchOp::AddFull { set, elems: add, excl: true });
+        }
+    }
+    nl.batch(None, NFPROTO_INET, TABLE, &ops).map_err(|e| nl_err("undoing this ADD's host port elements", e))
+}
+
+/// Every element of every portmap map and set: (set, raw element).
+fn dump_all(nl: &mut Nfnl) -> Result<Vec<(&'static str, FullElem)>> {
+    let mut out = Vec::new();
+    for set in ELEMENT_SETS {
+        match nl.dump_full(NFPROTO_INET, TABLE, set) {
+            Ok(Some(v)) => out.extend(v.into_iter().map(|e| (set, e))),
+            Ok(None) => {}
+            Err(e) if absent(&e) => {}
+            Err(e) => return Err(nl_err(format!("listing map inet {TABLE} {set}"), e)),
+        }
+    }
+    Ok(out)
+}
+
+/// Every element with its owner tag, decoded (elements of another layout are left out).
+pub fn list(nl: &mut Nfnl) -> Result<Vec<Removed>> {
+    let mut v: Vec<Removed> = dump_all(nl)?
+        .into_iter()
+        .filter_map(|(set, e)| Some(Removed { element: decode(set, &e)?, owner: e.comment.unwrap_or_default() }))
+        .collect();
+    v.sort();
+    Ok(v)
+}
+
+/// Removes every element whose owner tag satisfies `stale`, in one generation-checked batch (from a
+/// fresh dump on every attempt). Returns what was removed.
+pub fn remove_where(nl: &mut Nfnl, what: &str, stale: impl Fn(&str) -> bool) -> Result<Vec<Removed>> {
+    let mut last_err = None;
+    for _ in 0..MAX_ATTEMPTS {
+        let gen_id = match nl.generation() {
+            Ok(g) => g,
+            Err(e) if absent(&e) => return Ok(Vec::new()),
+            Err(e) => return Err(nl_err("reading the nf_tables generation", e)),
+        };
+        let doomed: Vec<(&'static str, FullElem)> =
+            dump_all(nl)?.into_iter().filter(|(_, e)| stale(e.comment.as_deref().unwrap_or(""))).collect();
+        if doomed.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut by_set: HashMap<&'static str, Vec<FullElem>> = HashMap::new();
+        for (set, e) in &doomed {
+            by_set.entry(set).or_default().push(e.clone());
+        }
+        let ops: Vec<BatchOp<'_>> = ELEMENT_SETS
+            .iter()
+            .filter_map(|set| by_set.remove(set).map(|elems| BatchOp::DelFull { set, elems }))
+            .collect();
+        match nl.batch(Some(gen_id), NFPROTO_INET, TABLE, &ops) {
+            Ok(()) => {
+                let mut removed: Vec<Removed> = doomed
+                    .into_iter()
+                    .filter_map(|(set, e)| {
+                        Some(Removed { element: decode(set, &e)?, owner: e.comment.unwrap_or_default() })
+                    })
+                    .collect();
+                removed.sort();
+                return Ok(removed);
+            }
+            Err(e) if retryable(&e) => last_err = Some(e),
+            Err(e) => return Err(nl_err(format!("removing the host port elements of {what}"), e)),
+        }
+    }
+    Err(nl_err(
+        format!("removing the host port elements of {what}: the ruleset kept changing; retry"),
+        last_err.expect("at least one attempt"),
+    ))
+}
+
+/// Removes the elements of `owner` (one dump of the maps; nothing of another owner is touched).
+pub fn remove_owner(nl: &mut Nfnl, owner: &Owner) -> Result<Vec<Removed>> {
+    let tag = owner.tag();
+    remove_where(nl, &owner.to_string(), |t| t == tag)
+}
+
+/// CHECK: every element is there with exactly this data and owner.
+pub fn verify(nl: &mut Nfnl, owner: &Owner, elements: &[Element]) -> Result<()> {
+    let tag = owner.tag();
+    for el in elements {
+        let (set, want) = encode(el);
+        let cur = nl
+            .get_full(NFPROTO_INET, TABLE, set, &want.key, want.key_end.as_deref())
+            .map_err(|e| nl_err(format!("looking up {el} in map inet {TABLE} {set}"), e))?;
+        match cur {
+            None => {
+                return Err(Error::Check(format!(
+                    "portmap: {el} of {owner} is missing from inet {TABLE} {set}; an ADD puts it back"
+                )));
+            }
+            Some(c) if c.comment.as_deref() != Some(tag.as_str()) => {
+                return Err(Error::Check(format!(
+                    "portmap: {el}: the key in inet {TABLE} {set} belongs to {:?}, not to {tag} (a newer mapping \
+                     of the same host port replaced it)",
+                    c.comment.unwrap_or_default()
+                )));
+            }
+            Some(c) if want.data.is_some() && c.data != want.data => {
+                let now = decode(set, &c).map(|e| e.to_string()).unwrap_or_else(|| "something else".into());
+                return Err(Error::Check(format!(
+                    "portmap: {el} of {owner} is in inet {TABLE} {set} as {now}; an ADD rewrites it"
+                )));
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encoding_is_what_nft_writes() {
+        // `nft --debug=netlink add element inet rcni hostport4 { tcp . 8080 : 10.88.0.2 . 80 }` prints
+        // `element 00000006 0000901f : 0200580a 00005000` (32-bit words, host order).
+        let m = Mapping {
+            proto: Proto::Tcp,
+            host_port: 8080,
+            host_ip: None,
+            target: "10.88.0.2".parse().unwrap(),
+            target_port: 80,
+        };
+        let (set, e) = encode(&Element::Mapping(m));
+        assert_eq!(set, MAP_HOSTPORT4);
+        assert_eq!(e.key, [6, 0, 0, 0, 0x1f, 0x90, 0, 0]);
+        assert_eq!(e.data.as_deref(), Some(&[10, 88, 0, 2, 0, 80, 0, 0][..]));
+        assert_eq!(decode(set, &e), Some(Element::Mapping(m)));
+        // `{ 10.88.0.0/24 . 10.88.0.2 }` in hairpin4: `element 0000580a 0200580a - ff00580a 0200580a`
+        let h = Hairpin { sources: "10.88.0.0/24".parse().unwrap(), pod: "10.88.0.2".parse().unwrap() };
+        let (set, e) = encode(&Element::Hairpin(h));
+        assert_eq!(set, SET_HAIRPIN4);
+        assert_eq!(e.key, [10, 88, 0, 0, 10, 88, 0, 2]);
+        assert_eq!(e.key_end.as_deref(), Some(&[10, 88, 0, 255, 10, 88, 0, 2][..]));
+        assert_eq!(decode(set, &e), Some(Element::Hairpin(h)));
+    }
+
+    #[test]
+    fn v6_and_host_ip_roundtrip() {
+        let m = Mapping {
+            proto: Proto::Udp,
+            host_port: 53,
+            host_ip: Some("fd00::1".parse().unwrap()),
+            target: "fd00::2".parse().unwrap(),
+            target_port: 5353,
+        };
+        let (set, e) = encode(&Element::Mapping(m));
+        assert_eq!((set, e.key.len(), e.data.as_ref().unwrap().len()), (MAP_HOSTIPPORT6, 24, 20));
+        assert_eq!(decode(set, &e), Some(Element::Mapping(m)));
+        for (src, pod) in [("::/0", "fd00::2"), ("fd00::/64", "fd00::3"), ("0.0.0.0/0", "10.0.0.1")] {
+            let h = Hairpin { sources: src.parse().unwrap(), pod: pod.parse().unwrap() };
+            let (set, e) = encode(&Element::Hairpin(h));
+            assert_eq!(decode(set, &e), Some(Element::Hairpin(h)), "{src}");
+        }
+    }
+}

@@ -1,0 +1,515 @@
+//! The portmap plugin with real traffic, in throwaway namespaces: a node with our bridge (pods A and B on
+//! it) and an external client netns on a veth (198.18.0.0/24). Servers and clients are sockets this test
+//! opens inside those namespaces; each server answers with the peer address it saw, so every case asserts
+//! both reachability and who the pod thinks is talking (masqueraded or not).
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use support::{NetNs, NodeNs, Output, PodNs, TempDir, cni_env, rcni_bin};
+
+fn portmap_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_portmap"))
+}
+
+fn plugin_path() -> Vec<PathBuf> {
+    vec![rcni_bin("bridge").parent().unwrap().to_path_buf()]
+}
+
+const NODE_EXT: &str = "198.18.0.1";
+const CLIENT: &str = "198.18.0.2";
+const NODE_EXT6: &str = "fd18::1";
+const CLIENT6: &str = "fd18::2";
+
+/// A server socket inside a namespace, answering every TCP connection / UDP datagram with the peer's
+/// address (and a name), until dropped.
+struct Server {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Server {
+    fn tcp(ns: &NetNs, addr: &str, name: &str) -> Server {
+        let addr: SocketAddr = addr.parse().unwrap();
+        let l = ns.run_inside(|| TcpListener::bind(addr)).unwrap_or_else(|e| panic!("bind {addr}: {e}"));
+        l.set_nonblocking(true).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        let name = name.to_string();
+        let thread = std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                match l.accept() {
+                    Ok((mut c, peer)) => {
+                        let _ = c.write_all(format!("{name} {}", peer.ip()).as_bytes());
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        Server { stop, thread: Some(thread) }
+    }
+
+    fn udp(ns: &NetNs, addr: &str, name: &str) -> Server {
+        let addr: SocketAddr = addr.parse().unwrap();
+        let sock = ns.run_inside(|| UdpSocket::bind(addr)).unwrap_or_else(|e| panic!("bind {addr}: {e}"));
+        sock.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        let name = name.to_string();
+        let thread = std::thread::spawn(move || {
+            let mut buf = [0u8; 512];
+            while !s.load(Ordering::Relaxed) {
+                if let Ok((_, peer)) = sock.recv_from(&mut buf) {
+                    let _ = sock.send_to(format!("{name} {}", peer.ip()).as_bytes(), peer);
+                }
+            }
+        });
+        Server { stop, thread: Some(thread) }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Connects from inside `ns` to `addr` over TCP; the server's answer, or the error.
+fn tcp_ask(ns: &NetNs, addr: &str) -> Result<String, String> {
+    let addr: SocketAddr = addr.parse().unwrap();
+    ns.run_inside(|| {
+        let mut c = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| e.to_string())?;
+        c.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let mut s = String::new();
+        c.read_to_string(&mut s).map_err(|e| e.to_string())?;
+        Ok(s)
+    })
+}
+
+/// Sends one datagram from inside `ns` (from `from`, e.g. a fixed source port) and waits for the answer.
+fn udp_ask_from(ns: &NetNs, from: &str, addr: &str, wait: Duration) -> Result<String, String> {
+    let addr: SocketAddr = addr.parse().unwrap();
+    let from: SocketAddr = from.parse().unwrap();
+    ns.run_inside(|| {
+        let s = UdpSocket::bind(from).map_err(|e| e.to_string())?;
+        s.set_read_timeout(Some(wait)).unwrap();
+        s.send_to(b"hi", addr).map_err(|e| e.to_string())?;
+        let mut buf = [0u8; 512];
+        let (n, _) = s.recv_from(&mut buf).map_err(|e| e.to_string())?;
+        Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+    })
+}
+
+/// The node with a bridge network, pods on it and an external client.
+struct Topo {
+    node: NodeNs,
+    client: PodNs,
+    data: TempDir,
+    network: String,
+    subnet: &'static str,
+    subnet6: Option<&'static str>,
+    pods: Vec<(String, PodNs, Value)>,
+}
+
+impl Topo {
+    fn new(tag: &str) -> Topo {
+        Topo::with(tag, "pmnet", "10.89.0.0/24", None)
+    }
+
+    fn with(tag: &str, network: &str, subnet: &'static str, subnet6: Option<&'static str>) -> Topo {
+        let node = NodeNs::new(tag);
+        let client = PodNs::new(tag);
+        node.ip(&["link", "add", "ext0", "type", "veth", "peer", "name", "eth0", "netns", client.name()]).ok();
+        node.ip(&["addr", "add", &format!("{NODE_EXT}/24"), "dev", "ext0"]).ok();
+        node.ip(&["link", "set", "ext0", "up"]).ok();
+        client.ip(&["addr", "add", &format!("{CLIENT}/24"), "dev", "eth0"]).ok();
+        client.ip(&["link", "set", "eth0", "up"]).ok();
+        client.ip(&["link", "set", "lo", "up"]).ok();
+        if subnet6.is_some() {
+            node.ip(&["addr", "add", &format!("{NODE_EXT6}/64"), "dev", "ext0", "nodad"]).ok();
+            client.ip(&["addr", "add", &format!("{CLIENT6}/64"), "dev", "eth0", "nodad"]).ok();
+            node.set_sysctl("net.ipv6.conf.all.forwarding", "1");
+        }
+        node.set_sysctl("net.ipv4.ip_forward", "1");
+        Topo { node, client, data: TempDir::new(tag), network: network.to_string(), subnet, subnet6, pods: vec![] }
+    }
+
+    fn bridge_conf(&self, hairpin: bool) -> Value {
+        let mut ranges = vec![json!([{"subnet": self.subnet}])];
+        let mut routes = vec![json!({"dst": "0.0.0.0/0"})];
+        if let Some(s6) = self.subnet6 {
+            ranges.push(json!([{"subnet": s6}]));
+            routes.push(json!({"dst": "::/0"}));
+        }
+        json!({"cniVersion": "1.0.0", "name": self.network, "type": "bridge", "bridge": "cni0",
+            "isGateway": true, "hairpinMode": hairpin,
+            "ipam": {"type": "host-local", "ranges": ranges, "routes": routes, "dataDir": self.data.path()}})
+    }
+
+    /// Attaches a new pod with our bridge; returns its index.
+    fn add_pod(&mut self, id: &str, hairpin: bool) -> usize {
+        let pod = PodNs::new("pm-pod");
+        pod.ip(&["link", "set", "lo", "up"]).ok();
+        let env = cni_env("ADD", id, pod.path_str(), "eth0", &plugin_path());
+        let out =
+            self.node.run_plugin(&rcni_bin("bridge"), &env, &serde_json::to_vec(&self.bridge_conf(hairpin)).unwrap());
+        let result = out.ok().json();
+        self.pods.push((id.to_string(), pod, result));
+        self.pods.len() - 1
+    }
+
+    fn pod(&self, i: usize) -> &PodNs {
+        &self.pods[i].1
+    }
+
+    fn ip(&self, i: usize) -> String {
+        ip_of(&self.pods[i].2, true)
+    }
+
+    fn ip6(&self, i: usize) -> String {
+        ip_of(&self.pods[i].2, false)
+    }
+
+    fn gateway(&self) -> String {
+        self.pods[0].2["ips"][0]["gateway"].as_str().unwrap().to_string()
+    }
+
+    fn portmap_conf(&self, i: usize, mappings: Value, extra: Value) -> Value {
+        let mut c = json!({"cniVersion": "1.0.0", "name": self.network, "type": "portmap",
+            "runtimeConfig": {"portMappings": mappings}, "prevResult": self.pods[i].2});
+        for (k, v) in extra.as_object().unwrap() {
+            c[k] = v.clone();
+        }
+        c
+    }
+
+    fn portmap(&self, cmd: &str, i: usize, conf: &Value) -> Output {
+        self.portmap_as(&portmap_bin(), cmd, &self.pods[i].0, self.pod(i).path_str(), conf)
+    }
+
+    fn portmap_as(&self, bin: &Path, cmd: &str, id: &str, netns: &str, conf: &Value) -> Output {
+        let env = cni_env(cmd, id, netns, "eth0", &plugin_path());
+        self.node.run_plugin(bin, &env, &serde_json::to_vec(conf).unwrap())
+    }
+
+    /// `nft list table inet rcni` map/set elements lines mentioning `needle`.
+    fn elements_with(&self, needle: &str) -> usize {
+        let out = self.node.cmd("nft").args(["-j", "list", "table", "inet", "rcni"]).run();
+        if !out.success() {
+            return 0;
+        }
+        let v = out.json();
+        let mut n = 0;
+        for item in v["nftables"].as_array().into_iter().flatten() {
+            let set = item.get("map").or_else(|| item.get("set"));
+            for e in set.and_then(|s| s.get("elem")).and_then(Value::as_array).into_iter().flatten() {
+                if e.to_string().contains(needle) {
+                    n += 1;
+                }
+            }
+        }
+        n
+    }
+}
+
+/// Sets bridge-nf-call-iptables/ip6tables in the node; false when br_netfilter is not loaded (the keys
+/// are absent, and bridged traffic never sees the IP hooks anyway).
+fn set_br_netfilter(node: &NetNs, on: bool) -> bool {
+    let v = if on { "1" } else { "0" };
+    node.run_inside(|| {
+        let mut present = false;
+        for key in ["bridge-nf-call-iptables", "bridge-nf-call-ip6tables"] {
+            let p = Path::new("/proc/sys/net/bridge").join(key);
+            if p.exists() {
+                std::fs::write(&p, v).unwrap();
+                present = true;
+            }
+        }
+        present
+    })
+}
+
+fn ip_of(result: &Value, v4: bool) -> String {
+    result["ips"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|ip| ip["address"].as_str().unwrap().split('/').next().unwrap().to_string())
+        .find(|a| a.contains('.') == v4)
+        .unwrap_or_else(|| panic!("no address of that family in {result}"))
+}
+
+fn tcp_map(host: u16, container: u16) -> Value {
+    json!([{"hostPort": host, "containerPort": container, "protocol": "tcp"}])
+}
+
+/// PM-1, PM-5 (br_netfilter off), PM-6, PM-4 (hairpin): an external client, another pod on the bridge,
+/// the pod itself and the node via 127.0.0.1 all reach pod A through hostPort 8080. Only the external
+/// client keeps its address; the rest are masqueraded to the bridge address so the replies come back
+/// through the node. A destination that is not local (PM-8) is left alone.
+#[test]
+fn external_other_pod_hairpin_and_localhost_reach_the_pod() {
+    let mut t = Topo::new("pm-paths");
+    set_br_netfilter(&t.node, false);
+    let a = t.add_pod("ctr-a", false);
+    let b = t.add_pod("ctr-b", false);
+    let _srv = Server::tcp(t.pod(a), "0.0.0.0:80", "A");
+    let _real = Server::tcp(&t.client, &format!("{CLIENT}:8080"), "C");
+    let before = tcp_ask(&t.client, &format!("{NODE_EXT}:8080"));
+    assert!(before.is_err(), "nothing listens on the node before ADD: {before:?}");
+
+    let conf = t.portmap_conf(a, tcp_map(8080, 80), json!({}));
+    let out = t.portmap("ADD", a, &conf).ok();
+    assert_eq!(out.json(), t.pods[a].2, "the result is prevResult unchanged");
+    let gw = t.gateway();
+
+    assert_eq!(tcp_ask(&t.client, &format!("{NODE_EXT}:8080")), Ok(format!("A {CLIENT}")), "external client");
+    assert_eq!(tcp_ask(t.pod(b), &format!("{NODE_EXT}:8080")), Ok(format!("A {gw}")), "other pod, masqueraded");
+    assert_eq!(tcp_ask(t.pod(b), &format!("{gw}:8080")), Ok(format!("A {gw}")), "other pod via the gateway");
+    assert_eq!(tcp_ask(t.pod(a), &format!("{NODE_EXT}:8080")), Ok(format!("A {gw}")), "hairpin to itself");
+    assert_eq!(tcp_ask(&t.node, "127.0.0.1:8080"), Ok(format!("A {gw}")), "the node via localhost");
+    assert_eq!(t.node.sysctl("net.ipv4.conf.cni0.route_localnet"), "1");
+    // PM-8: the node forwards B's connection to the client's own 8080 untouched (the client routes the
+    // pod subnet back through the node for this).
+    t.client.ip(&["route", "add", t.subnet, "via", NODE_EXT]).ok();
+    assert_eq!(tcp_ask(t.pod(b), &format!("{CLIENT}:8080")), Ok(format!("C {}", t.ip(b))), "not local: no DNAT");
+
+    t.portmap("CHECK", a, &conf).ok();
+    t.portmap("DEL", a, &conf).ok();
+    assert_eq!(t.elements_with("ctr-a"), 0, "DEL removed every element of the attachment");
+    assert!(tcp_ask(&t.client, &format!("{NODE_EXT}:8080")).is_err(), "the port is closed after DEL");
+    t.portmap("DEL", a, &conf).ok();
+}
+
+/// PM-5 with br_netfilter on (where the module exists in this kernel): the other pod still gets through,
+/// and the hairpin works once the bridge port has hairpin mode (the kernel re-bridges the DNATed frame
+/// out of the port it came in by, which needs it).
+#[test]
+fn br_netfilter_on_other_pod_and_hairpin() {
+    let mut t = Topo::new("pm-brnf");
+    let a = t.add_pod("ctr-a", true);
+    let b = t.add_pod("ctr-b", false);
+    if !set_br_netfilter(&t.node, true) {
+        // Not skipped silently: the test output says why; the br_netfilter-off cases ran in the other tests.
+        eprintln!("SKIPPED br_netfilter case: module br_netfilter is not loaded (net.bridge.* absent in the netns)");
+        return;
+    }
+    let _srv = Server::tcp(t.pod(a), "0.0.0.0:80", "A");
+    let conf = t.portmap_conf(a, tcp_map(8081, 80), json!({}));
+    t.portmap("ADD", a, &conf).ok();
+    let gw = t.gateway();
+    assert_eq!(tcp_ask(t.pod(b), &format!("{NODE_EXT}:8081")), Ok(format!("A {gw}")), "other pod");
+    assert_eq!(tcp_ask(t.pod(a), &format!("{NODE_EXT}:8081")), Ok(format!("A {gw}")), "hairpin");
+    assert_eq!(tcp_ask(&t.client, &format!("{NODE_EXT}:8081")), Ok(format!("A {CLIENT}")));
+    t.portmap("DEL", a, &conf).ok();
+}
+
+/// PM-13: DEL with nothing but containerID and ifname (no runtimeConfig, no prevResult, no netns)
+/// removes exactly that attachment's elements; another pod's mapping keeps serving.
+#[test]
+fn del_with_only_container_id_and_ifname() {
+    let mut t = Topo::new("pm-delonly");
+    let a = t.add_pod("ctr-a", false);
+    let b = t.add_pod("ctr-b", false);
+    let _sa = Server::tcp(t.pod(a), "0.0.0.0:80", "A");
+    let _sb = Server::tcp(t.pod(b), "0.0.0.0:80", "B");
+    let ma =
+        json!([{"hostPort": 8080, "containerPort": 80}, {"hostPort": 9090, "containerPort": 80, "protocol": "udp"}]);
+    t.portmap("ADD", a, &t.portmap_conf(a, ma, json!({}))).ok();
+    t.portmap("ADD", b, &t.portmap_conf(b, tcp_map(8082, 80), json!({}))).ok();
+    assert_eq!(t.elements_with("pmnet/ctr-a/eth0"), 3, "two mappings and the hairpin element");
+
+    let bare = json!({"cniVersion": "1.0.0", "name": "pmnet", "type": "portmap"});
+    t.portmap_as(&portmap_bin(), "DEL", "ctr-a", "", &bare).ok();
+    assert_eq!(t.elements_with("pmnet/ctr-a/eth0"), 0);
+    assert_eq!(t.elements_with("pmnet/ctr-b/eth0"), 2);
+    assert!(tcp_ask(&t.client, &format!("{NODE_EXT}:8080")).is_err());
+    assert_eq!(tcp_ask(&t.client, &format!("{NODE_EXT}:8082")), Ok(format!("B {CLIENT}")));
+}
+
+/// PM-14 and PM-18: a newer mapping of the same host port replaces the older one with a warning that
+/// names the displaced owner; the late DEL of the displaced owner leaves the newer mapping serving. With
+/// `hostPortConflict: "error"` the ADD fails naming the current owner and changes nothing.
+#[test]
+fn newer_mapping_wins_and_a_late_del_of_the_old_owner_removes_nothing() {
+    let mut t = Topo::new("pm-conflict");
+    let a = t.add_pod("ctr-a", false);
+    let b = t.add_pod("ctr-b", false);
+    let _sa = Server::tcp(t.pod(a), "0.0.0.0:80", "A");
+    let _sb = Server::tcp(t.pod(b), "0.0.0.0:80", "B");
+    let ca = t.portmap_conf(a, tcp_map(8080, 80), json!({}));
+    let cb = t.portmap_conf(b, tcp_map(8080, 80), json!({}));
+    t.portmap("ADD", a, &ca).ok();
+    assert_eq!(tcp_ask(&t.client, &format!("{NODE_EXT}:8080")), Ok(format!("A {CLIENT}")));
+
+    let strict = t.portmap_conf(b, tcp_map(8080, 80), json!({"hostPortConflict": "error"}));
+    let out = t.portmap("ADD", b, &strict).fails();
+    assert!(out.stdout.contains("pmnet/ctr-a/eth0") && out.stdout.contains("hostPortConflict"), "{out}");
+    assert_eq!(t.elements_with("ctr-b"), 0, "a refused ADD writes nothing");
+    assert_eq!(tcp_ask(&t.client, &format!("{NODE_EXT}:8080")), Ok(format!("A {CLIENT}")));
+
+    let out = t.portmap("ADD", b, &cb).ok();
+    assert!(out.stderr.contains("replaces the mapping of pmnet/ctr-a/eth0"), "warning on stderr: {out}");
+    assert_eq!(tcp_ask(&t.client, &format!("{NODE_EXT}:8080")), Ok(format!("B {CLIENT}")));
+    t.portmap("CHECK", b, &cb).ok();
+    let out = t.portmap("CHECK", a, &ca).fails();
+    assert!(out.stdout.contains("belongs to"), "the displaced owner's CHECK says who has the port: {out}");
+
+    t.portmap("DEL", a, &ca).ok();
+    assert_eq!(tcp_ask(&t.client, &format!("{NODE_EXT}:8080")), Ok(format!("B {CLIENT}")), "late DEL removed nothing");
+    t.portmap("CHECK", b, &cb).ok();
+}
+
+/// PM-15: the same container ID on two portmap networks is two owners: DEL on one leaves the other's
+/// mappings working.
+#[test]
+fn same_container_id_on_two_networks() {
+    let mut t = Topo::new("pm-twonets");
+    let a = t.add_pod("ctr-a", false);
+    let _sa = Server::tcp(t.pod(a), "0.0.0.0:80", "A");
+    let mut on_a = t.portmap_conf(a, tcp_map(8080, 80), json!({}));
+    on_a["name"] = json!("net-a");
+    let mut on_b = t.portmap_conf(a, tcp_map(8090, 80), json!({}));
+    on_b["name"] = json!("net-b");
+    t.portmap("ADD", a, &on_a).ok();
+    t.portmap("ADD", a, &on_b).ok();
+    t.portmap("DEL", a, &json!({"cniVersion": "1.0.0", "name": "net-a", "type": "portmap"})).ok();
+    assert!(tcp_ask(&t.client, &format!("{NODE_EXT}:8080")).is_err());
+    assert_eq!(tcp_ask(&t.client, &format!("{NODE_EXT}:8090")), Ok(format!("A {CLIENT}")));
+    t.portmap("CHECK", a, &on_b).ok();
+}
+
+/// PM-16: CHECK passes after ADD and fails, naming what is wrong, when an element is deleted or
+/// retargeted by hand, the structure is changed, or route_localnet is reset.
+#[test]
+fn check_compares_exact_elements_structure_and_route_localnet() {
+    let mut t = Topo::new("pm-check");
+    let a = t.add_pod("ctr-a", false);
+    let conf = t.portmap_conf(a, tcp_map(8080, 80), json!({}));
+    t.portmap("ADD", a, &conf).ok();
+    t.portmap("CHECK", a, &conf).ok();
+    let ip = t.ip(a);
+
+    t.node.cmd("nft").args(["delete", "element", "inet", "rcni", "hostport4", "{ tcp . 8080 }"]).run().ok();
+    let out = t.portmap("CHECK", a, &conf).fails();
+    assert!(out.stdout.contains("tcp *:8080") && out.stdout.contains("missing"), "{out}");
+    let retarget = format!("{{ tcp . 8080 comment \"pmnet/ctr-a/eth0\" : {ip} . 81 }}");
+    t.node.cmd("nft").args(["add", "element", "inet", "rcni", "hostport4", &retarget]).run().ok();
+    let out = t.portmap("CHECK", a, &conf).fails();
+    assert!(out.stdout.contains(&format!("{ip}:81")), "CHECK shows what is there instead: {out}");
+    t.portmap("ADD", a, &conf).ok();
+    t.portmap("CHECK", a, &conf).ok();
+
+    t.node.cmd("nft").args(["flush", "chain", "inet", "rcni", "portmap-guard"]).run().ok();
+    let out = t.portmap("CHECK", a, &conf).fails();
+    assert!(out.stdout.contains("missing or changed"), "{out}");
+    t.portmap("ADD", a, &conf).ok();
+    t.portmap("CHECK", a, &conf).ok();
+
+    t.node.set_sysctl("net.ipv4.conf.cni0.route_localnet", "0");
+    let out = t.portmap("CHECK", a, &conf).fails();
+    assert!(out.stdout.contains("route_localnet is 0 on cni0"), "{out}");
+}
+
+/// Bad input: an error JSON naming the field, non-zero exit, and nothing written to the node.
+#[test]
+fn bad_mappings_are_refused_before_anything_is_written() {
+    let mut t = Topo::new("pm-bad");
+    let a = t.add_pod("ctr-a", false);
+    let cases = [
+        (json!([{"hostPort": 0, "containerPort": 80}]), "runtimeConfig.portMappings[0].hostPort"),
+        (json!([{"hostPort": 65536, "containerPort": 80}]), "runtimeConfig.portMappings[0].hostPort"),
+        (json!([{"hostPort": 80, "containerPort": 80, "protocol": "icmp"}]), "portMappings[0].protocol"),
+        (json!([{"hostPort": 80, "containerPort": 80, "hostIP": "198.18.0.300"}]), "portMappings[0].hostIP"),
+        (
+            json!([{"hostPort": 80, "containerPort": 80}, {"hostPort": 80, "containerPort": 81, "protocol": "TCP"}]),
+            "portMappings[1]",
+        ),
+    ];
+    for (m, needle) in cases {
+        let out = t.portmap("ADD", a, &t.portmap_conf(a, m, json!({}))).fails();
+        let v = out.json();
+        assert_eq!(v["code"], 7, "{out}");
+        assert!(v["msg"].as_str().unwrap().contains(needle), "{needle} not in {out}");
+    }
+    let nft = t.node.nft_ruleset();
+    assert!(!nft.contains("portmap"), "nothing written: {nft}");
+    let mut no_prev = t.portmap_conf(a, tcp_map(8080, 80), json!({}));
+    no_prev.as_object_mut().unwrap().remove("prevResult");
+    let out = t.portmap("ADD", a, &no_prev).fails();
+    assert!(out.stdout.contains("prevResult"), "{out}");
+}
+
+/// A hostIP restricts the mapping to that address (PM-9); a hostIP of the other family is skipped.
+#[test]
+fn host_ip_restricts_the_mapping() {
+    let mut t = Topo::new("pm-hostip");
+    let a = t.add_pod("ctr-a", false);
+    let _sa = Server::tcp(t.pod(a), "0.0.0.0:80", "A");
+    t.node.ip(&["addr", "add", "198.18.0.3/24", "dev", "ext0"]).ok();
+    let m = json!([{"hostPort": 8080, "containerPort": 80, "hostIP": NODE_EXT},
+                   {"hostPort": 8083, "containerPort": 80, "hostIP": "fd00::1"}]);
+    let conf = t.portmap_conf(a, m, json!({}));
+    t.portmap("ADD", a, &conf).ok();
+    assert_eq!(tcp_ask(&t.client, &format!("{NODE_EXT}:8080")), Ok(format!("A {CLIENT}")));
+    assert!(tcp_ask(&t.client, "198.18.0.3:8080").is_err(), "another node address is not mapped");
+    assert!(tcp_ask(&t.node, "127.0.0.1:8080").is_err(), "nor is localhost");
+    assert!(tcp_ask(&t.client, &format!("{NODE_EXT}:8083")).is_err(), "the IPv6 hostIP entry is skipped for IPv4");
+    assert_eq!(t.elements_with("8083"), 0);
+    t.portmap("CHECK", a, &conf).ok();
+}
+
+/// UDP through a host port, external client and the node via localhost (PM-2).
+#[test]
+fn udp_mapping_serves_external_and_localhost() {
+    let mut t = Topo::new("pm-udp");
+    let a = t.add_pod("ctr-a", false);
+    let _sa = Server::udp(t.pod(a), "0.0.0.0:5353", "A");
+    let conf = t.portmap_conf(a, json!([{"hostPort": 5300, "containerPort": 5353, "protocol": "udp"}]), json!({}));
+    t.portmap("ADD", a, &conf).ok();
+    let wait = Duration::from_secs(2);
+    let got = udp_ask_from(&t.client, "0.0.0.0:0", &format!("{NODE_EXT}:5300"), wait);
+    assert_eq!(got, Ok(format!("A {CLIENT}")));
+    let got = udp_ask_from(&t.node, "127.0.0.1:0", "127.0.0.1:5300", wait);
+    assert_eq!(got, Ok(format!("A {}", t.gateway())));
+    t.portmap("DEL", a, &conf).ok();
+}
+
+/// IPv6 (PM-20): DNAT from the external client, the other pod and the pod itself over ip6 on a
+/// dual-stack bridge.
+#[test]
+fn ipv6_external_other_pod_and_hairpin() {
+    let mut t = Topo::with("pm-v6", "pm6net", "10.89.1.0/24", Some("fd89:1::/64"));
+    set_br_netfilter(&t.node, false);
+    let a = t.add_pod("ctr-a", false);
+    let b = t.add_pod("ctr-b", false);
+    let _sa = Server::tcp(t.pod(a), "[::]:80", "A");
+    let conf = t.portmap_conf(a, tcp_map(8080, 80), json!({}));
+    t.portmap("ADD", a, &conf).ok();
+    let gw6 = t.pods[a].2["ips"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find_map(|ip| ip["gateway"].as_str().filter(|g| g.contains(':')))
+        .unwrap()
+        .to_string();
+    // The v6 server socket also serves IPv4 (v4-mapped peers).
+    assert_eq!(tcp_ask(&t.client, &format!("[{NODE_EXT6}]:8080")), Ok(format!("A {CLIENT6}")));
+    assert_eq!(tcp_ask(t.pod(b), &format!("[{NODE_EXT6}]:8080")), Ok(format!("A {gw6}")));
+    assert_eq!(tcp_ask(t.pod(a), &format!("[{NODE_EXT6}]:8080")), Ok(format!("A {gw6}")));
+    assert_eq!(tcp_ask(&t.client, &format!("{NODE_EXT}:8080")), Ok(format!("A ::ffff:{CLIENT}")));
+    assert!(t.elements_with(&t.ip6(a)) >= 2);
+    t.portmap("CHECK", a, &conf).ok();
+    t.portmap("DEL", a, &conf).ok();
+    assert_eq!(t.elements_with("ctr-a"), 0);
+}
