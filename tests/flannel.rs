@@ -80,14 +80,14 @@ fn flannels_rendering(files: &NodeFiles, ipmasq: bool) -> Value {
     })
 }
 
-/// Our flannel, bridge and host-local first on CNI_PATH, the reference directory (portmap) after.
+/// Our flannel, bridge, host-local and portmap first on CNI_PATH, the reference directory after.
 fn rcni_first() -> (PluginDir, Vec<PathBuf>) {
     let ours = PluginDir::new(&[
         ("flannel", rcni_bin("flannel")),
         ("bridge", rcni_bin("bridge")),
         ("host-local", rcni_bin("host-local")),
+        ("portmap", PathBuf::from(env!("CARGO_BIN_EXE_portmap"))),
     ]);
-    reference_plugin("portmap");
     let path = vec![ours.path().to_path_buf(), PathBuf::from(REFERENCE_PLUGIN_DIR)];
     (ours, path)
 }

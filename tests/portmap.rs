@@ -513,3 +513,152 @@ fn ipv6_external_other_pod_and_hairpin() {
     t.portmap("DEL", a, &conf).ok();
     assert_eq!(t.elements_with("ctr-a"), 0);
 }
+
+/// Whether a datagram sent from inside `from` to `to` arrives at a socket bound to `to` in `at`.
+fn udp_delivered(from: &NetNs, at: &NetNs, to: &str) -> bool {
+    let to: SocketAddr = to.parse().unwrap();
+    let rx = at.run_inside(|| UdpSocket::bind(to)).unwrap();
+    rx.set_read_timeout(Some(Duration::from_millis(700))).unwrap();
+    from.run_inside(|| {
+        let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+        let _ = s.send_to(b"probe", to);
+    });
+    let mut buf = [0u8; 64];
+    rx.recv_from(&mut buf).is_ok()
+}
+
+/// PM-7: route_localnet=1 (set for localhost host ports) would let a pod reach the node's 127.0.0.1-only
+/// services; the guard chain stops that while localhost host ports keep working. Without the guard the
+/// same datagram arrives, so the test sees the difference the guard makes.
+#[test]
+fn localnet_guard_keeps_pods_off_the_nodes_loopback_services() {
+    let mut t = Topo::new("pm-guard");
+    set_br_netfilter(&t.node, false);
+    let a = t.add_pod("ctr-a", false);
+    let _sa = Server::tcp(t.pod(a), "0.0.0.0:80", "A");
+    let conf = t.portmap_conf(a, tcp_map(8080, 80), json!({}));
+    t.portmap("ADD", a, &conf).ok();
+    assert_eq!(t.node.sysctl("net.ipv4.conf.cni0.route_localnet"), "1");
+    // A pod with CAP_NET_ADMIN routes 127.0.0.1 out of eth0 to its gateway.
+    let pod = t.pod(a);
+    pod.ip(&["addr", "del", "127.0.0.1/8", "dev", "lo"]).ok();
+    pod.set_sysctl("net.ipv4.conf.eth0.route_localnet", "1");
+    pod.ip(&["route", "add", "127.0.0.1/32", "via", &t.gateway(), "dev", "eth0"]).ok();
+
+    assert!(!udp_delivered(pod, &t.node, "127.0.0.1:7778"), "the guard drops the pod's datagram to 127.0.0.1");
+    assert_eq!(tcp_ask(&t.node, "127.0.0.1:8080"), Ok(format!("A {}", t.gateway())), "localhost host port works");
+
+    t.node.cmd("nft").args(["flush", "chain", "inet", "rcni", "portmap-guard"]).run().ok();
+    assert!(udp_delivered(pod, &t.node, "127.0.0.1:7778"), "without the guard it arrives (the hole it closes)");
+    t.portmap("ADD", a, &conf).ok();
+    assert!(!udp_delivered(pod, &t.node, "127.0.0.1:7778"), "ADD put the guard back");
+}
+
+/// conf/80-k8s-guide.conflist with host-local's and tuning's dataDirs in `data`.
+fn guide_list(data: &Path) -> Value {
+    let text = std::fs::read_to_string(support::repo_dir().join("conf/80-k8s-guide.conflist")).unwrap();
+    let mut v: Value = serde_json::from_str(&text.replace("/var/lib/cni/networks", &data.to_string_lossy())).unwrap();
+    for p in v["plugins"].as_array_mut().unwrap() {
+        if p["type"] == "tuning" {
+            p["dataDir"] = json!(data.join("tuning"));
+        }
+    }
+    v
+}
+
+/// The Kubernetes guide's list (bridge + tuning {mac capability, somaxconn} + portmap {portMappings
+/// capability}) through our cnitool with CAP_ARGS: somaxconn set in the pod only, the MAC as asked, the
+/// hostPort reachable from an external client, another pod and the pod itself; CHECK passes; DEL leaves the
+/// ruleset as it was before the pod's ADD.
+#[test]
+fn kubernetes_guide_list_through_cnitool() {
+    let t = Topo::new("pm-guide");
+    let data = TempDir::new("pm-guide-data");
+    let list = guide_list(data.path());
+    let name = list["name"].as_str().unwrap().to_string();
+    let conf = support::NetConfDir::new(&list);
+    let mut tool = support::Cnitool::new(&conf, &plugin_path());
+    let other = PodNs::new("pm-guide-b");
+    let pod = PodNs::new("pm-guide-a");
+    for p in [&other, &pod] {
+        p.ip(&["link", "set", "lo", "up"]).ok();
+    }
+    // The other pod maps a port of its own first, so the node's portmap rules exist before A's ADD.
+    tool.set(
+        "CAP_ARGS",
+        &json!({"portMappings": [{"hostPort": 9999, "containerPort": 80, "protocol": "tcp"}]}).to_string(),
+    );
+    tool.run(&t.node, &["add", &name, other.path_str()]).ok();
+    let ruleset_before = t.node.nft_ruleset();
+    let node_somaxconn = t.node.sysctl("net.core.somaxconn");
+
+    let mac = "02:aa:bb:cc:dd:42";
+    let caps = json!({"mac": mac, "portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]});
+    tool.set("CAP_ARGS", &caps.to_string());
+    let result = tool.run(&t.node, &["add", &name, pod.path_str()]).ok().json();
+    assert_eq!(pod.sysctl("net.core.somaxconn"), "500");
+    assert_eq!(t.node.sysctl("net.core.somaxconn"), node_somaxconn, "the node's value is untouched");
+    assert_eq!(pod.link("eth0").unwrap().address, mac);
+    let gw = result["ips"][0]["gateway"].as_str().unwrap().to_string();
+    let _srv = Server::tcp(&pod, "0.0.0.0:80", "A");
+    assert_eq!(tcp_ask(&t.client, &format!("{NODE_EXT}:8080")), Ok(format!("A {CLIENT}")), "external client");
+    assert_eq!(tcp_ask(&other, &format!("{NODE_EXT}:8080")), Ok(format!("A {gw}")), "another pod");
+    assert_eq!(tcp_ask(&pod, &format!("{NODE_EXT}:8080")), Ok(format!("A {gw}")), "the pod itself");
+    tool.run(&t.node, &["check", &name, pod.path_str()]).ok();
+
+    tool.run(&t.node, &["del", &name, pod.path_str()]).ok();
+    assert_eq!(t.node.nft_ruleset(), ruleset_before, "DEL leaves the ruleset as before the ADD");
+    assert!(tcp_ask(&t.client, &format!("{NODE_EXT}:8080")).is_err());
+    tool.set("CAP_ARGS", "{}");
+    tool.run(&t.node, &["del", &name, other.path_str()]).ok();
+}
+
+/// What each path answers through hostPort 8080 → pod A:80 with `bin` as the portmap plugin
+/// (br_netfilter off), and whether DEL closed the port again.
+/// (path, what the server answered or the error), in a fixed order.
+type Reachability = Vec<(&'static str, Result<String, String>)>;
+
+fn reachability_with(bin: &Path, tag: &str) -> (Reachability, Output) {
+    let mut t = Topo::new(tag);
+    set_br_netfilter(&t.node, false);
+    let a = t.add_pod("ctr-a", false);
+    let b = t.add_pod("ctr-b", false);
+    let _srv = Server::tcp(t.pod(a), "0.0.0.0:80", "A");
+    let conf = t.portmap_conf(a, tcp_map(8080, 80), json!({}));
+    let mut result = t.portmap_as(bin, "ADD", "ctr-a", t.pod(a).path_str(), &conf).ok().json();
+    // The reference prints an empty "dns" object where prevResult had none.
+    if result["dns"] == json!({}) {
+        result.as_object_mut().unwrap().remove("dns");
+    }
+    assert_eq!(result, t.pods[a].2, "{} passes prevResult through", bin.display());
+    let gw = t.gateway();
+    let shown = |r: Result<String, String>| r.map(|s| s.replace(&gw, "<gateway>"));
+    let v = vec![
+        ("external client", shown(tcp_ask(&t.client, &format!("{NODE_EXT}:8080")))),
+        ("other pod", shown(tcp_ask(t.pod(b), &format!("{NODE_EXT}:8080")))),
+        ("hairpin", shown(tcp_ask(t.pod(a), &format!("{NODE_EXT}:8080")))),
+        ("localhost", shown(tcp_ask(&t.node, "127.0.0.1:8080"))),
+        ("route_localnet", Ok(t.node.sysctl("net.ipv4.conf.cni0.route_localnet"))),
+    ];
+    let check = t.portmap_as(bin, "CHECK", "ctr-a", t.pod(a).path_str(), &conf);
+    t.portmap_as(bin, "DEL", "ctr-a", t.pod(a).path_str(), &conf).ok();
+    let closed = tcp_ask(&t.client, &format!("{NODE_EXT}:8080")).is_err();
+    let mut v = v;
+    v.push(("closed after DEL", Ok(closed.to_string())));
+    (v, check)
+}
+
+/// Differential: rcni's portmap and the reference (/usr/lib/cni/portmap, iptables) on the same topology
+/// give the same reachability, the same peers seen by the pod, and both close the port on DEL. One
+/// difference, the reference's: its CHECK of an IPv4-only pod fails looking for ip6tables rules (1.1.1,
+/// plugins#819), ours passes.
+#[test]
+fn same_reachability_as_the_reference() {
+    let (ours, our_check) = reachability_with(&portmap_bin(), "pm-diff-r");
+    let (reference, ref_check) = reachability_with(&support::reference_plugin("portmap"), "pm-diff-g");
+    assert_eq!(ours, reference);
+    assert!(ours.iter().all(|(_, r)| r.is_ok()), "{ours:?}");
+    our_check.ok();
+    let ref_check = ref_check.fails();
+    assert!(ref_check.stdout.contains("could not check ipv6 dnat"), "{ref_check}");
+}

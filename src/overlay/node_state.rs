@@ -58,7 +58,11 @@ impl NodeState {
             Ok(Some(f)) => Ok(NodeLock { _file: f }),
             Ok(None) => Err(CniError::new(
                 code::TRY_AGAIN,
-                format!("{} is still locked after {}s by another vxlan command", path.display(), LOCK_TIMEOUT.as_secs()),
+                format!(
+                    "{} is still locked after {}s by another vxlan command",
+                    path.display(),
+                    LOCK_TIMEOUT.as_secs()
+                ),
             )),
             Err(e) => Err(CniError::new(code::TRY_AGAIN, format!("cannot lock {}: {e}", path.display()))),
         }

@@ -30,8 +30,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::index::{self, Match, Name, Owner, Records};
-use crate::lock;
 use super::reservation::{Holder, name_ip};
+use crate::lock;
 
 mod write;
 pub use write::{Staged, sync_all};
