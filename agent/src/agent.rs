@@ -2,6 +2,7 @@
 //! set. The kernel changes only after a successful list or watch result; an etcd outage changes nothing.
 
 use crate::flags::Flags;
+use crate::health;
 use crate::kernel::{Kernel, OWNER, masq_owner};
 use crate::netconf::{LeaseAttrs, NetConfig, parse_subnet_key};
 use crate::registry::{self, Held};
@@ -55,6 +56,7 @@ struct Agent {
     applied: Vec<Peer>,
     pending_since: Option<Instant>,
     status: Status,
+    metrics: health::Shared,
 }
 
 impl Agent {
@@ -62,6 +64,7 @@ impl Agent {
         self.status.pid = std::process::id();
         self.status.peers = self.applied.len();
         self.status.peer_list = self.applied.iter().map(|p| format!("{} via {}", p.subnets[0], p.underlay)).collect();
+        self.metrics.lock().expect("metrics lock").status = self.status.clone();
         let bytes = serde_json::to_vec_pretty(&self.status).expect("status serializes");
         if let Err(e) = rcni::fs_private::write_atomic(&self.f.state_dir.join("status.json"), &bytes, false) {
             log(format!("cannot write status: {e}"));
@@ -131,12 +134,13 @@ impl Agent {
         peers
     }
 
-    async fn apply(&mut self) {
+    /// Brings the kernel to the guarded peer set; whether that worked.
+    async fn apply(&mut self) -> bool {
         let peers = self.guarded();
         let Some(k) = &self.kernel else {
             self.applied = peers;
             self.save_status();
-            return;
+            return true;
         };
         match k.apply(&self.state, &peers).await {
             Ok(changes) => {
@@ -150,9 +154,15 @@ impl Agent {
                 }
                 self.applied = peers;
                 self.status.last_error = None;
+                self.metrics.lock().expect("metrics lock").last_sync = now_f64();
                 self.save_status();
+                true
             }
-            Err(e) => self.error(format!("kernel update failed (retried at the next resync): {e}")),
+            Err(e) => {
+                self.metrics.lock().expect("metrics lock").kernel_errors += 1;
+                self.error(format!("kernel update failed (retried at the next resync): {e}"));
+                false
+            }
         }
     }
 
@@ -175,7 +185,8 @@ impl Agent {
         self.apply().await;
     }
 
-    /// Read the config and hold a lease. Retries until it works (or SIGTERM); returns the client.
+    /// Read the config and hold a lease; returns the lease held. A conflict (another node holds the
+    /// subnet this node serves) is recorded in `status.conflict` and returned as the error.
     async fn join(&mut self, client: &mut Client) -> Result<Held, String> {
         let conf = registry::read_config(client, &self.f.prefix).await?;
         let mac = overlay::vtep_mac(self.public_ip);
@@ -184,9 +195,31 @@ impl Agent {
         if let Ok(env) = SubnetEnv::read(&self.f.subnet_file) {
             previous.extend(env.subnet_network());
         }
-        let held =
-            registry::acquire(client, &self.f.prefix, &conf, self.public_ip, &value, &previous, self.f.lease_ttl)
-                .await?;
+        let serving = self.record.as_ref().map(|r| r.subnet);
+        let held = match registry::acquire(
+            client,
+            &self.f.prefix,
+            &conf,
+            self.public_ip,
+            &value,
+            &previous,
+            serving,
+            self.f.lease_ttl,
+        )
+        .await?
+        {
+            Ok(h) => h,
+            Err(registry::Conflict(msg)) => {
+                if self.status.conflict.as_deref() != Some(msg.as_str()) {
+                    log(format!("CONFLICT: {msg}"));
+                }
+                self.status.conflict = Some(msg.clone());
+                return Err(msg);
+            }
+        };
+        if self.status.conflict.take().is_some() {
+            log(format!("conflict resolved: holding {} again", held.subnet));
+        }
         if let Some(old) = self.record.as_ref().filter(|r| r.subnet != held.subnet) {
             log(format!(
                 "subnet changed from {} to {} (the old one was taken or no longer fits the config)",
@@ -305,10 +338,12 @@ impl Agent {
                     self.status.revision = rev;
                 }
                 _ = tokio::time::sleep_until(debounce.into()), if dirty.is_some() => {
-                    dirty = None;
-                    self.apply().await;
+                    let first = dirty.take().expect("guarded by the branch condition");
+                    if self.apply().await {
+                        self.metrics.lock().expect("metrics lock").observe_latency(first.elapsed());
+                    }
                 }
-                _ = resync.tick() => self.apply().await,
+                _ = resync.tick() => { self.apply().await; }
             }
         }
     }
@@ -341,6 +376,10 @@ fn guard(
     (want.into_iter().chain(removed).collect(), held)
 }
 
+fn now_f64() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs_f64()
+}
+
 fn v4_of(p: &Peer) -> Ipv4Network {
     match p.subnets[0] {
         IpNetwork::V4(n) => n,
@@ -371,8 +410,16 @@ pub async fn run(f: Flags) -> Result<(), String> {
         applied: Vec::new(),
         pending_since: None,
         status: Status::default(),
+        metrics: health::Shared::default(),
         f,
     };
+    if a.f.healthz_port != 0 {
+        let addr = std::net::SocketAddr::new(a.f.healthz_ip, a.f.healthz_port);
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("--healthz-ip/--healthz-port: cannot listen on {addr}: {e}"))?;
+        tokio::spawn(health::serve(listener, a.metrics.clone()));
+    }
     let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
     let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
     a.public_ip = match a.f.public_ip {
@@ -401,7 +448,15 @@ pub async fn run(f: Flags) -> Result<(), String> {
         let wait = match result {
             Ok(_) => Duration::ZERO,
             Err(e) if e == "SIGTERM" => break,
+            Err(e) if a.status.conflict.as_deref() == Some(e.as_str()) => {
+                // etcd answered; the subnet is someone else's. Retry calmly until that changes.
+                a.status.etcd_reachable = true;
+                a.status.etcd_unreachable_since = None;
+                a.save_status();
+                Duration::from_secs(2)
+            }
             Err(e) => {
+                a.metrics.lock().expect("metrics lock").etcd_errors += 1;
                 if a.status.etcd_reachable || a.status.etcd_unreachable_since.is_none() {
                     a.status.etcd_reachable = false;
                     a.status.etcd_unreachable_since = Some(now_secs());

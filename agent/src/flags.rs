@@ -18,6 +18,8 @@ pub const USAGE: &str = "usage: rcni-overlay [run|status|leave] [flags]
   --resync DURATION         full kernel resync period (default 60s)
   --mass-delete-grace DURATION  how long a snapshot removing most peers waits (default 5m)
   --vtep-name NAME          (default flannel.<VNI>)
+  --healthz-ip IP           address of the /healthz and /metrics listener (default 0.0.0.0)
+  --healthz-port PORT       its port (default 0: no listener, as flanneld)
   --lease-only              hold the lease and write subnet.env, program no device or peers";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +47,8 @@ pub struct Flags {
     pub mass_delete_grace: Duration,
     pub vtep_name: Option<String>,
     pub lease_only: bool,
+    pub healthz_ip: IpAddr,
+    pub healthz_port: u16,
 }
 
 /// `90s`, `5m`, `24h`, `2d`, or plain seconds.
@@ -81,6 +85,8 @@ impl Flags {
             mass_delete_grace: Duration::from_secs(300),
             vtep_name: None,
             lease_only: false,
+            healthz_ip: std::net::Ipv4Addr::UNSPECIFIED.into(),
+            healthz_port: 0,
         };
         let mut it = args.iter().peekable();
         match it.peek().map(|s| s.as_str()) {
@@ -128,6 +134,14 @@ impl Flags {
                 "--mass-delete-grace" => f.mass_delete_grace = parse_duration(&value()?)?,
                 "--vtep-name" => f.vtep_name = Some(value()?),
                 "--lease-only" => f.lease_only = true,
+                "--healthz-ip" => {
+                    let v = value()?;
+                    f.healthz_ip = v.parse().map_err(|_| format!("--healthz-ip {v:?} is not an IP address"))?
+                }
+                "--healthz-port" => {
+                    let v = value()?;
+                    f.healthz_port = v.parse().map_err(|_| format!("--healthz-port {v:?} is not a port (0-65535)"))?
+                }
                 "-h" | "--help" => return Err(USAGE.into()),
                 other => return Err(format!("unknown flag {other:?}\n{USAGE}")),
             }

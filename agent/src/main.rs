@@ -2,6 +2,7 @@
 
 mod agent;
 mod flags;
+mod health;
 mod kernel;
 mod netconf;
 mod registry;

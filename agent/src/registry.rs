@@ -163,8 +163,17 @@ async fn update(
     Ok(r.succeeded().then_some(Held { subnet, lease }))
 }
 
+/// Why this node cannot have the subnet it already serves.
+#[derive(Debug, Clone)]
+pub struct Conflict(pub String);
+
 /// Acquire this node's subnet: the lease with our PublicIP, else `previous` (local state, then
 /// subnet.env) if free, else a random one of the first 100 free. A lost race retries.
+///
+/// `serving` is the subnet this node's pods already use (the agent's record of this boot): if another
+/// node holds it now, renumbering would cut those pods off, so that is a [`Conflict`], not a reason to
+/// pick another subnet; the other node's key is left alone.
+#[allow(clippy::too_many_arguments)]
 pub async fn acquire(
     c: &mut Client,
     prefix: &str,
@@ -172,17 +181,31 @@ pub async fn acquire(
     public_ip: IpAddr,
     value: &[u8],
     previous: &[Ipv4Network],
+    serving: Option<Ipv4Network>,
     ttl: Duration,
-) -> Result<Held, Error> {
+) -> Result<Result<Held, Conflict>, Error> {
     for _ in 0..10 {
         let (leases, _) = list(c, prefix).await?;
         let mine =
             leases.iter().find(|(s, e)| conf.fits(s) && e.attrs.as_ref().is_ok_and(|a| a.public_ip == public_ip));
         if let Some((s, e)) = mine {
             if let Some(h) = update(c, prefix, *s, e, value, ttl).await? {
-                return Ok(h);
+                return Ok(Ok(h));
             }
             continue;
+        }
+        if let Some((s, e)) = serving.filter(|s| conf.fits(s)).and_then(|s| leases.get(&s).map(|e| (s, e))) {
+            let holder = match &e.attrs {
+                Ok(a) => format!("node {}", a.public_ip),
+                Err(err) => format!("an unreadable lease ({err})"),
+            };
+            return Ok(Err(Conflict(format!(
+                "subnet {s} that this node's pods use is held in etcd by {holder} (key {}{}): not taking \
+                 another subnet and not touching that key; remove the stale lease (etcdctl del) or run \
+                 `rcni-overlay leave` on the node that should give it up",
+                subnets_prefix(prefix),
+                subnet_key(&s)
+            ))));
         }
         let pick = previous.iter().find(|p| conf.fits(p) && !leases.contains_key(p)).copied().or_else(|| {
             let free: Vec<Ipv4Network> = conf.candidates().filter(|s| !leases.contains_key(s)).take(100).collect();
@@ -199,7 +222,7 @@ pub async fn acquire(
             ));
         };
         if let Some(h) = create(c, prefix, s, value, ttl).await? {
-            return Ok(h);
+            return Ok(Ok(h));
         }
     }
     Err("lost the race for a subnet 10 times in a row".into())

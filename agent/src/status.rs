@@ -19,6 +19,9 @@ pub struct Status {
     /// Peers a suspect snapshot would remove, kept until the grace period ends.
     pub pending_removals: usize,
     pub pending_removals_until: Option<u64>,
+    /// This node's subnet is held by another node in etcd: the agent keeps its kernel state, never
+    /// touches the other key, and retries until the operator resolves it.
+    pub conflict: Option<String>,
     pub pid: u32,
 }
 
