@@ -13,6 +13,7 @@ pub mod addr;
 pub mod command;
 pub mod detached;
 pub mod error;
+pub mod firewall;
 pub mod handle;
 pub mod link;
 pub mod mac;

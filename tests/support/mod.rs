@@ -769,6 +769,7 @@ pub fn rcni_bin(name: &str) -> PathBuf {
         "cnitool" => env!("CARGO_BIN_EXE_cnitool"),
         "tuning" => env!("CARGO_BIN_EXE_tuning"),
         "bandwidth" => env!("CARGO_BIN_EXE_bandwidth"),
+        "firewall" => env!("CARGO_BIN_EXE_firewall"),
         other => panic!("no binary named {other} in this package"),
     })
 }
