@@ -13,9 +13,8 @@
 //! old pod's DEL comes late.
 
 use std::net::IpAddr;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -73,25 +72,13 @@ pub fn node_dir(base: &Path) -> PathBuf {
 
 fn lock(path: &Path) -> Result<std::fs::File> {
     let f = fs_private::open_private(path, false).map_err(io(format!("opening lock {}", path.display())))?;
-    let deadline = Instant::now() + LOCK_TIMEOUT;
-    loop {
-        // SAFETY: flock on a descriptor we own; released when the file is closed.
-        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
-            return Ok(f);
-        }
-        let e = std::io::Error::last_os_error();
-        if e.raw_os_error() != Some(libc::EWOULDBLOCK) {
-            return Err(io(format!("locking {}", path.display()))(e));
-        }
-        if Instant::now() >= deadline {
-            return Err(Error::Busy(format!(
-                "firewall: another firewall invocation held {} for {} s; retry",
-                path.display(),
-                LOCK_TIMEOUT.as_secs()
-            )));
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    crate::lock::lock_exclusive(f, LOCK_TIMEOUT).map_err(io(format!("locking {}", path.display())))?.ok_or_else(|| {
+        Error::Busy(format!(
+            "firewall: another firewall invocation held {} for {} s; retry",
+            path.display(),
+            LOCK_TIMEOUT.as_secs()
+        ))
+    })
 }
 
 impl Ledger {
