@@ -299,16 +299,19 @@ fn podman_list(data: &Path, firewall: Value) -> Value {
     v
 }
 
-/// Whether our portmap has been built (it is helper "portmap"'s work).
-fn our_portmap() -> Option<PathBuf> {
-    let p = ours().with_file_name("portmap");
-    p.exists().then_some(p)
+fn our_portmap() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_portmap"))
 }
 
 /// Adds a pod through podman's list with a host port 8080 → 80, on a node whose FORWARD policy is DROP;
 /// returns whether the client reached it, and the filter table before ADD and after DEL. (No CHECK over
 /// the list: the reference portmap's fails on an IPv4-only pod, see [`podman_list_case`].)
-fn host_port_behind_drop(tag: &str, firewall_bin: PathBuf, firewall: Value) -> (bool, String, String) {
+fn host_port_behind_drop(
+    tag: &str,
+    firewall_bin: PathBuf,
+    portmap: PathBuf,
+    firewall: Value,
+) -> (bool, String, String) {
     let node = Node::new(tag);
     let client = client_of(&node, &format!("{tag}-c"));
     let pod = PodNs::new(tag);
@@ -317,7 +320,7 @@ fn host_port_behind_drop(tag: &str, firewall_bin: PathBuf, firewall: Value) -> (
     let data = TempDir::new(&format!("{tag}-ipam"));
     let list = podman_list(data.path(), firewall);
     let conf = NetConfDir::new(&list);
-    let dir = plugin_dir(firewall_bin, reference_plugin("portmap"));
+    let dir = plugin_dir(firewall_bin, portmap);
     let mut tool = Cnitool::new(&conf, &[dir.path().to_path_buf()]);
     tool.set(
         "CAP_ARGS",
@@ -339,17 +342,20 @@ fn host_port_behind_drop(tag: &str, firewall_bin: PathBuf, firewall: Value) -> (
 
 #[test]
 fn a_host_port_behind_a_forward_drop_policy_needs_accept_dnat() {
-    let (reached, _, after) = host_port_behind_drop("fw-dnat-off", ours(), json!({}));
+    let (reached, _, after) = host_port_behind_drop("fw-dnat-off", ours(), our_portmap(), json!({}));
     assert!(!reached, "reference-identical rules: the new connection falls to the DROP policy");
     assert!(!after.contains("10.88."), "DEL removed every pod rule: {after}");
 
-    let (reached, _, _) = host_port_behind_drop("fw-dnat-ref", reference(), json!({}));
-    assert!(!reached, "the reference firewall has the same limitation");
+    let (reached, _, _) = host_port_behind_drop("fw-dnat-ref", reference(), reference_plugin("portmap"), json!({}));
+    assert!(!reached, "the reference firewall (with the reference portmap) has the same limitation");
 
-    let (reached, _, after) =
-        host_port_behind_drop("fw-dnat-on", ours(), json!({"backend": "iptables", "acceptDnat": true}));
+    let on = json!({"backend": "iptables", "acceptDnat": true});
+    let (reached, _, after) = host_port_behind_drop("fw-dnat-on", ours(), our_portmap(), on.clone());
     assert!(reached, "acceptDnat lets the host port's connection through");
     assert!(!after.contains("10.88.") && !after.contains("DNAT"), "DEL removed the pod's rules: {after}");
+    // The DNAT rule matches the conntrack state, whoever rewrote the destination: the reference portmap too.
+    let (reached, _, _) = host_port_behind_drop("fw-dnat-onref", ours(), reference_plugin("portmap"), on);
+    assert!(reached, "acceptDnat with the reference portmap");
 }
 
 /// podman's list, every plugin rcni's: a pod reached through its host port from an external client,
@@ -382,6 +388,11 @@ fn podman_list_case(portmap: PathBuf, check: bool) {
     }
     tool.run(&node, &["del", "podman", pod.path_str()]).ok();
     assert!(node.rules_with(&ip).is_empty(), "no rule of the pod left: {}", node.filter());
+    let nft = node.nft_ruleset();
+    assert!(
+        !nft.contains(&format!("{ip} ")) && !nft.contains(&format!("{ip},")),
+        "no nft element of the pod left: {nft}"
+    );
     assert!(!reaches(&client));
 }
 
@@ -391,8 +402,6 @@ fn podman_list_with_the_reference_portmap() {
 }
 
 #[test]
-#[ignore = "needs rcni's portmap (helper \"portmap\"), not on main yet: the list must run on rcni alone"]
 fn podman_list_on_rcni_alone() {
-    let portmap = our_portmap().expect("rcni's portmap binary is built");
-    podman_list_case(portmap, true);
+    podman_list_case(our_portmap(), true);
 }
