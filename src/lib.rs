@@ -11,6 +11,7 @@ pub mod fs_private;
 pub mod ipam;
 pub mod lock;
 pub mod net;
+pub mod nsfile;
 pub mod overlay;
 pub mod pod;
 pub mod subnet_env;

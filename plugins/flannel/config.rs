@@ -29,8 +29,10 @@ pub struct FlannelConf {
     pub runtime_config: Option<Value>,
 }
 
+/// A field of the wrong type is a config error (7), as everywhere in rcni: the document decoded, and
+/// the operator's fix is in that field (6 is for stdin that is not a JSON object at all).
 fn decode_err(field: &str, want: &str, got: &Value) -> CniError {
-    CniError::new(code::DECODE, format!("field {field:?} must be {want}, got {got}"))
+    CniError::invalid_config(format!("field {field:?} must be {want}, got {got}"))
 }
 
 fn path_field(obj: &Map<String, Value>, field: &str, default: &str) -> CniResult<PathBuf> {

@@ -82,14 +82,21 @@ fn subnet_env_error(e: SubnetEnvError, missing_code: u32) -> CniError {
                  (`rcni-overlay status`) or flanneld running on this node and able to reach its datastore? \
                  (\"subnetFile\" in the flannel config names the file to read)";
     match &e {
-        SubnetEnvError::Missing { path } => {
-            CniError::new(missing_code, format!("{} does not exist: this node has no pod subnet yet", path.display()))
-                .with_details(agent)
-        }
+        SubnetEnvError::Missing { path } => CniError::new(
+            missing_code,
+            format!("subnetFile {} does not exist: this node has no pod subnet yet", path.display()),
+        )
+        .with_details(agent),
         SubnetEnvError::Incomplete { .. } => CniError::new(missing_code, e.to_string()).with_details(agent),
         SubnetEnvError::Invalid { .. } => CniError::new(code::INVALID_CONFIG, e.to_string())
             .with_details("subnet.env is written by the overlay agent (rcni-overlay or flanneld) in flanneld's format"),
-        SubnetEnvError::Unreadable { .. } => CniError::new(code::IO_FAILURE, e.to_string()),
+        // Something that is not a regular file (a FIFO, a directory) will not become one by retrying: the
+        // config points at the wrong thing (7). Any other read failure is an I/O failure (5).
+        SubnetEnvError::Unreadable { path, .. } if std::fs::metadata(path).is_ok_and(|m| !m.is_file()) => {
+            CniError::invalid_config(format!("subnetFile: {e}"))
+                .with_details("\"subnetFile\" must name the subnet.env the overlay agent writes (a regular file)")
+        }
+        SubnetEnvError::Unreadable { .. } => CniError::new(code::IO_FAILURE, format!("subnetFile: {e}")),
     }
 }
 

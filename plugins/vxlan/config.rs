@@ -74,8 +74,7 @@ fn default_bridge() -> String {
 
 impl VxlanConf {
     pub fn parse(stdin: &[u8]) -> CniResult<VxlanConf> {
-        let c: VxlanConf = serde_json::from_slice(stdin)
-            .map_err(|e| CniError::invalid_config(format!("failed to load vxlan netconf: {e}")))?;
+        let c: VxlanConf = rcni::cni::config::decode(stdin, "failed to load vxlan netconf")?;
         c.validate()?;
         Ok(c)
     }

@@ -69,8 +69,7 @@ impl BridgeConf {
 
     /// The fields as written, without the checks of `parse` (teardown reads only what it needs).
     pub fn from_json(stdin: &[u8]) -> CniResult<BridgeConf> {
-        let mut c: BridgeConf = serde_json::from_slice(stdin)
-            .map_err(|e| CniError::invalid_config(format!("failed to load netconf: {e}")))?;
+        let mut c: BridgeConf = crate::cni::config::decode(stdin, "failed to load netconf")?;
         if c.is_default_gateway {
             c.is_gateway = true;
         }

@@ -47,8 +47,27 @@ fn field_str(obj: &Map<String, Value>, key: &str) -> CniResult<Option<String>> {
     match obj.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(other) => Err(CniError::new(code::DECODE, format!("field {key:?} must be a string, got {other}"))),
+        // 7, not 6: the document decoded; one of its fields is wrong, and the fix is in that field (6 is for
+        // content that does not decode at all, the spec's "failed to unmarshal network config from bytes").
+        Some(other) => Err(CniError::invalid_config(format!("field {key:?} must be a string, got {other}"))),
     }
+}
+
+/// A plugin's own view of its stdin config: bytes that are not JSON are code 6 (skel has normally refused
+/// them already); a field of the wrong type or value is code 7 with the field's JSON path in the message
+/// (`what: mtu: invalid type: string "big", expected u32`), so the operator knows which key to fix.
+pub fn decode<T: serde::de::DeserializeOwned>(stdin: &[u8], what: &str) -> CniResult<T> {
+    let v: Value = serde_json::from_slice(stdin)
+        .map_err(|e| CniError::new(code::DECODE, format!("{what}: error parsing network config: {e}")))?;
+    decode_value(&v, what)
+}
+
+/// [`decode`] of a config already parsed.
+pub fn decode_value<T: serde::de::DeserializeOwned>(v: &Value, what: &str) -> CniResult<T> {
+    super::decode::from_value(v).map_err(|e| {
+        CniError::invalid_config(format!("{what}: {e}"))
+            .with_details("fix the field named before the colon: its type or value is not one the plugin reads")
+    })
 }
 
 impl NetConf {
@@ -141,7 +160,7 @@ mod tests {
             (json!({"name": "", "type": "bridge"}), 7),
             (json!({"name": "../etc", "type": "bridge"}), 7),
             (json!({"name": "a/b", "type": "bridge"}), 7),
-            (json!({"name": 5}), 6),
+            (json!({"name": 5}), 7),
             (json!({"name": "n", "ipam": "host-local"}), 7),
             (json!({"name": "n", "runtimeConfig": []}), 7),
             (json!({"name": "n", "cniVersion": "1.0.0", "prevResult": {"ips": [{"address": "x"}]}}), 6),

@@ -230,15 +230,88 @@ pub fn valid_attachments(conf: &NetConf) -> CniResult<Option<Vec<Attachment>>> {
         .map(Some)
 }
 
+/// CNI_NETNS as skel opened it, for the duration of one dispatch: every later step of the command (pod netns
+/// handles, sysctl writes in the pod, an in-process delegate) gets a duplicate of this fd through
+/// [`opened_netns`] instead of opening the path again, so a path swapped under the plugin mid-command
+/// (audit finding 14) cannot make it act on a namespace it never checked. Keyed by path: one process
+/// serves one invocation, but library tests run several dispatches at once.
+static OPENED_NETNS: std::sync::Mutex<Vec<(u64, String, Option<std::sync::Arc<std::fs::File>>)>> =
+    std::sync::Mutex::new(Vec::new());
+static OPENED_SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// What skel found at CNI_NETNS `path` for the command now running: `Some(Some(file))` a checked network
+/// namespace (a new fd on the same open file), `Some(None)` nothing there (DEL of a pod whose netns is
+/// gone), `None` when skel did not open this path (a request built in memory).
+pub fn opened_netns(path: &str) -> Option<Option<std::fs::File>> {
+    let list = OPENED_NETNS.lock().unwrap_or_else(|p| p.into_inner());
+    let (_, _, file) = list.iter().rev().find(|(_, p, _)| p == path)?;
+    Some(file.as_ref().and_then(|f| f.try_clone().ok()))
+}
+
+/// Removes its entry of `OPENED_NETNS` when the dispatch ends.
+struct OpenedNetns(u64);
+
+impl OpenedNetns {
+    fn register(path: &str, file: Option<std::fs::File>) -> OpenedNetns {
+        let seq = OPENED_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut list = OPENED_NETNS.lock().unwrap_or_else(|p| p.into_inner());
+        list.push((seq, path.to_string(), file.map(std::sync::Arc::new)));
+        OpenedNetns(seq)
+    }
+}
+
+impl Drop for OpenedNetns {
+    fn drop(&mut self) {
+        let mut list = OPENED_NETNS.lock().unwrap_or_else(|p| p.into_inner());
+        list.retain(|(seq, _, _)| *seq != self.0);
+    }
+}
+
+/// Open CNI_NETNS once, before any plugin code (IPAM included) runs. ADD and CHECK need a network namespace
+/// there: anything else is code 4, the spec's code for an invalid environment variable, naming CNI_NETNS
+/// (a wrong path and a vanished container look the same from here, so not 3, which would tell the runtime
+/// that no cleanup is needed). DEL tolerates a missing netns (the pod is gone; teardown works by name) and
+/// leaves an unusable one to the plugin's best effort.
+fn open_netns(req: &Request) -> CniResult<Option<OpenedNetns>> {
+    let strict = match req.command {
+        Command::Add | Command::Check => true,
+        Command::Del if !req.netns.is_empty() => false,
+        _ => return Ok(None),
+    };
+    match crate::nsfile::open(std::path::Path::new(&req.netns)) {
+        Ok(f) => Ok(Some(OpenedNetns::register(&req.netns, Some(f)))),
+        Err(e) if !strict && e.kind() == std::io::ErrorKind::NotFound => {
+            Ok(Some(OpenedNetns::register(&req.netns, None)))
+        }
+        Err(_) if !strict => Ok(None),
+        Err(e) => {
+            let why = if crate::nsfile::is_not_netns(&e) {
+                "not a network namespace file".to_string()
+            } else {
+                e.to_string()
+            };
+            Err(CniError::new(code::INVALID_ENV, format!("CNI_NETNS {:?} cannot be used: {why}", req.netns)).with_details(
+                "CNI_NETNS must name the container's network namespace file, such as /run/netns/<name> or /proc/<pid>/ns/net",
+            ))
+        }
+    }
+}
+
 /// Refuse CNI_NETNS when it is the plugin's own network namespace: configuring "the pod" there would
-/// rewire the node itself. Checked before any work (the Go skel checks only afterwards).
-fn check_not_own_netns(netns: &str, env: &dyn Fn(&str) -> Option<String>) -> CniResult<()> {
+/// rewire the node itself. Checked on the fd skel opened, before any work (the Go skel checks only
+/// afterwards).
+fn check_not_own_netns(
+    netns: &str,
+    file: Option<&std::fs::File>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> CniResult<()> {
     use std::os::unix::fs::MetadataExt;
-    if netns.is_empty() || matches!(env("CNI_NETNS_OVERRIDE").as_deref(), Some("1" | "true")) {
+    if matches!(env("CNI_NETNS_OVERRIDE").as_deref(), Some("1" | "true")) {
         return Ok(());
     }
-    let (Ok(target), Ok(own)) = (std::fs::metadata(netns), std::fs::metadata("/proc/thread-self/ns/net")) else {
-        return Ok(()); // a missing netns is the plugin's to report (or to tolerate, for DEL)
+    let (Some(Ok(target)), Ok(own)) = (file.map(|f| f.metadata()), std::fs::metadata("/proc/thread-self/ns/net"))
+    else {
+        return Ok(()); // nothing opened: a DEL without a netns
     };
     if target.dev() == own.dev() && target.ino() == own.ino() {
         return Err(CniError::new(
@@ -252,8 +325,9 @@ fn check_not_own_netns(netns: &str, env: &dyn Fn(&str) -> Option<String>) -> Cni
 
 /// Execute a parsed request against a plugin. Returns the JSON to print on success (None for no output).
 pub fn dispatch(plugin: &dyn Plugin, req: &Request, env: &dyn Fn(&str) -> Option<String>) -> CniResult<Option<Value>> {
-    if matches!(req.command, Command::Add | Command::Check | Command::Del) {
-        check_not_own_netns(&req.netns, env)?;
+    let _netns = open_netns(req)?;
+    if _netns.is_some() {
+        check_not_own_netns(&req.netns, opened_netns(&req.netns).flatten().as_ref(), env)?;
     }
     match req.command {
         Command::Add => {
@@ -481,10 +555,72 @@ mod tests {
     #[test]
     fn own_netns_is_refused() {
         let env = |_: &str| None;
-        let e = check_not_own_netns("/proc/thread-self/ns/net", &env).unwrap_err();
+        let own = std::fs::File::open("/proc/thread-self/ns/net").unwrap();
+        let e = check_not_own_netns("/proc/thread-self/ns/net", Some(&own), &env).unwrap_err();
         assert_eq!(e.code, 8);
-        assert!(check_not_own_netns("/nonexistent/netns", &env).is_ok());
+        assert!(check_not_own_netns("/nonexistent/netns", None, &env).is_ok());
         let over = |k: &str| (k == "CNI_NETNS_OVERRIDE").then(|| "1".to_string());
-        assert!(check_not_own_netns("/proc/thread-self/ns/net", &over).is_ok());
+        assert!(check_not_own_netns("/proc/thread-self/ns/net", Some(&own), &over).is_ok());
+    }
+
+    struct Nop;
+    impl Plugin for Nop {
+        fn add(&self, req: &Request) -> CniResult<AddResult> {
+            // The fd skel opened is what the plugin gets, whatever the path names by now.
+            let f = opened_netns(&req.netns).expect("registered").expect("opened");
+            std::fs::remove_file(&req.netns).unwrap();
+            std::fs::write(&req.netns, "swapped").unwrap();
+            assert!(crate::nsfile::open(std::path::Path::new(&req.netns)).is_err());
+            let reopened = opened_netns(&req.netns).unwrap().unwrap();
+            use std::os::unix::fs::MetadataExt;
+            assert_eq!(f.metadata().unwrap().ino(), reopened.metadata().unwrap().ino());
+            assert_eq!(reopened.metadata().unwrap().dev(), std::fs::metadata("/proc/self/ns/net").unwrap().dev());
+            Ok(AddResult::default())
+        }
+        fn del(&self, req: &Request) -> CniResult<()> {
+            assert!(matches!(opened_netns(&req.netns), Some(None)), "DEL of a vanished netns is registered as absent");
+            Ok(())
+        }
+        fn check(&self, _: &Request) -> CniResult<()> {
+            unreachable!("CHECK with an unusable netns never reaches the plugin")
+        }
+    }
+
+    /// CNI_NETNS is opened once, in skel: an unusable one is code 4 before the plugin runs, the plugin sees
+    /// the fd skel checked even after the path is replaced, and the registration ends with the dispatch.
+    #[test]
+    fn netns_is_opened_once_before_the_plugin_and_unusable_ones_are_code_4() {
+        let dir = std::env::temp_dir().join(format!("rcni-skel-netns-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let plain = dir.join("plain");
+        std::fs::write(&plain, "x").unwrap();
+        let fifo = dir.join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let none = dir.join("none");
+        let env = |_: &str| None;
+        let request = |cmd: &'static str, netns: &std::path::Path| {
+            let netns: &'static str = Box::leak(netns.display().to_string().into_boxed_str());
+            let Invocation::Request(r) = invoke(&with(&[("CNI_COMMAND", cmd), ("CNI_NETNS", netns)]), CONF).unwrap()
+            else {
+                panic!()
+            };
+            r
+        };
+        for (cmd, bad) in [("ADD", &plain), ("ADD", &fifo), ("ADD", &none), ("CHECK", &plain)] {
+            let e = dispatch(&Nop, &request(cmd, bad), &env).unwrap_err();
+            assert_eq!(e.code, 4, "{cmd} {bad:?}: {e}");
+            assert!(e.msg.contains("CNI_NETNS") && e.details.contains("network namespace"), "{e}");
+        }
+        let uts = request("ADD", std::path::Path::new("/proc/self/ns/uts"));
+        assert_eq!(dispatch(&Nop, &uts, &env).unwrap_err().code, 4);
+        assert!(dispatch(&Nop, &request("DEL", &none), &env).is_ok());
+        // A bind mount of a real network namespace file that is then swapped for a plain file: emulated
+        // with a symlink to this thread's netns, replaced by a regular file inside the plugin.
+        let link = dir.join("ns");
+        std::os::unix::fs::symlink("/proc/self/ns/net", &link).unwrap();
+        let over = |k: &str| (k == "CNI_NETNS_OVERRIDE").then(|| "1".to_string());
+        dispatch(&Nop, &request("ADD", &link), &over).unwrap();
+        assert!(opened_netns(&link.display().to_string()).is_none(), "registration ends with the dispatch");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -7,21 +7,17 @@
 
 use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use nix::sched::{CloneFlags, setns};
-use nix::sys::statfs::{NSFS_MAGIC, fstatfs};
 
 use super::error::{NetError, Result};
 
 /// The namespace of the calling thread. `/proc/self` would be the thread-group leader (main thread),
 /// which is wrong on any other thread; `/proc/thread-self` is always the caller.
 pub const THREAD_SELF_NETNS: &str = "/proc/thread-self/ns/net";
-
-/// `_IO(0xb7, 0x3)` from linux/nsfs.h: returns the `CLONE_NEW*` type of a namespace fd.
-const NS_GET_NSTYPE: libc::Ioctl = 0xb703;
 
 /// Identity of a namespace: (device, inode) of its nsfs file. Two paths (a bind mount under /run/netns
 /// and /proc/<pid>/ns/net) name the same namespace iff their identities are equal.
@@ -60,25 +56,22 @@ impl Netns {
     pub fn open(path: impl AsRef<Path>) -> Result<Netns> {
         let path = path.as_ref();
         let ctx = || format!("open netns {}", path.display());
-        // Non-blocking: a FIFO passed as CNI_NETNS must fail the nsfs check below, not hang the open.
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
-            .open(path)
-            .map_err(|e| NetError::io(ctx(), e))?;
-        let not_netns = || NetError::from_errno(format!("{}: not a network namespace file", ctx()), libc::EINVAL);
-        let fs = fstatfs(&file).map_err(|e| NetError::from_errno(ctx(), e as i32))?;
-        // Namespace files (a bind mount under /run/netns, or /proc/<pid>/ns/net) live on nsfs.
-        if fs.filesystem_type() != NSFS_MAGIC {
-            return Err(not_netns());
-        }
-        // nsfs also holds mount, pid, user... namespaces: ask which type this one is (Linux >= 4.11).
-        // SAFETY: NS_GET_NSTYPE takes no argument and only reads the fd.
-        let nstype = unsafe { libc::ioctl(file.as_raw_fd(), NS_GET_NSTYPE) };
-        if nstype >= 0 && nstype != libc::CLONE_NEWNET {
-            return Err(not_netns());
-        }
-        let id = NsId::of(&file).map_err(|e| NetError::io(ctx(), e))?;
+        let file = crate::nsfile::open(path).map_err(|e| {
+            if crate::nsfile::is_not_netns(&e) {
+                NetError::from_errno(format!("{}: not a network namespace file", ctx()), libc::EINVAL)
+            } else {
+                NetError::io(ctx(), e)
+            }
+        })?;
+        Netns::from_file(file, path)
+    }
+
+    /// A namespace file opened (and checked) elsewhere — by `crate::nsfile::open`, as skel does for
+    /// CNI_NETNS — used as it is, so every step works on the namespace that was checked, not on whatever
+    /// `path` names by then. `path` is kept for messages only.
+    pub fn from_file(file: File, path: impl AsRef<Path>) -> Result<Netns> {
+        let path = path.as_ref();
+        let id = NsId::of(&file).map_err(|e| NetError::io(format!("stat netns {}", path.display()), e))?;
         Ok(Netns { file: Arc::new(file), path: path.to_path_buf(), id })
     }
 

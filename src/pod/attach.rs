@@ -2,7 +2,7 @@
 //! and routes, gateway, forwarding, masquerade. If any step fails, every earlier step is undone (the
 //! reference leaves the veth behind).
 
-use super::bridge::{BridgeSettings, enable_forwarding, ensure_bridge, ensure_gateways};
+use super::bridge::{BridgeSettings, enable_forwarding, ensure_found_bridge, ensure_gateways};
 use super::iface::{self, IfaceSetup};
 use super::ipam::{Allocation, Ipam};
 use super::veth::{self, VethAttach};
@@ -128,14 +128,26 @@ pub fn with_allocation(
 pub async fn add_in(
     req: &Request,
     spec: &AttachSpec,
-    alloc: Option<&mut Allocation<'_>>,
+    mut alloc: Option<&mut Allocation<'_>>,
     node: &NetHandle,
     pod: &NetHandle,
     pod_ns: &Netns,
 ) -> CniResult<AddResult> {
     log::trace(&req.conf.plugin_type, "handles ready");
-    // The bridge is shared by every pod of the network: it stays even if this ADD fails.
-    let br = ensure_bridge(node, &spec.bridge).await?;
+    let found = node.link_by_name(&spec.bridge.name).await?;
+    // IPAM overlaps the veth work only where a failed ADD's port, added and removed, leaves the bridge as
+    // it was: a bridge already forwarding for another port (its MAC is pinned or recomputed from the ports
+    // that stay; its carrier stays). A missing bridge would be created for nothing, and a port-less one
+    // would keep the carrier loss and the MAC change of that port, so there IPAM — the step that fails
+    // most often (a config error, an exhausted range) — must have succeeded before the node is touched.
+    if !found.as_ref().is_some_and(Link::is_oper_up) {
+        if let Some(a) = alloc.as_mut() {
+            a.wait()?;
+        }
+    }
+    // The bridge is shared by every pod of the network: once made, it stays even if a later step fails
+    // (another ADD may already be using it; the reference leaves it too).
+    let br = ensure_found_bridge(node, &spec.bridge, found).await?;
     let mut undo = Undo::default();
     match steps(req, spec, alloc, node, pod, pod_ns, &br, &mut undo).await {
         Ok(r) => Ok(r),

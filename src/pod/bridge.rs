@@ -32,7 +32,12 @@ fn new_bridge_mac(name: &str) -> Mac {
 /// Find or create the bridge and bring it up. Many ADDs may race to create it: EEXIST means another one
 /// won, and we use what it made.
 pub async fn ensure_bridge(node: &NetHandle, s: &BridgeSettings) -> CniResult<Link> {
-    let link = match node.link_by_name(&s.name).await? {
+    ensure_found_bridge(node, s, node.link_by_name(&s.name).await?).await
+}
+
+/// [`ensure_bridge`] with the link under the bridge's name already looked up (`found`).
+pub async fn ensure_found_bridge(node: &NetHandle, s: &BridgeSettings, found: Option<Link>) -> CniResult<Link> {
+    let link = match found {
         Some(l) => l,
         None => {
             let spec = BridgeSpec {

@@ -248,6 +248,21 @@ impl<'a> Allocation<'a> {
         &self.ipam.plugin
     }
 
+    /// Wait for the IPAM ADD to finish, keeping its result for [`Allocation::result`]; its error if it failed.
+    pub fn wait(&mut self) -> CniResult<()> {
+        if let AllocState::Running(_) = self.state {
+            let AllocState::Running(job) = std::mem::replace(&mut self.state, AllocState::Taken(None)) else {
+                unreachable!("matched just above")
+            };
+            let r = job.join().unwrap_or_else(|_| Err(CniError::internal("IPAM ADD panicked")));
+            self.state = AllocState::Done(r);
+        }
+        match &self.state {
+            AllocState::Done(Err(e)) => Err(e.clone()),
+            _ => Ok(()),
+        }
+    }
+
     /// Wait for the IPAM ADD and take its result (once).
     pub fn result(&mut self) -> CniResult<AddResult> {
         let r = match std::mem::replace(&mut self.state, AllocState::Taken(None)) {

@@ -33,21 +33,32 @@ impl From<NetError> for CniError {
     }
 }
 
-/// Open the pod's netns, with an error that names the path.
+/// The pod's netns: the fd skel opened and checked for this command when there is one (so every step
+/// works on the namespace that was checked, never on whatever the path names by now), else opened here.
 pub fn open_netns(path: &str) -> Result<Netns, CniError> {
-    Netns::open(path).map_err(|e| {
-        CniError::internal(format!("failed to open netns {path:?}: {e}"))
+    let opened = match crate::cni::skel::opened_netns(path) {
+        Some(Some(file)) => Netns::from_file(file, path),
+        Some(None) => Err(NetError::from_errno(format!("open netns {path}"), libc::ENOENT)),
+        None => Netns::open(path),
+    };
+    opened.map_err(|e| {
+        CniError::new(crate::cni::error::code::INVALID_ENV, format!("failed to open netns {path:?}: {e}"))
             .with_details("CNI_NETNS must be a network namespace file such as /run/netns/<name> or /proc/<pid>/ns/net")
     })
 }
 
 /// Open the pod's netns for DEL: an empty or vanished path is not an error (the pod is gone; the host side
-/// is cleaned up by name).
+/// is cleaned up by name). Skel's fd when it opened one; a path it found absent stays absent.
 pub fn open_netns_for_del(path: &str) -> Result<Option<Netns>, CniError> {
     if path.is_empty() {
         return Ok(None);
     }
-    match Netns::open(path) {
+    let opened = match crate::cni::skel::opened_netns(path) {
+        Some(Some(file)) => Netns::from_file(file, path),
+        Some(None) => return Ok(None),
+        None => Netns::open(path),
+    };
+    match opened {
         Ok(ns) => Ok(Some(ns)),
         Err(e) if e.is_not_found() => Ok(None),
         Err(e) => Err(CniError::internal(format!("failed to open netns {path:?}: {e}"))),
