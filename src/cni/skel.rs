@@ -235,8 +235,9 @@ pub fn valid_attachments(conf: &NetConf) -> CniResult<Option<Vec<Attachment>>> {
 /// [`opened_netns`] instead of opening the path again, so a path swapped under the plugin mid-command
 /// (audit finding 14) cannot make it act on a namespace it never checked. Keyed by path: one process
 /// serves one invocation, but library tests run several dispatches at once.
-static OPENED_NETNS: std::sync::Mutex<Vec<(u64, String, Option<std::sync::Arc<std::fs::File>>)>> =
-    std::sync::Mutex::new(Vec::new());
+static OPENED_NETNS: std::sync::Mutex<Vec<OpenedEntry>> = std::sync::Mutex::new(Vec::new());
+/// (registration number, CNI_NETNS path, the open namespace file or None when nothing was there).
+type OpenedEntry = (u64, String, Option<std::sync::Arc<std::fs::File>>);
 static OPENED_SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// What skel found at CNI_NETNS `path` for the command now running: `Some(Some(file))` a checked network
