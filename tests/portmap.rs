@@ -662,3 +662,65 @@ fn same_reachability_as_the_reference() {
     let ref_check = ref_check.fails();
     assert!(ref_check.stdout.contains("could not check ipv6 dnat"), "{ref_check}");
 }
+
+/// PM-10 and PM-11: a UDP client that keeps sending from one source port (one conntrack entry) follows
+/// the host port: after DEL of pod A's mapping and ADD of the same host port for pod B, B answers within
+/// 1 s (without the conntrack flush the old entry keeps sending to A). After B's DEL, a server on the node
+/// itself gets the datagrams within 1 s.
+#[test]
+fn udp_host_port_rehomed_to_a_new_pod_is_answered_by_it_within_a_second() {
+    let mut t = Topo::new("pm-rehome");
+    set_br_netfilter(&t.node, false);
+    let a = t.add_pod("ctr-a", false);
+    let b = t.add_pod("ctr-b", false);
+    let _sa = Server::udp(t.pod(a), "0.0.0.0:5353", "A");
+    let _sb = Server::udp(t.pod(b), "0.0.0.0:5353", "B");
+    let map = json!([{"hostPort": 5300, "containerPort": 5353, "protocol": "udp"}]);
+    let ca = t.portmap_conf(a, map.clone(), json!({}));
+    let cb = t.portmap_conf(b, map, json!({}));
+    t.portmap("ADD", a, &ca).ok();
+    let to = format!("{NODE_EXT}:5300");
+    let from = format!("{CLIENT}:40000");
+    let ask = |wait_ms| udp_ask_from(&t.client, &from, &to, Duration::from_millis(wait_ms));
+    assert_eq!(ask(1000), Ok(format!("A {CLIENT}")));
+
+    // PM-12: an unrelated flow on the same port to a destination that is not local keeps its entry.
+    let _remote = Server::udp(&t.client, &format!("{CLIENT}:5300"), "C");
+    let out = udp_ask_from(&t.node, &format!("{NODE_EXT}:40001"), &format!("{CLIENT}:5300"), Duration::from_secs(1));
+    assert_eq!(out, Ok(format!("C {NODE_EXT}")));
+    let unrelated = || {
+        let out = t.node.cmd("conntrack").args(["-L", "-p", "udp", "--dport", "5300", "-d", CLIENT]).run().ok();
+        out.stdout.lines().filter(|l| l.contains("sport=40001")).count()
+    };
+    assert_eq!(unrelated(), 1);
+
+    t.portmap("DEL", a, &ca).ok();
+    t.portmap("ADD", b, &cb).ok();
+    assert_eq!(unrelated(), 1, "the flush left the unrelated flow alone");
+    let start = std::time::Instant::now();
+    let mut answers = Vec::new();
+    while start.elapsed() < Duration::from_secs(1) {
+        let got = ask(300);
+        let done = got.as_deref() == Ok(&format!("B {CLIENT}"));
+        answers.push(got);
+        if done {
+            break;
+        }
+    }
+    let tail = &answers[answers.len().saturating_sub(3)..];
+    assert_eq!(
+        answers.last().unwrap().as_deref(),
+        Ok(format!("B {CLIENT}").as_str()),
+        "{} answers, last {tail:?}",
+        answers.len()
+    );
+
+    t.portmap("DEL", b, &cb).ok();
+    let _node = Server::udp(&t.node, "0.0.0.0:5300", "N");
+    let start = std::time::Instant::now();
+    let mut got = ask(300);
+    while got.as_deref() != Ok(&format!("N {CLIENT}")) && start.elapsed() < Duration::from_secs(1) {
+        got = ask(300);
+    }
+    assert_eq!(got, Ok(format!("N {CLIENT}")), "after DEL the node's own server gets the flow");
+}

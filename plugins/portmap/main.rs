@@ -124,6 +124,39 @@ fn localnet_iface(pod: &IpNetwork) -> CniResult<String> {
     })
 }
 
+/// The node's local prefixes (the `local` routing table): what `fib daddr type local` matches.
+fn local_prefixes() -> CniResult<Vec<IpNetwork>> {
+    const TABLE_LOCAL: u32 = 255;
+    const RTN_LOCAL: u8 = 2;
+    block_on(async {
+        let node = NetHandle::current()?;
+        let routes = node.routes(&RouteFilter { table: Some(TABLE_LOCAL), ..Default::default() }).await?;
+        Ok(routes.into_iter().filter(|r| r.kind == RTN_LOCAL).map(|r| r.dst).collect())
+    })
+}
+
+fn mappings_of<'a>(elements: impl IntoIterator<Item = &'a Element>) -> Vec<Mapping> {
+    elements
+        .into_iter()
+        .filter_map(|e| match e {
+            Element::Mapping(m) => Some(*m),
+            Element::Hairpin(_) => None,
+        })
+        .collect()
+}
+
+/// UDP/SCTP flows that would keep going to an old target (or nowhere) are deleted; a failure only warns,
+/// as the mapping itself is in place.
+fn flush_after_add(elements: &[Element]) {
+    let ms = mappings_of(elements);
+    let r = local_prefixes()
+        .map_err(|e| e.to_string())
+        .and_then(|l| portmap::flush::after_add(&ms, &l).map_err(|e| e.to_string()));
+    if let Err(e) = r {
+        warn(PLUGIN, format!("conntrack flush after ADD: {e}"));
+    }
+}
+
 fn route_localnet_key(iface: &str) -> String {
     format!("net/ipv4/conf/{iface}/route_localnet")
 }
@@ -153,6 +186,7 @@ impl Plugin for Portmap {
         for d in &applied.displaced {
             warn(PLUGIN, format!("{owner}: {} replaces the mapping of {}", d.element, d.owner));
         }
+        flush_after_add(&elements);
         if let Some(iface) = iface {
             if let Err(e) = rcni::net::sysctl::write(&route_localnet_key(&iface), "1") {
                 if let Err(u) = elements::undo(&mut nl, &applied) {
@@ -175,7 +209,10 @@ impl Plugin for Portmap {
             Err(e) if absent(&e) => return Ok(()),
             Err(e) => return Err(CniError::internal(format!("portmap: opening the nf_tables netlink socket: {e}"))),
         };
-        elements::remove_owner(&mut nl, &owner(req)).map_err(pm_err)?;
+        let removed = elements::remove_owner(&mut nl, &owner(req)).map_err(pm_err)?;
+        if let Err(e) = portmap::flush::after_del(&mappings_of(removed.iter().map(|r| &r.element))) {
+            warn(PLUGIN, format!("conntrack flush after DEL: {e}"));
+        }
         Ok(())
     }
 

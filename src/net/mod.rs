@@ -11,6 +11,7 @@
 
 pub mod addr;
 pub mod command;
+pub mod conntrack;
 pub mod detached;
 pub mod error;
 pub mod firewall;

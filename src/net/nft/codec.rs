@@ -359,7 +359,7 @@ pub(crate) fn attr(buf: &[u8], ty: u16) -> Option<&[u8]> {
 }
 
 /// Error code of an NLMSG_ERROR payload: 0 = ack, else positive errno.
-pub(super) fn error_code(payload: &[u8]) -> NlResult<i32> {
+pub(crate) fn error_code(payload: &[u8]) -> NlResult<i32> {
     let raw = payload.get(0..4).ok_or_else(|| NetlinkError::Protocol("short NLMSG_ERROR".into()))?;
     Ok(-i32::from_ne_bytes(raw.try_into().unwrap()))
 }

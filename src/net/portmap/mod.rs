@@ -34,6 +34,7 @@
 //!   it such packets are martians anyway.
 
 pub mod elements;
+pub mod flush;
 pub mod structure;
 
 use std::fmt;
