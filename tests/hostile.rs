@@ -688,3 +688,86 @@ fn hostile_plugin_input_is_refused_and_changes_nothing() {
     assert!(cases.len() >= 150, "{} cases", cases.len());
     run_cases(&w, &cases, &[]);
 }
+
+// ------------------------------------------------------------------------------------------------
+// firewall (helper "firewall"): the common cases and its own fields, with the firewall ledger of the
+// node (/run/rcni/firewall-<netns inode>) in the snapshot.
+
+fn firewall_conf() -> Value {
+    json!({"cniVersion": "1.0.0", "name": "hfw", "type": "firewall",
+           "prevResult": {"cniVersion": "1.0.0",
+                          "interfaces": [{"name": "hbr0"}, {"name": "veth0"}, {"name": "eth0", "sandbox": "/x"}],
+                          "ips": [{"address": "10.77.0.5/24", "interface": 2}]}})
+}
+
+fn firewall_cases(w: &World) -> Vec<Case> {
+    let mut out = Vec::new();
+    let conf = firewall_conf();
+    common_cases(w, "firewall", &conf, &mut out);
+    // Like the reference, firewall reads no CNI_ARGS keys: any key is fine (podman sends IgnoreUnknown, MAC).
+    out.retain(|c| {
+        !c.name.starts_with("firewall: CNI_ARGS") || c.name.ends_with("without =") || c.name.ends_with("empty key")
+    });
+    let add = w.add_env("hostilefw");
+    let mut no_interfaces = conf.clone();
+    no_interfaces["ingressPolicy"] = json!("same-bridge");
+    no_interfaces["prevResult"]["interfaces"] = json!([]);
+    no_interfaces["prevResult"]["ips"] = json!([{"address": "10.77.0.5/24"}]);
+    let mut bad_bridge = conf.clone();
+    bad_bridge["ingressPolicy"] = json!("same-bridge");
+    bad_bridge["prevResult"]["interfaces"][0]["name"] = json!("a bridge with spaces");
+    let own: Vec<(&str, Vec<u8>, u64, &str)> = vec![
+        ("no prevResult", patched(&conf, json!({"prevResult": null})), 7, "prevResult"),
+        ("backend unknown", patched(&conf, json!({"backend": "pf"})), 7, "backend"),
+        ("backend a number", patched(&conf, json!({"backend": 1})), 7, "backend"),
+        ("backend firewalld", patched(&conf, json!({"backend": "firewalld"})), 2, "firewalld"),
+        ("backend nftables", patched(&conf, json!({"backend": "nftables"})), 7, "backend"),
+        ("ingressPolicy unknown", patched(&conf, json!({"ingressPolicy": "closed"})), 7, "ingressPolicy"),
+        ("ingressPolicy isolated", patched(&conf, json!({"ingressPolicy": "isolated"})), 7, "ingressPolicy"),
+        (
+            "admin chain with space",
+            patched(&conf, json!({"iptablesAdminChainName": "A B"})),
+            7,
+            "iptablesAdminChainName",
+        ),
+        (
+            "admin chain too long",
+            patched(&conf, json!({"iptablesAdminChainName": "A".repeat(29)})),
+            7,
+            "iptablesAdminChainName",
+        ),
+        ("admin chain an option", patched(&conf, json!({"iptablesAdminChainName": "-F"})), 7, "iptablesAdminChainName"),
+        (
+            "admin chain built-in",
+            patched(&conf, json!({"iptablesAdminChainName": "FORWARD"})),
+            7,
+            "iptablesAdminChainName",
+        ),
+        (
+            "admin chain with quote",
+            patched(&conf, json!({"iptablesAdminChainName": "A\"B"})),
+            7,
+            "iptablesAdminChainName",
+        ),
+        ("admin chain a list", patched(&conf, json!({"iptablesAdminChainName": ["A"]})), 7, "iptablesAdminChainName"),
+        ("firewalldZone a number", patched(&conf, json!({"firewalldZone": 3})), 7, "firewalldZone"),
+        ("acceptDnat a string", patched(&conf, json!({"acceptDnat": "true"})), 7, "acceptDnat"),
+        ("same-bridge without interfaces", serde_json::to_vec(&no_interfaces).unwrap(), 7, "same-bridge"),
+        ("same-bridge bad bridge name", serde_json::to_vec(&bad_bridge).unwrap(), 7, "prevResult.interfaces[0].name"),
+    ];
+    for (what, stdin, code, needle) in own {
+        out.push(case(format!("firewall: {what}"), "firewall", add.clone(), stdin, code, needle));
+    }
+    out
+}
+
+#[test]
+fn hostile_firewall_input_is_refused_and_changes_nothing() {
+    use std::os::unix::fs::MetadataExt;
+    let w = World::new();
+    let ledger = PathBuf::from(format!("/run/rcni/firewall-{}", std::fs::metadata(w.node.path()).unwrap().ino()));
+    let cases = firewall_cases(&w);
+    assert!(cases.len() >= 50, "{} cases", cases.len());
+    run_cases(&w, &cases, std::slice::from_ref(&ledger));
+    assert!(!ledger.exists(), "no refused ADD created the ledger");
+}

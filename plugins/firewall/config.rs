@@ -52,6 +52,13 @@ impl Firewall {
             "" if firewalld_running() => Backend::Firewalld { explicit: false },
             "" | "iptables" => Backend::Iptables,
             "firewalld" => Backend::Firewalld { explicit: true },
+            "nftables" => {
+                return Err(CniError::invalid_config("backend \"nftables\" is not offered by rcni's firewall plugin")
+                    .with_details(
+                        "an nftables accept ends only its own base chain, so it cannot lift an iptables FORWARD DROP \
+                         policy; use \"iptables\" (with acceptDnat for host ports), see plugins/firewall/README.md",
+                    ));
+            }
             other => {
                 return Err(CniError::invalid_config(format!("backend {other:?} is unknown")).with_details(
                     "allowed values: \"iptables\", \"firewalld\" or \"\" (firewalld if it runs, else iptables)",
@@ -120,6 +127,7 @@ mod tests {
         );
         for (conf, field) in [
             (json!({"backend": "ipfw"}), "backend"),
+            (json!({"backend": "nftables"}), "backend"),
             (json!({"backend": 1}), "backend"),
             (json!({"ingressPolicy": "isolated"}), "ingressPolicy"),
             (json!({"iptablesAdminChainName": "has space"}), "iptablesAdminChainName"),
