@@ -12,12 +12,13 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use support::{Cnitool, NetConfDir, NodeNs, PluginDir, PodNs, TempDir, cni_env, rcni_bin, reference_plugin};
 
-/// A node whose firewall ledger (/run/rcni/firewall-<netns inode>) goes with it.
-struct Node(NodeNs);
+/// A node whose firewall ledger (/run/rcni/firewall-<netns inode>) goes with it, and a pod netns for
+/// CNI_NETNS (the plugins open it before anything else, though firewall itself works in the node).
+struct Node(NodeNs, PodNs);
 
 impl Node {
     fn new(tag: &str) -> Node {
-        Node(NodeNs::new(tag))
+        Node(NodeNs::new(tag), PodNs::new(tag))
     }
 
     fn ledger_dir(&self) -> PathBuf {
@@ -96,7 +97,7 @@ fn without_prev(mut c: Value) -> Value {
 fn run(node: &Node, bin: &Path, cmd: &str, cid: &str, c: &Value) -> support::Output {
     node.run_plugin(
         bin,
-        &cni_env(cmd, cid, "/var/run/netns/pod", "eth0", &[PathBuf::from("/usr/lib/cni")]),
+        &cni_env(cmd, cid, node.1.path_str(), "eth0", &[PathBuf::from("/usr/lib/cni")]),
         c.to_string().as_bytes(),
     )
 }
