@@ -406,3 +406,50 @@ fn podman_list_with_the_reference_portmap() {
 fn podman_list_on_rcni_alone() {
     podman_list_case(our_portmap(), true);
 }
+
+/// A bridge + firewall list for network `name` on bridge `br` with subnet 10.88.<n>.0/24.
+fn isolated_list(name: &str, br: &str, n: u8, data: &Path, policy: &str) -> Value {
+    json!({
+        "cniVersion": "1.0.0",
+        "name": name,
+        "plugins": [
+            {"type": "bridge", "bridge": br, "isGateway": true,
+             "ipam": {"type": "host-local", "subnet": format!("10.88.{n}.0/24"), "dataDir": data,
+                      "routes": [{"dst": "0.0.0.0/0"}]}},
+            {"type": "firewall", "backend": "iptables", "ingressPolicy": policy}
+        ]
+    })
+}
+
+/// `same-bridge`: pods of two isolated bridges cannot reach each other; each still reaches its own gateway
+/// and an external client. With `open`, they can. Same with the reference firewall.
+#[test]
+fn same_bridge_isolates_the_networks_from_each_other() {
+    for (bin, policy, isolated) in
+        [(ours(), "same-bridge", true), (reference(), "same-bridge", true), (ours(), "open", false)]
+    {
+        let node = Node::new("fw-iso");
+        let client = client_of(&node, "fw-iso-c");
+        node.set_sysctl("net.ipv4.ip_forward", "1");
+        let data = TempDir::new("fw-iso-ipam");
+        let conf = NetConfDir::new(&isolated_list("neta", "fwbra", 1, data.path(), policy));
+        conf.write("20-netb.conflist", &isolated_list("netb", "fwbrb", 2, data.path(), policy));
+        let dir = plugin_dir(bin.clone(), our_portmap());
+        let tool = Cnitool::new(&conf, &[dir.path().to_path_buf()]);
+        let (pa, pb) = (PodNs::new("fw-iso-a"), PodNs::new("fw-iso-b"));
+        let ra = tool.run(&node, &["add", "neta", pa.path_str()]).ok().json();
+        tool.run(&node, &["add", "netb", pb.path_str()]).ok();
+        let ip_a = ra["ips"][0]["address"].as_str().unwrap().split('/').next().unwrap().to_string();
+        assert!(pb.wait_ping("10.88.2.1", Duration::from_secs(5)), "b reaches its gateway");
+        assert!(pa.wait_ping("198.18.0.2", Duration::from_secs(5)), "a reaches the external client");
+        assert!(client.ping(&ip_a), "the external client reaches a");
+        if isolated {
+            assert!(!pb.ping(&ip_a), "{policy} with {}: b cannot reach a", bin.display());
+            assert!(node.rules_with("CNI-ISOLATION-STAGE-2 -o fwbra -m comment").len() == 1, "{}", node.filter());
+        } else {
+            assert!(pb.wait_ping(&ip_a, Duration::from_secs(5)), "{policy}: b reaches a");
+        }
+        tool.run(&node, &["del", "netb", pb.path_str()]).ok();
+        tool.run(&node, &["del", "neta", pa.path_str()]).ok();
+    }
+}
