@@ -151,6 +151,13 @@ fn del_without_prev_result_removes_exactly_this_attachment() {
     assert!(node.rules_with("fd00:88::2").is_empty(), "A's v6 rules gone: {}", node.filter());
     assert_eq!(node.rules_with("10.88.0.3"), b_rules, "B untouched");
     run(&node, &ours(), "CHECK", "ctrB", &b).ok();
+    // Nothing but the container ID and ifname: no prevResult and no CNI_NETNS (the pod is gone).
+    let bare: Vec<(String, String)> = cni_env("DEL", "ctrB", "", "eth0", &[PathBuf::from("/usr/lib/cni")])
+        .into_iter()
+        .filter(|(k, _)| k != "CNI_NETNS")
+        .collect();
+    node.run_plugin(&ours(), &bare, without_prev(b.clone()).to_string().as_bytes()).ok();
+    assert!(node.rules_with("10.88.0.3").is_empty(), "B's rules gone: {}", node.filter());
 
     // The reference's DEL without prevResult succeeds and leaves the rules (reference behaviour [V]).
     run(&node, &reference(), "ADD", "ctrC", &conf(json!({}), &["10.88.0.4/16"])).ok();
