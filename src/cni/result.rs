@@ -144,15 +144,19 @@ fn parse_ip(v: Option<&Value>, field: &str) -> CniResult<Option<IpAddr>> {
 
 fn parse_route(v: &Value) -> CniResult<Route> {
     let dst = opt_str(v.get("dst"), "route dst")?.ok_or_else(|| decode("route without dst"))?;
+    // libcni's mtu, advmss and priority are plain ints with `omitempty`: 0 means unset, and is never printed.
+    // table and scope are pointers there: 0 is a value.
     let narrow = |n: Option<u64>, f: &str| -> CniResult<Option<u32>> {
-        n.map(|x| u32::try_from(x).map_err(|_| decode(format!("route {f} out of range")))).transpose()
+        n.map(|x| u32::try_from(x).map_err(|_| decode(format!("route {f} {x} out of range (at most {})", u32::MAX))))
+            .transpose()
     };
+    let unset_if_zero = |n: Option<u32>| n.filter(|&x| x != 0);
     Ok(Route {
         dst: parse_net(&dst, "route dst")?,
         gw: parse_ip(v.get("gw"), "route gw")?,
-        mtu: narrow(opt_u64(v.get("mtu"), "route mtu")?, "mtu")?,
-        advmss: narrow(opt_u64(v.get("advmss"), "route advmss")?, "advmss")?,
-        priority: narrow(opt_u64(v.get("priority"), "route priority")?, "priority")?,
+        mtu: unset_if_zero(narrow(opt_u64(v.get("mtu"), "route mtu")?, "mtu")?),
+        advmss: unset_if_zero(narrow(opt_u64(v.get("advmss"), "route advmss")?, "advmss")?),
+        priority: unset_if_zero(narrow(opt_u64(v.get("priority"), "route priority")?, "priority")?),
         table: narrow(opt_u64(v.get("table"), "route table")?, "table")?,
         scope: opt_u64(v.get("scope"), "route scope")?
             .map(|x| u8::try_from(x).map_err(|_| decode("route scope out of range")))
@@ -166,10 +170,13 @@ fn route_value(r: &Route) -> Value {
     if let Some(gw) = r.gw {
         m.insert("gw".into(), json!(gw.to_string()));
     }
-    for (k, v) in [("mtu", r.mtu), ("advmss", r.advmss), ("priority", r.priority), ("table", r.table)] {
-        if let Some(v) = v {
+    for (k, v) in [("mtu", r.mtu), ("advmss", r.advmss), ("priority", r.priority)] {
+        if let Some(v) = v.filter(|&v| v != 0) {
             m.insert(k.into(), json!(v));
         }
+    }
+    if let Some(t) = r.table {
+        m.insert("table".into(), json!(t));
     }
     if let Some(s) = r.scope {
         m.insert("scope".into(), json!(s));
@@ -219,7 +226,14 @@ impl AddResult {
                     out.interfaces.push(Interface {
                         name: opt_str(i.get("name"), "interface name")?.unwrap_or_default(),
                         mac: opt_str(i.get("mac"), "interface mac")?.unwrap_or_default(),
-                        mtu: opt_u64(i.get("mtu"), "interface mtu")?.map(|m| m as u32),
+                        mtu: opt_u64(i.get("mtu"), "interface mtu")?
+                            .map(|m| {
+                                u32::try_from(m).map_err(|_| {
+                                    decode(format!("interface mtu {m} out of range (at most {})", u32::MAX))
+                                })
+                            })
+                            .transpose()?
+                            .filter(|&m| m != 0),
                         sandbox: opt_str(i.get("sandbox"), "interface sandbox")?.unwrap_or_default(),
                         socket_path: opt_str(i.get("socketPath"), "socketPath")?.unwrap_or_default(),
                         pci_id: opt_str(i.get("pciID"), "pciID")?.unwrap_or_default(),
@@ -298,7 +312,7 @@ impl AddResult {
                             if !i.mac.is_empty() {
                                 o.insert("mac".into(), json!(i.mac));
                             }
-                            if let Some(mtu) = i.mtu.filter(|_| fam == Family::V1) {
+                            if let Some(mtu) = i.mtu.filter(|&m| fam == Family::V1 && m != 0) {
                                 o.insert("mtu".into(), json!(mtu));
                             }
                             if !i.sandbox.is_empty() {
@@ -340,14 +354,10 @@ impl AddResult {
                     let routes = self
                         .routes
                         .iter()
-                        .map(|r| {
-                            if fam == Family::V1 {
-                                route_value(r)
-                            } else {
-                                // 0.x routes know only dst and gw.
-                                route_value(&Route::new(r.dst, r.gw))
-                            }
-                        })
+                        // libcni has one route type for every version (`types.Route`) and copies it whole
+                        // when converting down, so mtu, advmss, priority, table and scope ride along in
+                        // 0.x results too (as they already did in 0.1.0/0.2.0 above).
+                        .map(route_value)
                         .collect();
                     m.insert("routes".into(), Value::Array(routes));
                 }
@@ -430,7 +440,8 @@ mod tests {
             assert_eq!(v["ips"][0]["version"], "4");
             assert_eq!(v["ips"][1]["version"], "6");
             assert_eq!(v["ips"][1]["interface"], 1);
-            assert!(v["routes"][0].get("mtu").is_none());
+            // As libcni's convertTo04x: the route is copied whole, the interface loses its 1.1.0 fields.
+            assert_eq!(v["routes"][0]["mtu"], 1400);
             assert!(v["interfaces"][1].get("mtu").is_none());
             assert_eq!(v["interfaces"][1]["sandbox"], "/run/netns/p");
             let back = AddResult::from_value(&v, "1.0.0").unwrap();
@@ -510,5 +521,57 @@ mod tests {
     fn pretty_uses_four_spaces_and_no_trailing_newline() {
         let s = to_pretty(&json!({"a": 1}));
         assert_eq!(s, "{\n    \"a\": 1\n}");
+    }
+
+    /// An interface mtu beyond u32 was cast (`m as u32`) into a wrong, small MTU; it is now an error naming
+    /// the field. Route fields out of range name theirs too.
+    #[test]
+    fn oversized_mtus_are_errors_naming_the_field() {
+        for (v, field) in [
+            (json!({"cniVersion": "1.1.0", "interfaces": [{"name": "eth0", "mtu": 4294968796u64}]}), "interface mtu"),
+            (json!({"cniVersion": "1.1.0", "routes": [{"dst": "0.0.0.0/0", "mtu": 4294967296u64}]}), "route mtu"),
+            (json!({"cniVersion": "1.1.0", "routes": [{"dst": "0.0.0.0/0", "table": 4294967296u64}]}), "route table"),
+            (json!({"cniVersion": "1.1.0", "routes": [{"dst": "0.0.0.0/0", "scope": 256}]}), "route scope"),
+        ] {
+            let e = AddResult::from_value(&v, "1.1.0").unwrap_err();
+            assert_eq!(e.code, 6, "{v}");
+            assert!(e.msg.contains(field), "{field} not in {e}");
+        }
+        let ok = json!({"cniVersion": "1.1.0", "interfaces": [{"name": "eth0", "mtu": 9000}]});
+        assert_eq!(AddResult::from_value(&ok, "1.1.0").unwrap().interfaces[0].mtu, Some(9000));
+    }
+
+    /// Route fields across versions as libcni converts them: one `types.Route` for every version, copied
+    /// whole by the down-converters; mtu/advmss/priority are `omitempty` ints (0 = unset, never printed),
+    /// table/scope pointers (0 is kept). Every version round-trips the routes.
+    #[test]
+    fn route_fields_round_trip_in_every_version_like_libcni() {
+        let full = Route {
+            mtu: Some(1400),
+            advmss: Some(1360),
+            priority: Some(7),
+            table: Some(0),
+            scope: Some(0),
+            ..Route::new("10.9.0.0/16".parse().unwrap(), Some("10.88.0.1".parse().unwrap()))
+        };
+        let mut r = sample();
+        r.routes = vec![full.clone()];
+        for ver in ["0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"] {
+            let v = r.to_value(ver).unwrap();
+            let printed =
+                if ver.starts_with("0.1") || ver.starts_with("0.2") { &v["ip4"]["routes"][0] } else { &v["routes"][0] };
+            assert_eq!(
+                printed,
+                &json!({"dst": "10.9.0.0/16", "gw": "10.88.0.1", "mtu": 1400, "advmss": 1360,
+                                        "priority": 7, "table": 0, "scope": 0}),
+                "{ver}"
+            );
+            assert_eq!(AddResult::from_value(&v, ver).unwrap().routes, vec![full.clone()], "{ver}");
+        }
+        let zeros =
+            json!({"cniVersion": "1.0.0", "routes": [{"dst": "0.0.0.0/0", "mtu": 0, "advmss": 0, "priority": 0}]});
+        let parsed = AddResult::from_value(&zeros, "1.0.0").unwrap();
+        assert_eq!(parsed.routes, vec![Route::new("0.0.0.0/0".parse().unwrap(), None)]);
+        assert_eq!(parsed.to_value("1.0.0").unwrap()["routes"][0], json!({"dst": "0.0.0.0/0"}));
     }
 }
