@@ -88,6 +88,67 @@ fn del_succeeds_with_configs_only_add_refuses_like_the_reference() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
+/// Audit finding 6 for vxlan: its DEL must succeed wherever the reference's bridge DEL succeeds. Each case
+/// is a config ADD refuses (a field only vxlan's ADD checks, or one both plugins read). The reference bridge
+/// ADDs a pod and DELs it with the case's fields; where that DEL succeeds, our vxlan ADDs a pod with a good
+/// config and must DEL it with the same fields, leaving no veth, no pod interface and no reservation.
+#[test]
+fn vxlan_del_succeeds_wherever_the_reference_bridge_del_does() {
+    let cases: Vec<(&str, Value)> = vec![
+        (
+            "a peer subnet outside the network",
+            json!({"peers": [{"underlay": "198.18.0.9", "subnets": ["10.1.0.0/24"]}]}),
+        ),
+        ("vni 0", json!({"vxlan": {"vni": 0, "underlay": "und0"}})),
+        ("an underlay name too long", json!({"vxlan": {"vni": 4343, "underlay": "a-very-long-underlay"}})),
+        ("a network with host bits", json!({"network": "10.84.0.1/16"})),
+        ("an unknown masquerade backend", json!({"ipMasqBackend": "pf"})),
+    ];
+    let merged = |good: &Value, extra: &Value| {
+        let mut bad = good.clone();
+        for (k, v) in extra.as_object().unwrap() {
+            bad[k] = v.clone();
+        }
+        bad
+    };
+    let (mut compared, mut failures) = (0, Vec::new());
+    for (what, extra) in &cases {
+        let data = TempDir::new("brtd-vxref");
+        let node = NodeNs::new("brtd-vxref");
+        let pod = PodNs::new("brtd-vxref-p");
+        let good = conf("vxlen", "br0", "10.84.1.0/24", data.path(), json!({}));
+        run(&node, &reference_dir(), "ADD", "vxl-1", pod.path_str(), &[], &good).ok();
+        if !run(&node, &reference_dir(), "DEL", "vxl-1", pod.path_str(), &[], &merged(&good, extra)).success() {
+            eprintln!("the reference refuses DEL with {what}: not compared");
+            continue;
+        }
+        compared += 1;
+        let data = TempDir::new("brtd-vx");
+        let node = NodeNs::new("brtd-vx");
+        node.sh("ip link add und0 type veth peer name und1 && ip link set und1 up && ip addr add 198.18.0.1/24 dev und0 && ip link set und0 up").ok();
+        let pod = PodNs::new("brtd-vx-p");
+        let good = json!({"cniVersion": "1.0.0", "name": "vxlen", "type": "vxlan", "network": "10.84.0.0/16",
+                          "subnet": "10.84.1.0/24", "bridge": "vxbr0", "vxlan": {"vni": 4343, "underlay": "und0"},
+                          "peers": [], "ipMasq": true, "dataDir": data.path().to_string_lossy()});
+        let vx = |cmd: &str, c: &Value| {
+            let env = support::cni_env(cmd, "vx-1", pod.path_str(), "eth0", &[rcni_dir()]);
+            node.run_plugin(&rcni_bin("vxlan"), &env, c.to_string().as_bytes())
+        };
+        vx("ADD", &good).ok();
+        assert_eq!(ip_files(data.path()).len(), 1);
+        let out = vx("DEL", &merged(&good, extra));
+        if !out.success() {
+            failures.push(format!("vxlan DEL with {what} failed where the reference's succeeds: {out}"));
+            continue;
+        }
+        assert!(veths(&node).iter().all(|v| v.starts_with("und")), "{what}: veth left: {:?}", veths(&node));
+        assert!(pod.link("eth0").is_none(), "{what}: eth0 left in the pod");
+        assert!(ip_files(data.path()).is_empty(), "{what}: IP not released");
+    }
+    assert!(compared >= 4, "the reference accepted only {compared} of the cases: the test compares too little");
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
 /// Runs the bridge without CAP_NET_ADMIN (every netlink change fails with EPERM), as a real teardown
 /// error of the veth.
 fn run_without_net_admin(node: &NodeNs, cmd: &str, cid: &str, netns: &str, conf: &Value) -> support::Output {

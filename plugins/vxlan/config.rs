@@ -74,9 +74,14 @@ fn default_bridge() -> String {
 
 impl VxlanConf {
     pub fn parse(stdin: &[u8]) -> CniResult<VxlanConf> {
-        let c: VxlanConf = rcni::cni::config::decode(stdin, "failed to load vxlan netconf")?;
+        let c = Self::decode(stdin)?;
         c.validate()?;
         Ok(c)
+    }
+
+    /// The fields as written, without the checks of `parse` (teardown reads only what it needs).
+    pub fn decode(stdin: &[u8]) -> CniResult<VxlanConf> {
+        rcni::cni::config::decode(stdin, "failed to load vxlan netconf")
     }
 
     fn validate(&self) -> CniResult<()> {

@@ -66,6 +66,23 @@ fn load(raw: &Value, stdin: &[u8]) -> CniResult<Loaded> {
     Ok(Loaded { conf, own, ipam })
 }
 
+/// DEL and GC: only what teardown reads — the bridge, background deletion, and the IPAM delegate (built
+/// from this node's subnets) — with none of ADD's checks (peers, VNI, port, device names, subnets inside
+/// the network, masquerade backend). A pod must stay deletable whatever its config says now, wherever the
+/// reference's bridge DEL would still delete it; like the reference, a config whose fields do not even
+/// decode is refused.
+fn load_for_teardown(raw: &Value, stdin: &[u8]) -> CniResult<(AttachSpec, Ipam)> {
+    let conf = VxlanConf::decode(stdin)?;
+    let own = own_subnets(&conf, raw)?;
+    let ipam = ipam_for(raw, &conf, &own)?;
+    let spec = AttachSpec {
+        bridge: BridgeSettings { name: conf.bridge.clone(), ..Default::default() },
+        background_unlink: conf.delete_link_in_background,
+        ..Default::default()
+    };
+    Ok((spec, ipam))
+}
+
 /// The pod attachment: the bridge as gateway with the overlay MTU, the cluster network via the gateway,
 /// masquerade only for traffic leaving the cluster network.
 fn spec(c: &VxlanConf, mtu: u32) -> CniResult<AttachSpec> {
@@ -112,9 +129,8 @@ impl Plugin for Vxlan {
 
     fn del(&self, req: &Request) -> CniResult<()> {
         // The VTEP and the peer entries stay: they serve every pod of the node.
-        let l = load(&req.conf.raw, &req.stdin)?;
-        // Teardown reads no MTU.
-        detach::del(req, &spec(&l.conf, 0)?, Some(&l.ipam))
+        let (spec, ipam) = load_for_teardown(&req.conf.raw, &req.stdin)?;
+        detach::del(req, &spec, Some(&ipam))
     }
 
     fn check(&self, req: &Request) -> CniResult<()> {
@@ -133,8 +149,8 @@ impl Plugin for Vxlan {
     }
 
     fn gc(&self, req: &Request, valid: Option<&[Attachment]>) -> CniResult<()> {
-        let l = load(&req.conf.raw, &req.stdin)?;
-        detach::gc(req, &spec(&l.conf, 0)?, Some(&l.ipam), valid)
+        let (spec, ipam) = load_for_teardown(&req.conf.raw, &req.stdin)?;
+        detach::gc(req, &spec, Some(&ipam), valid)
     }
 
     /// Not ready (50) when the underlay is missing or the peer source is unreadable or invalid — not merely
