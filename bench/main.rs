@@ -88,7 +88,7 @@ fn parse_args(args: &[String]) -> Params {
         reps: num("reps", 5, 1),
         concurrency: num("concurrency", 8, 4),
         scale_pods: num("scale-pods", 1000, 20),
-        scale_window: num("scale-window", 50, 5),
+        scale_window: num("scale-window", 25, 5),
         iperf_secs: num("iperf-secs", 5, 1) as u32,
         quick,
         plugin_dir: opt.get("plugin-dir").map(PathBuf::from).unwrap_or(exe_dir),
@@ -268,10 +268,20 @@ fn scaling(p: &Params, s: &Suite) -> Value {
         let first = Pct::of_us(&v[..w]);
         let last = Pct::of_us(&v[v.len() - w..]);
         let cpu = floats(&out[op]["cpu_us"]);
+        let sys = floats(&out[op]["sys_us"]);
         let (cf, cl) = (stats::median(&cpu[..w]) / 1000.0, stats::median(&cpu[cpu.len() - w..]) / 1000.0);
+        // Where one call's time goes, as means over the window (the user/sys split of one short process is
+        // tick-sampled, see worker::children_times_us): user CPU, kernel CPU, and the rest of the wall time,
+        // off CPU (waiting for locks, RCU, workqueues, the other core).
+        let mean = |x: &[f64]| x.iter().sum::<f64>() / x.len().max(1) as f64 / 1000.0;
+        let split = |r: std::ops::Range<usize>| {
+            let (c, k, t) = (mean(&cpu[r.clone()]), mean(&sys[r.clone()]), mean(&v[r]));
+            json!({"user_ms": c - k, "sys_ms": k, "off_cpu_ms": (t - c).max(0.0), "wall_ms": t})
+        };
         json!({"first": first.json(), "last": last.json(), "all": Pct::of_us(&v).json(),
-               "growth_p50": last.p50 / first.p50, "wall_ms": out[op]["wall_us"].as_f64().unwrap_or(0.0) / 1000.0,
-               "cpu_ms_first": cf, "cpu_ms_last": cl, "cpu_growth": cl / cf})
+               "growth_p50": last.p50 / first.p50, "growth_first_p50": first.p50 / last.p50, "wall_ms": out[op]["wall_us"].as_f64().unwrap_or(0.0) / 1000.0,
+               "cpu_ms_first": cf, "cpu_ms_last": cl, "cpu_growth": cl / cf,
+               "split_first": split(0..w), "split_last": split(v.len() - w..v.len())})
     };
     json!({"pods": p.scale_pods, "window": w, "add": win("add"), "del": win("del")})
 }

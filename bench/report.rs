@@ -166,6 +166,15 @@ fn rows(doc: &Value) -> Vec<Row> {
         &["/scaling/add/cpu_ms_first".into(), "/scaling/add/cpu_ms_last".into(), "/scaling/add/cpu_growth".into()],
         2,
     );
+    for (when, pods) in [("first", format!("pods 1–{w}")), ("last", format!("pods {}–{sp}", sp - w + 1))] {
+        add(
+            "scaling",
+            &format!("scaling_add_split_{when}"),
+            format!("one ADD, {pods}: user / kernel / off-CPU (ms, mean of the window)"),
+            &["user_ms", "sys_ms", "off_cpu_ms"].map(|k| format!("/scaling/add/split_{when}/{k}")),
+            2,
+        );
+    }
     add(
         "scaling",
         "scaling_del_first",
@@ -178,6 +187,13 @@ fn rows(doc: &Value) -> Vec<Row> {
         "scaling_del_last",
         format!("(extra) DEL p50 / p90 / p99 (ms), pods {}–{sp}", sp - w + 1),
         &pct("/scaling/del/last"),
+        2,
+    );
+    add(
+        "scaling",
+        "scaling_del_growth",
+        "(extra) DEL p50 growth: first window (all present) / last window".into(),
+        &["/scaling/del/growth_first_p50".into()],
         2,
     );
     add(

@@ -97,6 +97,18 @@ fn two_pods_ipv4_talk_check_and_clean_up() {
     assert!(net.node.addr_cidrs("cni0").contains(&"10.88.0.1/16".to_string()), "gateway on the bridge");
     assert_eq!(a.default_gateway("-4").as_deref(), Some("10.88.0.1"));
     assert_eq!(a.sysctl("net.ipv4.conf.eth0.arp_notify"), "1", "gratuitous ARP on up, as the reference sets");
+    // The host end is a bridge port: no IPv6 address of its own (no per-port DAD, router solicitation, MLD
+    // on the node), while the pod's end keeps its IPv6 link-local address. The MAC in the result is the
+    // kernel's (read from the creation's echo).
+    let host_end = net.node.link(ra["interfaces"][1]["name"].as_str().unwrap()).expect("host end");
+    assert_eq!(ra["interfaces"][1]["mac"], host_end.address.as_str());
+    assert_eq!(host_end.master.as_deref(), Some("cni0"));
+    assert_eq!(host_end.raw["inet6_addr_gen_mode"].as_str(), Some("none"), "{:?}", host_end.raw);
+    assert!(net.node.addrs(&host_end.ifname).iter().all(|x| x.family != "inet6"), "no IPv6 address on the port");
+    assert!(
+        a.addrs("eth0").iter().any(|x| x.family == "inet6" && x.scope == "link"),
+        "the pod keeps its IPv6 link-local address"
+    );
     assert!(a.ping(&ip_b), "pod a reaches pod b");
     assert!(b.ping(&ip_a), "pod b reaches pod a");
     assert!(a.ping("10.88.0.1"), "pod a reaches the gateway");

@@ -87,20 +87,35 @@ impl NetHandle {
     /// Send a change request and wait for the kernel's ACK. `flags` are added to
     /// `NLM_F_REQUEST | NLM_F_ACK` (e.g. `NLM_F_CREATE | NLM_F_EXCL`).
     pub(crate) async fn ack(&self, msg: RouteNetlinkMessage, flags: u16, what: impl std::fmt::Display) -> Result<()> {
+        self.ack_echo(msg, flags, what).await.map(|_| ())
+    }
+
+    /// Like [`ack`](Self::ack), and also returns the messages the kernel sent back before the ACK: with
+    /// `NLM_F_ECHO` in `flags`, the notification of the object as created (Linux >= 6.3 for links; older
+    /// kernels send nothing, so callers must cope with an empty list).
+    pub(crate) async fn ack_echo(
+        &self,
+        msg: RouteNetlinkMessage,
+        flags: u16,
+        what: impl std::fmt::Display,
+    ) -> Result<Vec<RouteNetlinkMessage>> {
         self.check_runtime_netns();
         let mut req = NetlinkMessage::from(msg);
         req.header.flags = NLM_F_REQUEST | NLM_F_ACK | flags;
         let mut h = self.inner.clone();
         let mut replies = h.request(req).map_err(|e| NetError::other(self.ctx(&what), e.to_string()))?;
+        let mut echoed = Vec::new();
         while let Some(reply) = replies.next().await {
-            if let NetlinkPayload::Error(e) = reply.payload {
+            match reply.payload {
                 // An ACK is an Error payload with code 0 (`None`); netlink-proto normally swallows it.
-                if e.code.is_some() {
+                NetlinkPayload::Error(e) if e.code.is_some() => {
                     return Err(NetError::from_netlink(self.ctx(&what), &e));
                 }
+                NetlinkPayload::InnerMessage(m) => echoed.push(m),
+                _ => {}
             }
         }
-        Ok(())
+        Ok(echoed)
     }
 
     /// A non-dump GET (one object by key). `Ok(None)` when the kernel says it does not exist.

@@ -5,13 +5,13 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use futures::StreamExt;
-use netlink_packet_core::{DefaultNla, NLM_F_CREATE, NLM_F_EXCL, NetlinkPayload};
+use netlink_packet_core::{DefaultNla, NLM_F_CREATE, NLM_F_ECHO, NLM_F_EXCL, NetlinkPayload};
 use netlink_packet_route::AddressFamily;
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_packet_route::link::{
-    AfSpecBridge, AfSpecInet, AfSpecUnspec, BridgeFlag, BridgeVlanInfo, BridgeVlanInfoFlags, InetDevConf, InfoBridge,
-    InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoVeth, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo,
-    LinkMessage, LinkProtoInfoBridge, State,
+    AfSpecBridge, AfSpecInet, AfSpecInet6, AfSpecUnspec, BridgeFlag, BridgeVlanInfo, BridgeVlanInfoFlags,
+    In6AddrGenMode, InetDevConf, InfoBridge, InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoVeth, InfoVxlan,
+    LinkAttribute, LinkFlags, LinkInfo, LinkMessage, LinkProtoInfoBridge, State,
 };
 
 use super::error::{NetError, Result};
@@ -462,11 +462,34 @@ impl NetHandle {
     }
 
     async fn new_link(&self, m: LinkMessage, what: String, name: &str) -> Result<Link> {
-        self.ack(RouteNetlinkMessage::NewLink(m), NLM_F_CREATE | NLM_F_EXCL, &what).await?;
-        // The ACK carries no index: read the link back (also confirms what the kernel made of it).
-        self.link_by_name(name)
-            .await?
-            .ok_or_else(|| NetError::from_errno(self.ctx(format!("{what}: gone right after creation")), libc::ENODEV))
+        let master = m.attributes.iter().find_map(|a| match a {
+            LinkAttribute::Controller(i) => Some(*i),
+            _ => None,
+        });
+        // NLM_F_ECHO: the kernel sends the new link's notification back to us before the ACK, so no second
+        // request (a GETLINK that waits for the rtnl lock again) is needed to learn its index and MAC.
+        let echoed =
+            self.ack_echo(RouteNetlinkMessage::NewLink(m), NLM_F_CREATE | NLM_F_EXCL | NLM_F_ECHO, &what).await?;
+        let echo = echoed.iter().find_map(|m| match m {
+            RouteNetlinkMessage::NewLink(l) if l.attributes.contains(&LinkAttribute::IfName(name.to_string())) => {
+                Some(Link::from_message(l))
+            }
+            _ => None,
+        });
+        match echo {
+            Some(mut l) => {
+                // The echo is sent when the link is registered and configured, before the kernel attaches
+                // it to IFLA_MASTER; the ACK says that succeeded too.
+                if master.is_some() {
+                    l.master = master;
+                }
+                Ok(l)
+            }
+            // Kernels before 6.3 do not echo a created link: read it back.
+            None => self.link_by_name(name).await?.ok_or_else(|| {
+                NetError::from_errno(self.ctx(format!("{what}: gone right after creation")), libc::ENODEV)
+            }),
+        }
     }
 
     /// Create a bridge. An existing link with the same name gives an error with `is_exists()`, so a
@@ -514,6 +537,24 @@ impl NetHandle {
         let mut m = get_by_index(index);
         up_flags(&mut m, true);
         self.set_link(m, format!("set link #{index} up")).await
+    }
+
+    /// Bring up a link that needs no IPv6 address of its own (a bridge port: the pod's end has the
+    /// addresses). In the same RTM_SETLINK, before the up, `IFLA_INET6_ADDR_GEN_MODE` none: the kernel then
+    /// makes no link-local address for it, so no duplicate address detection, no router solicitations and
+    /// no MLD reports run for it afterwards. That work takes the rtnl lock for every port of the node, and
+    /// made each new pod's netlink requests wait longer the more pods there were. A kernel without IPv6
+    /// (EAFNOSUPPORT for the attribute) just gets the up.
+    pub async fn set_up_no_ipv6_addr(&self, index: u32) -> Result<()> {
+        let mut m = get_by_index(index);
+        up_flags(&mut m, true);
+        m.attributes.push(LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(vec![AfSpecInet6::AddrGenMode(
+            In6AddrGenMode::None,
+        )])]));
+        match self.set_link(m, format!("set link #{index} up (addrgenmode none)")).await {
+            Err(e) if e.errno() == Some(libc::EAFNOSUPPORT) => self.set_up(index).await,
+            r => r,
+        }
     }
 
     /// `net.ipv4.conf.<dev>.arp_notify = 1` over netlink (IFLA_AF_SPEC / AF_INET / IFLA_INET_CONF): no
@@ -664,6 +705,13 @@ impl NetHandle {
     pub async fn wait_oper_up(&self, index: u32, timeout: Duration) -> Result<Link> {
         const RECHECK: Duration = Duration::from_millis(100);
         let deadline = tokio::time::Instant::now() + timeout;
+        // Usually it is up already: then one read answers, without a subscription socket. Otherwise the
+        // subscription comes first and the state is read again under it, so no transition is missed.
+        if let Some(link) = self.link_by_index(index).await? {
+            if link.is_oper_up() {
+                return Ok(link);
+            }
+        }
         let mut events = self.subscribe(RTMGRP_LINK)?;
         loop {
             let link = self.link_by_index(index).await?.ok_or_else(|| {

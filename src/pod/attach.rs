@@ -256,15 +256,21 @@ async fn steps(
         pod.set_up(attached.container.index).await?;
     }
 
-    if !spec.disable_container_interface {
-        node.wait_oper_up(attached.host.index, PORT_UP_TIMEOUT).await.map_err(|e| {
-            CniError::internal(format!("bridge port in error state: {} did not come up: {e}", attached.host.name))
-        })?;
-    }
-
+    let port_up = async {
+        if !spec.disable_container_interface {
+            node.wait_oper_up(attached.host.index, PORT_UP_TIMEOUT).await.map_err(|e| {
+                CniError::internal(format!("bridge port in error state: {} did not come up: {e}", attached.host.name))
+            })?;
+        }
+        Ok::<_, CniError>(())
+    };
+    // MACs as they are now: the bridge's is pinned when we made it (one that existed before may have
+    // taken a port's when the port joined, which happened at creation), the veth ends' never change after
+    // creation. Read while the port comes up: the two answers do not depend on each other.
+    let (up, br_now) = futures::join!(port_up, node.require_link(&br.name));
+    up?;
+    let br_now = br_now?;
     log::trace(&req.conf.plugin_type, "host port up");
-    // MACs as they are now: the bridge's is pinned, the veth ends' never change after creation.
-    let br_now = node.require_link(&br.name).await?;
     let mac_str = |l: &Link| l.mac.map(|m| m.to_string()).unwrap_or_default();
     result.interfaces = vec![
         Interface { name: br_now.name.clone(), mac: mac_str(&br_now), ..Default::default() },

@@ -46,7 +46,8 @@ pub async fn attach(node: &NetHandle, pod: &NetHandle, a: &VethAttach<'_>) -> Cn
     let host_name = host_veth_name(a.container_id, a.ifname);
     let spec = VethSpec {
         host: VethEnd { name: host_name.clone(), mtu: a.mtu, mac: None },
-        host_up: true,
+        // Up only after IPv6 address generation is off for it (see `finish`).
+        host_up: false,
         host_master: Some(a.bridge_index),
         peer: VethEnd { name: a.ifname.to_string(), mtu: a.mtu, mac: a.container_mac },
         peer_ns: a.pod_ns,
@@ -67,17 +68,28 @@ pub async fn attach(node: &NetHandle, pod: &NetHandle, a: &VethAttach<'_>) -> Cn
         }
         Err(e) => return Err(veth_error(a, &host_name, e)),
     };
-    let finish = async {
+    // The node side (port flags, up) and the pod side (the container end as the kernel made it) are
+    // independent requests on two sockets: sent together, each waits only for its own answer.
+    let port = async {
         if a.hairpin || a.isolated {
             let flags = BridgePortFlags { hairpin: Some(a.hairpin), isolated: Some(a.isolated) };
             node.set_bridge_port_flags(host.index, &flags)
                 .await
                 .map_err(|e| CniError::internal(format!("failed to set port flags on {host_name}: {e}")))?;
         }
-        Ok::<_, CniError>(pod.require_link(a.ifname).await?)
+        // The host end is a bridge port and needs no IPv6 address: without one, no per-port IPv6 work
+        // (DAD, router solicitation, MLD) competes for the kernel's rtnl lock with later ADDs.
+        node.set_up_no_ipv6_addr(host.index).await?;
+        Ok::<_, CniError>(())
+    };
+    let container = async { Ok::<_, CniError>(pod.require_link(a.ifname).await?) };
+    let finish = async {
+        let (p, c) = futures::join!(port, container);
+        p?;
+        c
     };
     match finish.await {
-        Ok(container) => Ok(Attached { host, container }),
+        Ok(container) => Ok(Attached { host: Link { admin_up: true, ..host }, container }),
         Err(e) => {
             let _ = node.delete_link(host.index).await;
             Err(e)

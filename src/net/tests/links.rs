@@ -55,6 +55,12 @@ async fn veth_peer_born_in_pod_under_final_name() {
         .await
         .unwrap();
     assert!(host.is_kind("veth"));
+    // What the creation echoed is what a fresh read says.
+    let read = nh.link_by_name("veth-h1").await.unwrap().expect("host end");
+    assert_eq!(
+        (read.index, read.mac, read.master, read.peer_index),
+        (host.index, host.mac, host.master, host.peer_index)
+    );
     assert_eq!(host.master, Some(br.index));
     assert_eq!(host.mtu, Some(1400));
     assert_eq!(host.mac, Some(host_mac));
@@ -331,4 +337,44 @@ async fn dumps_stay_consistent_under_churn() {
         }
     };
     tokio::join!(churn, dumps);
+}
+
+#[tokio::test]
+async fn port_up_without_ipv6_address() {
+    require_root!();
+    let node = TestNs::new("noll-node");
+    let pod = TestNs::new("noll-pod");
+    let (nh, ph) = (node.handle(), pod.handle());
+    let br = nh.create_bridge(&BridgeSpec { name: "br0".into(), up: true, ..Default::default() }).await.unwrap();
+    let host = nh
+        .create_veth(&VethSpec {
+            host: VethEnd { name: "vh0".into(), ..Default::default() },
+            host_up: false,
+            host_master: Some(br.index),
+            peer: VethEnd { name: "eth0".into(), ..Default::default() },
+            peer_ns: &pod.ns,
+        })
+        .await
+        .unwrap();
+    nh.set_up_no_ipv6_addr(host.index).await.unwrap();
+    let eth0 = ph.require_link("eth0").await.unwrap();
+    ph.set_up(eth0.index).await.unwrap();
+    assert!(nh.wait_oper_up(host.index, Duration::from_secs(3)).await.unwrap().admin_up);
+    // The port came up with a carrier and has no IPv6 address; the pod end, brought up the usual way, has
+    // its link-local one.
+    let v6 = |h: &NetHandle, i: u32| {
+        let h = h.clone();
+        async move { h.addresses(Some(i), Some(crate::net::IpFamily::V6)).await.unwrap() }
+    };
+    // The kernel adds the pod end's link-local address when it sees the carrier (linkwatch, shortly after).
+    let mut pod_ll = false;
+    for _ in 0..100 {
+        pod_ll = v6(&ph, eth0.index).await.iter().any(|a| a.scope == 253);
+        if pod_ll {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(pod_ll, "pod end keeps its link-local address");
+    assert!(v6(&nh, host.index).await.is_empty());
 }

@@ -1,0 +1,43 @@
+# Summarise `perf script` output (perf record -a -g, cpu-clock) of plugin invocations: each sample of the
+# plugin's processes and threads (comm bridge, host-local, rcni-ipam, rcni-netns) goes to the first category
+# its call stack matches, in the order below; kernel work on behalf of nobody in particular (kworker,
+# ksoftirqd) is counted apart. Prints, per category, samples, share and milliseconds per invocation.
+# usage: perf script -i perf.data | awk -v RUNS=N -v HZ=F -f bench/perf-summary.awk
+function cat_of(s) {
+  if (s ~ /inetdev_event/ && s ~ /br_flood/) return "kernel: gratuitous ARP of the pod, flooded to every bridge port"
+  if (s ~ /inetdev_event/ && s ~ /arp_/) return "kernel: gratuitous ARP, received by the bridge and the pods"
+  if (s ~ /net_rx_action|handle_softirqs/) return "kernel: other packets processed in our context (softirq)"
+  if (s ~ /veth_newlink/) return "kernel: veth pair creation (two netdevs, sysfs, IPv6 of the pod end)"
+  if (s ~ /do_set_master/) return "kernel: attach to the bridge (br_add_if)"
+  if (s ~ /rtnl_newlink/) return "kernel: RTM_NEWLINK other"
+  if (s ~ /do_setlink|rtnl_setlink|rtnl_bridge_setlink/) return "kernel: RTM_SETLINK (up, port flags, arp_notify)"
+  if (s ~ /rtnl_getlink|rtnl_dump_ifinfo/) return "kernel: RTM_GETLINK"
+  if (s ~ /inet6?_rtm_newaddr|inet_rtm_deladdr/) return "kernel: addresses"
+  if (s ~ /inet6?_rtm_newroute|ip6_route_add/) return "kernel: routes"
+  if (s ~ /nfnetlink|nf_tables/) return "kernel: nftables (masquerade)"
+  if (s ~ /netlink_sendmsg|netlink_recvmsg|netlink_release|__sys_socket/) return "kernel: netlink other"
+  if (s ~ /fsync|ext4|jbd2|vfs_write|vfs_read|do_sys_open|path_openat|do_renameat|do_unlinkat|flock/) return "kernel: files (IPAM, sysctls)"
+  if (s ~ /exc_page_fault/) return "kernel: page faults"
+  if (s ~ /bprm_execve|do_execveat|load_elf_binary|begin_new_exec/) return "kernel: execve"
+  if (s ~ /do_exit|do_group_exit|exit_mmap|mmput/) return "kernel: exit"
+  if (s ~ /clone|copy_process|wake_up_new_task|ret_from_fork/) return "kernel: threads (clone)"
+  if (s ~ /setns|switch_task_namespaces/) return "kernel: setns"
+  if (s ~ /\[kernel\.kallsyms\]/) return "kernel: other"
+  return "user space"
+}
+BEGIN { RS = "" }
+{
+  split($0, head, " ")
+  comm = head[1]
+  if (comm ~ /^(bridge|host-local|rcni-ipam|rcni-netns|rcni-unlink|vxlan)$/) {
+    c = cat_of($0); n[c]++; total++
+  } else if (comm ~ /^(kworker|ksoftirqd)/) {
+    k = comm; sub(/\/.*/, "", k); bg[k]++
+  }
+}
+END {
+  ms = 1000 / (HZ > 0 ? HZ : 1) / (RUNS > 0 ? RUNS : 1)
+  for (c in n) printf "%8.3f ms %5.1f%% %6d  %s\n", n[c] * ms, 100 * n[c] / total, n[c], c
+  printf "%8.3f ms %5.1f%% %6d  %s\n", total * ms, 100, total, "all samples of the plugin processes (ms of CPU per run)"
+  for (k in bg) printf "%8.3f ms %6s %6d  %s\n", bg[k] * ms, "", bg[k], "(not ours, same time, any cause: " k ")"
+}
