@@ -461,7 +461,10 @@ pub async fn run(f: Flags) -> Result<(), String> {
                     a.status.etcd_reachable = false;
                     a.status.etcd_unreachable_since = Some(now_secs());
                 }
-                a.error(format!("{e} (the kernel keeps the last good peer set; retrying)"));
+                a.error(format!(
+                    "{e} ({}; the kernel keeps the last good peer set; retrying)",
+                    registry::context(&a.f)
+                ));
                 let w = backoff;
                 backoff = (backoff * 2).min(Duration::from_secs(5));
                 w

@@ -11,6 +11,20 @@ use std::time::Duration;
 
 pub type Error = String;
 
+/// What to check when talking to etcd failed: where it was looked for, and with TLS flags the
+/// certificate side (a server with --client-cert-auth closes connections without one, which the client
+/// only sees as a cancelled request).
+pub fn context(f: &Flags) -> String {
+    let mut s = format!("etcd at {}", f.endpoints.join(","));
+    if f.certfile.is_some() || f.keyfile.is_some() || f.cafile.is_some() {
+        s.push_str(
+            "; TLS: check --etcd-cafile (the CA that signed etcd's certificate) and --etcd-certfile/--etcd-keyfile \
+             (a client certificate etcd's --trusted-ca-file accepts, needed with --client-cert-auth)",
+        );
+    }
+    s
+}
+
 pub async fn connect(f: &Flags) -> Result<Client, Error> {
     let mut opts = ConnectOptions::new()
         .with_connect_timeout(Duration::from_secs(3))
