@@ -37,10 +37,26 @@ fn certificates(dir: &TempDir) -> EtcdTls {
         req.extend(ec);
         openssl(d, &req);
         std::fs::write(d.join(&extf), ext).unwrap();
-        openssl(d, &[
-            "x509", "-req", "-days", "1", "-in", &csr, "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out",
-            &pem, "-extfile", &extf,
-        ]);
+        openssl(
+            d,
+            &[
+                "x509",
+                "-req",
+                "-days",
+                "1",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &pem,
+                "-extfile",
+                &extf,
+            ],
+        );
     }
     EtcdTls {
         ca: d.join("ca.pem"),
@@ -62,7 +78,8 @@ fn agents_reach_etcd_over_tls_with_client_certificates() {
     let s = |p: &Path| p.to_string_lossy().into_owned();
     let (ca, cert, key) = (s(&tls.ca), s(&tls.client_cert), s(&tls.client_key));
     let flags = ["--etcd-cafile", &ca, "--etcd-certfile", &cert, "--etcd-keyfile", &key];
-    let nodes: Vec<AgentNode> = (1..=2).map(|i| AgentNode::with_flags("ovs", &switch, i, &etcd.url(), &flags)).collect();
+    let nodes: Vec<AgentNode> =
+        (1..=2).map(|i| AgentNode::with_flags("ovs", &switch, i, &etcd.url(), &flags)).collect();
     for n in &nodes {
         wait_for("the peer's route over a TLS-fed agent", LONG, || n.routes().lines().count() == 1);
     }

@@ -12,8 +12,12 @@ use std::path::{Path, PathBuf};
 pub const PREFIX: &str = "/coreos.com/network";
 pub const VTEP: &str = "flannel.1";
 
-/// The agent binary (another workspace member: `cargo build --workspace` first, as scripts/test does).
+/// The agent binary (another workspace member: `cargo build --workspace` first, as scripts/test does);
+/// `RCNI_OVERLAY_BIN` points elsewhere (bench/overlay/run uses the release build).
 pub fn agent_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("RCNI_OVERLAY_BIN") {
+        return PathBuf::from(p);
+    }
     let exe = std::env::current_exe().unwrap();
     let p = exe.parent().unwrap().parent().unwrap().join("rcni-overlay");
     assert!(p.is_file(), "{} missing: build the workspace first (cargo build --workspace)", p.display());

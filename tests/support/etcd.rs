@@ -105,7 +105,16 @@ impl Etcd {
     pub fn start_with(tag: &str, switch: &Switch, tls: Option<EtcdTls>) -> Etcd {
         let ns = NodeNs::new(&format!("{tag}-etcd"));
         switch.plug(&ns, "pe", &format!("{ETCD_IP}/24"));
-        let data = TempDir::new(&format!("{tag}-etcd"));
+        // On tmpfs: etcd fsyncs every write (lease grants, transactions), and on a disk shared with
+        // parallel builds one fdatasync can take seconds, longer than the agents' 5 s test leases and
+        // request timeouts. Its warnings ("slow fdatasync", "took too long") are in the log printed
+        // when a test fails.
+        let shm = Path::new("/dev/shm");
+        let data = if shm.is_dir() {
+            TempDir::new_in(shm, &format!("{tag}-etcd"))
+        } else {
+            TempDir::new(&format!("{tag}-etcd"))
+        };
         let mut e = Etcd { proc: Proc(None), ns, data, tls };
         e.restart();
         e

@@ -652,7 +652,12 @@ pub struct TempDir {
 
 impl TempDir {
     pub fn new(tag: &str) -> TempDir {
-        let path = std::env::temp_dir().join(unique_name(tag));
+        TempDir::new_in(&std::env::temp_dir(), tag)
+    }
+
+    /// In `base` (e.g. /dev/shm, for data that must not wait on the disk).
+    pub fn new_in(base: &Path, tag: &str) -> TempDir {
+        let path = base.join(unique_name(tag));
         let _ = std::fs::remove_dir_all(&path);
         std::fs::create_dir_all(&path).unwrap();
         TempDir { path }
