@@ -1,4 +1,5 @@
 //! Hostile input, as a careless runtime or operator sends it, against every plugin and cnitool.
+//! (cnitool's cases are at the end: it reports errors as text on stderr, like upstream cnitool.)
 //!
 //! Each case must answer with an error JSON on stdout carrying the right code and a message that names
 //! what to fix, exit non-zero, never panic (the panic reporter's message), and leave the node exactly as
@@ -770,4 +771,197 @@ fn hostile_firewall_input_is_refused_and_changes_nothing() {
     assert!(cases.len() >= 50, "{} cases", cases.len());
     run_cases(&w, &cases, std::slice::from_ref(&ledger));
     assert!(!ledger.exists(), "no refused ADD created the ledger");
+}
+
+/// One hostile cnitool invocation. cnitool is the runtime side: like upstream cnitool it reports an error
+/// as text on stderr with exit status 1 (no error JSON), so `needle` is looked for in stderr.
+struct CliCase {
+    name: String,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    needle: String,
+}
+
+/// cnitool's inputs: a directory per kind of conflist (one bad file must not hide another), a result
+/// cache with planted files, and the plugins of the table.
+struct CliWorld {
+    dir: TempDir,
+}
+
+impl CliWorld {
+    fn new(w: &World) -> CliWorld {
+        let dir = TempDir::new("hostile-cli");
+        let good = json!({"cniVersion": "1.0.0", "name": "hcli", "plugins": [w.bridge()]});
+        let lists: Vec<(&str, Vec<u8>)> = vec![
+            ("good", serde_json::to_vec(&good).unwrap()),
+            ("notjson", b"{\"cniVersion\":".to_vec()),
+            (
+                "plugins-not-list",
+                serde_json::to_vec(&json!({"cniVersion": "1.0.0", "name": "hcli", "plugins": {}})).unwrap(),
+            ),
+            ("no-plugins", serde_json::to_vec(&json!({"cniVersion": "1.0.0", "name": "hcli", "plugins": []})).unwrap()),
+            (
+                "plugin-not-object",
+                serde_json::to_vec(&json!({"cniVersion": "1.0.0", "name": "hcli", "plugins": ["bridge"]})).unwrap(),
+            ),
+            (
+                "type-slash",
+                serde_json::to_vec(
+                    &json!({"cniVersion": "1.0.0", "name": "hcli", "plugins": [{"type": "../../bin/sh"}]}),
+                )
+                .unwrap(),
+            ),
+            (
+                "version-garbage",
+                serde_json::to_vec(&json!({"cniVersion": "one", "name": "hcli", "plugins": [w.bridge()]})).unwrap(),
+            ),
+            (
+                "name-number",
+                serde_json::to_vec(&json!({"cniVersion": "1.0.0", "name": 5, "plugins": [w.bridge()]})).unwrap(),
+            ),
+        ];
+        for (d, bytes) in lists {
+            std::fs::create_dir_all(dir.join(d)).unwrap();
+            std::fs::write(dir.join(d).join("10-hcli.conflist"), bytes).unwrap();
+        }
+        std::fs::create_dir_all(dir.join("empty")).unwrap();
+        std::fs::create_dir_all(dir.join("fifo")).unwrap();
+        let mode = nix::sys::stat::Mode::from_bits_truncate(0o600);
+        nix::unistd::mkfifo(&dir.join("fifo").join("10-hcli.conflist"), mode).unwrap();
+        // Result caches (libcni's layout: results/<network>-<containerID>-<ifname>).
+        for (d, what) in [("cache-garbage", "garbage"), ("cache-fifo", "fifo")] {
+            let results = dir.join(d).join("results");
+            std::fs::create_dir_all(&results).unwrap();
+            let file = results.join("hcli-hostile-cli-eth0");
+            match what {
+                "fifo" => nix::unistd::mkfifo(&file, mode).unwrap(),
+                _ => std::fs::write(&file, "{\"kind\": \"cniCacheV1\", \"result\": ").unwrap(),
+            }
+        }
+        CliWorld { dir }
+    }
+
+    fn env(&self, w: &World, confs: &str, cache: &str) -> Vec<(String, String)> {
+        vec![
+            ("NETCONFPATH".into(), self.dir.join(confs).display().to_string()),
+            ("CNI_PATH".into(), w.path()),
+            ("CNI_CACHE_DIR".into(), self.dir.join(cache).display().to_string()),
+            ("CNI_CONTAINERID".into(), "hostile-cli".into()),
+        ]
+    }
+}
+
+fn cnitool_cases(w: &World, c: &CliWorld) -> Vec<CliCase> {
+    let pod = w.pod.path_str().to_string();
+    let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let add = args(&["add", "hcli", &pod]);
+    let good = c.env(w, "good", "cache-none");
+    let mut out = Vec::new();
+    let mut push = |what: &str, args: Vec<String>, env: Vec<(String, String)>, needle: &str| {
+        out.push(CliCase { name: format!("cnitool: {what}"), args, env, needle: needle.into() });
+    };
+    push("no arguments", Vec::new(), good.clone(), "add");
+    push("unknown command", args(&["frob", "hcli", &pod]), good.clone(), "add");
+    push("add without a netns", args(&["add", "hcli"]), good.clone(), "add");
+    push("too many arguments", args(&["add", "hcli", &pod, "extra"]), good.clone(), "add");
+    push("network not found", args(&["add", "nosuch", &pod]), good.clone(), "nosuch");
+    push("NETCONFPATH empty", add.clone(), c.env(w, "empty", "cache-none"), "no net configurations");
+    push("NETCONFPATH missing", add.clone(), c.env(w, "none", "cache-none"), "no net configurations");
+    for (d, needle) in [
+        ("notjson", "10-hcli.conflist"),
+        ("plugins-not-list", "plugins"),
+        ("no-plugins", "no plugin"),
+        ("plugin-not-object", "plugin"),
+        ("type-slash", "plugin type"),
+        ("version-garbage", "one"),
+        ("name-number", "name"),
+        ("fifo", "10-hcli.conflist"),
+    ] {
+        push(&format!("conflist {d}"), add.clone(), c.env(w, d, "cache-none"), needle);
+    }
+    let with = |k: &str, v: &str| set(good.clone(), k, v);
+    push("CAP_ARGS not JSON", add.clone(), with("CAP_ARGS", "{"), "CAP_ARGS");
+    push("CAP_ARGS a list", add.clone(), with("CAP_ARGS", "[]"), "CAP_ARGS");
+    push("CNI_ARGS without =", add.clone(), with("CNI_ARGS", "garbage"), "ARGS");
+    push("CNI_IFNAME too long", add.clone(), with("CNI_IFNAME", "a-very-long-ifname"), "CNI_IFNAME");
+    push("CNI_CONTAINERID with slash", add.clone(), with("CNI_CONTAINERID", "a/../b"), "containerID");
+    push("netns missing", args(&["add", "hcli", "/run/netns/rcni-hostile-none"]), good.clone(), "CNI_NETNS");
+    push("netns a plain file", args(&["add", "hcli", w.plain_file.to_str().unwrap()]), good.clone(), "CNI_NETNS");
+    push("CNI_PATH without the plugin", add.clone(), with("CNI_PATH", "/nonexistent"), "bridge");
+    push(
+        "CNI_VALID_ATTACHMENTS garbage",
+        args(&["gc", "hcli"]),
+        with("CNI_VALID_ATTACHMENTS", "{\"x\":1}"),
+        "CNI_VALID_ATTACHMENTS",
+    );
+    push(
+        "cached result garbage",
+        args(&["check", "hcli", &pod]),
+        c.env(w, "good", "cache-garbage"),
+        "hcli-hostile-cli-eth0",
+    );
+    push("cached result a FIFO", args(&["check", "hcli", &pod]), c.env(w, "good", "cache-fifo"), "prevResult");
+    out
+}
+
+fn run_cli_cases(w: &World, cases: &[CliCase], dirs: &[PathBuf]) {
+    // IPv6 duplicate address detection changes `ip addr` on its own: let it finish first.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while w.node.ip(&["addr"]).stdout.contains("tentative") && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let mut before = snapshot(&w.node, dirs);
+    let mut failures = Vec::new();
+    for c in cases {
+        eprintln!("case {}", c.name);
+        let out = w
+            .node
+            .cmd(rcni_bin("cnitool"))
+            .args(&c.args)
+            .envs(c.env.iter().map(|(k, v)| (k, v)))
+            .timeout(std::time::Duration::from_secs(20))
+            .run();
+        let mut problems = Vec::new();
+        if out.success() {
+            problems.push("succeeded".to_string());
+        }
+        if out.status == -1 {
+            problems.push("hung (killed after 20 s)".to_string());
+        }
+        if !out.stdout.trim().is_empty() {
+            problems.push("printed on stdout".to_string());
+        }
+        if !out.stderr.contains(&c.needle) {
+            problems.push(format!("stderr does not name {:?}", c.needle));
+        }
+        if out.stderr.contains("panicked") || out.stderr.contains("internal error in the plugin") {
+            problems.push("panicked".into());
+        }
+        let after = snapshot(&w.node, dirs);
+        if after != before {
+            problems.push(format!("changed the node: {}", diff(&before, &after)));
+            before = after;
+        }
+        if !problems.is_empty() {
+            failures.push(format!(
+                "{}: {}\n    {}",
+                c.name,
+                problems.join(", "),
+                out.to_string().replace('\n', "\n    ")
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{} of {} cases failed:\n{}", failures.len(), cases.len(), failures.join("\n"));
+}
+
+/// cnitool with hostile environment, arguments, conflist files and result-cache files: exit 1 with a
+/// message on stderr that names what to fix, nothing on stdout, never a hang or a panic, and the node, the
+/// data and the conflist/cache directories exactly as before.
+#[test]
+fn hostile_cnitool_input_is_refused_and_changes_nothing() {
+    let w = World::new();
+    let c = CliWorld::new(&w);
+    let cases = cnitool_cases(&w, &c);
+    assert!(cases.len() >= 25, "{} cases", cases.len());
+    run_cli_cases(&w, &cases, &[w.data.path().to_path_buf(), c.dir.path().to_path_buf()]);
 }

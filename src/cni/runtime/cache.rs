@@ -128,7 +128,7 @@ pub fn remove_stale_temps(cache_dir: &Path) -> usize {
 /// Reads a cache file in the current format. `Ok(None)` if it does not exist (or cannot be read —
 /// libcni treats read errors as "no cache").
 pub fn read_info(path: &Path) -> CniResult<Option<CachedInfo>> {
-    let Ok(bytes) = std::fs::read(path) else {
+    let Ok(bytes) = super::conflist::read_file(path) else {
         return Ok(None);
     };
     let info: CachedInfo = serde_json::from_slice(&bytes)
@@ -145,7 +145,7 @@ pub fn read_info(path: &Path) -> CniResult<Option<CachedInfo>> {
 /// The cached result JSON of an attachment: the `result` of a `cniCacheV1` file, or the whole file
 /// for an old result-only cache. `Ok(None)` when there is no cache file or it holds no result.
 pub fn read_result(path: &Path) -> CniResult<Option<Value>> {
-    let Ok(bytes) = std::fs::read(path) else {
+    let Ok(bytes) = super::conflist::read_file(path) else {
         return Ok(None);
     };
     if let Ok(info) = serde_json::from_slice::<CachedInfo>(&bytes) {

@@ -280,10 +280,19 @@ pub fn conf_list_from_bytes(bytes: &[u8]) -> CniResult<NetworkConfigList> {
     Ok(list)
 }
 
+/// Largest configuration or cache file read (libcni sets no bound; a conflist is a few KiB).
+const MAX_FILE: u64 = 16 << 20;
+
+/// A config or cache file, read as libcni reads it, except that a FIFO or device under the name fails at
+/// once instead of blocking cnitool forever (non-blocking open, regular files only), and size is bounded.
+pub(crate) fn read_file(path: &Path) -> std::io::Result<Vec<u8>> {
+    crate::fs_private::read_regular(path, MAX_FILE)
+}
+
 /// Parses a configuration list file (libcni `NetworkConfFromFile`), including plugins from
 /// `<dir>/<name>/*.conf` unless `loadOnlyInlinedPlugins`. Zero plugins is an error.
 pub fn conf_list_from_file(path: &Path) -> CniResult<NetworkConfigList> {
-    let bytes = std::fs::read(path)
+    let bytes = read_file(path)
         .map_err(|e| CniError::new(code::IO_FAILURE, format!("error reading {}: {e}", path.display())))?;
     let mut list = conf_list_from_bytes(&bytes).map_err(|e| in_file(e, path))?;
     list.source = Some(path.to_path_buf());
@@ -309,7 +318,7 @@ pub fn plugin_confs_from_dir(conf_dir: &Path, network: &str) -> CniResult<Vec<Pl
     })?;
     let mut out = Vec::with_capacity(files.len());
     for f in files {
-        let bytes = std::fs::read(&f)
+        let bytes = read_file(&f)
             .map_err(|e| CniError::new(code::IO_FAILURE, format!("error reading {}: {e}", f.display())))?;
         out.push(plugin_conf_from_bytes(&bytes).map_err(|e| in_file(e, &f))?);
     }
@@ -374,8 +383,8 @@ pub fn load_conf_list(dir: &Path, name: &str) -> CniResult<NetworkConfigList> {
         return Err(not_found(dir, name));
     }
     for f in &singles {
-        let bytes = std::fs::read(f)
-            .map_err(|e| CniError::new(code::IO_FAILURE, format!("error reading {}: {e}", f.display())))?;
+        let bytes =
+            read_file(f).map_err(|e| CniError::new(code::IO_FAILURE, format!("error reading {}: {e}", f.display())))?;
         let plugin = plugin_conf_from_bytes(&bytes).map_err(|e| in_file(e, f))?;
         if plugin.name.as_deref() == Some(name) {
             let mut list = conf_list_from_conf(&plugin).map_err(|e| in_file(e, f))?;
