@@ -1,5 +1,5 @@
 //! Property tests on the parsers of outside input (stdin config, prevResult, CNI_ARGS, subnet.env, peers
-//! file): whatever arrives, a parser returns a value or an error with a non-zero code and a message — it
+//! file, conflist files, result-cache files): whatever arrives, a parser returns a value or an error with a non-zero code and a message — it
 //! never panics — and a result printed in any spec version parses back to what that version can carry.
 //! No root, no kernel: everything here is pure parsing.
 
@@ -10,6 +10,7 @@ use rcni::bridge::config::BridgeConf;
 use rcni::cni::args::CniArgs;
 use rcni::cni::config::NetConf;
 use rcni::cni::result::{AddResult, Dns, Interface, IpConfig, Route};
+use rcni::cni::runtime::{cache, conflist};
 use rcni::cni::version::{self, Family};
 use rcni::cni::{CniError, CniResult};
 use rcni::ipam::host_local::config as host_local;
@@ -296,7 +297,20 @@ fn add_result() -> impl Strategy<Value = AddResult> {
 
 /// What a result printed in `ver` can carry, in the order that version's parser reads it back.
 fn representable(r: &AddResult, ver: &str) -> AddResult {
+    // libcni's route mtu/advmss/priority and interface mtu are `omitempty` ints: 0 is "unset".
+    let unset_zero = |v: Option<u32>| v.filter(|&x| x != 0);
+    let route = |x: &Route| Route {
+        mtu: unset_zero(x.mtu),
+        advmss: unset_zero(x.advmss),
+        priority: unset_zero(x.priority),
+        ..x.clone()
+    };
     let mut out = AddResult { cni_version: ver.to_string(), ..r.clone() };
+    for i in &mut out.interfaces {
+        i.mtu = unset_zero(i.mtu);
+    }
+    // One route type in every version, copied whole when converting down (as libcni does).
+    out.routes = r.routes.iter().map(route).collect();
     match version::family(ver).unwrap() {
         Family::V02 => {
             out.interfaces.clear();
@@ -305,8 +319,7 @@ fn representable(r: &AddResult, ver: &str) -> AddResult {
             for v4 in [true, false] {
                 if let Some(ip) = r.ips.iter().find(|i| i.address.is_ipv4() == v4) {
                     out.ips.push(IpConfig { interface: None, ..ip.clone() });
-                    // rcni's 0.1.0/0.2.0 routes keep the 1.1.0 route fields (its 0.3.x/0.4.0 ones drop them).
-                    out.routes.extend(r.routes.iter().filter(|x| x.dst.is_ipv4() == v4).cloned());
+                    out.routes.extend(r.routes.iter().filter(|x| x.dst.is_ipv4() == v4).map(route));
                 }
             }
         }
@@ -316,7 +329,6 @@ fn representable(r: &AddResult, ver: &str) -> AddResult {
                 i.socket_path.clear();
                 i.pci_id.clear();
             }
-            out.routes = r.routes.iter().map(|x| Route::new(x.dst, x.gw)).collect();
         }
         Family::V1 => {}
     }
@@ -474,6 +486,65 @@ proptest! {
     }
 }
 
+/// A conflist as cnitool finds it in NETCONFPATH: the good one the mutations start from.
+fn valid_conflist() -> Value {
+    json!({"cniVersion": "1.0.0", "name": "net", "disableCheck": false, "plugins": [
+        valid_bridge_conf(),
+        {"type": "tuning", "sysctl": {"net.core.somaxconn": "512"}, "capabilities": {"mac": true}},
+        {"type": "portmap", "capabilities": {"portMappings": true}, "snat": true}
+    ]})
+}
+
+/// libcni's result cache file (`cniCacheV1`) of an attachment.
+fn valid_cache_file() -> Value {
+    json!({"kind": "cniCacheV1", "containerId": "c1", "config": "e30=", "ifName": "eth0", "networkName": "net",
+           "cniArgs": [["K8S_POD_NAME", "p"]], "capabilityArgs": {"mac": "02:00:00:00:00:01"},
+           "result": {"cniVersion": "1.0.0", "ips": [{"address": "10.244.5.7/24"}]}})
+}
+
+/// Write `bytes` to a fresh file and read it as a cache file both ways.
+fn read_cache_bytes(bytes: &[u8]) -> Result<(), TestCaseError> {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let path = std::env::temp_dir().join(format!("rcni-prop-cache-{}-{n}", std::process::id()));
+    std::fs::write(&path, bytes).unwrap();
+    let info = cache::read_info(&path);
+    let result = cache::read_result(&path);
+    std::fs::remove_file(&path).unwrap();
+    assert_cni_error(info)?;
+    assert_cni_error(result)
+}
+
+proptest! {
+    #![proptest_config(config(128))]
+
+    /// Conflist files and single-plugin conf files: a list or an error with a code, never a panic; a list
+    /// that parses keeps its name and at least one plugin whose type is a plain file name.
+    #[test]
+    fn conflist_files_parse_or_answer_an_error(edits in edits(), junk in prop::collection::vec(any::<u8>(), 0..80)) {
+        let doc = mutate(valid_conflist(), &edits);
+        let bytes = doc.to_string().into_bytes();
+        match conflist::conf_list_from_bytes(&bytes) {
+            Ok(list) => {
+                prop_assert_eq!(Some(list.name.as_str()), doc.get("name").and_then(Value::as_str));
+            }
+            Err(e) => assert_cni_error::<()>(Err(e))?,
+        }
+        for plugin in doc.get("plugins").and_then(Value::as_array).into_iter().flatten() {
+            assert_cni_error(conflist::plugin_conf_from_bytes(plugin.to_string().as_bytes()))?;
+        }
+        assert_cni_error(conflist::conf_list_from_bytes(&junk))?;
+        assert_cni_error(conflist::plugin_conf_from_bytes(&junk))?;
+    }
+
+    /// The result cache files cnitool reads back: a value, "no cache" or an error with a code.
+    #[test]
+    fn cache_files_parse_or_answer_an_error(edits in edits(), junk in prop::collection::vec(any::<u8>(), 0..80)) {
+        read_cache_bytes(mutate(valid_cache_file(), &edits).to_string().as_bytes())?;
+        read_cache_bytes(&junk)?;
+    }
+}
+
 /// The documents the mutations start from are valid, so the mutated ones reach the deep checks.
 #[test]
 fn mutation_bases_are_valid() {
@@ -485,4 +556,10 @@ fn mutation_bases_are_valid() {
     let ipam = host_local::parse(&conf, "1.0.0", Some("10.244.5.7")).unwrap();
     assert_eq!(ipam.range_sets.len(), 2);
     assert_eq!(parse_peers(valid_peers().to_string().as_bytes(), "peers", &cluster_network()).unwrap().len(), 3);
+    assert_eq!(conflist::conf_list_from_bytes(valid_conflist().to_string().as_bytes()).unwrap().plugins.len(), 3);
+    let dir = std::env::temp_dir().join(format!("rcni-prop-cache-base-{}", std::process::id()));
+    std::fs::write(&dir, valid_cache_file().to_string()).unwrap();
+    assert!(cache::read_info(&dir).unwrap().is_some());
+    assert!(cache::read_result(&dir).unwrap().is_some());
+    std::fs::remove_file(&dir).unwrap();
 }
