@@ -240,12 +240,14 @@ mod tests {
             (json!({"name": "n", "delegate": {"name": "x"}}), 7, "\"name\""),
             (json!({"name": "n", "delegate": {"ipam": {}}}), 7, "\"ipam\""),
             (json!({"name": "n", "delegate": {"type": 5}}), 7, "\"type\""),
-            (json!({"name": "n", "delegate": "bridge"}), 6, "delegate"),
-            (json!({"name": "n", "ipam": []}), 6, "ipam"),
+            // A value of the wrong type is invalid config (7), as everywhere (cni::decode); 6 is for input that
+            // is not JSON at all.
+            (json!({"name": "n", "delegate": "bridge"}), 7, "delegate"),
+            (json!({"name": "n", "ipam": []}), 7, "ipam"),
             (json!({"name": "n", "ipam": {"routes": {"dst": "0.0.0.0/0"}}}), 7, "routes"),
             (json!({"name": "n", "ipam": {"routes": [{"dst": "nope"}]}}), 7, "routes"),
             (json!({"name": "n", "subnetFile": ""}), 7, "subnetFile"),
-            (json!({"name": "n", "dataDir": 3}), 6, "dataDir"),
+            (json!({"name": "n", "dataDir": 3}), 7, "dataDir"),
         ];
         for (v, want, field) in cases {
             let e = parse(v.clone()).unwrap_err();

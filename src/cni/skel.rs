@@ -101,6 +101,11 @@ pub trait Plugin {
     fn status(&self, _req: &Request) -> CniResult<()> {
         Ok(())
     }
+    /// Whether the plugin works in the container's network namespace. Skel opens and checks CNI_NETNS for
+    /// those only: an IPAM plugin never enters it, and the reference's host-local accepts any CNI_NETNS.
+    fn uses_netns(&self) -> bool {
+        true
+    }
 }
 
 /// What the invocation asks for, after validation.
@@ -326,7 +331,7 @@ fn check_not_own_netns(
 
 /// Execute a parsed request against a plugin. Returns the JSON to print on success (None for no output).
 pub fn dispatch(plugin: &dyn Plugin, req: &Request, env: &dyn Fn(&str) -> Option<String>) -> CniResult<Option<Value>> {
-    let _netns = open_netns(req)?;
+    let _netns = if plugin.uses_netns() { open_netns(req)? } else { None };
     if _netns.is_some() {
         check_not_own_netns(&req.netns, opened_netns(&req.netns).flatten().as_ref(), env)?;
     }

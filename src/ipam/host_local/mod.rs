@@ -262,6 +262,11 @@ impl InProcessIpam for HostLocal {
 }
 
 impl Plugin for HostLocal {
+    /// IPAM: addresses come from files, the pod's netns is never entered.
+    fn uses_netns(&self) -> bool {
+        false
+    }
+
     fn add(&self, req: &Request) -> CniResult<AddResult> {
         self.add_reserving(req).map(|(result, _)| result)
     }
