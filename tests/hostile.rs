@@ -965,3 +965,54 @@ fn hostile_cnitool_input_is_refused_and_changes_nothing() {
     assert!(cases.len() >= 25, "{} cases", cases.len());
     run_cli_cases(&w, &cases, &[w.data.path().to_path_buf(), c.dir.path().to_path_buf()]);
 }
+
+// ---- portmap (block owned by helper "portmap"; self-contained) ----
+
+/// portmap's config with one valid mapping and a prevResult naming the world's pod.
+fn portmap_conf(w: &World) -> Value {
+    json!({"cniVersion": "1.0.0", "name": "hpm", "type": "portmap",
+           "runtimeConfig": {"portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]},
+           "prevResult": {"cniVersion": "1.0.0",
+               "interfaces": [{"name": "hbr0"}, {"name": "eth0", "sandbox": w.pod.path_str()}],
+               "ips": [{"address": "10.77.0.5/24", "interface": 1}]}})
+}
+
+#[test]
+fn hostile_portmap_input_is_refused_and_changes_nothing() {
+    let w = World::new();
+    let pm = portmap_conf(&w);
+    let mut cases = Vec::new();
+    common_cases(&w, "portmap", &pm, &mut cases);
+    let add = w.add_env("hostile-pm");
+    let maps = |m: Value| patched(&pm, json!({"runtimeConfig": {"portMappings": m}}));
+    let specific: Vec<(&str, Vec<u8>, u64, &str)> = vec![
+        ("hostPort 0", maps(json!([{"hostPort": 0, "containerPort": 80}])), 7, "portMappings[0].hostPort"),
+        ("hostPort 65536", maps(json!([{"hostPort": 65536, "containerPort": 80}])), 7, "portMappings[0].hostPort"),
+        ("hostPort a string", maps(json!([{"hostPort": "80", "containerPort": 80}])), 7, "hostPort"),
+        ("containerPort missing", maps(json!([{"hostPort": 80}])), 7, "portMappings[0].containerPort"),
+        ("protocol icmp", maps(json!([{"hostPort": 80, "containerPort": 80, "protocol": "icmp"}])), 7, "protocol"),
+        ("hostIP garbage", maps(json!([{"hostPort": 80, "containerPort": 80, "hostIP": "1.2.3"}])), 7, "hostIP"),
+        (
+            "one host port, two targets",
+            maps(json!([{"hostPort": 80, "containerPort": 80}, {"hostPort": 80, "containerPort": 81}])),
+            7,
+            "portMappings[1]",
+        ),
+        ("portMappings an object", maps(json!({"hostPort": 80})), 7, "portMappings"),
+        ("markMasqBit 32", patched(&pm, json!({"markMasqBit": 32})), 7, "markMasqBit"),
+        ("hostPortConflict unknown", patched(&pm, json!({"hostPortConflict": "first"})), 7, "hostPortConflict"),
+        ("backend unknown", patched(&pm, json!({"backend": "ipvs"})), 7, "backend"),
+        ("snat a string", patched(&pm, json!({"snat": "yes"})), 6, "snat"),
+        ("no prevResult", patched(&pm, json!({"prevResult": null})), 7, "prevResult"),
+        (
+            "prevResult without an address for the interface",
+            patched(&pm, json!({"prevResult": {"cniVersion": "1.0.0", "interfaces": [], "ips": []}})),
+            7,
+            "eth0",
+        ),
+    ];
+    for (what, stdin, code, needle) in specific {
+        cases.push(case(format!("portmap: {what}"), "portmap", add.clone(), stdin, code, needle));
+    }
+    run_cases(&w, &cases, &[]);
+}

@@ -724,3 +724,72 @@ fn udp_host_port_rehomed_to_a_new_pod_is_answered_by_it_within_a_second() {
     }
     assert_eq!(got, Ok(format!("N {CLIENT}")), "after DEL the node's own server gets the flow");
 }
+
+/// The prevResult of a pod that exists only on paper (portmap needs its address, not its netns).
+fn paper_pod(i: usize) -> Value {
+    json!({"cniVersion": "1.0.0",
+        "interfaces": [{"name": "cni0"}, {"name": "eth0", "sandbox": "/run/netns/paper"}],
+        "ips": [{"address": format!("10.89.{}.{}/16", i / 250, 2 + i % 250), "gateway": "10.89.0.1", "interface": 1}]})
+}
+
+/// One plugin run, timed from spawn to exit (no `ip netns exec` in between). CNI_NETNS is some existing
+/// namespace (`netns`): portmap needs a valid one but never enters it.
+fn timed(node: &NodeNs, netns: &str, bin: &Path, cmd: &str, id: &str, conf: &Value) -> Duration {
+    let env = cni_env(cmd, id, netns, "eth0", &plugin_path());
+    let done = node.spawn(bin, &env, &serde_json::to_vec(conf).unwrap()).wait();
+    done.output.clone().ok();
+    done.elapsed
+}
+
+/// ADD and DEL p50 (two mappings per pod) at pods 1–50 and 951–1000 on one node, ours and the reference's;
+/// ADD of one pod with a 1000-port range. Figures in bench/RESULTS.md ("portmap"). Run with
+/// `cargo test --release --test portmap -- --ignored --nocapture bench_portmap`; `RCNI_PM_PODS` sets the pod
+/// count (default 1000).
+#[test]
+#[ignore]
+fn bench_portmap() {
+    let pods: usize = std::env::var("RCNI_PM_PODS").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
+    let window = 50.min(pods);
+    let p50 = |v: &[Duration]| support::percentile(v, 50);
+    let ms = |d: Duration| format!("{:.2} ms", d.as_secs_f64() * 1e3);
+    for (label, bin) in [("rcni", portmap_bin()), ("reference", support::reference_plugin("portmap"))] {
+        let t = Topo::with(&format!("pm-bench-{label}"), "pmbench", "10.89.0.0/16", None);
+        // A cni0 with the pods' subnet, so that route_localnet has an interface to go to.
+        t.node.ip(&["link", "add", "cni0", "type", "bridge"]).ok();
+        t.node.ip(&["addr", "add", "10.89.0.1/16", "dev", "cni0"]).ok();
+        t.node.ip(&["link", "set", "cni0", "up"]).ok();
+        let conf = |i: usize, maps: Value| {
+            json!({"cniVersion": "1.0.0", "name": "pmbench", "type": "portmap",
+                "runtimeConfig": {"portMappings": maps}, "prevResult": paper_pod(i)})
+        };
+        let two = |i: usize| {
+            json!([{"hostPort": 10000 + 2 * i, "containerPort": 80, "protocol": "tcp"},
+                   {"hostPort": 10001 + 2 * i, "containerPort": 53, "protocol": "udp"}])
+        };
+        let mut add = Vec::new();
+        for i in 0..pods {
+            add.push(timed(&t.node, t.client.path_str(), &bin, "ADD", &format!("pod-{i}"), &conf(i, two(i))));
+        }
+        let mut del = Vec::new();
+        for i in (0..pods).rev() {
+            del.push(timed(&t.node, t.client.path_str(), &bin, "DEL", &format!("pod-{i}"), &conf(i, two(i))));
+        }
+        del.reverse();
+        let range: Vec<Value> =
+            (0..1000).map(|k| json!({"hostPort": 20000 + k, "containerPort": 20000 + k, "protocol": "tcp"})).collect();
+        let range_add = timed(&t.node, t.client.path_str(), &bin, "ADD", "range", &conf(pods + 1, json!(range)));
+        let range_del = timed(&t.node, t.client.path_str(), &bin, "DEL", "range", &conf(pods + 1, json!(range)));
+        println!(
+            "portmap bench {label}: {pods} pods x 2 mappings: ADD p50 pods 1-{window} {} / pods {}-{pods} {}; DEL p50 \
+             pods 1-{window} {} / pods {}-{pods} {}; one pod with 1000 ports: ADD {} DEL {}",
+            ms(p50(&add[..window])),
+            pods - window + 1,
+            ms(p50(&add[pods - window..])),
+            ms(p50(&del[..window])),
+            pods - window + 1,
+            ms(p50(&del[pods - window..])),
+            ms(range_add),
+            ms(range_del),
+        );
+    }
+}

@@ -169,6 +169,8 @@ struct Portmap;
 
 impl Plugin for Portmap {
     fn add(&self, req: &Request) -> CniResult<AddResult> {
+        // portmap reads no CNI_ARGS keys: an unknown one is refused like everywhere else (IgnoreUnknown=1 allows it).
+        req.args.check_known(&[])?;
         let cfg = Config::parse(&req.conf.raw)?;
         let prev = prev_result(req)?;
         if cfg.mappings.is_empty() {

@@ -774,6 +774,7 @@ pub fn rcni_bin(name: &str) -> PathBuf {
         "cnitool" => env!("CARGO_BIN_EXE_cnitool"),
         "tuning" => env!("CARGO_BIN_EXE_tuning"),
         "bandwidth" => env!("CARGO_BIN_EXE_bandwidth"),
+        "portmap" => env!("CARGO_BIN_EXE_portmap"),
         "firewall" => env!("CARGO_BIN_EXE_firewall"),
         other => panic!("no binary named {other} in this package"),
     })
