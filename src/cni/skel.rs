@@ -334,6 +334,11 @@ pub fn dispatch(plugin: &dyn Plugin, req: &Request, env: &dyn Fn(&str) -> Option
     let _netns = if plugin.uses_netns() { open_netns(req)? } else { None };
     if _netns.is_some() {
         check_not_own_netns(&req.netns, opened_netns(&req.netns).flatten().as_ref(), env)?;
+    } else if !plugin.uses_netns() && matches!(req.command, Command::Add | Command::Check) {
+        // Not entered, so any path goes (as with the reference); only the node's own netns is refused, as the
+        // reference's skel refuses it for every plugin.
+        let file = crate::nsfile::open(std::path::Path::new(&req.netns)).ok();
+        check_not_own_netns(&req.netns, file.as_ref(), env)?;
     }
     match req.command {
         Command::Add => {
