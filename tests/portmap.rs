@@ -742,7 +742,7 @@ fn timed(node: &NodeNs, netns: &str, bin: &Path, cmd: &str, id: &str, conf: &Val
 }
 
 /// ADD and DEL p50 (two mappings per pod) at pods 1–50 and 951–1000 on one node, ours and the reference's;
-/// ADD of one pod with a 1000-port range. Figures in bench/RESULTS.md ("portmap"). Run with
+/// ADD of one pod with a 1000-port range (figures not yet recorded in bench/RESULTS.md). Run with
 /// `cargo test --release --test portmap -- --ignored --nocapture bench_portmap`; `RCNI_PM_PODS` sets the pod
 /// count (default 1000).
 #[test]
