@@ -5,7 +5,7 @@
 
 use super::etcd::Proc;
 use super::underlay::Switch;
-use super::{Cnitool, NetConfDir, NodeNs, PodNs, REFERENCE_PLUGIN_DIR, TempDir, rcni_bin};
+use super::{Cnitool, NetConfDir, NodeNs, PodNs, TempDir, rcni_bin};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 
@@ -148,8 +148,8 @@ impl AgentNode {
     }
 
     /// A pod through conf/50-flannel.conflist (kube-flannel's) with cnitool: our flannel plugin reads the
-    /// agent's subnet.env and hands the pod to bridge + host-local; portmap is the reference one, found in
-    /// /usr/lib/cni after our binaries on CNI_PATH. Only the paths are moved into the node's temp dir.
+    /// agent's subnet.env and hands the pod to bridge + host-local, then our portmap: every type of the list
+    /// is rcni's (CNI_PATH holds only our build). Only the paths are moved into the node's temp dir.
     pub fn add_flannel_pod(&mut self) -> String {
         let n = self.pods.len();
         let pod = PodNs::new(&format!("ovf-n{}p{n}", self.i));
@@ -161,9 +161,6 @@ impl AgentNode {
         flannel["dataDir"] = json!(self.dir.join("flannel"));
         flannel["ipam"] = json!({"dataDir": self.dir.join("ipam")});
         std::fs::write(self.tool.netconf.join("50-flannel.conflist"), conf.to_string()).unwrap();
-        if !self.tool.cni_path.iter().any(|p| p == Path::new(REFERENCE_PLUGIN_DIR)) {
-            self.tool.cni_path.push(PathBuf::from(REFERENCE_PLUGIN_DIR));
-        }
         let cid = format!("f{n}");
         self.tool.run_with(&self.ns, &["add", "cbr0", pod.path_str()], &[("CNI_CONTAINERID", &cid)]).ok();
         assert!(self.dir.join("flannel").join(&cid).is_file(), "the flannel plugin saved the delegate config");
