@@ -1,7 +1,7 @@
 //! rcni-overlay against a real etcd: a switch netns (bridge) joins an etcd netns (198.18.0.254) and node
-//! netns (198.18.0.N), each node running the agent; pods are added with bridge + host-local from the
-//! node's subnet.env, as the flannel CNI plugin would, or through the kube-flannel conflist
-//! (conf/50-flannel.conflist) with our cnitool and flannel plugin. Everything lives in the test's own
+//! netns (198.18.0.N), each node running the agent; pods are added through the kube-flannel conflist
+//! (conf/50-flannel.conflist: our flannel plugin, bridge, host-local and portmap) with our cnitool, or (the
+//! DirectRouting test) with bridge + host-local from the node's subnet.env, as the flannel plugin would. Everything lives in the test's own
 //! namespaces and every process it starts is killed by a guard (tests/support: underlay, etcd, agent).
 //!
 //! The agent binary is another workspace member: build the workspace first (`cargo build --workspace`,
@@ -57,7 +57,7 @@ fn three_agents_on_etcd_program_the_overlay_and_survive_churn_and_an_outage() {
     }
     let d = nodes[0].ns.ip_json(&["-d", "link", "show", VTEP]);
     assert_eq!(d[0]["linkinfo"]["info_data"]["port"], 8472);
-    let ips: Vec<String> = nodes.iter_mut().map(|n| n.add_pod()).collect();
+    let ips: Vec<String> = nodes.iter_mut().map(|n| n.add_flannel_pod()).collect();
     for a in 0..3 {
         for b in 0..3 {
             if a != b {
@@ -97,7 +97,7 @@ fn three_agents_on_etcd_program_the_overlay_and_survive_churn_and_an_outage() {
     nodes.push(AgentNode::new("ovc", &switch, 4, &etcd.url()));
     wait_for("node 4's subnet.env", LONG, || nodes[3].subnet_env().is_some());
     wait_for("node 4's peers", LONG, || nodes[3].routes().lines().count() == 3);
-    let ip4 = nodes[3].add_pod();
+    let ip4 = nodes[3].add_flannel_pod();
     wait_for("node 4's route on node 1", LONG, || nodes[0].routes().contains(&nodes[3].subnet()));
     assert!(tcp(&nodes[0].pods[0], &nodes[3].pods[0], &ip4), "node1 -> new node4");
 
@@ -109,7 +109,7 @@ fn three_agents_on_etcd_program_the_overlay_and_survive_churn_and_an_outage() {
     let during: Vec<String> = nodes.iter().map(AgentNode::dump).collect();
     assert_eq!(before, during, "no kernel change during an etcd outage");
     assert!(tcp(&nodes[1].pods[0], &nodes[3].pods[0], &ip4), "node2 -> node4 during the outage");
-    let ip1b = nodes[0].add_pod();
+    let ip1b = nodes[0].add_flannel_pod();
     assert!(tcp(&nodes[1].pods[0], &nodes[0].pods[1], &ip1b), "a pod added during the outage is reached");
     // An agent restarted during the outage serves its node from disk and changes nothing.
     nodes[1].agent.kill();
