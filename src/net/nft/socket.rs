@@ -190,31 +190,7 @@ impl Nfnl {
 
     /// Looks one element up by key. `Ok(None)` if the element, the set or the table does not exist.
     pub fn get_elem(&mut self, family: u8, table: &str, set: &str, key: &[u8]) -> NlResult<Option<SetElem>> {
-        let seq = self.next_seq(0);
-        let mut b = MsgBuf::default();
-        b.begin_nft(NFT_MSG_GETSETELEM, NLM_F_ACK, seq, family);
-        b.attr_str(NFTA_SET_ELEM_LIST_TABLE, table);
-        b.attr_str(NFTA_SET_ELEM_LIST_SET, set);
-        b.nest_start(NFTA_SET_ELEM_LIST_ELEMENTS);
-        b.nest_start(NFTA_LIST_ELEM);
-        b.nest_start(NFTA_SET_ELEM_KEY);
-        b.attr(NFTA_DATA_VALUE, key);
-        b.nest_end();
-        b.nest_end();
-        b.nest_end();
-        b.end();
-        let mut found = None;
-        let r = self.request(&b.data, seq, false, |m| {
-            if m.msg_type == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWSETELEM {
-                found = parse_setelem_msg(m.payload)?.into_iter().next();
-            }
-            Ok(())
-        });
-        match r {
-            Ok(()) => Ok(found),
-            Err(NetlinkError::Kernel(ENOENT)) => Ok(None),
-            Err(e) => Err(e),
-        }
+        self.get_one(family, table, set, key, None, parse_setelem_msg)
     }
 
     /// All elements of a set; `Ok(None)` if the set or table does not exist.
@@ -253,6 +229,19 @@ impl Nfnl {
         key: &[u8],
         key_end: Option<&[u8]>,
     ) -> NlResult<Option<FullElem>> {
+        self.get_one(family, table, set, key, key_end, parse_full_elems)
+    }
+
+    /// One GETSETELEM request for `key` (and `key_end`), its answer read with `parse`.
+    fn get_one<T>(
+        &mut self,
+        family: u8,
+        table: &str,
+        set: &str,
+        key: &[u8],
+        key_end: Option<&[u8]>,
+        parse: fn(&[u8]) -> NlResult<Vec<T>>,
+    ) -> NlResult<Option<T>> {
         let seq = self.next_seq(0);
         let mut b = MsgBuf::default();
         b.begin_nft(NFT_MSG_GETSETELEM, NLM_F_ACK, seq, family);
@@ -273,7 +262,7 @@ impl Nfnl {
         let mut found = None;
         let r = self.request(&b.data, seq, false, |m| {
             if m.msg_type == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWSETELEM {
-                found = parse_full_elems(m.payload)?.into_iter().next();
+                found = parse(m.payload)?.into_iter().next();
             }
             Ok(())
         });
