@@ -6,7 +6,8 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use support::rcni_bin;
 
-const PLUGINS: [&str; 8] = ["bridge", "host-local", "loopback", "vxlan", "flannel", "tuning", "bandwidth", "firewall"];
+const PLUGINS: [&str; 9] =
+    ["bridge", "host-local", "loopback", "vxlan", "flannel", "tuning", "bandwidth", "firewall", "portmap"];
 const ALL: [&str; 7] = ["0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"];
 
 fn run(bin: &str, command: Option<&str>, stdin: &str) -> std::process::Output {
