@@ -195,10 +195,17 @@ impl Nfnl {
 
     /// All elements of a set; `Ok(None)` if the set or table does not exist.
     pub fn dump_elems(&mut self, family: u8, table: &str, set: &str) -> NlResult<Option<Vec<SetElem>>> {
-        retry_interrupted(|| self.dump_elems_once(family, table, set))
+        retry_interrupted(|| self.dump_once(family, table, set, parse_setelem_msg))
     }
 
-    fn dump_elems_once(&mut self, family: u8, table: &str, set: &str) -> NlResult<Option<Vec<SetElem>>> {
+    /// One GETSETELEM dump of `set`, every answer read with `parse`; `Ok(None)` if the set or table does not exist.
+    fn dump_once<T>(
+        &mut self,
+        family: u8,
+        table: &str,
+        set: &str,
+        parse: fn(&[u8]) -> NlResult<Vec<T>>,
+    ) -> NlResult<Option<Vec<T>>> {
         let seq = self.next_seq(0);
         let mut b = MsgBuf::default();
         b.begin_nft(NFT_MSG_GETSETELEM, NLM_F_DUMP, seq, family);
@@ -208,7 +215,7 @@ impl Nfnl {
         let mut out = Vec::new();
         let r = self.request(&b.data, seq, true, |m| {
             if m.msg_type == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWSETELEM {
-                out.extend(parse_setelem_msg(m.payload)?);
+                out.extend(parse(m.payload)?);
             }
             Ok(())
         });
@@ -275,26 +282,7 @@ impl Nfnl {
 
     /// All elements of a set or map with data and range ends; `Ok(None)` if the set or table does not exist.
     pub fn dump_full(&mut self, family: u8, table: &str, set: &str) -> NlResult<Option<Vec<FullElem>>> {
-        retry_interrupted(|| {
-            let seq = self.next_seq(0);
-            let mut b = MsgBuf::default();
-            b.begin_nft(NFT_MSG_GETSETELEM, NLM_F_DUMP, seq, family);
-            b.attr_str(NFTA_SET_ELEM_LIST_TABLE, table);
-            b.attr_str(NFTA_SET_ELEM_LIST_SET, set);
-            b.end();
-            let mut out = Vec::new();
-            let r = self.request(&b.data, seq, true, |m| {
-                if m.msg_type == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWSETELEM {
-                    out.extend(parse_full_elems(m.payload)?);
-                }
-                Ok(())
-            });
-            match r {
-                Ok(()) => Ok(Some(out)),
-                Err(NetlinkError::Kernel(ENOENT)) => Ok(None),
-                Err(e) => Err(e),
-            }
-        })
+        retry_interrupted(|| self.dump_once(family, table, set, parse_full_elems))
     }
 
     /// The rules of one chain (empty if the chain or table does not exist).
