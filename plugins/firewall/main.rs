@@ -59,6 +59,25 @@ fn layout(fw: &Firewall, prev: &AddResult) -> CniResult<iptables::Config> {
     Ok(iptables::Config { admin_chain: fw.admin_chain.clone(), same_bridge, dnat: fw.accept_dnat })
 }
 
+/// What ADD and CHECK both start from: the config, prevResult, the rule layout and the pod's addresses.
+struct Planned {
+    fw: Firewall,
+    prev: AddResult,
+    cfg: iptables::Config,
+    ips: Vec<IpAddr>,
+}
+
+fn plan(req: &Request) -> CniResult<Planned> {
+    let fw = Firewall::parse(&req.conf.raw)?;
+    let prev = prev_result(req)?;
+    if let Backend::Firewalld { explicit } = fw.backend {
+        return Err(Firewall::refuse_firewalld(explicit));
+    }
+    let cfg = layout(&fw, &prev)?;
+    let ips = addresses(&prev);
+    Ok(Planned { fw, prev, cfg, ips })
+}
+
 fn ledger_base() -> &'static Path {
     Path::new(ledger::BASE)
 }
@@ -83,13 +102,7 @@ struct FirewallPlugin;
 
 impl Plugin for FirewallPlugin {
     fn add(&self, req: &Request) -> CniResult<AddResult> {
-        let fw = Firewall::parse(&req.conf.raw)?;
-        let prev = prev_result(req)?;
-        if let Backend::Firewalld { explicit } = fw.backend {
-            return Err(Firewall::refuse_firewalld(explicit));
-        }
-        let cfg = layout(&fw, &prev)?;
-        let ips = addresses(&prev);
+        let Planned { fw, prev, cfg, ips } = plan(req)?;
         let ledger = Ledger::open(ledger_base(), &req.conf.name).map_err(cni_err)?;
         let rec = Record {
             network: req.conf.name.clone(),
@@ -138,13 +151,7 @@ impl Plugin for FirewallPlugin {
     /// Reads the rules back: every rule ADD makes must be there, and the ledger must name this attachment
     /// as the owner of its addresses.
     fn check(&self, req: &Request) -> CniResult<()> {
-        let fw = Firewall::parse(&req.conf.raw)?;
-        let prev = prev_result(req)?;
-        if let Backend::Firewalld { explicit } = fw.backend {
-            return Err(Firewall::refuse_firewalld(explicit));
-        }
-        let cfg = layout(&fw, &prev)?;
-        let ips = addresses(&prev);
+        let Planned { cfg, ips, .. } = plan(req)?;
         iptables::check(&cfg, &ips).map_err(cni_err)?;
         let ledger = Ledger::open(ledger_base(), &req.conf.name).map_err(cni_err)?;
         let owner = owner_tag(&req.container_id, &req.ifname);
