@@ -337,6 +337,65 @@ fn del_with_only_container_id_and_ifname() {
     assert_eq!(tcp_ask(&t.client, &format!("{NODE_EXT}:8082")), Ok(format!("B {CLIENT}")));
 }
 
+/// The node's portmap ledger record of `id`/eth0 on `network` (/run/rcni/portmap-<netns inode>/...).
+fn ledger_record(node: &NetNs, network: &str, id: &str) -> PathBuf {
+    use std::os::unix::fs::MetadataExt;
+    let ino = std::fs::metadata(node.path()).unwrap().ino();
+    PathBuf::from(format!("/run/rcni/portmap-{ino}/{network}/{id}-eth0"))
+}
+
+/// Item 1 of the ledger: a re-ADD of the same attachment with a changed hostPort takes back the old
+/// element (before the ledger it stayed and kept forwarding the old port); the record is 0600.
+#[test]
+fn re_add_with_a_changed_host_port_leaves_no_old_element() {
+    let mut t = Topo::new("pm-readd");
+    let a = t.add_pod("ctr-a", false);
+    let _sa = Server::tcp(t.pod(a), "0.0.0.0:80", "A");
+    t.portmap("ADD", a, &t.portmap_conf(a, tcp_map(8080, 80), json!({}))).ok();
+    assert_eq!(tcp_ask(&t.client, &format!("{NODE_EXT}:8080")), Ok(format!("A {CLIENT}")));
+    let rec = ledger_record(&t.node, "pmnet", "ctr-a");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&rec).unwrap().permissions().mode() & 0o777, 0o600, "{}", rec.display());
+
+    let conf = t.portmap_conf(a, tcp_map(8085, 80), json!({}));
+    t.portmap("ADD", a, &conf).ok();
+    assert_eq!(tcp_ask(&t.client, &format!("{NODE_EXT}:8085")), Ok(format!("A {CLIENT}")));
+    assert!(tcp_ask(&t.client, &format!("{NODE_EXT}:8080")).is_err(), "the old host port is closed");
+    assert_eq!(t.elements_with("8080"), 0, "no element of the old host port");
+    assert_eq!(t.elements_with("pmnet/ctr-a/eth0"), 2, "the new mapping and the hairpin element");
+    t.portmap("CHECK", a, &conf).ok();
+    t.portmap("DEL", a, &conf).ok();
+    assert_eq!(t.elements_with("pmnet/ctr-a/eth0"), 0);
+    assert!(!rec.exists(), "DEL removes the record");
+}
+
+/// DEL removes what the ledger lists and reads nothing else: an element carrying the owner's tag that
+/// its ADD never wrote (put there by hand) survives a DEL with the record, and goes with the dump by
+/// owner once the record is missing (the fallback). Another owner's element is untouched either way.
+#[test]
+fn del_removes_what_the_ledger_lists_and_falls_back_to_the_owner_dump() {
+    let mut t = Topo::new("pm-ledger");
+    let a = t.add_pod("ctr-a", false);
+    let b = t.add_pod("ctr-b", false);
+    let ca = t.portmap_conf(a, tcp_map(8080, 80), json!({}));
+    t.portmap("ADD", a, &ca).ok();
+    t.portmap("ADD", b, &t.portmap_conf(b, tcp_map(8082, 80), json!({}))).ok();
+    let stray = |port: u16| format!("{{ tcp . {port} comment \"pmnet/ctr-a/eth0\" : {} . 80 }}", t.ip(a));
+    t.node.cmd("nft").args(["add", "element", "inet", "rcni", "hostport4", &stray(7001)]).run().ok();
+    assert_eq!(t.elements_with("pmnet/ctr-a/eth0"), 3);
+
+    t.portmap("DEL", a, &ca).ok();
+    assert_eq!(t.elements_with("pmnet/ctr-a/eth0"), 1, "only the unrecorded element is left");
+    assert_eq!(t.elements_with("7001"), 1);
+    assert_eq!(t.elements_with("pmnet/ctr-b/eth0"), 2);
+
+    t.portmap("ADD", a, &ca).ok();
+    std::fs::remove_file(ledger_record(&t.node, "pmnet", "ctr-a")).unwrap();
+    t.portmap("DEL", a, &ca).ok();
+    assert_eq!(t.elements_with("pmnet/ctr-a/eth0"), 0, "without a record DEL finds every element by owner");
+    assert_eq!(t.elements_with("pmnet/ctr-b/eth0"), 2);
+}
+
 /// PM-14 and PM-18: a newer mapping of the same host port replaces the older one with a warning that
 /// names the displaced owner; the late DEL of the displaced owner leaves the newer mapping serving. With
 /// `hostPortConflict: "error"` the ADD fails naming the current owner and changes nothing.

@@ -11,13 +11,17 @@
 
 mod config;
 
+use std::path::Path;
+
 use config::Config;
 use ipnetwork::IpNetwork;
+use rcni::cni::error::code;
 use rcni::cni::log::warn;
 use rcni::cni::result::AddResult;
 use rcni::cni::skel::{self, Attachment, Plugin, Request};
 use rcni::cni::{CniError, CniResult};
 use rcni::net::nft::{Nfnl, absent};
+use rcni::net::portmap::ledger::{self, Ledger, Listed};
 use rcni::net::portmap::{self, Element, Hairpin, Mapping, Owner, Structure, elements};
 use rcni::net::route::RouteFilter;
 use rcni::net::{IpFamily, NetHandle, TABLE_MAIN};
@@ -165,6 +169,23 @@ fn open_nfnl() -> CniResult<Nfnl> {
     Nfnl::open().map_err(|e| CniError::internal(format!("portmap: opening the nf_tables netlink socket: {e}")))
 }
 
+/// The elements `owner`'s last ADD recorded; `None` (DEL then falls back to the dump by owner) when
+/// there is no record or it cannot be used, with a warning saying why.
+fn recorded(ledger: &Ledger, owner: &Owner) -> Option<Vec<Listed>> {
+    match ledger.read(owner) {
+        Ok(r) => r,
+        Err(e) => {
+            warn(PLUGIN, format!("ledger: {e}; finding {owner}'s elements by owner instead"));
+            None
+        }
+    }
+}
+
+fn ledger_err(e: String) -> CniError {
+    CniError::new(code::IO_FAILURE, format!("portmap ledger: {e}"))
+        .with_details(format!("{} must be a root-owned directory (mode 0700) on tmpfs", ledger::BASE))
+}
+
 struct Portmap;
 
 impl Plugin for Portmap {
@@ -184,22 +205,51 @@ impl Plugin for Portmap {
         let owner = owner(req);
         let mut nl = open_nfnl()?;
         Structure { mark_bit: cfg.mark_bit }.ensure(&mut nl).map_err(pm_err)?;
-        let applied = elements::apply(&mut nl, &owner, &elements, cfg.conflict).map_err(pm_err)?;
+        let ledger = Ledger::for_this_node(Path::new(ledger::BASE));
+        let previous = recorded(&ledger, &owner);
+        // Recorded before the batch as old ∪ new, so a crash between the two never leaves an element of
+        // ours that the record does not list; rewritten to exactly `wanted` once the batch is in.
+        let wanted = elements::encoded(&elements);
+        let mut union = previous.clone().unwrap_or_default();
+        union.extend(wanted.iter().cloned());
+        ledger.write(&owner, &union).map_err(ledger_err)?;
+        let restore = |ledger: &Ledger| {
+            let r = match &previous {
+                Some(p) => ledger.write(&owner, p),
+                None => ledger.remove(&owner),
+            };
+            if let Err(e) = r {
+                warn(PLUGIN, format!("restoring the ledger record: {e}"));
+            }
+        };
+        let applied =
+            match elements::apply(&mut nl, &owner, &elements, cfg.conflict, previous.as_deref().unwrap_or(&[])) {
+                Ok(a) => a,
+                Err(e) => {
+                    restore(&ledger);
+                    return Err(pm_err(e));
+                }
+            };
         for d in &applied.displaced {
             warn(PLUGIN, format!("{owner}: {} replaces the mapping of {}", d.element, d.owner));
         }
-        flush_after_add(&elements);
-        if let Some(iface) = iface {
-            if let Err(e) = rcni::net::sysctl::write(&route_localnet_key(&iface), "1") {
-                if let Err(u) = elements::undo(&mut nl, &applied) {
-                    warn(PLUGIN, format!("undo: {u}"));
-                }
-                return Err(CniError::internal(format!(
-                    "enabling localhost access to the pod's host ports on {iface}: {e}"
-                ))
-                .with_details("set snat to false to skip localhost access"));
+        let localnet = iface.map(|i| rcni::net::sysctl::write(&route_localnet_key(&i), "1").map_err(|e| (i, e)));
+        let recorded = ledger.write(&owner, &wanted);
+        if let Some(Err((iface, e))) = localnet {
+            if let Err(u) = elements::undo(&mut nl, &applied) {
+                warn(PLUGIN, format!("undo: {u}"));
             }
+            restore(&ledger);
+            return Err(CniError::internal(format!(
+                "enabling localhost access to the pod's host ports on {iface}: {e}"
+            ))
+            .with_details("set snat to false to skip localhost access"));
         }
+        if let Err(e) = recorded {
+            // The elements are in and the record lists them (the union above): DEL still finds them all.
+            warn(PLUGIN, format!("ledger: {e}"));
+        }
+        flush_after_add(&elements);
         Ok(prev)
     }
 
@@ -211,7 +261,14 @@ impl Plugin for Portmap {
             Err(e) if absent(&e) => return Ok(()),
             Err(e) => return Err(CniError::internal(format!("portmap: opening the nf_tables netlink socket: {e}"))),
         };
-        let removed = elements::remove_owner(&mut nl, &owner(req)).map_err(pm_err)?;
+        let owner = owner(req);
+        let ledger = Ledger::for_this_node(Path::new(ledger::BASE));
+        let removed = match recorded(&ledger, &owner) {
+            Some(listed) => elements::remove_listed(&mut nl, &owner, &listed),
+            None => elements::remove_owner(&mut nl, &owner),
+        }
+        .map_err(pm_err)?;
+        ledger.remove(&owner).map_err(ledger_err)?;
         if let Err(e) = portmap::flush::after_del(&mappings_of(removed.iter().map(|r| &r.element))) {
             warn(PLUGIN, format!("conntrack flush after DEL: {e}"));
         }
@@ -269,6 +326,12 @@ impl Plugin for Portmap {
         .map_err(pm_err)?;
         for r in removed {
             warn(PLUGIN, format!("gc: removed {} of {}", r.element, r.owner));
+        }
+        let ledger = Ledger::for_this_node(Path::new(ledger::BASE));
+        for o in ledger.owners(network).into_iter().filter(|o| !keep.contains(&o.tag())) {
+            if let Err(e) = ledger.remove(&o) {
+                warn(PLUGIN, format!("gc: {e}"));
+            }
         }
         Ok(())
     }

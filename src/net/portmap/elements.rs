@@ -11,6 +11,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnetwork::IpNetwork;
 
+use super::ledger::Listed;
 use super::structure::{
     ELEMENT_SETS, MAP_HOSTIPPORT4, MAP_HOSTIPPORT6, MAP_HOSTPORT4, MAP_HOSTPORT6, SET_HAIRPIN4, SET_HAIRPIN6,
 };
@@ -182,15 +183,41 @@ pub struct Applied {
     pub displaced: Vec<Displaced>,
 }
 
+/// The elements as the ledger records them: (set, element without comment).
+pub fn encoded(elements: &[Element]) -> Vec<Listed> {
+    elements.iter().map(encode).collect()
+}
+
+fn same_key(a: &Listed, b: &Listed) -> bool {
+    a.0 == b.0 && a.1.key == b.1.key && a.1.key_end == b.1.key_end
+}
+
 /// Adds `elements` for `owner` in one generation-checked batch. An element already there with the same
 /// owner and data stays; one with the same key and another owner is replaced (and reported) or, with
-/// [`ConflictPolicy::Error`], fails the whole ADD before anything changes.
-pub fn apply(nl: &mut Nfnl, owner: &Owner, elements: &[Element], policy: ConflictPolicy) -> Result<Applied> {
+/// [`ConflictPolicy::Error`], fails the whole ADD before anything changes. `previous` is what the
+/// owner's last ADD recorded: those of its keys that are no longer wanted and still belong to the owner
+/// are removed in the same batch (a re-ADD with changed mappings leaves no old element).
+pub fn apply(
+    nl: &mut Nfnl,
+    owner: &Owner,
+    elements: &[Element],
+    policy: ConflictPolicy,
+    previous: &[Listed],
+) -> Result<Applied> {
     let tag = owner.tag();
+    let wanted = encoded(elements);
+    let dropped: Vec<&Listed> = previous.iter().filter(|p| !wanted.iter().any(|w| same_key(p, w))).collect();
     let mut last_err = None;
     for _ in 0..MAX_ATTEMPTS {
         let gen_id = nl.generation().map_err(|e| nl_err("reading the nf_tables generation", e))?;
         let mut applied = Applied::default();
+        for (set, old) in &dropped {
+            if let Some(c) = lookup(nl, set, old)? {
+                if c.comment.as_deref() == Some(tag.as_str()) {
+                    applied.replaced.push((set, c));
+                }
+            }
+        }
         for el in elements {
             let (set, mut want) = encode(el);
             want.comment = Some(tag.clone());
@@ -302,30 +329,13 @@ pub fn remove_where(nl: &mut Nfnl, what: &str, stale: impl Fn(&str) -> bool) -> 
             Err(e) if absent(&e) => return Ok(Vec::new()),
             Err(e) => return Err(nl_err("reading the nf_tables generation", e)),
         };
-        let doomed: Vec<(&'static str, FullElem)> =
+        let doomed: Vec<Listed> =
             dump_all(nl)?.into_iter().filter(|(_, e)| stale(e.comment.as_deref().unwrap_or(""))).collect();
         if doomed.is_empty() {
             return Ok(Vec::new());
         }
-        let mut by_set: HashMap<&'static str, Vec<FullElem>> = HashMap::new();
-        for (set, e) in &doomed {
-            by_set.entry(set).or_default().push(e.clone());
-        }
-        let ops: Vec<BatchOp<'_>> = ELEMENT_SETS
-            .iter()
-            .filter_map(|set| by_set.remove(set).map(|elems| BatchOp::DelFull { set, elems }))
-            .collect();
-        match nl.batch(Some(gen_id), NFPROTO_INET, TABLE, &ops) {
-            Ok(()) => {
-                let mut removed: Vec<Removed> = doomed
-                    .into_iter()
-                    .filter_map(|(set, e)| {
-                        Some(Removed { element: decode(set, &e)?, owner: e.comment.unwrap_or_default() })
-                    })
-                    .collect();
-                removed.sort();
-                return Ok(removed);
-            }
+        match delete_batch(nl, gen_id, &doomed) {
+            Ok(()) => return Ok(removed_of(doomed)),
             Err(e) if retryable(&e) => last_err = Some(e),
             Err(e) => return Err(nl_err(format!("removing the host port elements of {what}"), e)),
         }
@@ -336,7 +346,70 @@ pub fn remove_where(nl: &mut Nfnl, what: &str, stale: impl Fn(&str) -> bool) -> 
     ))
 }
 
-/// Removes the elements of `owner` (one dump of the maps; nothing of another owner is touched).
+fn lookup(nl: &mut Nfnl, set: &str, e: &FullElem) -> Result<Option<FullElem>> {
+    match nl.get_full(NFPROTO_INET, TABLE, set, &e.key, e.key_end.as_deref()) {
+        Ok(c) => Ok(c),
+        Err(err) if absent(&err) => Ok(None),
+        Err(err) => Err(nl_err(format!("looking up an element of map inet {TABLE} {set}"), err)),
+    }
+}
+
+/// Removes the `listed` elements (what the owner's ADD recorded) that still belong to `owner`, one
+/// lookup each, in one generation-checked batch: other owners' elements are never read. Returns what was
+/// removed.
+pub fn remove_listed(nl: &mut Nfnl, owner: &Owner, listed: &[Listed]) -> Result<Vec<Removed>> {
+    let tag = owner.tag();
+    let mut last_err = None;
+    for _ in 0..MAX_ATTEMPTS {
+        let gen_id = match nl.generation() {
+            Ok(g) => g,
+            Err(e) if absent(&e) => return Ok(Vec::new()),
+            Err(e) => return Err(nl_err("reading the nf_tables generation", e)),
+        };
+        let mut doomed: Vec<Listed> = Vec::new();
+        for (set, e) in listed {
+            if let Some(c) = lookup(nl, set, e)? {
+                if c.comment.as_deref() == Some(tag.as_str()) {
+                    doomed.push((set, c));
+                }
+            }
+        }
+        match delete_batch(nl, gen_id, &doomed) {
+            Ok(()) => return Ok(removed_of(doomed)),
+            Err(e) if retryable(&e) => last_err = Some(e),
+            Err(e) => return Err(nl_err(format!("removing the host port elements of {owner}"), e)),
+        }
+    }
+    Err(nl_err(
+        format!("removing the host port elements of {owner}: the ruleset kept changing; retry"),
+        last_err.expect("at least one attempt"),
+    ))
+}
+
+fn delete_batch(nl: &mut Nfnl, gen_id: u32, doomed: &[Listed]) -> Result<(), NetlinkError> {
+    if doomed.is_empty() {
+        return Ok(());
+    }
+    let mut by_set: HashMap<&'static str, Vec<FullElem>> = HashMap::new();
+    for (set, e) in doomed {
+        by_set.entry(set).or_default().push(e.clone());
+    }
+    let ops: Vec<BatchOp<'_>> =
+        ELEMENT_SETS.iter().filter_map(|set| by_set.remove(set).map(|elems| BatchOp::DelFull { set, elems })).collect();
+    nl.batch(Some(gen_id), NFPROTO_INET, TABLE, &ops)
+}
+
+fn removed_of(doomed: Vec<Listed>) -> Vec<Removed> {
+    let mut removed: Vec<Removed> = doomed
+        .into_iter()
+        .filter_map(|(set, e)| Some(Removed { element: decode(set, &e)?, owner: e.comment.unwrap_or_default() }))
+        .collect();
+    removed.sort();
+    removed
+}
+
+/// Removes the elements of `owner` found by a dump of every map (the fallback when its ledger record is
+/// missing; nothing of another owner is touched).
 pub fn remove_owner(nl: &mut Nfnl, owner: &Owner) -> Result<Vec<Removed>> {
     let tag = owner.tag();
     remove_where(nl, &owner.to_string(), |t| t == tag)

@@ -23,8 +23,9 @@
 //! ```
 //!
 //! * Elements carry their owner `network/containerID/ifname` as comment ([`Owner::tag`]): a DEL removes
-//!   only its own elements, found by owner, so it needs neither the mappings nor the pod's IPs, and a late
-//!   DEL of a displaced owner removes nothing.
+//!   only its own elements, so it needs neither the mappings nor the pod's IPs, and a late DEL of a
+//!   displaced owner removes nothing. Which elements: those the owner's ADD recorded in its [`ledger`]
+//!   (one lookup each, other owners never read); without a record, a dump of the maps filtered by owner.
 //! * Structure ([`structure`]) is written once with `nft -f` and recognised by rule comments carrying the
 //!   layout version and the mark bit; elements ([`elements`]) go over netlink in batches checked against
 //!   the generation they were planned from.
@@ -35,6 +36,7 @@
 
 pub mod elements;
 pub mod flush;
+pub mod ledger;
 pub mod structure;
 
 use std::fmt;
