@@ -183,15 +183,14 @@ mod tests {
     use super::*;
     use std::os::unix::fs::symlink;
 
-    fn scratch(tag: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("rcni-fsprivate-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        d
+    fn scratch(tag: &str) -> tempfile::TempDir {
+        tempfile::TempDir::with_prefix(format!("rcni-fsprivate-{tag}-")).unwrap()
     }
 
     #[test]
     fn dir_is_created_private_and_a_loose_one_is_refused() {
-        let d = scratch("dir");
+        let t = scratch("dir");
+        let d = t.path();
         let inner = d.join("a/b");
         ensure_dir(&inner).unwrap();
         assert_eq!(std::fs::metadata(&inner).unwrap().mode() & 0o777, 0o700);
@@ -200,13 +199,13 @@ mod tests {
         let link = d.join("link");
         symlink(&inner, &link).unwrap();
         assert!(ensure_dir(&link).unwrap_err().to_string().contains("not a directory"));
-        std::fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]
     fn atomic_write_is_0600_and_replaces_a_symlink_instead_of_following_it() {
-        let d = scratch("write");
-        ensure_dir(&d).unwrap();
+        let t = scratch("write");
+        let d = t.path();
+        ensure_dir(d).unwrap();
         let victim = d.join("victim");
         std::fs::write(&victim, "keep").unwrap();
         let rec = d.join("rec");
@@ -216,14 +215,14 @@ mod tests {
         assert!(std::fs::symlink_metadata(&rec).unwrap().file_type().is_file());
         assert_eq!(std::fs::metadata(&rec).unwrap().mode() & 0o777, 0o600);
         assert_eq!(read_private(&rec, 10).unwrap().unwrap(), b"new");
-        assert_eq!(std::fs::read_dir(&d).unwrap().count(), 2, "no temp file left");
-        std::fs::remove_dir_all(&d).unwrap();
+        assert_eq!(std::fs::read_dir(d).unwrap().count(), 2, "no temp file left");
     }
 
     #[test]
     fn reads_refuse_symlinks_loose_files_fifos_and_oversize() {
-        let d = scratch("read");
-        ensure_dir(&d).unwrap();
+        let t = scratch("read");
+        let d = t.path();
+        ensure_dir(d).unwrap();
         assert!(read_private(&d.join("missing"), 10).unwrap().is_none());
         let f = d.join("f");
         std::fs::write(&f, "0123456789").unwrap();
@@ -243,6 +242,5 @@ mod tests {
         let lock = open_private(&d.join("lock"), false).unwrap();
         assert_eq!(lock.metadata().unwrap().mode() & 0o777, 0o600);
         assert!(open_private(&link, true).is_err(), "no open through a symlink");
-        std::fs::remove_dir_all(&d).unwrap();
     }
 }

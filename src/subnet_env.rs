@@ -296,10 +296,8 @@ mod tests {
         Path::new("/run/flannel/subnet.env")
     }
 
-    fn tmpdir(tag: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("rcni-subnet-env-{tag}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&d);
-        d
+    fn tmpdir(tag: &str) -> tempfile::TempDir {
+        tempfile::TempDir::with_prefix(format!("rcni-subnet-env-{tag}-")).unwrap()
     }
 
     const FLANNELD_V4: &str =
@@ -402,7 +400,8 @@ mod tests {
 
     #[test]
     fn write_is_atomic_with_flanneld_mode_and_read_back() {
-        let d = tmpdir("write");
+        let t = tmpdir("write");
+        let d = t.path();
         let path = d.join("flannel/subnet.env");
         let e = SubnetEnv::for_lease("10.244.0.0/16".parse().unwrap(), "10.244.9.0/24".parse().unwrap(), 1450, false);
         e.write(&path).unwrap();
@@ -413,19 +412,17 @@ mod tests {
         assert_eq!(SubnetEnv::read(&path).unwrap(), e2);
         let names: Vec<_> = fs::read_dir(d.join("flannel")).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names, vec![std::ffi::OsString::from("subnet.env")], "no temp file left");
-        fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]
     fn read_reports_missing_and_non_regular_files() {
-        let d = tmpdir("read");
-        fs::create_dir_all(&d).unwrap();
+        let t = tmpdir("read");
+        let d = t.path();
         let missing = d.join("subnet.env");
         assert_eq!(SubnetEnv::read(&missing), Err(SubnetEnvError::Missing { path: missing.clone() }));
         let fifo = d.join("fifo");
         nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
         assert!(matches!(SubnetEnv::read(&fifo), Err(SubnetEnvError::Unreadable { .. })));
-        assert!(matches!(SubnetEnv::read(&d), Err(SubnetEnvError::Unreadable { .. })));
-        fs::remove_dir_all(&d).unwrap();
+        assert!(matches!(SubnetEnv::read(d), Err(SubnetEnvError::Unreadable { .. })));
     }
 }

@@ -17,24 +17,26 @@ const OURS: &str = env!("CARGO_BIN_EXE_host-local");
 const REFERENCE: &str = "/usr/lib/cni/host-local";
 const NET: &str = "testnet";
 
-struct TempDir(PathBuf);
+/// `root` is a directory not yet created (tests assert that a refused command leaves it so) inside a
+/// throwaway directory, removed with `_outer`.
+struct TempDir {
+    root: PathBuf,
+    _outer: tempfile::TempDir,
+}
 
 impl TempDir {
     fn new(tag: &str) -> TempDir {
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
-        TempDir(std::env::temp_dir().join(format!("rcni-hl-{tag}-{}-{nanos}", std::process::id())))
+        TempDir::new_in(&std::env::temp_dir(), tag)
+    }
+    fn new_in(base: &Path, tag: &str) -> TempDir {
+        let outer = tempfile::TempDir::with_prefix_in(format!("rcni-hl-{tag}-"), base).unwrap();
+        TempDir { root: outer.path().join("t"), _outer: outer }
     }
     fn data(&self) -> String {
-        self.0.join("data").to_string_lossy().into_owned()
+        self.root.join("data").to_string_lossy().into_owned()
     }
     fn net(&self) -> PathBuf {
-        self.0.join("data").join(NET)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
+        self.root.join("data").join(NET)
     }
 }
 
@@ -203,8 +205,8 @@ fn same_shape_as_reference() {
 #[test]
 fn resolv_conf_fills_dns() {
     let t = TempDir::new("dns");
-    fs::create_dir_all(&t.0).unwrap();
-    let rc = t.0.join("resolv.conf");
+    fs::create_dir_all(&t.root).unwrap();
+    let rc = t.root.join("resolv.conf");
     fs::write(&rc, "nameserver 10.0.0.53\nsearch a.example b.example\noptions ndots:2\ndomain example\n").unwrap();
     let c = conf(&t, "1.0.0", json!({"subnet": "10.5.0.0/24", "resolvConf": rc}));
     let o = add(OURS, "c1", &c);
@@ -213,7 +215,7 @@ fn resolv_conf_fills_dns() {
         o.json["dns"],
         json!({"nameservers": ["10.0.0.53"], "domain": "example", "search": ["a.example", "b.example"], "options": ["ndots:2"]})
     );
-    let c = conf(&t, "1.0.0", json!({"subnet": "10.5.0.0/24", "resolvConf": t.0.join("missing")}));
+    let c = conf(&t, "1.0.0", json!({"subnet": "10.5.0.0/24", "resolvConf": t.root.join("missing")}));
     let o = add(OURS, "c2", &c);
     assert!(o.msg().contains("ipam.resolvConf"), "{}", o.json);
 }
@@ -343,7 +345,7 @@ fn del_is_idempotent_and_check_finds_reservation() {
     let c = conf(&t, "1.0.0", json!({"subnet": "10.70.0.0/24"}));
     // DEL of something never added, on a network that has no directory: ok, and creates nothing.
     del(OURS, "ghost", &c).expect_ok();
-    assert!(!t.0.exists());
+    assert!(!t.root.exists());
     let r = add(OURS, "c1", &c);
     r.expect_ok();
     add(OURS, "c1x", &c).expect_ok();
@@ -494,7 +496,7 @@ fn bad_configs_touch_nothing() {
         let o = run(OURS, "ADD", "c1", "eth0", &c, args);
         assert_eq!(o.code(), code, "{what}: {}", o.json);
         assert!(o.msg().contains(needle), "{what}: {:?} does not contain {needle:?}", o.msg());
-        assert!(!t.0.exists(), "{what}: touched {}", t.0.display());
+        assert!(!t.root.exists(), "{what}: touched {}", t.root.display());
         assert!(!Path::new("rcni-relative-data-dir").exists(), "{what}: made state under the working directory");
     }
 }
@@ -720,7 +722,7 @@ fn killed_adds_leave_whole_files_only() {
 // ---- the owner index (<dataDir>/.rcni-index.<network>): a cache that must never be believed wrongly ----
 
 fn index_path(t: &TempDir) -> PathBuf {
-    t.0.join("data").join(format!(".rcni-index.{NET}"))
+    t.root.join("data").join(format!(".rcni-index.{NET}"))
 }
 
 /// The reservations an index lists (`ip -> "id ifname"`), if it is whole: header first, `e <count> <sum>` last.
@@ -776,7 +778,7 @@ fn index_lives_outside_the_network_directory() {
         );
     }
     // Beside it, a file (not a directory: tools take every directory of dataDir for a network).
-    assert_eq!(dir_names(&t.0.join("data")), [format!(".rcni-index.{NET}").as_str(), NET]);
+    assert_eq!(dir_names(&t.root.join("data")), [format!(".rcni-index.{NET}").as_str(), NET]);
     assert!(fs::metadata(index_path(&t)).unwrap().is_file());
     assert_eq!(index_records(&t), Some(owners_on_disk(&t)));
     assert_eq!(owners_on_disk(&t).len(), 4);
@@ -925,8 +927,7 @@ fn bench_add_del_latency() {
     let runs: usize = env("RCNI_HL_BENCH_RUNS").map_or(25, |v| v.parse().unwrap());
     let bin = env("RCNI_HL_BENCH_BIN").unwrap_or_else(|| OURS.to_string());
     let base = env("RCNI_HL_BENCH_DIR").map_or_else(std::env::temp_dir, PathBuf::from);
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
-    let t = TempDir(base.join(format!("rcni-hl-bench-{}-{nanos}", std::process::id())));
+    let t = TempDir::new_in(&base, "bench");
     let c = conf(&t, "1.0.0", json!({"ranges": [[{"subnet": "10.200.0.0/16"}]]}));
     // Existing reservations as another host-local would have left them.
     fs::create_dir_all(t.net()).unwrap();

@@ -504,13 +504,11 @@ fn valid_cache_file() -> Value {
 
 /// Write `bytes` to a fresh file and read it as a cache file both ways.
 fn read_cache_bytes(bytes: &[u8]) -> Result<(), TestCaseError> {
-    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    let path = std::env::temp_dir().join(format!("rcni-prop-cache-{}-{n}", std::process::id()));
-    std::fs::write(&path, bytes).unwrap();
-    let info = cache::read_info(&path);
-    let result = cache::read_result(&path);
-    std::fs::remove_file(&path).unwrap();
+    let file = tempfile::Builder::new().prefix("rcni-prop-cache-").tempfile().unwrap();
+    let path = file.path();
+    std::fs::write(path, bytes).unwrap();
+    let info = cache::read_info(path);
+    let result = cache::read_result(path);
     assert_cni_error(info)?;
     assert_cni_error(result)
 }
@@ -557,9 +555,8 @@ fn mutation_bases_are_valid() {
     assert_eq!(ipam.range_sets.len(), 2);
     assert_eq!(parse_peers(valid_peers().to_string().as_bytes(), "peers", &cluster_network()).unwrap().len(), 3);
     assert_eq!(conflist::conf_list_from_bytes(valid_conflist().to_string().as_bytes()).unwrap().plugins.len(), 3);
-    let dir = std::env::temp_dir().join(format!("rcni-prop-cache-base-{}", std::process::id()));
-    std::fs::write(&dir, valid_cache_file().to_string()).unwrap();
-    assert!(cache::read_info(&dir).unwrap().is_some());
-    assert!(cache::read_result(&dir).unwrap().is_some());
-    std::fs::remove_file(&dir).unwrap();
+    let file = tempfile::Builder::new().prefix("rcni-prop-cache-base-").tempfile().unwrap();
+    std::fs::write(file.path(), valid_cache_file().to_string()).unwrap();
+    assert!(cache::read_info(file.path()).unwrap().is_some());
+    assert!(cache::read_result(file.path()).unwrap().is_some());
 }

@@ -61,9 +61,8 @@ mod tests {
 
     #[test]
     fn write_read_restore_remove() {
-        let d = std::env::temp_dir().join(format!("rcni-flannel-saved-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        let data = d.join("flannel");
+        let d = tempfile::TempDir::with_prefix("rcni-flannel-saved-").unwrap();
+        let data = d.path().join("flannel");
         assert_eq!(read(&data, "c1").unwrap(), None);
         write(&data, "c1", b"{\"a\":1}").unwrap();
         assert_eq!(std::fs::metadata(&data).unwrap().permissions().mode() & 0o777, 0o700);
@@ -76,6 +75,5 @@ mod tests {
         assert_eq!(read(&data, "c1").unwrap(), None);
         remove(&data, "c1").unwrap();
         assert_eq!(std::fs::read_dir(&data).unwrap().count(), 0, "no temp file left");
-        std::fs::remove_dir_all(&d).unwrap();
     }
 }

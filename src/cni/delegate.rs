@@ -45,27 +45,23 @@ mod tests {
         p
     }
 
-    fn tempdir(tag: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("rcni-delegate-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        d
+    fn tempdir(tag: &str) -> tempfile::TempDir {
+        tempfile::TempDir::with_prefix(format!("rcni-delegate-{tag}-")).unwrap()
     }
 
     #[test]
     fn passes_stdin_command_and_errors_through() {
         let d = tempdir("exec");
-        let echo = script(&d, "echo", "[ \"$CNI_COMMAND\" = ADD ] || exit 3; cat");
+        let echo = script(d.path(), "echo", "[ \"$CNI_COMMAND\" = ADD ] || exit 3; cat");
         assert_eq!(exec(&echo, Command::Add, b"{\"x\":1}").unwrap(), b"{\"x\":1}");
         assert!(exec(&echo, Command::Del, b"").is_err());
-        let fail = script(&d, "fail", "echo '{\"code\":11,\"msg\":\"busy\",\"details\":\"d\"}'; exit 1");
+        let fail = script(d.path(), "fail", "echo '{\"code\":11,\"msg\":\"busy\",\"details\":\"d\"}'; exit 1");
         let e = exec(&fail, Command::Add, b"").unwrap_err();
         assert_eq!((e.code, e.msg.as_str(), e.details.as_str()), (11, "busy", "d"));
-        let silent = script(&d, "silent", "exit 2");
+        let silent = script(d.path(), "silent", "exit 2");
         assert!(exec(&silent, Command::Add, b"").unwrap_err().msg.contains("no error message"));
-        let junk = script(&d, "junk", "echo oops; exit 1");
+        let junk = script(d.path(), "junk", "echo oops; exit 1");
         assert!(exec(&junk, Command::Add, b"").unwrap_err().msg.contains("oops"));
-        std::fs::remove_dir_all(d).unwrap();
     }
 
     /// A delegate that prints more than a pipe holds before reading its (also larger) stdin: both sides must
@@ -73,7 +69,7 @@ mod tests {
     #[test]
     fn large_output_before_large_input_does_not_deadlock() {
         let d = tempdir("big");
-        let big = script(&d, "big", "head -c 200000 /dev/zero | tr '\\0' x; cat >/dev/null");
+        let big = script(d.path(), "big", "head -c 200000 /dev/zero | tr '\\0' x; cat >/dev/null");
         let stdin = vec![b' '; 200_000];
         let (done, wait) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -81,6 +77,5 @@ mod tests {
         });
         let out = wait.recv_timeout(std::time::Duration::from_secs(120)).expect("delegate exec deadlocked");
         assert_eq!(out.unwrap().len(), 200_000);
-        std::fs::remove_dir_all(d).unwrap();
     }
 }

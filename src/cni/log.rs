@@ -41,9 +41,8 @@ mod tests {
 
     #[test]
     fn log_file_is_private_and_never_followed_through_a_symlink() {
-        let d = std::env::temp_dir().join(format!("rcni-log-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
+        let t = tempfile::TempDir::with_prefix("rcni-log-").unwrap();
+        let d = t.path();
         let log = d.join("rcni.log");
         append_to(&log, "one\n").unwrap();
         append_to(&log, "two\n").unwrap();
@@ -56,6 +55,5 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&target).unwrap(), "", "written through a symlink");
         nix::unistd::mkfifo(&d.join("fifo"), nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
         assert!(append_to(&d.join("fifo"), "x\n").is_err(), "a FIFO without reader must not block");
-        std::fs::remove_dir_all(&d).unwrap();
     }
 }

@@ -38,24 +38,19 @@ pub fn find_plugin(plugin_type: &str, dirs: &[PathBuf]) -> CniResult<PathBuf> {
 mod tests {
     use super::*;
 
-    struct Dir(PathBuf);
+    struct Dir(tempfile::TempDir);
     impl Dir {
         fn new(tag: &str) -> Dir {
-            let p = std::env::temp_dir().join(format!("rcni-unit-lookup-{tag}-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&p);
-            std::fs::create_dir_all(&p).unwrap();
-            Dir(p)
+            Dir(tempfile::TempDir::with_prefix(format!("rcni-unit-lookup-{tag}-")).unwrap())
+        }
+        fn path(&self) -> PathBuf {
+            self.0.path().to_path_buf()
         }
         fn script(&self, name: &str) -> PathBuf {
-            let p = self.0.join(name);
+            let p = self.0.path().join(name);
             std::fs::write(&p, "#!/bin/sh\ntrue\n").unwrap();
             std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
             p
-        }
-    }
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
         }
     }
 
@@ -63,12 +58,12 @@ mod tests {
     fn first_regular_file_on_the_path_symlinks_followed() {
         let d = Dir::new("find");
         let other = Dir::new("find2");
-        std::fs::create_dir(d.0.join("adir")).unwrap();
+        std::fs::create_dir(d.0.path().join("adir")).unwrap();
         let p = other.script("plug");
-        std::os::unix::fs::symlink(&p, d.0.join("link")).unwrap();
-        let paths = vec![d.0.clone(), other.0.clone()];
+        std::os::unix::fs::symlink(&p, d.0.path().join("link")).unwrap();
+        let paths = vec![d.path(), other.path()];
         assert_eq!(find_plugin("plug", &paths).unwrap(), p);
-        assert_eq!(find_plugin("link", &paths).unwrap(), d.0.join("link"));
+        assert_eq!(find_plugin("link", &paths).unwrap(), d.0.path().join("link"));
         let e = find_plugin("adir", &paths).unwrap_err();
         assert!(e.msg.contains("failed to find plugin \"adir\""), "{e}");
         assert!(find_plugin("../x", &paths).unwrap_err().msg.contains("invalid plugin name"));
@@ -79,11 +74,12 @@ mod tests {
     #[test]
     fn finds_only_executable_files_and_refuses_paths() {
         let d = Dir::new("exec");
-        std::fs::write(d.0.join("noexec"), "x").unwrap();
-        std::fs::create_dir(d.0.join("adir")).unwrap();
+        std::fs::write(d.0.path().join("noexec"), "x").unwrap();
+        std::fs::create_dir(d.0.path().join("adir")).unwrap();
         d.script("ipam");
-        let dirs = std::slice::from_ref(&d.0);
-        assert_eq!(find_plugin("ipam", dirs).unwrap(), d.0.join("ipam"));
+        let dir = d.path();
+        let dirs = std::slice::from_ref(&dir);
+        assert_eq!(find_plugin("ipam", dirs).unwrap(), d.0.path().join("ipam"));
         assert!(find_plugin("noexec", dirs).is_err());
         assert!(find_plugin("adir", dirs).is_err());
         assert_eq!(find_plugin("../ipam", dirs).unwrap_err().code, 7);

@@ -601,8 +601,8 @@ mod tests {
     /// the fd skel checked even after the path is replaced, and the registration ends with the dispatch.
     #[test]
     fn netns_is_opened_once_before_the_plugin_and_unusable_ones_are_code_4() {
-        let dir = std::env::temp_dir().join(format!("rcni-skel-netns-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = tempfile::TempDir::with_prefix("rcni-skel-netns-").unwrap();
+        let dir = tmp.path();
         let plain = dir.join("plain");
         std::fs::write(&plain, "x").unwrap();
         let fifo = dir.join("fifo");
@@ -632,6 +632,5 @@ mod tests {
         let over = |k: &str| (k == "CNI_NETNS_OVERRIDE").then(|| "1".to_string());
         dispatch(&Nop, &request("ADD", &link), &over).unwrap();
         assert!(opened_netns(&link.display().to_string()).is_none(), "registration ends with the dispatch");
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -281,7 +281,8 @@ mod tests {
     #[test]
     fn helper_inherits_only_what_it_needs() {
         let netns = std::fs::File::open("/proc/self/ns/net").unwrap();
-        let lock_path = std::env::temp_dir().join(format!("rcni-detached-lock-{}", std::process::id()));
+        let lock_dir = tempfile::TempDir::with_prefix("rcni-detached-lock-").unwrap();
+        let lock_path = lock_dir.path().join("lock");
         let lock = std::fs::File::create(&lock_path).unwrap();
         // SAFETY: flock on an fd we own.
         assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);

@@ -171,11 +171,10 @@ mod tests {
         let e = Netns::open("/nonexistent/netns").unwrap_err();
         assert!(e.is_not_found(), "{e}");
         // A FIFO without a writer: refused at once instead of blocking the open forever.
-        let fifo = std::env::temp_dir().join(format!("rcni-netns-fifo-{}", std::process::id()));
-        let _ = std::fs::remove_file(&fifo);
+        let dir = tempfile::TempDir::with_prefix("rcni-netns-fifo-").unwrap();
+        let fifo = dir.path().join("fifo");
         nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
         let e = Netns::open(&fifo).unwrap_err();
-        std::fs::remove_file(&fifo).unwrap();
         assert_eq!(e.errno(), Some(libc::EINVAL), "{e}");
     }
 

@@ -138,8 +138,8 @@ mod tests {
 
     #[test]
     fn a_device_has_one_owning_network() {
-        let dir = std::env::temp_dir().join(format!("rcni-nodestate-{}", std::process::id()));
-        let s = NodeState::open(&dir).unwrap();
+        let dir = tempfile::TempDir::with_prefix("rcni-nodestate-").unwrap();
+        let s = NodeState::open(dir.path()).unwrap();
         let _l = s.lock().unwrap();
         s.claim_device("a", "rcni.1").unwrap();
         s.claim_device("a", "rcni.1").unwrap();
@@ -153,6 +153,5 @@ mod tests {
         let p: Peer = serde_json::from_str(r#"{"underlay":"198.18.0.2","subnets":["10.244.2.0/24"]}"#).unwrap();
         s.save_peers("b", std::slice::from_ref(&p)).unwrap();
         assert_eq!(s.last_peers("b").unwrap(), vec![p]);
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

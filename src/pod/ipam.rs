@@ -344,8 +344,8 @@ mod tests {
         let absent = vec![b'q'; 40];
         assert!(!contains_at(&file, at, size, &absent));
         assert!(elf_section(&file, len, b".no-such-section").is_none());
-        let dir = std::env::temp_dir().join(format!("rcni-ipam-elf-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = tempfile::TempDir::with_prefix("rcni-ipam-elf-").unwrap();
+        let dir = tmp.path();
         let script = dir.join("script");
         std::fs::write(&script, "#!/bin/sh\necho hi\n").unwrap();
         let f = File::open(&script).unwrap();
@@ -357,15 +357,13 @@ mod tests {
         assert!(elf_section(&f, 64, b".rodata").is_none());
         assert!(!contains_at(&f, at + size / 2 - 8, size, &absent));
         assert!(!is_same_build(&cut, std::str::from_utf8(&absent).unwrap()));
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     /// A match that straddles two chunks of the chunked search is found.
     #[test]
     fn contains_at_finds_a_needle_across_chunk_boundaries() {
-        let dir = std::env::temp_dir().join(format!("rcni-ipam-chunks-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let p = dir.join("f");
+        let dir = tempfile::TempDir::with_prefix("rcni-ipam-chunks-").unwrap();
+        let p = dir.path().join("f");
         for at in [0usize, 65_530, 65_536, 131_067, 200_000 - 6] {
             let mut data = vec![b'x'; 200_000];
             data[at..at + 6].copy_from_slice(b"needle");
@@ -374,6 +372,5 @@ mod tests {
             assert!(contains_at(&f, 0, 200_000, b"needle"), "at {at}");
             assert!(!contains_at(&f, 0, at as u64 + 5, b"needle"), "range ends inside it: {at}");
         }
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -647,9 +647,9 @@ pub fn leftover_netns(tag: &str) -> Vec<String> {
 // ------------------------------------------------------------------------------------------------
 // Files
 
-/// A temporary directory, removed (recursively) on drop.
+/// A temporary directory, removed (recursively) on drop ([`tempfile::TempDir`] underneath).
 pub struct TempDir {
-    path: PathBuf,
+    dir: tempfile::TempDir,
 }
 
 impl TempDir {
@@ -659,32 +659,30 @@ impl TempDir {
 
     /// In `base` (e.g. /dev/shm, for data that must not wait on the disk).
     pub fn new_in(base: &Path, tag: &str) -> TempDir {
-        let path = base.join(unique_name(tag));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).unwrap();
-        TempDir { path }
+        use std::os::unix::fs::PermissionsExt;
+        // 0755 as a plain mkdir would make: daemons some tests start drop root and read files in here.
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("{}-", unique_name(tag)))
+            .permissions(std::fs::Permissions::from_mode(0o755))
+            .tempdir_in(base)
+            .unwrap();
+        TempDir { dir }
     }
 
     pub fn path(&self) -> &Path {
-        &self.path
+        self.dir.path()
     }
 
     pub fn join(&self, rel: impl AsRef<Path>) -> PathBuf {
-        self.path.join(rel)
+        self.dir.path().join(rel)
     }
 
     /// Writes a file (creating parent directories).
     pub fn write(&self, rel: impl AsRef<Path>, content: impl AsRef<[u8]>) -> PathBuf {
-        let p = self.path.join(rel);
+        let p = self.dir.path().join(rel);
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         std::fs::write(&p, content).unwrap();
         p
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.path);
     }
 }
 

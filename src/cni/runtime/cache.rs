@@ -289,15 +289,14 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn tmp(tag: &str) -> PathBuf {
-        let p = std::env::temp_dir().join(format!("rcni-unit-cache-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        p
+    fn tmp(tag: &str) -> tempfile::TempDir {
+        tempfile::TempDir::with_prefix(format!("rcni-unit-cache-{tag}-")).unwrap()
     }
 
     #[test]
     fn temps_of_dead_or_old_writers_are_removed() {
-        let d = tmp("temps");
+        let t = tmp("temps");
+        let d = t.path();
         let info = CachedInfo {
             kind: CACHE_KIND.into(),
             container_id: "c".into(),
@@ -305,7 +304,7 @@ mod tests {
             network_name: "n".into(),
             ..Default::default()
         };
-        let kept = write(&d, &info).unwrap();
+        let kept = write(d, &info).unwrap();
         let results = d.join("results");
         let mut child = std::process::Command::new("true").spawn().unwrap();
         let dead = child.id();
@@ -317,11 +316,10 @@ mod tests {
         let ancient = results.join(format!(".n-c-eth2.tmp-{}-1", std::process::id()));
         let f = std::fs::File::create(&ancient).unwrap();
         f.set_modified(std::time::SystemTime::now() - 2 * STALE_TEMP_AGE).unwrap();
-        assert_eq!(remove_stale_temps(&d), 2);
+        assert_eq!(remove_stale_temps(d), 2);
         assert!(!crashed.exists() && !ancient.exists());
         assert!(live.exists(), "a temp file a live writer is writing must stay");
         assert!(kept.exists());
-        std::fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]
@@ -393,7 +391,8 @@ mod tests {
 
     #[test]
     fn write_read_list_remove() {
-        let d = tmp("rt");
+        let t = tmp("rt");
+        let d = t.path();
         let mk = |net: &str, cid: &str, ifn: &str| CachedInfo {
             kind: CACHE_KIND.into(),
             container_id: cid.into(),
@@ -406,7 +405,7 @@ mod tests {
             result: Some(json!({"cniVersion": "1.0.0", "ips": []})),
         };
         let a = mk("net", "c1", "eth0");
-        let p = write(&d, &a).unwrap();
+        let p = write(d, &a).unwrap();
         assert_eq!(p, d.join("results/net-c1-eth0"));
         {
             use std::os::unix::fs::PermissionsExt;
@@ -416,26 +415,27 @@ mod tests {
         }
         assert_eq!(read_info(&p).unwrap().unwrap(), a);
         assert_eq!(read_result(&p).unwrap().unwrap()["cniVersion"], "1.0.0");
-        write(&d, &mk("net", "c2", "eth0")).unwrap();
-        write(&d, &mk("other", "c1", "net1")).unwrap();
+        write(d, &mk("net", "c2", "eth0")).unwrap();
+        write(d, &mk("other", "c1", "net1")).unwrap();
         // Foreign/legacy files are skipped by the listing.
         std::fs::write(d.join("results/legacy-c1-eth0"), r#"{"cniVersion":"0.4.0"}"#).unwrap();
-        let all = list_attachments(&d, None).unwrap();
+        let all = list_attachments(d, None).unwrap();
         let keys: Vec<_> = all.iter().map(|i| format!("{}/{}/{}", i.network_name, i.container_id, i.ifname)).collect();
         assert_eq!(keys, ["net/c1/eth0", "net/c2/eth0", "other/c1/net1"]);
-        let c1 = list_attachments(&d, Some("c1")).unwrap();
+        let c1 = list_attachments(d, Some("c1")).unwrap();
         assert_eq!(c1.len(), 2);
         remove(&p).unwrap();
         remove(&p).unwrap();
         assert_eq!(read_info(&p).unwrap(), None);
         assert_eq!(read_result(&p).unwrap(), None);
-        std::fs::remove_dir_all(&d).unwrap();
-        assert!(list_attachments(&d, None).unwrap().is_empty());
+        std::fs::remove_dir_all(d).unwrap();
+        assert!(list_attachments(d, None).unwrap().is_empty());
     }
 
     #[test]
     fn legacy_result_only_cache() {
-        let d = tmp("legacy");
+        let t = tmp("legacy");
+        let d = t.path();
         std::fs::create_dir_all(d.join("results")).unwrap();
         let p = d.join("results/n-c-eth0");
         std::fs::write(&p, r#"{"cniVersion":"0.3.1","ips":[{"version":"4","address":"10.0.0.2/24"}]}"#).unwrap();
@@ -444,6 +444,5 @@ mod tests {
         assert!(read_info(&p).is_err());
         std::fs::write(&p, "garbage").unwrap();
         assert!(read_result(&p).is_err());
-        std::fs::remove_dir_all(&d).unwrap();
     }
 }

@@ -445,34 +445,33 @@ mod tests {
     // ---- whole chains against shell-script plugins ------------------------------------------
 
     struct Env {
-        dir: PathBuf,
+        dir: tempfile::TempDir,
         rt: Runtime,
     }
     impl Env {
         fn new(tag: &str) -> Env {
-            let dir = std::env::temp_dir().join(format!("rcni-unit-chain-{tag}-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&dir);
-            std::fs::create_dir_all(dir.join("bin")).unwrap();
-            let rt = Runtime::new(vec![dir.join("bin")]).with_cache_dir(dir.join("cache"));
+            let dir = tempfile::TempDir::with_prefix(format!("rcni-unit-chain-{tag}-")).unwrap();
+            std::fs::create_dir_all(dir.path().join("bin")).unwrap();
+            let rt = Runtime::new(vec![dir.path().join("bin")]).with_cache_dir(dir.path().join("cache"));
             Env { dir, rt }
         }
         /// A plugin that logs `COMMAND <stdin>` to log/<name> and prints `out` (ADD only).
         fn plugin(&self, name: &str, add_out: &str) {
             use std::os::unix::fs::PermissionsExt;
-            let log = self.dir.join("log");
-            let p = self.dir.join("bin").join(name);
+            let log = self.dir.path().join("log");
+            let p = self.dir.path().join("bin").join(name);
             let body = format!(
                 "#!/bin/sh\nin=$(cat)\nprintf '%s %s %s %s\\n' \"$CNI_COMMAND\" \"$CNI_CONTAINERID\" \"$CNI_IFNAME\" \"$in\" >> {log}\n\
                  [ -e \"{dir}/fail-{name}-$CNI_COMMAND\" ] && {{ echo '{{\"code\":11,\"msg\":\"{name} failed\"}}'; exit 1; }}\n\
                  [ \"$CNI_COMMAND\" = ADD ] && printf '%s' '{add_out}'\nexit 0\n",
                 log = log.display(),
-                dir = self.dir.display(),
+                dir = self.dir.path().display(),
             );
             std::fs::write(&p, body).unwrap();
             std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
         }
         fn fail(&self, name: &str, cmd: &str, on: bool) {
-            let p = self.dir.join(format!("fail-{name}-{cmd}"));
+            let p = self.dir.path().join(format!("fail-{name}-{cmd}"));
             if on {
                 std::fs::write(p, "").unwrap();
             } else {
@@ -480,8 +479,8 @@ mod tests {
             }
         }
         fn log(&self) -> Vec<(String, String, String, Value)> {
-            let s = std::fs::read_to_string(self.dir.join("log")).unwrap_or_default();
-            std::fs::remove_file(self.dir.join("log")).ok();
+            let s = std::fs::read_to_string(self.dir.path().join("log")).unwrap_or_default();
+            std::fs::remove_file(self.dir.path().join("log")).ok();
             s.lines()
                 .map(|l| {
                     let mut it = l.splitn(4, ' ');
@@ -491,11 +490,6 @@ mod tests {
                     (cmd, cid, ifn, serde_json::from_str(it.next().unwrap()).unwrap())
                 })
                 .collect()
-        }
-    }
-    impl Drop for Env {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
 

@@ -404,25 +404,15 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    struct Tmp(PathBuf);
+    struct Tmp(tempfile::TempDir);
     impl Tmp {
         fn new(tag: &str) -> Tmp {
-            static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-            let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            let p = std::env::temp_dir().join(format!("rcni-unit-conflist-{tag}-{}-{n}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&p);
-            std::fs::create_dir_all(&p).unwrap();
-            Tmp(p)
+            Tmp(tempfile::TempDir::with_prefix(format!("rcni-unit-conflist-{tag}-")).unwrap())
         }
         fn write(&self, rel: &str, content: &str) {
-            let p = self.0.join(rel);
+            let p = self.0.path().join(rel);
             std::fs::create_dir_all(p.parent().unwrap()).unwrap();
             std::fs::write(p, content).unwrap();
-        }
-    }
-    impl Drop for Tmp {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
         }
     }
 
@@ -514,13 +504,13 @@ mod tests {
         t.write("10-a.conflist", r#"{"cniVersion":"1.0.0","name":"b","plugins":[{"type":"first"}]}"#);
         t.write("30-c.conflist", r#"{"cniVersion":"0.4.0","name":"c","plugins":[{"type":"third"}]}"#);
         t.write("ignored.txt", "not json");
-        let l = load_conf_list(&t.0, "b").unwrap();
+        let l = load_conf_list(t.0.path(), "b").unwrap();
         assert_eq!(l.plugins[0].plugin_type, "first");
-        assert_eq!(l.source.as_deref(), Some(t.0.join("10-a.conflist").as_path()));
+        assert_eq!(l.source.as_deref(), Some(t.0.path().join("10-a.conflist").as_path()));
         assert_eq!(l.bytes, br#"{"cniVersion":"1.0.0","name":"b","plugins":[{"type":"first"}]}"#);
-        let l = load_conf_list(&t.0, "c").unwrap();
+        let l = load_conf_list(t.0.path(), "c").unwrap();
         assert_eq!(l.cni_version, "0.4.0");
-        let e = load_conf_list(&t.0, "zzz").unwrap_err();
+        let e = load_conf_list(t.0.path(), "zzz").unwrap_err();
         assert!(e.msg.contains("no net configuration with name \"zzz\""), "{e}");
     }
 
@@ -531,7 +521,7 @@ mod tests {
         t.write("n/20-y.conf", r#"{"type":"y"}"#);
         t.write("n/10-x.conf", r#"{"type":"x"}"#);
         t.write("n/30-z.json", r#"{"type":"not-loaded"}"#);
-        let l = load_conf_list(&t.0, "n").unwrap();
+        let l = load_conf_list(t.0.path(), "n").unwrap();
         let types: Vec<_> = l.plugins.iter().map(|p| p.plugin_type.as_str()).collect();
         assert_eq!(types, ["inline", "x", "y"]);
 
@@ -539,16 +529,16 @@ mod tests {
             "10.conflist",
             r#"{"cniVersion":"1.0.0","name":"n","loadOnlyInlinedPlugins":"true","plugins":[{"type":"inline"}]}"#,
         );
-        let l = load_conf_list(&t.0, "n").unwrap();
+        let l = load_conf_list(t.0.path(), "n").unwrap();
         assert_eq!(l.plugins.len(), 1);
 
         // No plugins key at all: only the subdirectory's.
         t.write("10.conflist", r#"{"cniVersion":"1.0.0","name":"n"}"#);
-        let l = load_conf_list(&t.0, "n").unwrap();
+        let l = load_conf_list(t.0.path(), "n").unwrap();
         assert_eq!(l.plugins.len(), 2);
 
         t.write("10.conflist", r#"{"cniVersion":"1.0.0","name":"m"}"#);
-        let e = load_conf_list(&t.0, "m").unwrap_err();
+        let e = load_conf_list(t.0.path(), "m").unwrap_err();
         assert!(e.msg.contains("no plugin configs found"), "{e}");
     }
 
@@ -557,30 +547,30 @@ mod tests {
         let t = Tmp::new("single");
         t.write("10-lo.conf", r#"{"cniVersion":"0.3.1","name":"lo","type":"loopback"}"#);
         t.write("20-x.json", r#"{"cniVersion":"1.0.0","name":"x","type":"bridge","bridge":"cni0"}"#);
-        let l = load_conf_list(&t.0, "lo").unwrap();
+        let l = load_conf_list(t.0.path(), "lo").unwrap();
         assert_eq!(l.name, "lo");
         assert_eq!(l.cni_version, "0.3.1");
         assert_eq!(l.plugins.len(), 1);
         assert_eq!(l.plugins[0].plugin_type, "loopback");
-        let l = load_conf_list(&t.0, "x").unwrap();
+        let l = load_conf_list(t.0.path(), "x").unwrap();
         assert_eq!(l.plugins[0].raw["bridge"], "cni0");
         let bytes: Value = serde_json::from_slice(&l.bytes).unwrap();
         assert_eq!(bytes["plugins"][0]["type"], "bridge");
         assert_eq!(bytes["name"], "x");
-        let e = load_conf_list(&t.0, "nope").unwrap_err();
+        let e = load_conf_list(t.0.path(), "nope").unwrap_err();
         assert!(e.msg.contains("no net configuration with name"), "{e}");
     }
 
     #[test]
     fn load_empty_dir_and_broken_file() {
         let t = Tmp::new("empty");
-        let e = load_conf_list(&t.0, "x").unwrap_err();
+        let e = load_conf_list(t.0.path(), "x").unwrap_err();
         assert!(e.msg.contains("no net configurations found"), "{e}");
-        let e = load_conf_list(&t.0.join("missing"), "x").unwrap_err();
+        let e = load_conf_list(&t.0.path().join("missing"), "x").unwrap_err();
         assert!(e.msg.contains("no net configurations found"), "{e}");
         t.write("00-broken.conflist", "{");
         t.write("10.conflist", r#"{"cniVersion":"1.0.0","name":"n","plugins":[{"type":"inline"}]}"#);
-        let e = load_conf_list(&t.0, "n").unwrap_err();
+        let e = load_conf_list(t.0.path(), "n").unwrap_err();
         assert!(e.msg.contains("00-broken.conflist"), "{e}");
     }
 }

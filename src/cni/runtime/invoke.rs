@@ -266,24 +266,16 @@ mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
 
-    struct Dir(PathBuf);
+    struct Dir(tempfile::TempDir);
     impl Dir {
         fn new(tag: &str) -> Dir {
-            let p = std::env::temp_dir().join(format!("rcni-unit-invoke-{tag}-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&p);
-            std::fs::create_dir_all(&p).unwrap();
-            Dir(p)
+            Dir(tempfile::TempDir::with_prefix(format!("rcni-unit-invoke-{tag}-")).unwrap())
         }
         fn script(&self, name: &str, body: &str) -> PathBuf {
-            let p = self.0.join(name);
+            let p = self.0.path().join(name);
             std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
             std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
             p
-        }
-    }
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
         }
     }
 

@@ -394,20 +394,11 @@ mod tests {
     use super::index::{self, DirStamp, Name, Records};
     use super::*;
     use std::fs;
-    use std::path::PathBuf;
 
-    struct TempDir(PathBuf);
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
-        }
-    }
-
-    fn setup(tag: &str) -> (TempDir, IpamConf) {
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
-        let t = TempDir(std::env::temp_dir().join(format!("rcni-hl-mod-{tag}-{}-{nanos}", std::process::id())));
+    fn setup(tag: &str) -> (tempfile::TempDir, IpamConf) {
+        let t = tempfile::TempDir::with_prefix(format!("rcni-hl-mod-{tag}-")).unwrap();
         let stdin = serde_json::json!({"cniVersion": "1.0.0", "name": "net", "type": "bridge", "ipam": {
-            "type": "host-local", "dataDir": t.0, "ranges": [[{"subnet": "10.0.0.0/24"}]]}});
+            "type": "host-local", "dataDir": t.path(), "ranges": [[{"subnet": "10.0.0.0/24"}]]}});
         (t, config::parse(&stdin, "1.0.0", None).unwrap())
     }
 

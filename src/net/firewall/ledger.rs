@@ -185,8 +185,8 @@ mod tests {
 
     #[test]
     fn newest_owner_wins_and_old_owner_removes_nothing_of_it() {
-        let base = std::env::temp_dir().join(format!("rcni-fw-ledger-{}", std::process::id()));
-        let l = Ledger::open(&base, "net").unwrap();
+        let base = tempfile::TempDir::with_prefix("rcni-fw-ledger-").unwrap();
+        let l = Ledger::open(base.path(), "net").unwrap();
         let ip: IpAddr = "10.88.0.2".parse().unwrap();
         let old = Record {
             network: "net".into(),
@@ -206,6 +206,5 @@ mod tests {
         assert!(l.may_remove(&ip, "anyone/eth0").unwrap());
         assert!(l.all().unwrap().is_empty());
         drop(l);
-        std::fs::remove_dir_all(&base).unwrap();
     }
 }

@@ -170,8 +170,8 @@ mod tests {
 
     #[test]
     fn a_record_reads_back_and_one_of_another_owner_is_missing() {
-        let base = std::env::temp_dir().join(format!("rcni-pm-ledger-{}", std::process::id()));
-        let l = Ledger { node: base.join("portmap-1") };
+        let base = tempfile::TempDir::with_prefix("rcni-pm-ledger-").unwrap();
+        let l = Ledger { node: base.path().join("portmap-1") };
         let a = Owner::new("net", "a-b", "c");
         let b = Owner::new("net", "a", "b-c");
         assert_eq!(l.path(&a), l.path(&b), "the collision the owner check is for");
@@ -207,6 +207,5 @@ mod tests {
         l.remove(&a).unwrap();
         l.remove(&a).unwrap();
         assert_eq!(l.read(&a).unwrap(), None);
-        std::fs::remove_dir_all(&base).unwrap();
     }
 }

@@ -164,12 +164,11 @@ mod tests {
         want.push((ip("10.0.0.2"), h("c9", Some("eth9"))));
         want.push((ip("10.0.0.77"), h("c7", Some("eth0"))));
         want.sort_by(|a, b| a.0.cmp(&b.0));
-        let d =
-            std::env::temp_dir().join(format!("rcni-hl-save-{}-{:?}", std::process::id(), std::thread::current().id()));
+        let t = tempfile::TempDir::with_prefix("rcni-hl-save-").unwrap();
+        let d = t.path().join("index");
         fs::write(&d, vec![b'x'; 10_000]).unwrap();
         save(&d, &STAMP, &r).unwrap();
         let on_disk = fs::read(&d).unwrap();
-        fs::remove_file(&d).unwrap();
         assert_eq!(on_disk, encode(&STAMP, &r));
         let (stamp, back) = decode(on_disk).unwrap();
         assert_eq!((stamp, contents(&back)), (STAMP, want));
@@ -179,13 +178,8 @@ mod tests {
     /// a directory no index on disk matches, so the next command reads the files.
     #[test]
     fn killed_between_mark_and_index_write_the_old_index_is_not_believed() {
-        let d = std::env::temp_dir().join(format!(
-            "rcni-hl-killed-{}-{:?}",
-            std::process::id(),
-            std::thread::current().id()
-        ));
-        let _ = fs::remove_dir_all(&d);
-        let net = d.join("net");
+        let d = tempfile::TempDir::with_prefix("rcni-hl-killed-").unwrap();
+        let net = d.path().join("net");
         fs::create_dir_all(&net).unwrap();
         let dir = File::open(&net).unwrap();
         let path = path_for(&net).unwrap();
@@ -204,7 +198,6 @@ mod tests {
         let (on_disk, _) = decode(load(&path).unwrap()).unwrap();
         assert_eq!(on_disk, s1);
         assert_ne!(DirStamp::of(&dir).unwrap(), on_disk);
-        fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]

@@ -78,11 +78,9 @@ pub(super) mod tests {
     /// change (whatever the clock) leaves a different one.
     #[test]
     fn marked_stamp_is_distinctive_until_the_next_change() {
-        let d =
-            std::env::temp_dir().join(format!("rcni-hl-mark-{}-{:?}", std::process::id(), std::thread::current().id()));
-        let _ = fs::remove_dir_all(&d);
-        fs::create_dir(&d).unwrap();
-        let dir = File::open(&d).unwrap();
+        let t = tempfile::TempDir::with_prefix("rcni-hl-mark-").unwrap();
+        let d = t.path();
+        let dir = File::open(d).unwrap();
         let change = |n: &str| fs::write(d.join(n), "x").unwrap();
         change("a");
         let natural = DirStamp::of(&dir).unwrap();
@@ -105,7 +103,6 @@ pub(super) mod tests {
             assert!(now != marked && !now.is_distinctive(), "{i}: {op}: {now:?}");
             assert!(mark(&dir, None).unwrap().unwrap().is_distinctive());
         }
-        fs::remove_dir_all(&d).unwrap();
     }
 
     /// Audit finding 4, on a clock with coarse ticks (kernels before multigrain timestamps): command 1's last

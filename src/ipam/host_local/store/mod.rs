@@ -435,21 +435,16 @@ pub(super) mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
 
-    /// `.0` is a network directory inside a throwaway data directory (which also gets the index).
-    pub(crate) struct TempDir(pub(crate) PathBuf);
+    /// `net` is a network directory (not created) inside a throwaway data directory (which also gets the
+    /// index), removed with `_data`.
+    pub(crate) struct TempDir {
+        pub(crate) net: PathBuf,
+        _data: tempfile::TempDir,
+    }
     impl TempDir {
         pub(crate) fn new(tag: &str) -> TempDir {
-            let p = std::env::temp_dir().join(format!(
-                "rcni-hl-store-{tag}-{}-{:?}",
-                std::process::id(),
-                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
-            ));
-            TempDir(p.join("net"))
-        }
-    }
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(self.0.parent().unwrap());
+            let data = tempfile::TempDir::with_prefix(format!("rcni-hl-store-{tag}-")).unwrap();
+            TempDir { net: data.path().join("net"), _data: data }
         }
     }
 
@@ -469,7 +464,7 @@ pub(super) mod tests {
     #[test]
     fn layout_and_modes() {
         let t = TempDir::new("layout");
-        let dir = t.0.join("data").join("net1");
+        let dir = t.net.join("data").join("net1");
         let s = Store::open(&dir, T).unwrap();
         assert!(s.reserve(ip("10.0.0.2"), " c1 ", "eth0").unwrap());
         assert!(s.reserve(ip("fd00::2"), "c1", "eth0").unwrap());
@@ -484,7 +479,7 @@ pub(super) mod tests {
             assert_eq!(fs::metadata(dir.join(n)).unwrap().permissions().mode() & 0o777, 0o600, "{n}");
         }
         assert_eq!(fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o700);
-        assert_eq!(fs::metadata(t.0.join("data")).unwrap().permissions().mode() & 0o777, 0o700);
+        assert_eq!(fs::metadata(t.net.join("data")).unwrap().permissions().mode() & 0o777, 0o700);
         assert_eq!(s.last_reserved(0), Some(ip("10.0.0.2")));
         assert_eq!(s.last_reserved(7), None);
         // Taken: EEXIST semantics.
@@ -499,76 +494,76 @@ pub(super) mod tests {
     #[test]
     fn release_by_owner_and_legacy() {
         let t = TempDir::new("release");
-        let s = Store::open(&t.0, T).unwrap();
+        let s = Store::open(&t.net, T).unwrap();
         s.reserve(ip("10.0.0.2"), "c1", "eth0").unwrap();
         s.reserve(ip("fd00::2"), "c1", "eth0").unwrap();
         s.reserve(ip("10.0.0.3"), "c1", "eth1").unwrap();
         s.reserve(ip("10.0.0.4"), "c2", "eth0").unwrap();
-        fs::write(t.0.join("10.0.0.5"), "c1").unwrap(); // legacy file of c1
+        fs::write(t.net.join("10.0.0.5"), "c1").unwrap(); // legacy file of c1
         s.set_last_reserved(0, ip("10.0.0.4")).unwrap();
         let mut r = s.release("c1", "eth0").unwrap();
         r.ips.sort();
         assert_eq!(r.ips, [ip("10.0.0.2"), ip("fd00::2")]);
         assert!(r.errors.is_empty());
         // Legacy file stays while an exact match existed; goes on the next DEL (reference behaviour).
-        assert!(t.0.join("10.0.0.5").exists());
+        assert!(t.net.join("10.0.0.5").exists());
         assert_eq!(s.release("c1", "eth0").unwrap().ips, [ip("10.0.0.5")]);
         // Idempotent.
         assert!(s.release("c1", "eth0").unwrap().ips.is_empty());
         assert!(s.release("never", "eth0").unwrap().ips.is_empty());
-        assert_eq!(names(&t.0), ["10.0.0.3", "10.0.0.4", "last_reserved_ip.0", "lock"]);
+        assert_eq!(names(&t.net), ["10.0.0.3", "10.0.0.4", "last_reserved_ip.0", "lock"]);
     }
 
     #[test]
     fn unreserve_checks_owner() {
         let t = TempDir::new("unreserve");
-        let s = Store::open(&t.0, T).unwrap();
+        let s = Store::open(&t.net, T).unwrap();
         s.reserve(ip("10.0.0.2"), "c1", "eth0").unwrap();
         s.unreserve(ip("10.0.0.2"), "c2", "eth0").unwrap();
-        assert!(t.0.join("10.0.0.2").exists());
+        assert!(t.net.join("10.0.0.2").exists());
         s.unreserve(ip("10.0.0.2"), "c1", "eth0").unwrap();
-        assert!(!t.0.join("10.0.0.2").exists());
+        assert!(!t.net.join("10.0.0.2").exists());
         s.unreserve(ip("10.0.0.2"), "c1", "eth0").unwrap();
     }
 
     #[test]
     fn gc_removes_only_stale() {
         let t = TempDir::new("gc");
-        let s = Store::open(&t.0, T).unwrap();
+        let s = Store::open(&t.net, T).unwrap();
         s.reserve(ip("10.0.0.2"), "live", "eth0").unwrap();
         s.reserve(ip("10.0.0.3"), "live", "eth1").unwrap();
         s.reserve(ip("10.0.0.4"), "dead", "eth0").unwrap();
         s.reserve(ip("fd00::4"), "dead", "eth0").unwrap();
-        fs::write(t.0.join("10.0.0.5"), "live").unwrap(); // legacy, container still valid
-        fs::write(t.0.join("10.0.0.6"), "gone\n").unwrap(); // legacy, container gone
-        fs::write(t.0.join("10.0.0.7"), "").unwrap(); // empty (crashed old writer)
-        fs::write(t.0.join(".rcni-tmp.10.0.0.8.1234"), "x\r\neth0").unwrap();
-        fs::write(t.0.join("notes.txt"), "dead\r\neth0").unwrap(); // not ours: untouched
+        fs::write(t.net.join("10.0.0.5"), "live").unwrap(); // legacy, container still valid
+        fs::write(t.net.join("10.0.0.6"), "gone\n").unwrap(); // legacy, container gone
+        fs::write(t.net.join("10.0.0.7"), "").unwrap(); // empty (crashed old writer)
+        fs::write(t.net.join(".rcni-tmp.10.0.0.8.1234"), "x\r\neth0").unwrap();
+        fs::write(t.net.join("notes.txt"), "dead\r\neth0").unwrap(); // not ours: untouched
         s.set_last_reserved(0, ip("10.0.0.4")).unwrap();
         let valid: HashSet<(String, String)> = [("live".to_string(), "eth0".to_string())].into();
         let mut r = s.gc(&valid).unwrap();
         r.ips.sort();
         assert_eq!(r.ips, [ip("10.0.0.3"), ip("10.0.0.4"), ip("10.0.0.6"), ip("10.0.0.7"), ip("fd00::4")]);
         assert!(r.errors.is_empty());
-        assert_eq!(names(&t.0), ["10.0.0.2", "10.0.0.5", "last_reserved_ip.0", "lock", "notes.txt"]);
+        assert_eq!(names(&t.net), ["10.0.0.2", "10.0.0.5", "last_reserved_ip.0", "lock", "notes.txt"]);
         // Empty list: every reservation goes.
         s.gc(&HashSet::new()).unwrap();
-        assert_eq!(names(&t.0), ["last_reserved_ip.0", "lock", "notes.txt"]);
+        assert_eq!(names(&t.net), ["last_reserved_ip.0", "lock", "notes.txt"]);
     }
 
     #[test]
     fn open_existing_creates_nothing() {
         let t = TempDir::new("existing");
-        assert!(Store::open_existing(&t.0.join("nope"), T).unwrap().is_none());
-        assert!(!t.0.exists());
+        assert!(Store::open_existing(&t.net.join("nope"), T).unwrap().is_none());
+        assert!(!t.net.exists());
     }
 
     #[test]
     fn lock_excludes_and_times_out() {
         let t = TempDir::new("lock");
-        let _s = Store::open(&t.0, T).unwrap();
+        let _s = Store::open(&t.net, T).unwrap();
         // A second open file description on the same lock: flock excludes it even in-process.
-        let e = Store::open(&t.0, Duration::from_millis(200)).err().unwrap();
+        let e = Store::open(&t.net, Duration::from_millis(200)).err().unwrap();
         assert!(matches!(e, StoreError::LockTimeout { .. }), "{e}");
         assert!(e.to_string().contains("try again"));
     }
@@ -577,20 +572,20 @@ pub(super) mod tests {
     #[test]
     fn a_timed_out_waiter_never_keeps_the_lock() {
         let t = TempDir::new("locklate");
-        let holder = Store::open(&t.0, T).unwrap();
-        assert!(matches!(Store::open(&t.0, Duration::from_millis(100)), Err(StoreError::LockTimeout { .. })));
+        let holder = Store::open(&t.net, T).unwrap();
+        assert!(matches!(Store::open(&t.net, Duration::from_millis(100)), Err(StoreError::LockTimeout { .. })));
         drop(holder);
         // Time for the timed-out waiter to get the lock (which it must let go of at once).
         std::thread::sleep(Duration::from_millis(200));
-        let again = Store::open(&t.0, Duration::from_secs(10));
+        let again = Store::open(&t.net, Duration::from_secs(10));
         assert!(again.is_ok(), "the lock is still held by the timed-out waiter");
     }
 
     #[test]
     fn lock_waiter_gets_it_after_release() {
         let t = TempDir::new("lockwait");
-        let s = Store::open(&t.0, T).unwrap();
-        let d = t.0.clone();
+        let s = Store::open(&t.net, T).unwrap();
+        let d = t.net.clone();
         let h = std::thread::spawn(move || Store::open(&d, T).map(|_| ()).is_ok());
         std::thread::sleep(Duration::from_millis(100));
         drop(s);

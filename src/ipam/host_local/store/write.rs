@@ -179,9 +179,9 @@ mod tests {
     #[test]
     fn named_fallback_leaves_no_temp() {
         let t = TempDir::new("named");
-        let s = Store::open(&t.0, T).unwrap();
+        let s = Store::open(&t.net, T).unwrap();
         let named = |id: &str| {
-            let target = t.0.join("10.0.0.3");
+            let target = t.net.join("10.0.0.3");
             let mut st = s.create_named(ip("10.0.0.3"), &target).unwrap();
             st.file.write_all(format!("{id}\r\neth0").as_bytes()).unwrap();
             sync_all(&[&st]).unwrap();
@@ -189,7 +189,7 @@ mod tests {
         };
         assert!(named("c"));
         assert!(!named("d"));
-        assert_eq!(names(&t.0), ["10.0.0.3", "lock"]);
-        assert_eq!(fs::read(t.0.join("10.0.0.3")).unwrap(), b"c\r\neth0");
+        assert_eq!(names(&t.net), ["10.0.0.3", "lock"]);
+        assert_eq!(fs::read(t.net.join("10.0.0.3")).unwrap(), b"c\r\neth0");
     }
 }
