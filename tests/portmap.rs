@@ -396,6 +396,46 @@ fn del_removes_what_the_ledger_lists_and_falls_back_to_the_owner_dump() {
     assert_eq!(t.elements_with("pmnet/ctr-b/eth0"), 2);
 }
 
+/// STATUS (spec code 50 when not ready): ready on a fresh node (the first ADD writes the structure)
+/// and after ADD; not ready, with a message naming the cause, when the node's structure uses another
+/// markMasqBit than the config, and when a map of our name but another type blocks the rewrite. A
+/// structure an ADD can repair (a flushed chain) is ready.
+#[test]
+fn status_reports_a_structure_an_add_could_not_use() {
+    let mut t = Topo::new("pm-status");
+    let a = t.add_pod("ctr-a", false);
+    let status = |t: &Topo, extra: Value| {
+        let mut conf = json!({"cniVersion": "1.1.0", "name": "pmnet", "type": "portmap"});
+        for (k, v) in extra.as_object().unwrap() {
+            conf[k] = v.clone();
+        }
+        let env = cni_env("STATUS", "", "", "", &plugin_path());
+        t.node.run_plugin(&portmap_bin(), &env, &serde_json::to_vec(&conf).unwrap())
+    };
+    status(&t, json!({})).ok();
+    assert!(!t.node.nft_ruleset().contains("portmap"), "STATUS writes nothing");
+    let conf = t.portmap_conf(a, tcp_map(8080, 80), json!({}));
+    t.portmap("ADD", a, &conf).ok();
+    status(&t, json!({})).ok();
+
+    let out = status(&t, json!({"markMasqBit": 14})).fails();
+    assert_eq!(out.json()["code"], 50, "{out}");
+    assert!(out.stdout.contains("markMasqBit 14") && out.stdout.contains("bit 13"), "{out}");
+
+    t.node.cmd("nft").args(["flush", "chain", "inet", "rcni", "portmap-guard"]).run().ok();
+    status(&t, json!({})).ok();
+
+    t.portmap("DEL", a, &conf).ok();
+    t.node.cmd("nft").args(["flush", "chain", "inet", "rcni", "portmap-dnat"]).run().ok();
+    t.node.cmd("nft").args(["delete", "map", "inet", "rcni", "hostport4"]).run().ok();
+    t.node.cmd("nft").args(["add", "map", "inet", "rcni", "hostport4", "{ type ipv4_addr : ipv4_addr; }"]).run().ok();
+    let out = status(&t, json!({})).fails();
+    assert_eq!(out.json()["code"], 50, "{out}");
+    assert!(out.stdout.contains("cannot be rewritten") && out.stdout.contains("hostport4"), "{out}");
+    let out = t.portmap("ADD", a, &conf).fails();
+    assert!(out.stdout.contains("hostport4"), "ADD fails as STATUS said: {out}");
+}
+
 /// PM-14 and PM-18: a newer mapping of the same host port replaces the older one with a warning that
 /// names the displaced owner; the late DEL of the displaced owner leaves the newer mapping serving. With
 /// `hostPortConflict: "error"` the ADD fails naming the current owner and changes nothing.

@@ -309,6 +309,34 @@ impl Plugin for Portmap {
         Ok(())
     }
 
+    /// Ready when nf_tables answers and the node's portmap structure is either intact (of this
+    /// markMasqBit) or missing/changed in a way an ADD's rewrite repairs; otherwise code 50 saying why.
+    fn status(&self, req: &Request) -> CniResult<()> {
+        let cfg = Config::parse(&req.conf.raw)?;
+        let unavailable = |msg: String| CniError::new(code::NOT_AVAILABLE, msg);
+        let mut nl = Nfnl::open().map_err(|e| {
+            unavailable(format!(
+                "portmap: nf_tables is not usable on this node ({e}); host ports need the nf_tables and nft_nat                  kernel modules"
+            ))
+        })?;
+        let structure = Structure { mark_bit: cfg.mark_bit };
+        let ready = structure.ready(&mut nl).map_err(|e| unavailable(format!("{e}; is nf_tables usable?")))?;
+        match ready {
+            Ok(()) => Ok(()),
+            Err(portmap::structure::NotReady::MarkBit(found)) => Err(unavailable(
+                portmap::Error::MarkBit { wanted: cfg.mark_bit, found }.to_string(),
+            )),
+            Err(portmap::structure::NotReady::Unwritable(why)) => Err(unavailable(format!(
+                "portmap: the portmap rules of table inet {} are missing or changed and cannot be rewritten: {why}",
+                portmap::TABLE
+            ))
+            .with_details(format!(
+                "`nft list table inet {}` shows what is there; an object of the same name with another type                  blocks the rewrite",
+                portmap::TABLE
+            ))),
+        }
+    }
+
     /// Removes this network's elements whose owner is not among `valid`.
     fn gc(&self, req: &Request, valid: Option<&[Attachment]>) -> CniResult<()> {
         let Some(valid) = valid else { return Ok(()) };

@@ -190,6 +190,40 @@ impl Structure {
     }
 }
 
+/// Why the node cannot serve an ADD, for STATUS.
+#[derive(Debug)]
+pub enum NotReady {
+    /// The structure is intact but made for another mark bit (an ADD would fail).
+    MarkBit(u8),
+    /// The structure is missing or changed and `nft --check` says the rewrite an ADD would do fails.
+    Unwritable(String),
+}
+
+impl Structure {
+    /// STATUS: whether an ADD can use the structure: intact with this mark bit, or missing or changed in a
+    /// way the rewrite repairs, which `nft --check` of the very script an ADD would run decides (no change
+    /// is made). Errors reading the table are the caller's (nf_tables unusable).
+    pub fn ready(&self, nl: &mut Nfnl) -> Result<Result<(), NotReady>> {
+        let found = Self::found(nl)?;
+        if found == self.comments() {
+            return Ok(Ok(()));
+        }
+        if let Some(bit) = found.first().and_then(|c| parse_bit(c)) {
+            if bit != self.mark_bit && found == (Structure { mark_bit: bit }).comments() {
+                return Ok(Err(NotReady::MarkBit(bit)));
+            }
+        }
+        let script = self.script();
+        Ok(Command::new("nft").args(["--check", "-f", "-"]).stdin(script.as_str()).run().map(|_| ()).map_err(|e| {
+            let why = match e.stderr() {
+                Some(err) if !err.is_empty() => format!("`nft --check` of the rewrite fails: {err}"),
+                _ => e.to_string(),
+            };
+            NotReady::Unwritable(why)
+        }))
+    }
+}
+
 fn parse_bit(comment: &str) -> Option<u8> {
     comment.strip_prefix(COMMENT_PREFIX)?.split(' ').next()?.parse().ok().filter(|b| *b < 32)
 }
