@@ -227,7 +227,7 @@ fn bad_input_is_refused_before_anything_changes() {
         (without_prev(conf(json!({}), &[V4])), 7, "prevResult"),
         (conf(json!({"backend": "firewalld"}), &[V4]), 2, "firewalld"),
         (conf(json!({"backend": "nft"}), &[V4]), 7, "backend"),
-        (conf(json!({"ingressPolicy": "isolated"}), &[V4]), 7, "ingressPolicy"),
+        (conf(json!({"ingressPolicy": "isolate"}), &[V4]), 7, "ingressPolicy"),
         (conf(json!({"iptablesAdminChainName": "bad name"}), &[V4]), 7, "iptablesAdminChainName"),
         (conf(json!({"iptablesAdminChainName": "X".repeat(29)}), &[V4]), 7, "iptablesAdminChainName"),
         (conf(json!({"acceptDnat": 1}), &[V4]), 7, "acceptDnat"),
@@ -416,11 +416,16 @@ fn podman_list_on_rcni_alone() {
 
 /// A bridge + firewall list for network `name` on bridge `br` with subnet 10.88.<n>.0/24.
 fn isolated_list(name: &str, br: &str, n: u8, data: &Path, policy: &str) -> Value {
+    isolation_list(name, br, n, data, policy, false)
+}
+
+/// [`isolated_list`] with the bridge plugin's `portIsolation` as given.
+fn isolation_list(name: &str, br: &str, n: u8, data: &Path, policy: &str, port_isolation: bool) -> Value {
     json!({
         "cniVersion": "1.0.0",
         "name": name,
         "plugins": [
-            {"type": "bridge", "bridge": br, "isGateway": true,
+            {"type": "bridge", "bridge": br, "isGateway": true, "portIsolation": port_isolation,
              "ipam": {"type": "host-local", "subnet": format!("10.88.{n}.0/24"), "dataDir": data,
                       "routes": [{"dst": "0.0.0.0/0"}]}},
             {"type": "firewall", "backend": "iptables", "ingressPolicy": policy}
@@ -483,4 +488,168 @@ fn concurrent_adds_and_dels_keep_every_rule_exactly_once() {
         out.ok();
     }
     assert!(node.rules_with("10.88.3.").is_empty(), "{}", node.filter());
+}
+
+/// The reference 1.7 `isolated` layout, from its ingresspolicy.go (no 1.7 binary on this machine: the
+/// installed reference is 1.1.1, which refuses the policy): per family, the stage-1 jump inserted at the
+/// top of FORWARD (above CNI-FORWARD's), per bridge `-i br -o br -j DROP` above `-i br ! -o br -j STAGE-2`
+/// (each inserted at the top of stage 1), the stage-2 drop at the top of stage 2, and the RETURNs last.
+fn isolated_layout(bridges: &[&str]) -> Vec<String> {
+    let shared = "-m comment --comment \"CNI firewall plugin rules (ingressPolicy: same-bridge|isolated)\"";
+    let own = "-m comment --comment \"CNI firewall plugin rules (ingressPolicy: isolated)\"";
+    let mut v = vec![
+        format!("-A FORWARD {shared} -j CNI-ISOLATION-STAGE-1"),
+        "-A FORWARD -m comment --comment \"CNI firewall plugin rules\" -j CNI-FORWARD".to_string(),
+    ];
+    for br in bridges.iter().rev() {
+        v.push(format!("-A CNI-ISOLATION-STAGE-1 -i {br} -o {br} {own} -j DROP"));
+        v.push(format!("-A CNI-ISOLATION-STAGE-1 -i {br} ! -o {br} {own} -j CNI-ISOLATION-STAGE-2"));
+    }
+    v.push(format!("-A CNI-ISOLATION-STAGE-1 {shared} -j RETURN"));
+    for br in bridges.iter().rev() {
+        v.push(format!("-A CNI-ISOLATION-STAGE-2 -o {br} {shared} -j DROP"));
+    }
+    v.push(format!("-A CNI-ISOLATION-STAGE-2 {shared} -j RETURN"));
+    v
+}
+
+/// The `-A` lines of chains FORWARD and CNI-ISOLATION-* of one tool's table filter.
+fn isolation_lines(node: &Node, tool: &str) -> Vec<String> {
+    let out = node.cmd(tool).args(["-t", "filter"]).run().ok().stdout;
+    out.lines()
+        .filter(|l| l.starts_with("-A FORWARD ") || l.starts_with("-A CNI-ISOLATION-"))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn isolated_rules_are_the_reference_1_7_layout() {
+    let node = Node::new("fw-isorules");
+    let a = conf(json!({"ingressPolicy": "isolated"}), &[V4, V6]);
+    let mut b = conf(json!({"ingressPolicy": "isolated"}), &["10.89.0.2/16", "fd00:89::2/64"]);
+    b["prevResult"]["interfaces"][0]["name"] = json!("fwbr2");
+    run(&node, &ours(), "ADD", "ctrA", &a).ok();
+    run(&node, &ours(), "ADD", "ctrB", &b).ok();
+    // A repeated ADD changes nothing (every rule is "insert/append unless present").
+    run(&node, &ours(), "ADD", "ctrA", &a).ok();
+    let want = isolated_layout(&["cni-podman0", "fwbr2"]);
+    for tool in ["iptables-save", "ip6tables-save"] {
+        assert_eq!(isolation_lines(&node, tool), want, "{tool}:\n{}", node.filter());
+    }
+    run(&node, &ours(), "CHECK", "ctrA", &a).ok();
+    // CHECK reads the isolated drop back.
+    node.cmd("iptables")
+        .args(["-D", "CNI-ISOLATION-STAGE-1", "-i", "cni-podman0", "-o", "cni-podman0", "-m", "comment"])
+        .args(["--comment", "CNI firewall plugin rules (ingressPolicy: isolated)", "-j", "DROP"])
+        .run()
+        .ok();
+    let out = run(&node, &ours(), "CHECK", "ctrA", &a).fails();
+    assert!(out.stdout.contains("-i cni-podman0 -o cni-podman0"), "CHECK names the missing drop: {out}");
+    run(&node, &ours(), "CHECK", "ctrB", &b).ok();
+    // DEL keeps the per-bridge structure, as the reference does (other pods of the bridge rely on it).
+    run(&node, &ours(), "DEL", "ctrA", &a).ok();
+    run(&node, &ours(), "DEL", "ctrB", &without_prev(b)).ok();
+    assert!(node.rules_with("10.88.0.2").is_empty() && node.rules_with("10.89.0.2").is_empty());
+    assert!(node.rules_with("fd00:89::2").is_empty(), "{}", node.filter());
+    assert_eq!(isolation_lines(&node, "ip6tables-save"), want);
+    // The installed reference (1.1.1) predates the policy and refuses it.
+    let out = run(&node, &reference(), "ADD", "ctrR", &conf(json!({"ingressPolicy": "isolated"}), &[V4])).fails();
+    assert!(out.stdout.contains("isolated"), "{out}");
+}
+
+/// Three pods: a1 and a2 on bridge fwbra (network neta), b on fwbrb (netb). Who reaches whom, by policy:
+/// `isolated` keeps a1 and a2 apart as well as a and b; `same-bridge` only a and b; `open` nobody. Every
+/// pod still reaches its gateway and the external client, and the client reaches the pods.
+#[test]
+fn isolated_keeps_pods_apart_on_the_same_bridge_and_across_bridges() {
+    for (policy, same_bridge_talks, cross_bridge_talks) in
+        [("isolated", false, false), ("same-bridge", true, false), ("open", true, true)]
+    {
+        let node = Node::new("fw-isotr");
+        let client = client_of(&node, "fw-isotr-c");
+        node.set_sysctl("net.ipv4.ip_forward", "1");
+        assert_eq!(node.sysctl("net.bridge.bridge-nf-call-iptables"), "1", "br_netfilter filters bridged traffic");
+        let data = TempDir::new("fw-isotr-ipam");
+        let conf = NetConfDir::new(&isolated_list("neta", "fwbra", 1, data.path(), policy));
+        conf.write("20-netb.conflist", &isolated_list("netb", "fwbrb", 2, data.path(), policy));
+        let dir = plugin_dir(ours(), our_portmap());
+        let tool = Cnitool::new(&conf, &[dir.path().to_path_buf()]);
+        let (a1, a2, b) = (PodNs::new("fw-isotr-a1"), PodNs::new("fw-isotr-a2"), PodNs::new("fw-isotr-b"));
+        let ip = |r: Value| r["ips"][0]["address"].as_str().unwrap().split('/').next().unwrap().to_string();
+        let ip_a1 = ip(tool.run(&node, &["add", "neta", a1.path_str()]).ok().json());
+        let ip_a2 = ip(tool.run(&node, &["add", "neta", a2.path_str()]).ok().json());
+        let ip_b = ip(tool.run(&node, &["add", "netb", b.path_str()]).ok().json());
+        for p in [&a1, &a2] {
+            assert!(p.wait_ping("10.88.1.1", Duration::from_secs(5)), "{policy}: a pod reaches its gateway");
+            assert!(p.wait_ping("198.18.0.2", Duration::from_secs(5)), "{policy}: a pod reaches the client");
+        }
+        assert!(b.wait_ping("10.88.2.1", Duration::from_secs(5)), "{policy}: b reaches its gateway");
+        assert!(client.ping(&ip_a1) && client.ping(&ip_a2), "{policy}: the client reaches the pods");
+        if same_bridge_talks {
+            assert!(a1.wait_ping(&ip_a2, Duration::from_secs(5)), "{policy}: a1 reaches a2");
+        } else {
+            assert!(!a1.ping(&ip_a2) && !a2.ping(&ip_a1), "{policy}: a1 and a2 cannot reach each other");
+            // Also not over a TCP connection (not only ICMP).
+            serve(&a2);
+            let tcp = a1.sh(&format!("echo ping | nc -N -w 2 {ip_a2} 80")).stdout;
+            assert!(!tcp.contains("pong"), "{policy}: a1 cannot connect to a2");
+        }
+        if cross_bridge_talks {
+            assert!(b.wait_ping(&ip_a1, Duration::from_secs(5)), "{policy}: b reaches a1");
+        } else {
+            assert!(!b.ping(&ip_a1) && !a1.ping(&ip_b), "{policy}: a and b cannot reach each other");
+        }
+        for (net, p) in [("netb", &b), ("neta", &a2), ("neta", &a1)] {
+            tool.run(&node, &["del", net, p.path_str()]).ok();
+        }
+    }
+}
+
+/// With br_netfilter's bridge-nf-call-iptables off, bridged frames never reach FORWARD: the `isolated`
+/// drop is there and a1 still reaches a2. ADD then refuses `isolated` unless the bridge isolates its
+/// ports (`portIsolation`), which keeps the pods apart at layer 2; CHECK notices when the sysctl is turned
+/// off after ADD.
+#[test]
+fn isolated_without_br_netfilter_needs_port_isolation() {
+    let node = Node::new("fw-isobrnf");
+    node.set_sysctl("net.ipv4.ip_forward", "1");
+    let data = TempDir::new("fw-isobrnf-ipam");
+    let lists = NetConfDir::new(&isolation_list("neta", "fwbra", 1, data.path(), "isolated", false));
+    lists.write("20-netp.conflist", &isolation_list("netp", "fwbrp", 3, data.path(), "isolated", true));
+    let dir = plugin_dir(ours(), our_portmap());
+    let tool = Cnitool::new(&lists, &[dir.path().to_path_buf()]);
+    let (a1, a2) = (PodNs::new("fw-isobrnf-a1"), PodNs::new("fw-isobrnf-a2"));
+    let ip = |r: Value| r["ips"][0]["address"].as_str().unwrap().split('/').next().unwrap().to_string();
+
+    // br_netfilter on: the rules isolate. Turned off: they no longer see the traffic, and CHECK says so.
+    let ip_a1 = ip(tool.run(&node, &["add", "neta", a1.path_str()]).ok().json());
+    let ip_a2 = ip(tool.run(&node, &["add", "neta", a2.path_str()]).ok().json());
+    assert!(a1.wait_ping("10.88.1.1", Duration::from_secs(5)));
+    assert!(!a1.ping(&ip_a2), "br_netfilter on: isolated");
+    node.set_sysctl("net.bridge.bridge-nf-call-iptables", "0");
+    assert!(a1.wait_ping(&ip_a2, Duration::from_secs(5)), "br_netfilter off: the drop rule is bypassed");
+    let out = tool.run(&node, &["check", "neta", a1.path_str()]).fails();
+    assert!(out.stderr.contains("portIsolation") || out.stdout.contains("portIsolation"), "{out}");
+    tool.run(&node, &["del", "neta", a2.path_str()]).ok();
+    tool.run(&node, &["del", "neta", a1.path_str()]).ok();
+
+    // A new ADD is refused (code 7, naming the fix) and leaves no rule or record of the pod.
+    let out = tool.run(&node, &["add", "neta", a1.path_str()]).fails();
+    let text = format!("{}{}", out.stdout, out.stderr);
+    assert!(text.contains("portIsolation") && text.contains("bridge-nf-call-iptables"), "{out}");
+    assert!(node.rules_with(&format!("{ip_a1}/32")).is_empty(), "{}", node.filter());
+    tool.run(&node, &["del", "neta", a1.path_str()]).ok();
+    let out = run(&node, &ours(), "ADD", "ctrX", &conf(json!({"ingressPolicy": "isolated"}), &[V4])).fails();
+    assert_eq!(out.json()["code"], 7, "{out}");
+    assert!(node.rules_with("10.88.0.2").is_empty());
+
+    // portIsolation on the bridge: accepted, and the pods are kept apart without br_netfilter.
+    let ip_p1 = ip(tool.run(&node, &["add", "netp", a1.path_str()]).ok().json());
+    let ip_p2 = ip(tool.run(&node, &["add", "netp", a2.path_str()]).ok().json());
+    assert!(a1.wait_ping("10.88.3.1", Duration::from_secs(5)), "the gateway answers");
+    assert!(a2.wait_ping("10.88.3.1", Duration::from_secs(5)));
+    assert!(!a1.ping(&ip_p2) && !a2.ping(&ip_p1), "isolated ports: no traffic between the pods");
+    tool.run(&node, &["check", "netp", a1.path_str()]).ok();
+    tool.run(&node, &["del", "netp", a2.path_str()]).ok();
+    tool.run(&node, &["del", "netp", a1.path_str()]).ok();
 }

@@ -717,6 +717,10 @@ fn firewall_cases(w: &World) -> Vec<Case> {
     let mut bad_bridge = conf.clone();
     bad_bridge["ingressPolicy"] = json!("same-bridge");
     bad_bridge["prevResult"]["interfaces"][0]["name"] = json!("a bridge with spaces");
+    let mut isolated_no_interfaces = no_interfaces.clone();
+    isolated_no_interfaces["ingressPolicy"] = json!("isolated");
+    let mut isolated_bad_bridge = bad_bridge.clone();
+    isolated_bad_bridge["ingressPolicy"] = json!("isolated");
     let own: Vec<(&str, Vec<u8>, u64, &str)> = vec![
         ("no prevResult", patched(&conf, json!({"prevResult": null})), 7, "prevResult"),
         ("backend unknown", patched(&conf, json!({"backend": "pf"})), 7, "backend"),
@@ -724,7 +728,7 @@ fn firewall_cases(w: &World) -> Vec<Case> {
         ("backend firewalld", patched(&conf, json!({"backend": "firewalld"})), 2, "firewalld"),
         ("backend nftables", patched(&conf, json!({"backend": "nftables"})), 7, "backend"),
         ("ingressPolicy unknown", patched(&conf, json!({"ingressPolicy": "closed"})), 7, "ingressPolicy"),
-        ("ingressPolicy isolated", patched(&conf, json!({"ingressPolicy": "isolated"})), 7, "ingressPolicy"),
+        ("ingressPolicy a near miss", patched(&conf, json!({"ingressPolicy": "isolate"})), 7, "ingressPolicy"),
         (
             "admin chain with space",
             patched(&conf, json!({"iptablesAdminChainName": "A B"})),
@@ -755,6 +759,13 @@ fn firewall_cases(w: &World) -> Vec<Case> {
         ("acceptDnat a string", patched(&conf, json!({"acceptDnat": "true"})), 7, "acceptDnat"),
         ("same-bridge without interfaces", serde_json::to_vec(&no_interfaces).unwrap(), 7, "same-bridge"),
         ("same-bridge bad bridge name", serde_json::to_vec(&bad_bridge).unwrap(), 7, "prevResult.interfaces[0].name"),
+        ("isolated without interfaces", serde_json::to_vec(&isolated_no_interfaces).unwrap(), 7, "isolated"),
+        (
+            "isolated bad bridge name",
+            serde_json::to_vec(&isolated_bad_bridge).unwrap(),
+            7,
+            "prevResult.interfaces[0].name",
+        ),
     ];
     for (what, stdin, code, needle) in own {
         out.push(case(format!("firewall: {what}"), "firewall", add.clone(), stdin, code, needle));

@@ -18,6 +18,8 @@ pub enum Backend {
 pub enum IngressPolicy {
     Open,
     SameBridge,
+    /// reference 1.7: `same-bridge`, and pods of the same bridge cannot reach each other either.
+    Isolated,
 }
 
 #[derive(Debug, Clone)]
@@ -78,9 +80,10 @@ impl Firewall {
         let ingress = match string_field(conf, "ingressPolicy")? {
             "" | "open" => IngressPolicy::Open,
             "same-bridge" => IngressPolicy::SameBridge,
+            "isolated" => IngressPolicy::Isolated,
             other => {
                 return Err(CniError::invalid_config(format!("ingressPolicy {other:?} is unknown"))
-                    .with_details("allowed values: \"open\" (the default) and \"same-bridge\""));
+                    .with_details("allowed values: \"open\" (the default), \"same-bridge\" and \"isolated\""));
             }
         };
         let accept_dnat = match conf.get("acceptDnat") {
@@ -121,6 +124,7 @@ mod tests {
             (f.backend, f.ingress, f.admin_chain.as_str(), f.accept_dnat),
             (Backend::Iptables, IngressPolicy::SameBridge, "CNI-ADMIN", false)
         );
+        assert_eq!(Firewall::parse(&json!({"ingressPolicy": "isolated"})).unwrap().ingress, IngressPolicy::Isolated);
         assert_eq!(
             Firewall::parse(&json!({"backend": "firewalld"})).unwrap().backend,
             Backend::Firewalld { explicit: true }
@@ -129,7 +133,7 @@ mod tests {
             (json!({"backend": "ipfw"}), "backend"),
             (json!({"backend": "nftables"}), "backend"),
             (json!({"backend": 1}), "backend"),
-            (json!({"ingressPolicy": "isolated"}), "ingressPolicy"),
+            (json!({"ingressPolicy": "isolate"}), "ingressPolicy"),
             (json!({"iptablesAdminChainName": "has space"}), "iptablesAdminChainName"),
             (json!({"acceptDnat": "yes"}), "acceptDnat"),
         ] {

@@ -4,6 +4,7 @@
 //! plugins/firewall/README.md for the fields, the ledger that lets DEL work without prevResult, and where
 //! we differ.
 
+mod bridged;
 mod config;
 
 use std::collections::BTreeSet;
@@ -41,22 +42,31 @@ fn addresses(prev: &AddResult) -> Vec<IpAddr> {
 
 /// The iptables layout this config asks for, given the previous result.
 fn layout(fw: &Firewall, prev: &AddResult) -> CniResult<iptables::Config> {
-    let same_bridge = match fw.ingress {
+    let isolated = match fw.ingress {
         IngressPolicy::Open => None,
-        IngressPolicy::SameBridge => {
+        IngressPolicy::SameBridge => Some(false),
+        IngressPolicy::Isolated => Some(true),
+    };
+    let isolation = match isolated {
+        None => None,
+        Some(isolated) => {
             // The reference takes the bridge as the first interface of the result, as bridge reports it.
-            let name = prev.interfaces.first().map(|i| i.name.clone()).unwrap_or_default();
-            if name.is_empty() {
-                return Err(CniError::invalid_config(
-                    "ingressPolicy \"same-bridge\" needs the bridge as the first interface of prevResult, which has none",
-                )
+            let bridge = prev.interfaces.first().map(|i| i.name.clone()).unwrap_or_default();
+            let policy = if isolated { "isolated" } else { "same-bridge" };
+            if bridge.is_empty() {
+                return Err(CniError::invalid_config(format!(
+                    "ingressPolicy \"{policy}\" needs the bridge as the first interface of prevResult, which has none"
+                ))
                 .with_details("chain firewall after the bridge plugin"));
             }
-            rcni::cni::config::check_device_name("prevResult.interfaces[0].name", &name)?;
-            Some(name)
+            rcni::cni::config::check_device_name("prevResult.interfaces[0].name", &bridge)?;
+            if isolated {
+                bridged::check_isolated_enforced(prev, &bridge, &addresses(prev))?;
+            }
+            Some(iptables::Isolation { bridge, isolated })
         }
     };
-    Ok(iptables::Config { admin_chain: fw.admin_chain.clone(), same_bridge, dnat: fw.accept_dnat })
+    Ok(iptables::Config { admin_chain: fw.admin_chain.clone(), isolation, dnat: fw.accept_dnat })
 }
 
 /// What ADD and CHECK both start from: the config, prevResult, the rule layout and the pod's addresses.

@@ -5,8 +5,8 @@
 //! -A CNI-FORWARD -d 10.88.0.2/32 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT          (per address)
 //! -A CNI-FORWARD -s 10.88.0.2/32 -j ACCEPT                                                     (per address)
 //! ```
-//! and for `ingressPolicy: same-bridge` the isolation chains `CNI-ISOLATION-STAGE-1/2` jumped from the top
-//! of FORWARD. The reference runs one `iptables` command per check and change; here a family's table is
+//! and for `ingressPolicy: same-bridge` / `isolated` the isolation chains `CNI-ISOLATION-STAGE-1/2`
+//! jumped from the top of FORWARD (see [`isolation_rules`]). The reference runs one `iptables` command per check and change; here a family's table is
 //! read once (`iptables-save -t filter`), the changes are planned on that listing with the reference's
 //! "insert first / append unless present" rules (so the result is the same line for line), and applied in
 //! one `iptables-restore --noflush` transaction. User chains are declared only when missing: a declaration
@@ -31,7 +31,12 @@ pub const STAGE1: &str = "CNI-ISOLATION-STAGE-1";
 pub const STAGE2: &str = "CNI-ISOLATION-STAGE-2";
 const JUMP_COMMENT: &str = "CNI firewall plugin rules";
 const ADMIN_COMMENT: &str = "CNI firewall plugin admin overrides";
-const ISOLATION_COMMENT: &str = "CNI firewall plugin rules (ingressPolicy: same-bridge)";
+/// `same-bridge` as the reference 1.1 writes it (every isolation rule carries this comment).
+const SAME_BRIDGE_COMMENT: &str = "CNI firewall plugin rules (ingressPolicy: same-bridge)";
+/// `isolated` exists only in the reference 1.7 and later, which changed the comments: the shared rules
+/// (FORWARD jump, RETURNs, stage-2 drop) carry this one, the per-bridge stage-1 rules [`ISOLATED_COMMENT`].
+const SHARED_1_7_COMMENT: &str = "CNI firewall plugin rules (ingressPolicy: same-bridge|isolated)";
+const ISOLATED_COMMENT: &str = "CNI firewall plugin rules (ingressPolicy: isolated)";
 pub const DNAT_COMMENT: &str = "rcni firewall: host port (DNAT) connections";
 /// iptables' limit for chain names (29 bytes with the NUL).
 const MAX_CHAIN: usize = 28;
@@ -41,10 +46,18 @@ const MAX_CHAIN: usize = 28;
 pub struct Config {
     /// The admin override chain (`iptablesAdminChainName`).
     pub admin_chain: String,
-    /// `ingressPolicy: same-bridge`: the bridge whose pods are isolated from other bridges.
-    pub same_bridge: Option<String>,
+    /// `ingressPolicy: same-bridge` or `isolated`: the bridge whose pods are isolated.
+    pub isolation: Option<Isolation>,
     /// Also accept new connections DNAT'ed to the pod (host ports behind a FORWARD DROP policy).
     pub dnat: bool,
+}
+
+/// The bridge whose pods are isolated from other bridges (`same-bridge`), and with `isolated` also
+/// from each other.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Isolation {
+    pub bridge: String,
+    pub isolated: bool,
 }
 
 /// Checks a chain name as iptables would take it, before anything is run.
@@ -130,16 +143,34 @@ fn dnat_rule(ip: &IpAddr) -> String {
     )
 }
 
-/// (chain, rule, where) of the isolation structure, in the reference's order.
-fn isolation_rules(bridge: &str) -> Vec<(&'static str, String, bool)> {
-    let c = quote(ISOLATION_COMMENT);
-    vec![
-        ("FORWARD", format!("-m comment --comment {c} -j {STAGE1}"), true),
-        (STAGE1, format!("-i {bridge} ! -o {bridge} -m comment --comment {c} -j {STAGE2}"), true),
-        (STAGE1, format!("-m comment --comment {c} -j RETURN"), false),
-        (STAGE2, format!("-o {bridge} -m comment --comment {c} -j DROP"), true),
-        (STAGE2, format!("-m comment --comment {c} -j RETURN"), false),
-    ]
+/// (chain, rule, insert first) of the isolation structure, in the reference's order.
+///
+/// `same-bridge` is the reference 1.1 layout (the one the reference binary on this machine writes, and
+/// tests/firewall.rs compares against). `isolated` is the reference 1.7 layout (its ingresspolicy.go):
+/// the same chains plus `-i br -o br -j DROP` inserted at the top of stage 1, so bridged traffic between
+/// two pods of the bridge is dropped too, with 1.7's comments. A node running both policies (or both
+/// reference versions) gets a second FORWARD jump and RETURN with the other comment: harmless, both
+/// evaluate the same chains, and that is what the two reference versions do to each other as well.
+fn isolation_rules(iso: &Isolation) -> Vec<(&'static str, String, bool)> {
+    let br = &iso.bridge;
+    let (shared, own) = if iso.isolated {
+        (quote(SHARED_1_7_COMMENT), quote(ISOLATED_COMMENT))
+    } else {
+        (quote(SAME_BRIDGE_COMMENT), quote(SAME_BRIDGE_COMMENT))
+    };
+    let mut v = vec![
+        ("FORWARD", format!("-m comment --comment {shared} -j {STAGE1}"), true),
+        (STAGE1, format!("-i {br} ! -o {br} -m comment --comment {own} -j {STAGE2}"), true),
+    ];
+    if iso.isolated {
+        v.push((STAGE1, format!("-i {br} -o {br} -m comment --comment {own} -j DROP"), true));
+    }
+    v.extend([
+        (STAGE1, format!("-m comment --comment {shared} -j RETURN"), false),
+        (STAGE2, format!("-o {br} -m comment --comment {shared} -j DROP"), true),
+        (STAGE2, format!("-m comment --comment {shared} -j RETURN"), false),
+    ]);
+    v
 }
 
 fn run(tool: &str, args: &[&str], stdin: Option<&str>, what: &str) -> Result<String> {
@@ -276,10 +307,10 @@ fn add_family(cfg: &Config, fam: Fam, ips: &[IpAddr]) -> Result<Vec<(String, Str
             }
         }
     }
-    if let Some(bridge) = &cfg.same_bridge {
+    if let Some(iso) = &cfg.isolation {
         t.ensure_chain(STAGE1);
         t.ensure_chain(STAGE2);
-        for (chain, rule, first) in isolation_rules(bridge) {
+        for (chain, rule, first) in isolation_rules(iso) {
             t.ensure_rule(chain, &rule, first);
         }
     }
@@ -323,8 +354,8 @@ pub fn check(cfg: &Config, ips: &[IpAddr]) -> Result<()> {
         for ip in ips.iter().filter(|ip| Fam::of(ip) == fam) {
             want.extend(address_rules(ip, cfg.dnat).into_iter().map(|r| (FORWARD_CHAIN, r)));
         }
-        if let Some(bridge) = &cfg.same_bridge {
-            want.extend(isolation_rules(bridge).into_iter().map(|(c, r, _)| (c, r)));
+        if let Some(iso) = &cfg.isolation {
+            want.extend(isolation_rules(iso).into_iter().map(|(c, r, _)| (c, r)));
         }
         for (chain, rule) in want {
             if !t.has(chain, &rule) {
