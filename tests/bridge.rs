@@ -128,6 +128,34 @@ fn two_pods_ipv4_talk_check_and_clean_up() {
     assert!(net.node.link("cni0").is_some(), "the bridge stays");
 }
 
+/// The pod's gratuitous ARP leaves once the plugin has answered (a detached helper, not the kernel inside the
+/// up request), and still reaches the neighbours: pod a holds a stale, wrong entry for the address pod b is
+/// about to get; after b's ADD, a's entry carries b's MAC within 1 s.
+#[test]
+fn a_new_pod_announces_its_address_to_a_neighbour_with_a_stale_entry() {
+    let net = Net::from_example("10-bridge.conflist", "br-garp");
+    let (a, b) = (PodNs::new("br-garp-a"), PodNs::new("br-garp-b"));
+    net.run("add", &a, "pod-a").ok();
+    // host-local hands out the address after a's next.
+    let ip_a: std::net::Ipv4Addr = v4_of(&a, "eth0").parse().unwrap();
+    let next = std::net::Ipv4Addr::from(u32::from(ip_a) + 1).to_string();
+    let neigh = || a.ip_json(&["neigh", "show", &next, "dev", "eth0"]);
+    a.ip(&["neigh", "replace", &next, "lladdr", "02:00:00:00:de:ad", "nud", "stale", "dev", "eth0"]).ok();
+    assert_eq!(neigh()[0]["lladdr"], "02:00:00:00:de:ad");
+    let rb = net.run("add", &b, "pod-b").ok().json();
+    let answered = std::time::Instant::now();
+    assert_eq!(v4_of(&b, "eth0"), next);
+    let mac_b = rb["interfaces"][2]["mac"].as_str().unwrap().to_string();
+    loop {
+        let seen = neigh()[0]["lladdr"].as_str().unwrap_or_default().to_string();
+        if seen == mac_b {
+            break;
+        }
+        assert!(answered.elapsed() < std::time::Duration::from_secs(1), "a still has {seen} for {next}, not {mac_b}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn dual_stack_pods_talk_over_both_families() {
     let net = Net::from_example("20-bridge-dualstack.conflist", "br-ds");

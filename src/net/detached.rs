@@ -126,6 +126,54 @@ pub fn delete_link(index: Option<u32>) -> Result<()> {
     Ok(())
 }
 
+/// Start a detached helper that runs `job` and exits: the same detachment as [`delete_link`]'s (its own
+/// session, stdin/stdout/stderr on /dev/null, every fd closed but those in `keep`, named [`HELPER_NAME`]
+/// before this returns, so a runner that adopts helpers waits for it too). For background work other than
+/// a link deletion (`net::garp`). `job` runs in the forked child: async-signal-safe calls only, no
+/// allocation, no locks.
+pub fn spawn(keep: &[i32], job: &dyn Fn()) -> io::Result<()> {
+    // SAFETY: plain syscalls on fds we own; the child branch only makes async-signal-safe calls.
+    unsafe {
+        let mut ready = [0i32; 2];
+        if libc::pipe2(ready.as_mut_ptr(), libc::O_CLOEXEC) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let keep = fds_to_keep(&[ready[1]], keep.iter().copied());
+        let pid = libc::fork();
+        if pid == 0 {
+            libc::prctl(libc::PR_SET_NAME, HELPER_NAME.as_ptr());
+            libc::setsid();
+            close_all_but(&keep);
+            let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+            if null >= 0 {
+                libc::dup2(null, 0);
+                libc::dup2(null, 1);
+                libc::dup2(null, 2);
+                if null > 2 {
+                    libc::close(null);
+                }
+            }
+            libc::write(ready[1], [1u8].as_ptr().cast(), 1);
+            libc::close(ready[1]);
+            job();
+            libc::_exit(0);
+        }
+        let e = io::Error::last_os_error();
+        libc::close(ready[1]);
+        if pid > 0 {
+            let mut byte = 0u8;
+            while libc::read(ready[0], (&mut byte as *mut u8).cast(), 1) < 0
+                && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted
+            {}
+        }
+        libc::close(ready[0]);
+        if pid < 0 {
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
 fn delete_request(index: u32) -> Vec<u8> {
     let mut link = LinkMessage::default();
     link.header.index = index;

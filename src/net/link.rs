@@ -557,15 +557,18 @@ impl NetHandle {
         }
     }
 
-    /// `net.ipv4.conf.<dev>.arp_notify = 1` over netlink (IFLA_AF_SPEC / AF_INET / IFLA_INET_CONF): no
-    /// thread inside the link's namespace is needed, unlike for a write to /proc/sys.
-    pub async fn enable_arp_notify(&self, index: u32) -> Result<()> {
+    /// Bring a link up and set its `arp_notify` in one RTM_SETLINK. The kernel applies the flags before
+    /// `IFLA_AF_SPEC`, so this up sends no gratuitous ARP (`arp_notify` is still off then) — the caller
+    /// announces the addresses itself, off the critical path (`net::garp`) — while later changes of the
+    /// link's address are announced by the kernel as usual.
+    pub async fn set_up_arp_notify(&self, index: u32) -> Result<()> {
         let mut conf = InetDevConf::default();
         conf.arp_notify = 1;
         let mut m = get_by_index(index);
+        up_flags(&mut m, true);
         m.attributes
             .push(LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet(vec![AfSpecInet::DevConfRequest(conf)])]));
-        self.set_link(m, format!("set arp_notify on link #{index}")).await
+        self.set_link(m, format!("set link #{index} up with arp_notify")).await
     }
 
     pub async fn set_down(&self, index: u32) -> Result<()> {

@@ -15,6 +15,7 @@ pub mod conntrack;
 pub mod detached;
 pub mod error;
 pub mod firewall;
+pub mod garp;
 pub mod handle;
 pub mod link;
 pub mod mac;

@@ -8,13 +8,14 @@ use super::ipam::{Allocation, Ipam};
 use super::veth::{self, VethAttach};
 use super::{block_on, open_netns, plan};
 use crate::cni::log;
-use crate::cni::result::{AddResult, Interface, Route};
+use crate::cni::result::{AddResult, Interface, IpConfig, Route};
 use crate::cni::skel::Request;
 use crate::cni::{CniError, CniResult};
 use crate::net::masq::{self, Backend, PodEntry};
-use crate::net::spoofchk;
 use crate::net::{BridgeVlan, IpFamily, Link, Mac, NetHandle, Netns};
+use crate::net::{garp, spoofchk};
 use ipnetwork::IpNetwork;
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 /// How long the host end may take to become a forwarding bridge port (the reference polls up to 2.55 s).
@@ -271,6 +272,7 @@ async fn steps(
     up?;
     let br_now = br_now?;
     log::trace(&req.conf.plugin_type, "host port up");
+    announce(req, pod_ns, &attached.container, &result.ips);
     let mac_str = |l: &Link| l.mac.map(|m| m.to_string()).unwrap_or_default();
     result.interfaces = vec![
         Interface { name: br_now.name.clone(), mac: mac_str(&br_now), ..Default::default() },
@@ -286,6 +288,27 @@ async fn steps(
         result.dns = dns.clone();
     }
     Ok(result)
+}
+
+/// The pod's gratuitous ARP for its IPv4 addresses, the frames the kernel's `arp_notify` would have sent at
+/// the up (`iface::configure` brings it up without them): from a detached helper once this process has
+/// exited — after the answer, off the rtnl lock — or in-line when no helper can be started. Last, when the
+/// port forwards. A failure is logged, not an ADD error: the kernel's own announcement could not fail either.
+fn announce(req: &Request, pod_ns: &Netns, container: &Link, ips: &[IpConfig]) {
+    let v4: Vec<Ipv4Addr> = ips
+        .iter()
+        .filter_map(|i| match i.address.ip() {
+            IpAddr::V4(a) => Some(a),
+            IpAddr::V6(_) => None,
+        })
+        .collect();
+    let Some(mac) = container.mac.filter(|_| !v4.is_empty()) else { return };
+    if let Err(e) = garp::announce_after_exit(pod_ns, container.index, mac, &v4) {
+        log::warn(&req.conf.plugin_type, format!("{e}; announcing in-line"));
+        if let Err(e) = garp::announce_now(pod_ns, container.index, mac, &v4) {
+            log::warn(&req.conf.plugin_type, e.to_string());
+        }
+    }
 }
 
 /// Routes to `dsts` via the family's gateway, unless the result already has a route to that destination.

@@ -44,10 +44,6 @@ fn pod_ipv6_sysctls(ns: &Netns, ifname: &str, enable_dad: bool) -> CniResult<()>
 
 pub async fn configure(pod: &NetHandle, pod_ns: &Netns, s: &IfaceSetup<'_>) -> CniResult<()> {
     let has_v6 = s.ips.iter().any(|i| i.address.is_ipv6());
-    // A gratuitous ARP when the interface comes up (as the reference sets): over netlink, before the up.
-    pod.enable_arp_notify(s.link.index)
-        .await
-        .map_err(|e| CniError::internal(format!("failed to set arp_notify on {:?}: {e}", s.link.name)))?;
     if has_v6 {
         pod_ipv6_sysctls(pod_ns, &s.link.name, s.enable_dad)?;
     }
@@ -57,7 +53,11 @@ pub async fn configure(pod: &NetHandle, pod_ns: &Netns, s: &IfaceSetup<'_>) -> C
             CniError::internal(format!("failed to add IP addr {} to {:?}: {e}", ip.address, s.link.name))
         })?;
     }
-    pod.set_up(s.link.index).await?;
+    // arp_notify as the reference sets it, in the up request but applied after it: the up's gratuitous ARP
+    // is sent by the caller once the ADD has answered (`net::garp`, `attach::announce`).
+    pod.set_up_arp_notify(s.link.index)
+        .await
+        .map_err(|e| CniError::internal(format!("failed to set {:?} up with arp_notify: {e}", s.link.name)))?;
     if has_v6 && s.enable_dad {
         pod.wait_addresses_settled(s.link.index, DAD_TIMEOUT)
             .await

@@ -3,6 +3,7 @@
 //! The plugin process would run in a "node" namespace: tests open both node and pod by path.
 
 mod addrs;
+mod garp;
 mod harness;
 mod links;
 mod neighs;
