@@ -436,6 +436,113 @@ fn status_reports_a_structure_an_add_could_not_use() {
     assert!(out.stdout.contains("hostport4"), "ADD fails as STATUS said: {out}");
 }
 
+/// iptables-save and ip6tables-save of the node without what does not say what is there: comments,
+/// counters, and tables holding no rule with every chain built in and ACCEPT (an empty nat table is
+/// what iptables leaves after its last rule is deleted, and equals no table).
+fn iptables_state(node: &NetNs) -> String {
+    let mut out = String::new();
+    for tool in ["iptables-save", "ip6tables-save"] {
+        let o = node.cmd(tool).run().ok();
+        let mut block: Vec<String> = Vec::new();
+        for l in o.stdout.lines().filter(|l| !l.starts_with('#')) {
+            let l = match l.split_once(" [") {
+                Some((head, _)) if l.starts_with(':') => head.to_string(),
+                _ => l.to_string(),
+            };
+            block.push(l.clone());
+            if l == "COMMIT" {
+                let empty = block
+                    .iter()
+                    .all(|b| b.starts_with('*') || b == "COMMIT" || (b.starts_with(':') && b.ends_with(" ACCEPT")));
+                if !empty {
+                    out.push_str(&format!("{tool}\n{}\n", block.join("\n")));
+                }
+                block.clear();
+            }
+        }
+    }
+    out
+}
+
+/// Migration (PM-17), differential: pods added by the reference portmap (/usr/lib/cni/portmap, iptables)
+/// are deleted by ours with nothing but containerID and ifname. The first DEL removes that container's
+/// CNI-DN chain and entry rule and leaves the other container served; the last leaves iptables as before
+/// the reference's first ADD (the shared CNI-HOSTPORT-* chains and jumps too). An ADD of ours for a
+/// container the reference had added replaces its rules.
+#[test]
+fn reference_iptables_leftovers_are_removed_by_our_del_and_add() {
+    let mut t = Topo::new("pm-migrate");
+    set_br_netfilter(&t.node, false);
+    let a = t.add_pod("ctr-a", false);
+    let b = t.add_pod("ctr-b", false);
+    let _sa = Server::tcp(t.pod(a), "0.0.0.0:80", "A");
+    let _sb = Server::tcp(t.pod(b), "0.0.0.0:80", "B");
+    let before = iptables_state(&t.node);
+    let reference = support::reference_plugin("portmap");
+    let ca = t.portmap_conf(a, tcp_map(8080, 80), json!({}));
+    let cb = t.portmap_conf(b, tcp_map(8082, 80), json!({}));
+    t.portmap_as(&reference, "ADD", "ctr-a", t.pod(a).path_str(), &ca).ok();
+    t.portmap_as(&reference, "ADD", "ctr-b", t.pod(b).path_str(), &cb).ok();
+    assert_eq!(tcp_ask(&t.client, &format!("{NODE_EXT}:8080")), Ok(format!("A {CLIENT}")), "the reference serves");
+    let with_both = iptables_state(&t.node);
+    let dn_a = "CNI-DN-".to_string() + &sha512_21("pmnetctr-a");
+    assert!(with_both.contains(&dn_a), "the reference's chain for ctr-a: {with_both}");
+
+    let bare = json!({"cniVersion": "1.0.0", "name": "pmnet", "type": "portmap"});
+    let out = t.portmap_as(&portmap_bin(), "DEL", "ctr-a", "", &bare).ok();
+    assert!(out.stderr.contains(&dn_a), "DEL says what it removed: {out}");
+    let after_a = iptables_state(&t.node);
+    assert!(!after_a.contains(&dn_a) && !after_a.contains("id: \\\"ctr-a\\\""), "{after_a}");
+    assert!(tcp_ask(&t.client, &format!("{NODE_EXT}:8080")).is_err(), "ctr-a's host port is closed");
+    assert_eq!(tcp_ask(&t.client, &format!("{NODE_EXT}:8082")), Ok(format!("B {CLIENT}")), "ctr-b still served");
+
+    t.portmap_as(&portmap_bin(), "DEL", "ctr-b", "", &bare).ok();
+    assert_eq!(iptables_state(&t.node), before, "iptables as before the reference's first ADD");
+    assert!(tcp_ask(&t.client, &format!("{NODE_EXT}:8082")).is_err());
+
+    t.portmap_as(&reference, "ADD", "ctr-a", t.pod(a).path_str(), &ca).ok();
+    assert_ne!(iptables_state(&t.node), before);
+    t.portmap("ADD", a, &ca).ok();
+    assert_eq!(iptables_state(&t.node), before, "our ADD took the reference's rules for ctr-a over");
+    assert_eq!(tcp_ask(&t.client, &format!("{NODE_EXT}:8080")), Ok(format!("A {CLIENT}")), "served by ours");
+    assert_eq!(t.elements_with("pmnet/ctr-a/eth0"), 2);
+    t.portmap("DEL", a, &ca).ok();
+}
+
+/// Migration from the reference's nftables backend (v1.6+; the layout of its unit tests, loaded with
+/// `nft -f` since /usr/lib/cni/portmap 1.1.1 predates it): our DEL removes the rules whose comment is the
+/// container ID from `ip cni_hostport`, and leaves another container's.
+#[test]
+fn reference_nft_rules_of_the_container_are_removed_by_our_del() {
+    let t = Topo::new("pm-migrate-nft");
+    let script = "table ip cni_hostport {
+        chain hostports { tcp dport 8080 dnat to 10.89.0.2:80 comment \"ctr-a\"
+                          tcp dport 8082 dnat to 10.89.0.3:80 comment \"ctr-b\"; };
+        chain hostip_hostports { };
+        chain masquerading { type nat hook postrouting priority srcnat; policy accept;
+                             ip saddr 10.89.0.2 ip daddr 10.89.0.2 masquerade comment \"ctr-a\"
+                             ip saddr 10.89.0.3 ip daddr 10.89.0.3 masquerade comment \"ctr-b\"; }; }";
+    t.node.cmd("nft").args(["-f", "-"]).stdin(script).run().ok();
+    let bare = json!({"cniVersion": "1.0.0", "name": "pmnet", "type": "portmap"});
+    let out = t.portmap_as(&portmap_bin(), "DEL", "ctr-a", "", &bare).ok();
+    assert!(out.stderr.contains("2 rules of table ip cni_hostport"), "{out}");
+    let left = t.node.cmd("nft").args(["list", "table", "ip", "cni_hostport"]).run().ok().stdout;
+    assert!(!left.contains("\"ctr-a\"") && left.matches("\"ctr-b\"").count() == 2, "{left}");
+}
+
+fn sha512_21(s: &str) -> String {
+    let out = std::process::Command::new("sha512sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            c.stdin.take().unwrap().write_all(s.as_bytes())?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap()[..21].to_string()
+}
+
 /// PM-14 and PM-18: a newer mapping of the same host port replaces the older one with a warning that
 /// names the displaced owner; the late DEL of the displaced owner leaves the newer mapping serving. With
 /// `hostPortConflict: "error"` the ADD fails naming the current owner and changes nothing.

@@ -205,6 +205,11 @@ impl Plugin for Portmap {
         let owner = owner(req);
         let mut nl = open_nfnl()?;
         Structure { mark_bit: cfg.mark_bit }.ensure(&mut nl).map_err(pm_err)?;
+        // The reference's rules for this container would DNAT the same ports first (or instead).
+        match portmap::reference::remove_leftovers(&mut nl, &req.conf.name, &req.container_id) {
+            Ok(done) => done.iter().for_each(|d| warn(PLUGIN, format!("{owner}: removed the reference portmap's {d}"))),
+            Err(e) => warn(PLUGIN, format!("{owner}: the reference portmap's rules for this container stay: {e}")),
+        }
         let ledger = Ledger::for_this_node(Path::new(ledger::BASE));
         let previous = recorded(&ledger, &owner);
         // Recorded before the batch as old ∪ new, so a crash between the two never leaves an element of
@@ -269,6 +274,10 @@ impl Plugin for Portmap {
         }
         .map_err(pm_err)?;
         ledger.remove(&owner).map_err(ledger_err)?;
+        // A pod added by the reference portmap before the node switched to rcni.
+        for d in portmap::reference::remove_leftovers(&mut nl, &req.conf.name, &req.container_id).map_err(pm_err)? {
+            warn(PLUGIN, format!("{owner}: removed the reference portmap's {d}"));
+        }
         if let Err(e) = portmap::flush::after_del(&mappings_of(removed.iter().map(|r| &r.element))) {
             warn(PLUGIN, format!("conntrack flush after DEL: {e}"));
         }

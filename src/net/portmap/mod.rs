@@ -37,6 +37,7 @@
 pub mod elements;
 pub mod flush;
 pub mod ledger;
+pub mod reference;
 pub mod structure;
 
 use std::fmt;
