@@ -13,6 +13,9 @@
 use std::fmt;
 use std::io;
 
+use ipnetwork::IpNetwork;
+
+use super::object::{self, Chain, Rule, Set};
 use super::rule::{self, Stmt};
 
 pub const NFPROTO_INET: u8 = 1;
@@ -56,6 +59,8 @@ pub(super) const NFT_MSG_DELCHAIN: u16 = 5;
 pub(super) const NFT_MSG_NEWRULE: u16 = 6;
 pub(super) const NFT_MSG_GETRULE: u16 = 7;
 pub(super) const NFT_MSG_DELRULE: u16 = 8;
+pub(super) const NFT_MSG_NEWSET: u16 = 9;
+pub(super) const NFT_MSG_DELSET: u16 = 11;
 pub(super) const NFT_MSG_NEWSETELEM: u16 = 12;
 pub(super) const NFT_MSG_GETSETELEM: u16 = 13;
 pub(super) const NFT_MSG_DELSETELEM: u16 = 14;
@@ -80,6 +85,7 @@ pub(super) const NFTA_RULE_USERDATA: u16 = 7;
 pub(super) const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
 pub(super) const NFTA_SET_ELEM_LIST_SET: u16 = 2;
 pub(super) const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
+pub(super) const NFTA_SET_ELEM_LIST_SET_ID: u16 = 4;
 pub(super) const NFTA_LIST_ELEM: u16 = 1;
 pub(super) const NFTA_SET_ELEM_KEY: u16 = 1;
 /// A map element's data (nested `NFTA_DATA_VALUE`).
@@ -511,14 +517,122 @@ pub enum BatchOp<'a> {
     AddFull { set: &'a str, elems: Vec<FullElem>, excl: bool },
     /// Delete full elements (key and, for concatenated ranges, key end); ENOENT if one is missing.
     DelFull { set: &'a str, elems: Vec<FullElem> },
+    /// Create the table if it does not exist (`add table`), with a comment.
+    AddTable { comment: Option<&'a str> },
+    /// `add chain`: create the chain if it does not exist (an existing one keeps its rules).
+    AddChain(&'a Chain),
+    /// `add set` / `add map`: create it if it does not exist (one of another type: EEXIST).
+    AddSet(&'a Set),
+    /// `add rule`: append a rule.
+    AddRule(&'a Rule),
+    /// `flush set`: delete every element.
+    FlushSet { set: &'a str },
+    /// `delete set`; EBUSY while a rule refers to it.
+    DelSet { set: &'a str },
+    /// `add element` of prefixes to an interval set (`flags interval`, not concatenated).
+    AddPrefixes { set: &'a str, prefixes: Vec<IpNetwork> },
 }
 
 /// Appends the message(s) for `op` on `family table`, with sequence numbers from `seq`; returns how
 /// many. An element list is split over several messages so that no nest outgrows its 16-bit length;
 /// all of them stay in the caller's batch, so the change is still applied all or nothing.
 pub fn encode_op(buf: &mut MsgBuf, seq: u32, family: u8, table: &str, op: &BatchOp<'_>) -> usize {
+    encode_op_in(buf, seq, family, table, op, &[])
+}
+
+/// [`encode_op`] in a batch that declared the sets `set_ids` before `op` (nft refers to them by id too).
+fn encode_op_in(
+    buf: &mut MsgBuf,
+    seq: u32,
+    family: u8,
+    table: &str,
+    op: &BatchOp<'_>,
+    set_ids: &[(&str, u32)],
+) -> usize {
+    let set_id = |set: &str| set_ids.iter().find(|(n, _)| *n == set).map(|(_, id)| *id);
     match op {
         BatchOp::AddElems { .. } | BatchOp::DelElems { .. } | BatchOp::AddFull { .. } | BatchOp::DelFull { .. } => {}
+        BatchOp::AddTable { comment } => {
+            buf.begin_nft(NFT_MSG_NEWTABLE, NLM_F_CREATE | NLM_F_ACK, seq, family);
+            buf.attr_str(NFTA_TABLE_NAME, table);
+            buf.attr_u32_be(object::NFTA_TABLE_FLAGS, 0);
+            if let Some(c) = comment {
+                buf.attr(object::NFTA_TABLE_USERDATA, &object::comment_udata(c));
+            }
+            buf.end();
+            return 1;
+        }
+        BatchOp::AddChain(chain) => {
+            buf.begin_nft(NFT_MSG_NEWCHAIN, NLM_F_CREATE | NLM_F_ACK, seq, family);
+            encode_chain(buf, table, &chain.name, chain.hook.as_ref());
+            if let Some(c) = &chain.comment {
+                buf.attr(object::NFTA_CHAIN_USERDATA, &object::comment_udata(c));
+            }
+            buf.end();
+            return 1;
+        }
+        BatchOp::AddSet(set) => {
+            buf.begin_nft(NFT_MSG_NEWSET, NLM_F_CREATE | NLM_F_ACK, seq, family);
+            buf.attr_str(object::NFTA_SET_TABLE, table);
+            buf.attr_str(object::NFTA_SET_NAME, &set.name);
+            set.encode(buf, set_id(&set.name).unwrap_or(0));
+            buf.end();
+            return 1;
+        }
+        BatchOp::AddRule(r) => {
+            buf.begin_nft(NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND | NLM_F_ACK, seq, family);
+            buf.attr_str(NFTA_RULE_TABLE, table);
+            buf.attr_str(NFTA_RULE_CHAIN, &r.chain);
+            buf.nest_start(NFTA_RULE_EXPRESSIONS);
+            rule::encode(buf, &rule::Ctx { family, set_ids }, &r.stmts);
+            buf.nest_end();
+            let udata = r.udata();
+            if !udata.is_empty() {
+                buf.attr(NFTA_RULE_USERDATA, &udata);
+            }
+            buf.end();
+            return 1;
+        }
+        BatchOp::FlushSet { set } => {
+            // nft's order: the set, then the table.
+            buf.begin_nft(NFT_MSG_DELSETELEM, NLM_F_ACK, seq, family);
+            buf.attr_str(NFTA_SET_ELEM_LIST_SET, set);
+            buf.attr_str(NFTA_SET_ELEM_LIST_TABLE, table);
+            buf.end();
+            return 1;
+        }
+        BatchOp::DelSet { set } => {
+            buf.begin_nft(NFT_MSG_DELSET, NLM_F_ACK, seq, family);
+            buf.attr_str(object::NFTA_SET_TABLE, table);
+            buf.attr_str(object::NFTA_SET_NAME, set);
+            buf.end();
+            return 1;
+        }
+        BatchOp::AddPrefixes { set, prefixes } => {
+            buf.begin_nft(NFT_MSG_NEWSETELEM, NLM_F_CREATE | NLM_F_ACK, seq, family);
+            buf.attr_str(NFTA_SET_ELEM_LIST_TABLE, table);
+            buf.attr_str(NFTA_SET_ELEM_LIST_SET, set);
+            if let Some(id) = set_id(set) {
+                buf.attr_u32_be(NFTA_SET_ELEM_LIST_SET_ID, id);
+            }
+            buf.nest_start(NFTA_SET_ELEM_LIST_ELEMENTS);
+            for (flags, key, udata) in object::interval_elems(prefixes) {
+                buf.nest_start(NFTA_LIST_ELEM);
+                if flags != 0 {
+                    buf.attr_u32_be(object::NFTA_SET_ELEM_FLAGS, flags);
+                }
+                buf.nest_start(NFTA_SET_ELEM_KEY);
+                buf.attr(NFTA_DATA_VALUE, &key);
+                buf.nest_end();
+                if let Some(u) = udata {
+                    buf.attr(NFTA_SET_ELEM_USERDATA, u);
+                }
+                buf.nest_end();
+            }
+            buf.nest_end();
+            buf.end();
+            return 1;
+        }
         BatchOp::DelRule { chain, handle } => {
             buf.begin_nft(NFT_MSG_DELRULE, NLM_F_ACK, seq, family);
             buf.attr_str(NFTA_RULE_TABLE, table);
@@ -527,24 +641,10 @@ pub fn encode_op(buf: &mut MsgBuf, seq: u32, family: u8, table: &str, op: &Batch
             buf.end();
             return 1;
         }
-        BatchOp::NewTable => {
-            buf.begin_nft(NFT_MSG_NEWTABLE, NLM_F_CREATE | NLM_F_ACK, seq, family);
-            buf.attr_str(NFTA_TABLE_NAME, table);
-            buf.end();
-            return 1;
-        }
+        BatchOp::NewTable => return encode_op_in(buf, seq, family, table, &BatchOp::AddTable { comment: None }, &[]),
         BatchOp::NewChain { chain, hook } => {
             buf.begin_nft(NFT_MSG_NEWCHAIN, NLM_F_CREATE | NLM_F_ACK, seq, family);
-            buf.attr_str(NFTA_CHAIN_TABLE, table);
-            buf.attr_str(NFTA_CHAIN_NAME, chain);
-            if let Some(h) = hook {
-                buf.nest_start(NFTA_CHAIN_HOOK);
-                buf.attr_u32_be(NFTA_HOOK_HOOKNUM, h.hooknum);
-                buf.attr_u32_be(NFTA_HOOK_PRIORITY, h.priority as u32);
-                buf.nest_end();
-                buf.attr_u32_be(NFTA_CHAIN_POLICY, h.policy);
-                buf.attr_str(NFTA_CHAIN_TYPE, &h.chain_type);
-            }
+            encode_chain(buf, table, chain, hook.as_ref());
             buf.end();
             return 1;
         }
@@ -567,7 +667,7 @@ pub fn encode_op(buf: &mut MsgBuf, seq: u32, family: u8, table: &str, op: &Batch
             buf.attr_str(NFTA_RULE_TABLE, table);
             buf.attr_str(NFTA_RULE_CHAIN, chain);
             buf.nest_start(NFTA_RULE_EXPRESSIONS);
-            rule::encode(buf, stmts);
+            rule::encode(buf, &rule::Ctx { family, set_ids }, stmts);
             buf.nest_end();
             if !udata.is_empty() {
                 buf.attr(NFTA_RULE_USERDATA, udata);
@@ -591,6 +691,9 @@ pub fn encode_op(buf: &mut MsgBuf, seq: u32, family: u8, table: &str, op: &Batch
         buf.begin_nft(msg, flags, seq, family);
         buf.attr_str(NFTA_SET_ELEM_LIST_TABLE, table);
         buf.attr_str(NFTA_SET_ELEM_LIST_SET, set);
+        if let Some(id) = set_id(set) {
+            buf.attr_u32_be(NFTA_SET_ELEM_LIST_SET_ID, id);
+        }
         buf.nest_start(NFTA_SET_ELEM_LIST_ELEMENTS);
     };
     let finish = |buf: &mut MsgBuf| {
@@ -628,6 +731,20 @@ pub fn encode_op(buf: &mut MsgBuf, seq: u32, family: u8, table: &str, op: &Batch
     }
     finish(buf);
     messages
+}
+
+/// A chain's attributes as nft orders them: table, name, and for a base chain type, policy, hook.
+fn encode_chain(buf: &mut MsgBuf, table: &str, name: &str, hook: Option<&Hook>) {
+    buf.attr_str(NFTA_CHAIN_TABLE, table);
+    buf.attr_str(NFTA_CHAIN_NAME, name);
+    if let Some(h) = hook {
+        buf.attr_str(NFTA_CHAIN_TYPE, &h.chain_type);
+        buf.attr_u32_be(NFTA_CHAIN_POLICY, h.policy);
+        buf.nest_start(NFTA_CHAIN_HOOK);
+        buf.attr_u32_be(NFTA_HOOK_HOOKNUM, h.hooknum);
+        buf.attr_u32_be(NFTA_HOOK_PRIORITY, h.priority as u32);
+        buf.nest_end();
+    }
 }
 
 /// One element inside an open `NFTA_LIST_ELEM`: key, key end, and (when adding) data and comment.
@@ -668,8 +785,14 @@ pub fn encode_batch(
     }
     buf.end();
     let mut messages = 0;
+    // Sets declared in this batch get ids 1, 2, ... in order, as nft numbers them.
+    let mut set_ids: Vec<(&str, u32)> = Vec::new();
     for op in ops {
-        messages += encode_op(buf, seq + 1 + messages as u32, family, table, op);
+        if let BatchOp::AddSet(s) = op {
+            let id = set_ids.len() as u32 + 1;
+            set_ids.push((&s.name, id));
+        }
+        messages += encode_op_in(buf, seq + 1 + messages as u32, family, table, op, &set_ids);
     }
     buf.begin(NFNL_MSG_BATCH_END, NLM_F_REQUEST, seq + 1 + messages as u32, AF_UNSPEC, NFNL_SUBSYS_NFTABLES);
     buf.end();

@@ -4,7 +4,9 @@
 //! * [`codec`] and [`socket`]: nf_tables netlink — messages, dumps, generation id, batches. Our own encoder, not
 //!   `netlink-packet-netfilter`: that crate (0.4) has no batch generation id and emits attribute lengths
 //!   unchecked as `u16` (the truncation of audit finding 11), so it would not save the code that matters.
-//! * [`rule`]: typed statements (`iifname`, `ether saddr`, verdicts) encoded as `nft` encodes them.
+//! * [`object`]: typed structure (table, chains, sets and maps, rules, prefix elements) and [`rule`]: typed
+//!   statements (`ip saddr @set`, `ip daddr != 224.0.0.0/4`, `masquerade`, `iifname`, verdicts), both
+//!   encoded as `nft` encodes the same text (unit tests hold the bytes `scripts/nft-bytes` captured).
 //!
 //! Conventions for users of the layer:
 //! * **Read, then write in one batch checked against the generation read before** ([`Nfnl::generation`],
@@ -13,11 +15,13 @@
 //!   rule rcni writes for an attachment carries the owning network as a userdata tag
 //!   ([`codec::UDATA_RCNI_OWNER`], invisible in `nft list`). Removal by one network never touches
 //!   objects tagged for another.
-//! * **Structure** that rarely changes (a network's chain and sets) may be written with `nft -f`
-//!   through [`crate::net::command`], fingerprinted in a rule comment so pods never rewrite it.
+//! * **Structure** that rarely changes (a network's chain and sets) is written from typed objects in the
+//!   same generation-checked batch style, fingerprinted in a rule comment so pods never rewrite it.
 //! * Failures are classified by errno ([`absent`], [`retryable`]), never by message text.
 
 pub mod codec;
+mod expr;
+pub mod object;
 pub mod rule;
 pub mod socket;
 
@@ -25,7 +29,9 @@ pub use codec::{
     BatchOp, ChainInfo, EEXIST, ENOENT, ERESTART, FullElem, Hook, NFPROTO_BRIDGE, NFPROTO_INET, NFPROTO_IPV4,
     NFPROTO_IPV6, NetlinkError, RuleInfo, SetElem,
 };
-pub use rule::Stmt;
+pub use expr::CmpOp;
+pub use object::{Chain, DataType, Rule, Set, hooks};
+pub use rule::{AddrField, Stmt};
 pub use socket::Nfnl;
 
 /// Errors meaning "nf_tables (for this family) is not there at all", i.e. nothing to read or remove.
