@@ -653,3 +653,95 @@ fn isolated_without_br_netfilter_needs_port_isolation() {
     tool.run(&node, &["del", "netp", a2.path_str()]).ok();
     tool.run(&node, &["del", "netp", a1.path_str()]).ok();
 }
+
+/// ip6tables-save (or iptables-save) of table filter without comments and with the counters zeroed.
+fn saved(node: &Node, tool: &str) -> Vec<String> {
+    let out = node.cmd(tool).args(["-t", "filter"]).run().ok().stdout;
+    out.lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| match (l.starts_with(':'), l.rfind(" [")) {
+            (true, Some(at)) => format!("{} [0:0]", &l[..at]),
+            _ => l.to_string(),
+        })
+        .collect()
+}
+
+/// A dual-stack pod on a node whose iptables and ip6tables FORWARD policies are DROP (v6 client
+/// fd18::2 on the node's ext0): with no firewall in the list the pod's traffic is dropped in both
+/// families; with ours or the reference's, the pod reaches the client over IPv6 (and IPv4) and the
+/// replies come back, while a new connection from the client to the pod stays dropped (only replies
+/// are accepted towards the pod). DEL leaves ip6tables-save as it was before, plus only the shared
+/// structure the first ADD created; a second pod's ADD + DEL leaves it exactly as it was.
+#[test]
+fn ipv6_pod_behind_an_ip6tables_forward_drop_policy() {
+    for bin in [None, Some(ours()), Some(reference())] {
+        let tag = "fw-v6drop";
+        let node = Node::new(tag);
+        let client = client_of(&node, &format!("{tag}-c"));
+        node.ip(&["addr", "add", "fd18::1/64", "dev", "ext0", "nodad"]).ok();
+        client.ip(&["addr", "add", "fd18::2/64", "dev", "eth0", "nodad"]).ok();
+        client.ip(&["-6", "route", "add", "default", "via", "fd18::1"]).ok();
+        node.set_sysctl("net.ipv4.ip_forward", "1");
+        node.set_sysctl("net.ipv6.conf.all.forwarding", "1");
+        for tool in ["iptables", "ip6tables"] {
+            node.cmd(tool).args(["-P", "FORWARD", "DROP"]).run().ok();
+        }
+        let data = TempDir::new(&format!("{tag}-ipam"));
+        let mut plugins = vec![json!({"type": "bridge", "bridge": "fwbr6", "isGateway": true,
+            "ipam": {"type": "host-local", "dataDir": data.path(),
+                     "ranges": [[{"subnet": "10.88.6.0/24"}], [{"subnet": "fd00:88:6::/64"}]],
+                     "routes": [{"dst": "0.0.0.0/0"}, {"dst": "::/0"}]}})];
+        if bin.is_some() {
+            plugins.push(json!({"type": "firewall", "backend": "iptables"}));
+        }
+        let list = json!({"cniVersion": "1.0.0", "name": "net6", "plugins": plugins});
+        let conf = NetConfDir::new(&list);
+        let dir = plugin_dir(bin.clone().unwrap_or_else(ours), our_portmap());
+        let tool = Cnitool::new(&conf, &[dir.path().to_path_buf()]);
+        let pristine = saved(&node, "ip6tables-save");
+        let (pod, pod2) = (PodNs::new(tag), PodNs::new(&format!("{tag}-2")));
+        let r = tool.run(&node, &["add", "net6", pod.path_str()]).ok().json();
+        let ip6 = r["ips"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["address"].as_str().unwrap().split('/').next().unwrap().to_string())
+            .find(|a| a.contains(':'))
+            .unwrap();
+        assert!(pod.wait_ping("fd00:88:6::1", Duration::from_secs(5)), "the pod reaches its v6 gateway (DAD done)");
+        let name = bin.as_ref().map(|b| b.display().to_string()).unwrap_or("no firewall".into());
+        match &bin {
+            None => {
+                assert!(!pod.wait_ping("fd18::2", Duration::from_secs(2)), "{name}: the DROP policy drops v6");
+                assert!(!pod.ping("198.18.0.2"), "{name}: and v4");
+            }
+            Some(_) => {
+                assert!(pod.wait_ping("fd18::2", Duration::from_secs(5)), "{name}: the pod reaches the v6 client");
+                assert!(pod.ping("198.18.0.2"), "{name}: and the v4 one");
+                let rules = node.rules_with(&format!("{ip6}/128"));
+                assert_eq!(rules.len(), 2, "{name}: {}", node.filter());
+                assert!(!client.ping(&ip6), "{name}: a new connection towards the pod stays with the policy");
+                let with_one = saved(&node, "ip6tables-save");
+                tool.run(&node, &["add", "net6", pod2.path_str()]).ok();
+                tool.run(&node, &["del", "net6", pod2.path_str()]).ok();
+                assert_eq!(saved(&node, "ip6tables-save"), with_one, "{name}: a second pod's ADD + DEL");
+            }
+        }
+        tool.run(&node, &["del", "net6", pod.path_str()]).ok();
+        let after = saved(&node, "ip6tables-save");
+        let added: Vec<&String> = after.iter().filter(|l| !pristine.contains(l)).collect();
+        let removed: Vec<&String> = pristine.iter().filter(|l| !after.contains(l)).collect();
+        assert!(removed.is_empty(), "{name}: DEL removed nothing that was there before: {removed:?}");
+        let structure = if bin.is_some() {
+            vec![
+                ":CNI-ADMIN - [0:0]",
+                ":CNI-FORWARD - [0:0]",
+                "-A FORWARD -m comment --comment \"CNI firewall plugin rules\" -j CNI-FORWARD",
+                "-A CNI-FORWARD -m comment --comment \"CNI firewall plugin admin overrides\" -j CNI-ADMIN",
+            ]
+        } else {
+            vec![]
+        };
+        assert_eq!(added, structure.iter().collect::<Vec<_>>(), "{name}: only the shared structure is left");
+    }
+}
