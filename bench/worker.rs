@@ -54,6 +54,10 @@ pub fn main() -> i32 {
         eprintln!("rcni-bench worker: cannot become a subreaper: {e}");
         return 1;
     }
+    // Plugins (and the runner's) are told so: they leave the unregister to a helper only when it is reaped.
+    let (reaper_k, reaper_v) = rcni::net::detached::reaper_env();
+    // SAFETY: no other thread exists yet.
+    unsafe { std::env::set_var(reaper_k, reaper_v) };
     let mut input = String::new();
     std::io::stdin().read_to_string(&mut input).expect("read the job");
     let job: Job = serde_json::from_str(&input).expect("parse the job");

@@ -528,12 +528,15 @@ fn bridge_raw(node: &NodeNs, cmd: &str, pod: &PodNs, cid: &str, conf: &Value) ->
     use std::io::Write;
     use std::process::{Command, Stdio};
     let env = support::cni_env(cmd, cid, pod.path_str(), "eth0", &rcni_path());
+    rcni::net::detached::adopt_helpers().expect("become a subreaper");
     let mut child = Command::new("ip")
         .args(["netns", "exec", node.name()])
         .arg(rcni_bin("bridge"))
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .envs(env)
+        // A subreaper (above) that reaps helpers (support's harness): background deletion stays on.
+        .env(rcni::net::detached::REAPER_ENV, std::process::id().to_string())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -369,3 +369,184 @@ fn kill_matrix_long() {
     let rounds = std::env::var("RCNI_KILL_ROUNDS").map(|s| s.parse().expect("RCNI_KILL_ROUNDS")).unwrap_or(1000);
     run_matrix("km-long", rounds, &[IpamMode::InProcess, IpamMode::Exec]);
 }
+
+/// A runtime that does not reap orphans: PID 1 of its own pid namespace, not an init rcni knows, not naming
+/// itself in `RCNI_HELPER_REAPER`. Its bridge DEL must delete the pair in-line (a detached helper would be
+/// adopted by it and stay a zombie): the pair is gone when DEL answers, and the runner has no child left.
+#[test]
+fn del_under_a_runner_that_does_not_reap_leaves_no_zombie() {
+    let tag = "km-noreap";
+    let node = NodeNs::new(tag);
+    let data = TempDir::new(tag);
+    let pod = PodNs::new(tag);
+    let conf = json!({
+        "cniVersion": "1.1.0", "name": "kmnr", "type": "bridge", "bridge": "kmnrbr0", "isGateway": true,
+        "ipam": {"type": "host-local", "subnet": "10.78.0.0/24", "dataDir": data.path().to_string_lossy()}
+    });
+    let stdin = serde_json::to_vec(&conf).unwrap();
+    let plugins = PluginDir::new(&[("bridge", rcni_bin("bridge")), ("host-local", rcni_bin("host-local"))]);
+    let env = |command: &str| cni_env(command, "km-noreap-0", pod.path_str(), "eth0", &[plugins.path().to_path_buf()]);
+    node.spawn(&rcni_bin("bridge"), &env("ADD"), &stdin).wait().output.ok();
+    assert_eq!(node.veth_names().len(), 1, "ADD made one host veth");
+
+    let runner = NonReapingInit::start(&node, &rcni_bin("bridge"), &env("DEL"), &stdin);
+    let (answer, status) = runner.answer();
+    // The moment DEL has answered: nothing of the pair may be left, in the node or in the pod.
+    let node_veths = node.veth_names();
+    let pod_links = pod.link_names();
+    // A helper would be adopted by the runner at the plugin's exit; watch its children for a while.
+    let mut orphans = Vec::new();
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_millis(800) && orphans.is_empty() {
+        orphans = runner.children();
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    drop(runner);
+    assert_eq!(status, 0, "DEL failed: {}", String::from_utf8_lossy(&answer));
+    assert!(node_veths.is_empty(), "host veth still there when DEL answered: {node_veths:?}");
+    assert!(pod_links.iter().all(|l| l == "lo"), "pod links still there when DEL answered: {pod_links:?}");
+    assert!(orphans.is_empty(), "the runner was left children (pid, state, name): {orphans:?}");
+    assert!(support::reservations(data.path()).is_empty(), "the IP is still reserved");
+}
+
+/// PID 1 of a new pid namespace that runs one plugin (stdin/stdout piped, in the node netns), waits for
+/// that pid only, and then sleeps without ever reaping anything else, until dropped (which kills it and
+/// with it the namespace). Only async-signal-safe calls after the fork: the test process has threads.
+struct NonReapingInit {
+    /// The intermediate child, which waits for PID 1 (`init`, as seen from here).
+    outer: i32,
+    init: i32,
+    stdout: std::fs::File,
+    /// Where PID 1 reports the plugin's exit status.
+    status: std::fs::File,
+}
+
+impl NonReapingInit {
+    fn start(node: &NodeNs, program: &std::path::Path, env: &[(String, String)], stdin: &[u8]) -> NonReapingInit {
+        use std::ffi::CString;
+        use std::os::fd::{AsRawFd, FromRawFd};
+        use std::os::unix::ffi::OsStrExt;
+        let ns = std::fs::File::open(node.path()).unwrap();
+        let prog = CString::new(program.as_os_str().as_bytes()).unwrap();
+        let argv = [prog.as_ptr(), std::ptr::null()];
+        // No RCNI_HELPER_REAPER: this runner does not reap.
+        let env_c: Vec<CString> = env.iter().map(|(k, v)| CString::new(format!("{k}={v}")).unwrap()).collect();
+        let mut envp: Vec<*const libc::c_char> = env_c.iter().map(|c| c.as_ptr()).collect();
+        envp.push(std::ptr::null());
+        let (mut in_pipe, mut out_pipe, mut pid_pipe) = ([0i32; 2], [0i32; 2], [0i32; 2]);
+        // SAFETY: pipes and a fork; the children below make only async-signal-safe calls on data prepared
+        // above, and end with _exit or execve.
+        unsafe {
+            assert_eq!(libc::pipe2(in_pipe.as_mut_ptr(), libc::O_CLOEXEC), 0);
+            // A config is far below a pipe's capacity: all of it is written before the plugin starts.
+            assert_eq!(libc::write(in_pipe[1], stdin.as_ptr().cast(), stdin.len()), stdin.len() as isize);
+            libc::close(in_pipe[1]);
+            assert_eq!(libc::pipe2(out_pipe.as_mut_ptr(), libc::O_CLOEXEC), 0);
+            assert_eq!(libc::pipe2(pid_pipe.as_mut_ptr(), libc::O_CLOEXEC), 0);
+            let outer = libc::fork();
+            assert!(outer >= 0, "fork");
+            if outer == 0 {
+                if libc::unshare(libc::CLONE_NEWPID) != 0 {
+                    libc::_exit(101);
+                }
+                let init = libc::fork();
+                if init < 0 {
+                    libc::_exit(102);
+                }
+                if init > 0 {
+                    // Only PID 1 and the plugin may hold the plugin's ends, or its stdout never ends.
+                    libc::close(in_pipe[0]);
+                    libc::close(out_pipe[1]);
+                    libc::write(pid_pipe[1], (&init as *const i32).cast(), 4);
+                    let mut st = 0;
+                    libc::waitpid(init, &mut st, 0);
+                    libc::_exit(0);
+                }
+                // PID 1 of the new namespace.
+                if libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
+                    libc::_exit(103);
+                }
+                let plugin = libc::fork();
+                if plugin == 0 {
+                    libc::dup2(in_pipe[0], 0);
+                    libc::dup2(out_pipe[1], 1);
+                    libc::execve(prog.as_ptr(), argv.as_ptr(), envp.as_ptr());
+                    libc::_exit(104);
+                }
+                libc::close(in_pipe[0]);
+                libc::close(out_pipe[1]);
+                let mut st = 0;
+                libc::waitpid(plugin, &mut st, 0);
+                // The plugin's exit status, after its answer on the pipe.
+                let code: u8 = if libc::WIFEXITED(st) { libc::WEXITSTATUS(st) as u8 } else { 255 };
+                libc::write(pid_pipe[1], (&code as *const u8).cast(), 1);
+                loop {
+                    libc::pause();
+                }
+            }
+            libc::close(in_pipe[0]);
+            libc::close(out_pipe[1]);
+            libc::close(pid_pipe[1]);
+            let mut init = 0i32;
+            assert_eq!(libc::read(pid_pipe[0], (&mut init as *mut i32).cast(), 4), 4, "runner did not start");
+            NonReapingInit {
+                outer,
+                init,
+                stdout: std::fs::File::from_raw_fd(out_pipe[0]),
+                status: std::fs::File::from_raw_fd(pid_pipe[0]),
+            }
+        }
+    }
+
+    /// The plugin's stdout (read to its end: the plugin and anything holding its stdout are done) and exit
+    /// status; panics after 60 s (the runner is then killed by drop).
+    fn answer(&self) -> (Vec<u8>, i32) {
+        use std::io::Read;
+        use std::os::fd::AsRawFd;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let wait_readable = |f: &std::fs::File| {
+            let mut p = libc::pollfd { fd: f.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+            let left = deadline.saturating_duration_since(Instant::now()).as_millis() as i32;
+            // SAFETY: poll on one fd we own.
+            assert!(unsafe { libc::poll(&mut p, 1, left) } == 1, "the runner's plugin did not answer in time");
+        };
+        let mut out = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            wait_readable(&self.stdout);
+            match (&self.stdout).read(&mut buf).unwrap() {
+                0 => break,
+                n => out.extend_from_slice(&buf[..n]),
+            }
+        }
+        wait_readable(&self.status);
+        let mut code = [0u8; 1];
+        (&self.status).read_exact(&mut code).expect("the runner reports the plugin's status");
+        (out, i32::from(code[0]))
+    }
+
+    /// The runner's children: (pid, state, name).
+    fn children(&self) -> Vec<(i32, String, String)> {
+        let list = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", self.init)).unwrap_or_default();
+        list.split_whitespace()
+            .filter_map(|p| p.parse::<i32>().ok())
+            .map(|pid| {
+                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+                let name = stat.split(['(', ')']).nth(1).unwrap_or("").to_string();
+                let state = stat.rsplit(')').next().unwrap_or("").split_whitespace().next().unwrap_or("").to_string();
+                (pid, state, name)
+            })
+            .collect()
+    }
+}
+
+impl Drop for NonReapingInit {
+    fn drop(&mut self) {
+        // SAFETY: killing PID 1 of the namespace we made (the kernel then ends everything in it) and reaping
+        // our own child, which waits for it.
+        unsafe {
+            libc::kill(self.init, libc::SIGKILL);
+            libc::waitpid(self.outer, std::ptr::null_mut(), 0);
+        }
+    }
+}

@@ -21,7 +21,33 @@
 //! Apart from those sockets the child keeps nothing: `fork` copies every descriptor and the child never
 //! execs, so `O_CLOEXEC` does not apply, and an inherited pod netns fd, pod-side netlink socket or locked
 //! host-local lock file would stay pinned for as long as the child lives. It closes every fd except its
-//! netlink socket, the ready pipe and the lingering sockets, and its wait for the kernel's answer is bounded.
+//! netlink socket, the ready pipe and the lingering sockets.
+//!
+//! A watchdog bounds the child: its first act is `alarm(WATCHDOG)` with `SIGALRM` at its default action
+//! (terminate) and unblocked, so it ends after [`WATCHDOG`] whatever it is waiting for — a send or receive
+//! that never completes, a lingering socket's close, anything in user space. What no signal can bound is a
+//! task in uninterruptible sleep (`D` state): the kernel's unregister of a device runs inside the `send` of
+//! the delete request (rtnetlink handles a request in the sender's task), and when a device's references
+//! never drop ("unregister_netdevice: waiting for vethX to become free") that task sleeps uninterruptibly
+//! in `netdev_wait_allrefs` until they do; the alarm is then only delivered when the kernel lets go. The
+//! same holds for the exit path (closing the lingering sockets waits for RCU in the kernel). Such a hang
+//! would hold the plugin itself just the same with in-line deletion; in the background it holds only the
+//! child, which by then pins nothing but its netlink socket (and so the node netns, which outlives it).
+//!
+//! Reaping. A child outlives the plugin, so when it ends something must reap it: the nearest ancestor that
+//! is a subreaper, else PID 1 of the pid namespace. Nobody can read another process's subreaper flag
+//! (`PR_GET_CHILD_SUBREAPER` answers for the caller only), so [`helpers_are_reaped`] decides from what is
+//! visible, and DEL deletes in-line when it says no (slower, never a zombie):
+//! - a runner that adopts and reaps helpers ([`adopt_helpers`] + [`reap_helpers`]: rcni's cnitool, test
+//!   harness and benchmark) names itself in [`REAPER_ENV`]; it counts only if it is one of our ancestors;
+//! - otherwise PID 1 of our pid namespace must be an init known to reap orphans ([`KNOWN_INITS`]: systemd,
+//!   sysvinit/busybox/upstart `init`, tini/docker-init, dumb-init, catatonit, s6, runit, openrc-init, the
+//!   Kubernetes `pause`). containerd, CRI-O, kubelet, podman and the reference cnitool run on hosts or in
+//!   node containers whose PID 1 is one of these, so background deletion stays on for them. A CNI daemon
+//!   that is itself PID 1 of a container (Multus thick and similar; Go reaps only the children it started)
+//!   or any unknown PID 1 gets in-line deletion; so does a plugin that is PID 1 itself (its children die
+//!   with it) or one whose `/proc` belongs to another pid namespace (`/proc/1` would be another init).
+//!   Not covered: an intermediate subreaper that does not reap (none of the runtimes above is one).
 //!
 //! The child only makes async-signal-safe calls (the parent may have other threads, whose locks fork copies
 //! in whatever state they were): the request is serialized, the socket opened and the list of fds to keep
@@ -58,9 +84,27 @@ pub fn linger(fd: OwnedFd) {
 
 const MAX_LINGERING: usize = 64;
 
-/// How long the child waits for the kernel's answer to its delete request before it gives up and exits
-/// (releasing the lingering sockets): long past any normal unregister, short enough not to pin them forever.
-const ACK_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the child may live before its watchdog ends it (releasing the lingering sockets): long past any
+/// normal unregister (tens of ms), short enough not to pin them forever. See the module comment for what it
+/// cannot bound.
+pub const WATCHDOG: Duration = Duration::from_secs(30);
+
+/// Unit tests only: a shorter watchdog, and a socket the child sends to instead of the kernel.
+#[cfg(test)]
+static TEST_WATCHDOG_SECS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+#[cfg(test)]
+static TEST_TARGET: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
+
+fn watchdog_secs() -> u32 {
+    #[cfg(test)]
+    {
+        let s = TEST_WATCHDOG_SECS.load(std::sync::atomic::Ordering::Relaxed);
+        if s > 0 {
+            return s;
+        }
+    }
+    WATCHDOG.as_secs() as u32
+}
 
 /// Is there a lingering socket a helper could take over? (DEL forks one for this alone.)
 pub fn has_lingering() -> bool {
@@ -84,19 +128,15 @@ pub fn delete_link(index: Option<u32>) -> Result<()> {
         if sock < 0 {
             return Err(NetError::io(what(), io::Error::last_os_error()));
         }
-        let timeout = libc::timeval { tv_sec: ACK_TIMEOUT.as_secs() as libc::time_t, tv_usec: 0 };
-        let set = libc::setsockopt(
-            sock,
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            (&timeout as *const libc::timeval).cast(),
-            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-        );
-        if set != 0 {
-            let e = io::Error::last_os_error();
-            libc::close(sock);
-            return Err(NetError::io(what(), e));
-        }
+        #[cfg(test)]
+        let sock = match TEST_TARGET.load(std::sync::atomic::Ordering::Relaxed) {
+            t if t >= 0 => {
+                libc::close(sock);
+                libc::fcntl(t, libc::F_DUPFD_CLOEXEC, 0)
+            }
+            _ => sock,
+        };
+        let watchdog = watchdog_secs();
         // The child says when it carries HELPER_NAME and its own session: from then on a runner that looks
         // at its children can tell it apart (before, it would look like the plugin itself).
         let mut ready = [0i32; 2];
@@ -108,7 +148,7 @@ pub fn delete_link(index: Option<u32>) -> Result<()> {
         let keep = fds_to_keep(&[sock, ready[1]], _lingering.iter().map(AsRawFd::as_raw_fd));
         let pid = libc::fork();
         if pid == 0 {
-            run_child(sock, ready[1], &request, &keep);
+            run_child(sock, ready[1], &request, &keep, watchdog);
         }
         libc::close(sock);
         libc::close(ready[1]);
@@ -231,11 +271,19 @@ unsafe fn close_range(first: u32, last: u32) {
 #[cfg(test)]
 static PAUSE_BEFORE_EXIT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
-/// The child: detach, send, wait for the kernel's answer (that is the slow part), exit (closing the inherited
-/// lingering sockets: the other slow part). Errors have no one
-/// to go to: the pair is inert already, and a later DEL or ADD of the attachment removes it by name.
-unsafe fn run_child(sock: i32, ready: i32, request: &[u8], keep: &[i32]) -> ! {
+/// The child: arm the watchdog, detach, send, wait for the kernel's answer (that is the slow part), exit
+/// (closing the inherited lingering sockets: the other slow part). Errors have no one to go to: the pair is
+/// inert already, and a later DEL or ADD of the attachment removes it by name.
+unsafe fn run_child(sock: i32, ready: i32, request: &[u8], keep: &[i32], watchdog: u32) -> ! {
     unsafe {
+        // First, so that everything after it is bounded. The parent may have a handler for SIGALRM or
+        // block it (both are inherited); the default action ends the child.
+        libc::signal(libc::SIGALRM, libc::SIG_DFL);
+        let mut alarm_set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut alarm_set);
+        libc::sigaddset(&mut alarm_set, libc::SIGALRM);
+        libc::sigprocmask(libc::SIG_UNBLOCK, &alarm_set, std::ptr::null_mut());
+        libc::alarm(watchdog);
         libc::prctl(libc::PR_SET_NAME, HELPER_NAME.as_ptr());
         libc::setsid();
         close_all_but(keep);
@@ -288,6 +336,78 @@ pub fn reap_helpers(wait: bool) -> usize {
     reaped
 }
 
+/// Set by a runner that adopts and reaps helpers ([`adopt_helpers`], [`reap_helpers`]) for the plugins it
+/// runs, to its pid: see [`helpers_are_reaped`].
+pub const REAPER_ENV: &str = "RCNI_HELPER_REAPER";
+
+/// The environment entry a reaping runner passes to the plugins it starts.
+pub fn reaper_env() -> (&'static str, String) {
+    (REAPER_ENV, std::process::id().to_string())
+}
+
+/// Names (comm) of PID 1 programs that reap every orphan they inherit.
+pub const KNOWN_INITS: &[&str] =
+    &["systemd", "init", "tini", "docker-init", "dumb-init", "catatonit", "s6-svscan", "runit", "openrc-init", "pause"];
+
+/// Would a helper forked now be reaped once this process exits? The rule and its reasons are in the module
+/// comment; when in doubt the answer is no (DEL then deletes in-line).
+pub fn helpers_are_reaped() -> bool {
+    let init = std::fs::read("/proc/1/comm").unwrap_or_default();
+    let seen = Seen {
+        me: std::process::id() as i32,
+        proc_self: stat("self"),
+        runner: std::env::var(REAPER_ENV).ok().and_then(|v| v.parse().ok()),
+        init_comm: init.strip_suffix(b"\n").unwrap_or(&init),
+    };
+    seen.reaped(|pid| stat(&pid.to_string()).map(|(_, ppid)| ppid))
+}
+
+/// What [`helpers_are_reaped`] looks at.
+struct Seen<'a> {
+    /// Our pid (getpid: in our own pid namespace).
+    me: i32,
+    /// (pid, ppid) by `/proc/self`: in the pid namespace `/proc` was mounted for.
+    proc_self: Option<(i32, i32)>,
+    /// The pid in [`REAPER_ENV`].
+    runner: Option<i32>,
+    /// PID 1's name by `/proc/1/comm`.
+    init_comm: &'a [u8],
+}
+
+impl Seen<'_> {
+    fn reaped(&self, parent_of: impl Fn(i32) -> Option<i32>) -> bool {
+        // /proc must be our own pid namespace's, or "/proc/1" and the parent chain are someone else's; as
+        // PID 1 ourselves, our children die with us.
+        let Some((own, mut up)) = self.proc_self else { return false };
+        if own != self.me || self.me == 1 {
+            return false;
+        }
+        if let Some(runner) = self.runner.filter(|&p| p > 1) {
+            // Bounded: a pid chain is short, and it ends at 1 (or at 0 above our namespace's init).
+            for _ in 0..64 {
+                if up == runner {
+                    return true;
+                }
+                match parent_of(up).filter(|_| up > 1) {
+                    Some(next) => up = next,
+                    None => break,
+                }
+            }
+        }
+        KNOWN_INITS.iter().any(|init| init.as_bytes() == self.init_comm)
+    }
+}
+
+/// (pid, ppid) from `/proc/<which>/stat`; the name field may hold spaces and parentheses, so fields are
+/// counted after its last `)`.
+fn stat(which: &str) -> Option<(i32, i32)> {
+    let text = std::fs::read_to_string(format!("/proc/{which}/stat")).ok()?;
+    let pid = text.split_whitespace().next()?.parse().ok()?;
+    let rest = &text[text.rfind(')')? + 1..];
+    let ppid = rest.split_whitespace().nth(1)?.parse().ok()?;
+    Some((pid, ppid))
+}
+
 /// Children of every thread of this process whose name is HELPER_NAME (orphans are adopted by any thread
 /// of a subreaper, so all threads' lists are read).
 fn helper_children() -> Vec<i32> {
@@ -311,6 +431,9 @@ mod tests {
     use std::os::fd::AsRawFd;
     use std::sync::atomic::Ordering;
 
+    /// The tests below fork helpers and look at this process's children, and share the test hooks.
+    static SERIAL: Mutex<()> = Mutex::new(());
+
     #[test]
     fn keeps_sorted_unique_fds() {
         assert_eq!(fds_to_keep(&[9, 4], [12, 4, 7].into_iter()), vec![4, 7, 9, 12]);
@@ -328,6 +451,7 @@ mod tests {
     /// The helper holds its lingering socket and nothing else of the plugin's: no netns fd, no lock file.
     #[test]
     fn helper_inherits_only_what_it_needs() {
+        let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
         let netns = std::fs::File::open("/proc/self/ns/net").unwrap();
         let lock_dir = tempfile::TempDir::with_prefix("rcni-detached-lock-").unwrap();
         let lock_path = lock_dir.path().join("lock");
@@ -367,5 +491,90 @@ mod tests {
         assert!(!held.contains(&lock_shown), "helper holds the lock file: {held:?}");
         assert!(held.contains(&kept_target.display().to_string()), "lingering socket not kept: {held:?}");
         assert!(relocked, "the lock is still held by the helper");
+    }
+
+    /// A helper whose request is never taken (its send blocks: the peer's buffer is full and nobody reads)
+    /// is ended by its watchdog, not left waiting forever.
+    #[test]
+    fn watchdog_ends_a_helper_that_never_gets_an_answer() {
+        let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+        let (ours, _peer) = std::os::unix::net::UnixStream::pair().unwrap();
+        let chunk = [0u8; 4096];
+        // SAFETY: send on a socket we own; MSG_DONTWAIT leaves the socket itself blocking for the helper.
+        while unsafe { libc::send(ours.as_raw_fd(), chunk.as_ptr().cast(), chunk.len(), libc::MSG_DONTWAIT) } > 0 {}
+        TEST_WATCHDOG_SECS.store(1, Ordering::Relaxed);
+        TEST_TARGET.store(ours.as_raw_fd(), Ordering::Relaxed);
+        let started = delete_link(Some(1));
+        TEST_TARGET.store(-1, Ordering::Relaxed);
+        TEST_WATCHDOG_SECS.store(0, Ordering::Relaxed);
+        started.unwrap();
+        let helpers = helper_children();
+        assert_eq!(helpers.len(), 1, "exactly one helper child");
+        let pid = helpers[0];
+        let t0 = std::time::Instant::now();
+        let mut status = 0;
+        let ended = loop {
+            // SAFETY: reaping our own child.
+            if unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) } == pid {
+                break true;
+            }
+            if t0.elapsed() > Duration::from_secs(10) {
+                break false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        if !ended {
+            // SAFETY: ending and reaping our own child.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+                libc::waitpid(pid, std::ptr::null_mut(), 0);
+            }
+        }
+        assert!(ended, "the helper still runs after {:?}", t0.elapsed());
+        assert!(
+            libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGALRM,
+            "the helper ended otherwise (status {status:#x})"
+        );
+    }
+
+    #[test]
+    fn stat_reads_pid_and_parent() {
+        // SAFETY: getppid has no preconditions.
+        let ppid = unsafe { libc::getppid() };
+        assert_eq!(stat("self"), Some((std::process::id() as i32, ppid)));
+    }
+
+    /// The rule of the module comment: a reaping runner among our ancestors, else a known init as PID 1.
+    #[test]
+    fn helpers_are_reaped_only_by_a_named_ancestor_or_a_known_init() {
+        // Chain: 40 -> 30 -> 20 -> 1.
+        let parent_of = |pid: i32| match pid {
+            30 => Some(20),
+            20 => Some(1),
+            1 => Some(0),
+            _ => None,
+        };
+        let seen = |me: i32, proc_self: Option<(i32, i32)>, runner: Option<i32>, init: &'static [u8]| Seen {
+            me,
+            proc_self,
+            runner,
+            init_comm: init,
+        };
+        let cases: &[(Seen, bool, &str)] = &[
+            (seen(40, Some((40, 30)), None, b"systemd"), true, "systemd as PID 1"),
+            (seen(40, Some((40, 30)), None, b"tini"), true, "tini as PID 1"),
+            (seen(40, Some((40, 30)), None, b"multus-daemon"), false, "a daemon as PID 1"),
+            (seen(40, Some((40, 1)), None, b"process_api"), false, "run by an unknown PID 1"),
+            (seen(40, Some((40, 30)), Some(20), b"multus-daemon"), true, "a named runner two levels up"),
+            (seen(40, Some((40, 30)), Some(30), b"bash"), true, "a named runner as parent"),
+            (seen(40, Some((40, 30)), Some(77), b"bash"), false, "a named pid that is no ancestor"),
+            (seen(40, Some((40, 30)), Some(1), b"bash"), false, "PID 1 named: only its name counts"),
+            (seen(1, Some((1, 0)), Some(30), b"systemd"), false, "we are PID 1"),
+            (seen(40, Some((9040, 9030)), None, b"systemd"), false, "/proc of another pid namespace"),
+            (seen(40, None, None, b"systemd"), false, "no /proc"),
+        ];
+        for (s, want, what) in cases {
+            assert_eq!(s.reaped(parent_of), *want, "{what}");
+        }
     }
 }

@@ -20,7 +20,8 @@ use crate::net::{NetHandle, detached};
 /// DEL of the attachment `spec` describes: with `mac_spoof_check` its rules are removed too; with
 /// `background_unlink` the veth pair is made inert here and deleted by a detached child (see `veth::retire`).
 pub fn del(req: &Request, spec: &AttachSpec, ipam: Option<&Ipam>) -> CniResult<()> {
-    let background_unlink = spec.background_unlink;
+    // Only where something will reap the detached child (see net::detached): else in-line, never a zombie.
+    let background_unlink = spec.background_unlink && detached::helpers_are_reaped();
     let mut errors: Vec<CniError> = Vec::new();
     let pod_ns = open_netns_for_del(&req.netns).unwrap_or_else(|e| {
         errors.push(e);

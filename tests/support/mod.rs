@@ -194,6 +194,9 @@ impl NsCommand {
             }
         }
         cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
+        // This process adopts and reaps the plugins' detached helpers (see run_with_timeout).
+        let (reaper_k, reaper_v) = rcni::net::detached::reaper_env();
+        cmd.env(reaper_k, reaper_v);
         let env_str: Vec<String> =
             self.env.iter().map(|(k, v)| format!("{}={}", k.to_string_lossy(), v.to_string_lossy())).collect();
         let cmdline = format!(
@@ -882,6 +885,9 @@ impl NetNs {
             }
         }
         cmd.envs(env.iter().map(|(k, v)| (k, v)));
+        // Adopted and reaped here (wait_for_detached_helpers).
+        let (reaper_k, reaper_v) = rcni::net::detached::reaper_env();
+        cmd.env(reaper_k, reaper_v);
         cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
         // SAFETY: only async-signal-safe syscalls between fork and exec; `ns` outlives the spawn.
         unsafe {

@@ -185,7 +185,12 @@ fn main() -> ExitCode {
     }
     // Plugins may leave background work (rcni's DEL deletes the veth pair in a detached child): adopt it and
     // wait for it, so that when cnitool returns, the kernel state is final.
-    let _ = rcni::net::detached::adopt_helpers();
+    if rcni::net::detached::adopt_helpers().is_ok() {
+        // The plugins inherit it: they leave the unregister to a helper only when something reaps it.
+        let (reaper_k, reaper_v) = rcni::net::detached::reaper_env();
+        // SAFETY: no other thread exists yet.
+        unsafe { std::env::set_var(reaper_k, reaper_v) };
+    }
     let outcome = run(cmd, net, netns.map(String::as_str));
     rcni::net::detached::reap_helpers(true);
     match outcome {
