@@ -371,10 +371,11 @@ fn kill_matrix_long() {
 }
 
 /// A runtime that does not reap orphans: PID 1 of its own pid namespace, not an init rcni knows, not naming
-/// itself in `RCNI_HELPER_REAPER`. Its bridge DEL must delete the pair in-line (a detached helper would be
-/// adopted by it and stay a zombie): the pair is gone when DEL answers, and the runner has no child left.
+/// itself in `RCNI_HELPER_REAPER`. Its bridge ADD and DEL must not leave a detached helper behind (it would
+/// be adopted by the runner and stay a zombie): ADD announces the address in-line, DEL deletes the pair
+/// in-line, so the pair is gone when DEL answers; the runner has no child left after either.
 #[test]
-fn del_under_a_runner_that_does_not_reap_leaves_no_zombie() {
+fn add_and_del_under_a_runner_that_does_not_reap_leave_no_zombie() {
     let tag = "km-noreap";
     let node = NodeNs::new(tag);
     let data = TempDir::new(tag);
@@ -386,26 +387,26 @@ fn del_under_a_runner_that_does_not_reap_leaves_no_zombie() {
     let stdin = serde_json::to_vec(&conf).unwrap();
     let plugins = PluginDir::new(&[("bridge", rcni_bin("bridge")), ("host-local", rcni_bin("host-local"))]);
     let env = |command: &str| cni_env(command, "km-noreap-0", pod.path_str(), "eth0", &[plugins.path().to_path_buf()]);
-    node.spawn(&rcni_bin("bridge"), &env("ADD"), &stdin).wait().output.ok();
-    assert_eq!(node.veth_names().len(), 1, "ADD made one host veth");
 
-    let runner = NonReapingInit::start(&node, &rcni_bin("bridge"), &env("DEL"), &stdin);
-    let (answer, status) = runner.answer();
+    let add = NonReapingInit::start(&node, &rcni_bin("bridge"), &env("ADD"), &stdin);
+    let (answer, status) = add.answer();
+    let add_orphans = add.orphans();
+    drop(add);
+    assert_eq!(status, 0, "ADD failed: {}", String::from_utf8_lossy(&answer));
+    assert_eq!(node.veth_names().len(), 1, "ADD made one host veth");
+    assert!(add_orphans.is_empty(), "ADD left the runner children (pid, state, name): {add_orphans:?}");
+
+    let del = NonReapingInit::start(&node, &rcni_bin("bridge"), &env("DEL"), &stdin);
+    let (answer, status) = del.answer();
     // The moment DEL has answered: nothing of the pair may be left, in the node or in the pod.
     let node_veths = node.veth_names();
     let pod_links = pod.link_names();
-    // A helper would be adopted by the runner at the plugin's exit; watch its children for a while.
-    let mut orphans = Vec::new();
-    let t0 = Instant::now();
-    while t0.elapsed() < Duration::from_millis(800) && orphans.is_empty() {
-        orphans = runner.children();
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    drop(runner);
+    let del_orphans = del.orphans();
+    drop(del);
     assert_eq!(status, 0, "DEL failed: {}", String::from_utf8_lossy(&answer));
     assert!(node_veths.is_empty(), "host veth still there when DEL answered: {node_veths:?}");
     assert!(pod_links.iter().all(|l| l == "lo"), "pod links still there when DEL answered: {pod_links:?}");
-    assert!(orphans.is_empty(), "the runner was left children (pid, state, name): {orphans:?}");
+    assert!(del_orphans.is_empty(), "DEL left the runner children (pid, state, name): {del_orphans:?}");
     assert!(support::reservations(data.path()).is_empty(), "the IP is still reserved");
 }
 
@@ -523,6 +524,19 @@ impl NonReapingInit {
         let mut code = [0u8; 1];
         (&self.status).read_exact(&mut code).expect("the runner reports the plugin's status");
         (out, i32::from(code[0]))
+    }
+
+    /// Children the runner was left (a helper is adopted by it when the plugin exits), watched for 800 ms
+    /// after the answer: (pid, state, name).
+    fn orphans(&self) -> Vec<(i32, String, String)> {
+        let t0 = Instant::now();
+        loop {
+            let found = self.children();
+            if !found.is_empty() || t0.elapsed() > Duration::from_millis(800) {
+                return found;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// The runner's children: (pid, state, name).

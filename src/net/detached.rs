@@ -40,6 +40,7 @@
 //! visible, and DEL deletes in-line when it says no (slower, never a zombie):
 //! - a runner that adopts and reaps helpers ([`adopt_helpers`] + [`reap_helpers`]: rcni's cnitool, test
 //!   harness and benchmark) names itself in [`REAPER_ENV`]; it counts only if it is one of our ancestors;
+//!   one that calls the library in-process is a subreaper itself, which the caller can read;
 //! - otherwise PID 1 of our pid namespace must be an init known to reap orphans ([`KNOWN_INITS`]: systemd,
 //!   sysvinit/busybox/upstart `init`, tini/docker-init, dumb-init, catatonit, s6, runit, openrc-init, the
 //!   Kubernetes `pause`). containerd, CRI-O, kubelet, podman and the reference cnitool run on hosts or in
@@ -166,12 +167,17 @@ pub fn delete_link(index: Option<u32>) -> Result<()> {
     Ok(())
 }
 
-/// Start a detached helper that runs `job` and exits: the same detachment as [`delete_link`]'s (its own
-/// session, stdin/stdout/stderr on /dev/null, every fd closed but those in `keep`, named [`HELPER_NAME`]
-/// before this returns, so a runner that adopts helpers waits for it too). For background work other than
-/// a link deletion (`net::garp`). `job` runs in the forked child: async-signal-safe calls only, no
-/// allocation, no locks.
+/// Start a detached helper that runs `job` and exits: the same detachment and watchdog as [`delete_link`]'s
+/// (its own session, stdin/stdout/stderr on /dev/null, every fd closed but those in `keep`, named
+/// [`HELPER_NAME`] before this returns, so a runner that adopts helpers waits for it too). For background
+/// work other than a link deletion (`net::garp`). `job` runs in the forked child: async-signal-safe calls
+/// only, no allocation, no locks. `Err` (the caller then does the work in-line) also when nothing would
+/// reap the helper ([`helpers_are_reaped`]).
 pub fn spawn(keep: &[i32], job: &dyn Fn()) -> io::Result<()> {
+    if !helpers_are_reaped() {
+        return Err(io::Error::other("no process would reap a detached helper"));
+    }
+    let watchdog = watchdog_secs();
     // SAFETY: plain syscalls on fds we own; the child branch only makes async-signal-safe calls.
     unsafe {
         let mut ready = [0i32; 2];
@@ -181,20 +187,7 @@ pub fn spawn(keep: &[i32], job: &dyn Fn()) -> io::Result<()> {
         let keep = fds_to_keep(&[ready[1]], keep.iter().copied());
         let pid = libc::fork();
         if pid == 0 {
-            libc::prctl(libc::PR_SET_NAME, HELPER_NAME.as_ptr());
-            libc::setsid();
-            close_all_but(&keep);
-            let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
-            if null >= 0 {
-                libc::dup2(null, 0);
-                libc::dup2(null, 1);
-                libc::dup2(null, 2);
-                if null > 2 {
-                    libc::close(null);
-                }
-            }
-            libc::write(ready[1], [1u8].as_ptr().cast(), 1);
-            libc::close(ready[1]);
+            detach_self(ready[1], &keep, watchdog);
             job();
             libc::_exit(0);
         }
@@ -212,6 +205,36 @@ pub fn spawn(keep: &[i32], job: &dyn Fn()) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The start of every helper, in the forked child: arm the watchdog (first, so that everything after it
+/// is bounded), take [`HELPER_NAME`] and a session of its own, keep only `keep` (sorted) and stdio on
+/// /dev/null, then tell the parent through `ready`. Async-signal-safe calls only.
+unsafe fn detach_self(ready: i32, keep: &[i32], watchdog: u32) {
+    unsafe {
+        // The parent may have a handler for SIGALRM or block it (both are inherited); the default action
+        // ends the child.
+        libc::signal(libc::SIGALRM, libc::SIG_DFL);
+        let mut alarm_set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut alarm_set);
+        libc::sigaddset(&mut alarm_set, libc::SIGALRM);
+        libc::sigprocmask(libc::SIG_UNBLOCK, &alarm_set, std::ptr::null_mut());
+        libc::alarm(watchdog);
+        libc::prctl(libc::PR_SET_NAME, HELPER_NAME.as_ptr());
+        libc::setsid();
+        close_all_but(keep);
+        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+        if null >= 0 {
+            libc::dup2(null, 0);
+            libc::dup2(null, 1);
+            libc::dup2(null, 2);
+            if null > 2 {
+                libc::close(null);
+            }
+        }
+        libc::write(ready, [1u8].as_ptr().cast(), 1);
+        libc::close(ready);
+    }
 }
 
 fn delete_request(index: u32) -> Vec<u8> {
@@ -276,28 +299,7 @@ static PAUSE_BEFORE_EXIT: std::sync::atomic::AtomicBool = std::sync::atomic::Ato
 /// inert already, and a later DEL or ADD of the attachment removes it by name.
 unsafe fn run_child(sock: i32, ready: i32, request: &[u8], keep: &[i32], watchdog: u32) -> ! {
     unsafe {
-        // First, so that everything after it is bounded. The parent may have a handler for SIGALRM or
-        // block it (both are inherited); the default action ends the child.
-        libc::signal(libc::SIGALRM, libc::SIG_DFL);
-        let mut alarm_set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut alarm_set);
-        libc::sigaddset(&mut alarm_set, libc::SIGALRM);
-        libc::sigprocmask(libc::SIG_UNBLOCK, &alarm_set, std::ptr::null_mut());
-        libc::alarm(watchdog);
-        libc::prctl(libc::PR_SET_NAME, HELPER_NAME.as_ptr());
-        libc::setsid();
-        close_all_but(keep);
-        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
-        if null >= 0 {
-            libc::dup2(null, 0);
-            libc::dup2(null, 1);
-            libc::dup2(null, 2);
-            if null > 2 {
-                libc::close(null);
-            }
-        }
-        libc::write(ready, [1u8].as_ptr().cast(), 1);
-        libc::close(ready);
+        detach_self(ready, keep, watchdog);
         if !request.is_empty() && libc::send(sock, request.as_ptr().cast(), request.len(), 0) >= 0 {
             let mut ack = [0u8; 512];
             libc::recv(sock, ack.as_mut_ptr().cast(), ack.len(), 0);
@@ -353,7 +355,12 @@ pub const KNOWN_INITS: &[&str] =
 /// comment; when in doubt the answer is no (DEL then deletes in-line).
 pub fn helpers_are_reaped() -> bool {
     let init = std::fs::read("/proc/1/comm").unwrap_or_default();
+    let mut subreaper: libc::c_int = 0;
+    // SAFETY: prctl writing an int we own.
+    let subreaper =
+        unsafe { libc::prctl(libc::PR_GET_CHILD_SUBREAPER, &mut subreaper as *mut libc::c_int) } == 0 && subreaper != 0;
     let seen = Seen {
+        subreaper,
         me: std::process::id() as i32,
         proc_self: stat("self"),
         runner: std::env::var(REAPER_ENV).ok().and_then(|v| v.parse().ok()),
@@ -364,6 +371,8 @@ pub fn helpers_are_reaped() -> bool {
 
 /// What [`helpers_are_reaped`] looks at.
 struct Seen<'a> {
+    /// We are a subreaper ourselves ([`adopt_helpers`]: a runner using this library in-process).
+    subreaper: bool,
     /// Our pid (getpid: in our own pid namespace).
     me: i32,
     /// (pid, ppid) by `/proc/self`: in the pid namespace `/proc` was mounted for.
@@ -376,6 +385,9 @@ struct Seen<'a> {
 
 impl Seen<'_> {
     fn reaped(&self, parent_of: impl Fn(i32) -> Option<i32>) -> bool {
+        if self.subreaper {
+            return true;
+        }
         // /proc must be our own pid namespace's, or "/proc/1" and the parent chain are someone else's; as
         // PID 1 ourselves, our children die with us.
         let Some((own, mut up)) = self.proc_self else { return false };
@@ -555,6 +567,7 @@ mod tests {
             _ => None,
         };
         let seen = |me: i32, proc_self: Option<(i32, i32)>, runner: Option<i32>, init: &'static [u8]| Seen {
+            subreaper: false,
             me,
             proc_self,
             runner,
@@ -576,5 +589,7 @@ mod tests {
         for (s, want, what) in cases {
             assert_eq!(s.reaped(parent_of), *want, "{what}");
         }
+        let runner_itself = Seen { subreaper: true, ..seen(40, Some((40, 1)), None, b"process_api") };
+        assert!(runner_itself.reaped(parent_of), "a subreaper reaps its own helpers");
     }
 }
