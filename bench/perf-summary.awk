@@ -1,9 +1,11 @@
 # Summarise `perf script` output (perf record -a -g, cpu-clock) of plugin invocations: each sample of the
 # plugin's processes and threads (comm bridge, host-local, rcni-ipam, rcni-netns) goes to the first category
 # its call stack matches, in the order below; kernel work on behalf of nobody in particular (kworker,
-# ksoftirqd) is counted apart. Prints, per category, samples, share and milliseconds per invocation.
+# ksoftirqd) is counted apart, and so are detached helpers (rcni-unlink: the gratuitous ARP sent after the answer,
+# DEL's unlink). Prints, per category, samples, share and milliseconds per invocation.
 # usage: perf script -i perf.data | awk -v RUNS=N -v HZ=F -f bench/perf-summary.awk
 function cat_of(s) {
+  if (s ~ /packet_sendmsg|packet_snd/) return "kernel: gratuitous ARP from a packet socket, flooded to every bridge port"
   if (s ~ /inetdev_event/ && s ~ /br_flood/) return "kernel: gratuitous ARP of the pod, flooded to every bridge port"
   if (s ~ /inetdev_event/ && s ~ /arp_/) return "kernel: gratuitous ARP, received by the bridge and the pods"
   if (s ~ /net_rx_action|handle_softirqs/) return "kernel: other packets processed in our context (softirq)"
@@ -29,8 +31,11 @@ BEGIN { RS = "" }
 {
   split($0, head, " ")
   comm = head[1]
-  if (comm ~ /^(bridge|host-local|rcni-ipam|rcni-netns|rcni-unlink|vxlan)$/) {
+  if (comm ~ /^(bridge|host-local|rcni-ipam|rcni-netns|vxlan)$/) {
     c = cat_of($0); n[c]++; total++
+  } else if (comm == "rcni-unlink") {
+    # Detached helpers (the gratuitous ARP after the answer; DEL's unlink): CPU of the call, not its wall.
+    h["helper after the answer: " cat_of($0)]++; htotal++
   } else if (comm ~ /^(kworker|ksoftirqd)/) {
     k = comm; sub(/\/.*/, "", k); bg[k]++
   }
@@ -39,5 +44,7 @@ END {
   ms = 1000 / (HZ > 0 ? HZ : 1) / (RUNS > 0 ? RUNS : 1)
   for (c in n) printf "%8.3f ms %5.1f%% %6d  %s\n", n[c] * ms, 100 * n[c] / total, n[c], c
   printf "%8.3f ms %5.1f%% %6d  %s\n", total * ms, 100, total, "all samples of the plugin processes (ms of CPU per run)"
+  for (c in h) printf "%8.3f ms %6s %6d  %s\n", h[c] * ms, "", h[c], c
+  if (htotal) printf "%8.3f ms %6s %6d  %s\n", htotal * ms, "", htotal, "all samples of detached helpers (rcni-unlink: after the plugin exited)"
   for (k in bg) printf "%8.3f ms %6s %6d  %s\n", bg[k] * ms, "", bg[k], "(not ours, same time, any cause: " k ")"
 }

@@ -9,9 +9,9 @@
 //! So the pod's interface is brought up in the same request that sets `arp_notify` (the kernel applies the
 //! flags before `IFLA_AF_SPEC`, so the up sends nothing; [`NetHandle::set_up_arp_notify`]), and the very same
 //! frames ([`frame`]) leave the same interface through a packet socket: from a detached helper that waits
-//! until the plugin process has exited ([`announce_after_exit`]), or in-line when no helper can run
-//! ([`announce_now`]). A packet socket takes no rtnl lock; the flood then costs the helper's CPU, not the
-//! ADD's wall time. Later address changes still announce themselves through `arp_notify`, as before.
+//! until the plugin process has exited ([`Pending`]), or in-line when no helper can run ([`announce_now`]).
+//! A packet socket takes no rtnl lock; the flood then costs the helper's CPU, not the ADD's wall time.
+//! Later address changes still announce themselves through `arp_notify`, as before.
 //!
 //! [`NetHandle::set_up_arp_notify`]: super::NetHandle::set_up_arp_notify
 
@@ -86,46 +86,107 @@ pub fn announce_now(ns: &Netns, ifindex: u32, mac: Mac, ips: &[Ipv4Addr]) -> Res
     .map_err(|e| NetError::io(format!("send gratuitous ARP on link #{ifindex} in {}", ns.path().display()), e))
 }
 
-/// Send the announcements of `ips` on link `ifindex` of `ns` from a detached helper, once this process has
-/// exited (its answer is written by then) or after [`EXIT_WAIT`]. Returns as soon as the helper exists;
-/// `Err` if none could be started (then [`announce_now`]).
-pub fn announce_after_exit(ns: &Netns, ifindex: u32, mac: Mac, ips: &[Ipv4Addr]) -> Result<()> {
-    let what = || format!("announce the pod's addresses on link #{ifindex} in the background");
-    if ips.is_empty() {
-        return Ok(());
-    }
-    // Built before the fork: the helper only makes async-signal-safe calls.
-    let frames: Vec<[u8; FRAME_LEN]> = ips.iter().map(|ip| frame(mac, *ip)).collect();
-    let mut ends = [0i32; 2];
-    // SAFETY: pipe2 into a local array.
-    if unsafe { libc::pipe2(ends.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(NetError::io(what(), io::Error::last_os_error()));
-    }
-    // SAFETY: both fds were just created and are owned here.
-    let (exit_r, exit_w) = unsafe { (OwnedFd::from_raw_fd(ends[0]), OwnedFd::from_raw_fd(ends[1])) };
-    let netns_fd = ns.raw_fd();
-    let wait_fd = exit_r.as_raw_fd();
-    let job = || {
-        // SAFETY (all of it): syscalls only, on fds the helper kept, and reads of memory it copied at the fork.
-        unsafe { helper(wait_fd, netns_fd, ifindex as i32, &frames) }
-    };
-    // The lock is held across the fork so no other thread of ours pushes while it is copied.
-    let mut pipes = EXIT_PIPES.lock().unwrap_or_else(|p| p.into_inner());
-    detached::spawn(&[wait_fd, netns_fd], &job).map_err(|e| NetError::io(what(), e))?;
-    drop(exit_r);
-    if pipes.len() < MAX_EXIT_PIPES {
-        pipes.push(exit_w);
-    }
-    Ok(())
+/// The most addresses one announcement carries (a pod has one or two IPv4 addresses; more are announced
+/// in-line).
+const MAX_ADDRS: usize = 16;
+
+/// A helper started ahead of the announcement: forked while the ADD still waits for its addresses (IPAM),
+/// so neither the fork nor the helper's start-up sits on the ADD's path; it is handed the addresses at the
+/// end ([`Pending::announce`]). Dropped without that (the ADD failed), the helper exits without a word.
+pub struct Pending {
+    ns: Netns,
+    ifindex: u32,
+    mac: Mac,
+    /// The write end of the helper's pipe; `None`: no helper (none could start), announce in-line.
+    pipe: Option<OwnedFd>,
 }
 
-/// The helper: wait until every write end of the exit pipe is closed (the plugin exited) or the bound
-/// passes, then join the pod's namespace and send.
-unsafe fn helper(wait_fd: RawFd, netns_fd: RawFd, ifindex: i32, frames: &[[u8; FRAME_LEN]]) {
+impl Pending {
+    /// Start the helper for link `ifindex` (MAC `mac`) of `ns`. Never fails: without a helper (fork failed,
+    /// or nothing would reap it, see `detached::spawn`) the announcement is made in-line later.
+    pub fn start(ns: &Netns, ifindex: u32, mac: Mac) -> Pending {
+        let mut p = Pending { ns: ns.clone(), ifindex, mac, pipe: None };
+        let mut ends = [0i32; 2];
+        // SAFETY: pipe2 into a local array.
+        if unsafe { libc::pipe2(ends.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+            return p;
+        }
+        // SAFETY: both fds were just created and are owned here.
+        let (read, write) = unsafe { (OwnedFd::from_raw_fd(ends[0]), OwnedFd::from_raw_fd(ends[1])) };
+        let (read_fd, netns_fd) = (read.as_raw_fd(), ns.raw_fd());
+        // SAFETY (the job): syscalls only, on fds the helper kept, and memory it copied at the fork.
+        let job = || unsafe { helper(read_fd, netns_fd, ifindex as i32, mac) };
+        if detached::spawn(&[read_fd, netns_fd], &job).is_ok() {
+            p.pipe = Some(write);
+        }
+        p
+    }
+
+    /// Announce `ips`: the helper sends once this process has exited — its answer is written by then — or
+    /// [`EXIT_WAIT`] after this call if it lives on; without a helper, now ([`announce_now`]).
+    pub fn announce(mut self, ips: &[Ipv4Addr]) -> Result<()> {
+        if ips.is_empty() {
+            return Ok(());
+        }
+        let Some(pipe) = self.pipe.take().filter(|_| ips.len() <= MAX_ADDRS) else {
+            return announce_now(&self.ns, self.ifindex, self.mac, ips);
+        };
+        let bytes: Vec<u8> = ips.iter().flat_map(|ip| ip.octets()).collect();
+        // At most 64 bytes into an empty pipe: one write, never partial (PIPE_BUF).
+        // SAFETY: write from a local buffer to an fd we own.
+        if unsafe { libc::write(pipe.as_raw_fd(), bytes.as_ptr().cast(), bytes.len()) } != bytes.len() as isize {
+            drop(pipe);
+            return announce_now(&self.ns, self.ifindex, self.mac, ips);
+        }
+        // Kept open until this process exits: its closing is the helper's signal.
+        let mut pipes = EXIT_PIPES.lock().unwrap_or_else(|p| p.into_inner());
+        if pipes.len() < MAX_EXIT_PIPES {
+            pipes.push(pipe);
+        }
+        Ok(())
+    }
+}
+
+/// The helper: read the addresses, wait for the end of the pipe (every write end closed: the plugin exited)
+/// or [`EXIT_WAIT`] after the addresses came, then join the pod's namespace and send. Nothing when the pipe
+/// ends without addresses (the ADD failed).
+unsafe fn helper(fd: RawFd, netns_fd: RawFd, ifindex: i32, mac: Mac) {
     unsafe {
-        let mut p = libc::pollfd { fd: wait_fd, events: libc::POLLIN, revents: 0 };
-        while libc::poll(&mut p, 1, EXIT_WAIT.as_millis() as i32) < 0 && *libc::__errno_location() == libc::EINTR {}
-        libc::close(wait_fd);
+        let mut buf = [0u8; 4 * MAX_ADDRS];
+        let mut len = 0usize;
+        loop {
+            // Until the addresses come, the watchdog of `detached::spawn` is the only bound.
+            let timeout = if len == 0 { -1 } else { EXIT_WAIT.as_millis() as i32 };
+            let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+            let ready = libc::poll(&mut p, 1, timeout);
+            if ready == 0 {
+                break;
+            }
+            if ready < 0 {
+                if *libc::__errno_location() == libc::EINTR {
+                    continue;
+                }
+                return;
+            }
+            if len == buf.len() {
+                break;
+            }
+            let n = libc::read(fd, buf[len..].as_mut_ptr().cast(), buf.len() - len);
+            if n == 0 {
+                break;
+            }
+            if n < 0 {
+                if *libc::__errno_location() == libc::EINTR {
+                    continue;
+                }
+                return;
+            }
+            len += n as usize;
+        }
+        libc::close(fd);
+        if len < 4 {
+            return;
+        }
         let joined = libc::setns(netns_fd, libc::CLONE_NEWNET) == 0;
         libc::close(netns_fd);
         if !joined {
@@ -135,8 +196,8 @@ unsafe fn helper(wait_fd: RawFd, netns_fd: RawFd, ifindex: i32, frames: &[[u8; F
         if sock < 0 {
             return;
         }
-        for f in frames {
-            send_frame(sock, ifindex, f);
+        for a in buf[..len - len % 4].chunks_exact(4) {
+            send_frame(sock, ifindex, &frame(mac, Ipv4Addr::new(a[0], a[1], a[2], a[3])));
         }
         libc::close(sock);
     }

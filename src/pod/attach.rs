@@ -207,7 +207,9 @@ async fn steps(
     }
 
     let mut result = AddResult::default();
+    let mut announcement = None;
     if let Some(alloc) = alloc {
+        announcement = start_announcement(pod_ns, &attached.container);
         let ipam_result = alloc.result()?;
         log::trace(&req.conf.plugin_type, "IPAM ADD done");
         if ipam_result.ips.is_empty() {
@@ -272,7 +274,7 @@ async fn steps(
     up?;
     let br_now = br_now?;
     log::trace(&req.conf.plugin_type, "host port up");
-    announce(req, pod_ns, &attached.container, &result.ips);
+    announce(req, announcement, &result.ips);
     let mac_str = |l: &Link| l.mac.map(|m| m.to_string()).unwrap_or_default();
     result.interfaces = vec![
         Interface { name: br_now.name.clone(), mac: mac_str(&br_now), ..Default::default() },
@@ -290,11 +292,17 @@ async fn steps(
     Ok(result)
 }
 
+/// The helper that will send the pod's gratuitous ARP (see `announce`), started before the wait for IPAM,
+/// which usually still runs on its thread then: the fork and the helper's start cost no wall time there.
+fn start_announcement(pod_ns: &Netns, container: &Link) -> Option<garp::Pending> {
+    container.mac.map(|mac| garp::Pending::start(pod_ns, container.index, mac))
+}
+
 /// The pod's gratuitous ARP for its IPv4 addresses, the frames the kernel's `arp_notify` would have sent at
-/// the up (`iface::configure` brings it up without them): from a detached helper once this process has
-/// exited — after the answer, off the rtnl lock — or in-line when no helper can be started. Last, when the
-/// port forwards. A failure is logged, not an ADD error: the kernel's own announcement could not fail either.
-fn announce(req: &Request, pod_ns: &Netns, container: &Link, ips: &[IpConfig]) {
+/// the up (`iface::configure` brings it up without them): by the helper once this process has exited —
+/// after the answer, off the rtnl lock — or in-line when no helper could start. Last, when the port
+/// forwards. A failure is logged, not an ADD error: the kernel's own announcement could not fail either.
+fn announce(req: &Request, pending: Option<garp::Pending>, ips: &[IpConfig]) {
     let v4: Vec<Ipv4Addr> = ips
         .iter()
         .filter_map(|i| match i.address.ip() {
@@ -302,12 +310,8 @@ fn announce(req: &Request, pod_ns: &Netns, container: &Link, ips: &[IpConfig]) {
             IpAddr::V6(_) => None,
         })
         .collect();
-    let Some(mac) = container.mac.filter(|_| !v4.is_empty()) else { return };
-    if let Err(e) = garp::announce_after_exit(pod_ns, container.index, mac, &v4) {
-        log::warn(&req.conf.plugin_type, format!("{e}; announcing in-line"));
-        if let Err(e) = garp::announce_now(pod_ns, container.index, mac, &v4) {
-            log::warn(&req.conf.plugin_type, e.to_string());
-        }
+    if let Some(Err(e)) = pending.map(|p| p.announce(&v4)) {
+        log::warn(&req.conf.plugin_type, e.to_string());
     }
 }
 

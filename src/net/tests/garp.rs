@@ -106,7 +106,11 @@ async fn helper_announces_only_after_the_process_or_its_bound() {
     let mac: Mac = POD_MAC.parse().unwrap();
 
     let t = Instant::now();
-    garp::announce_after_exit(&pod.ns, eth0, mac, &[ip]).unwrap();
+    let pending = garp::Pending::start(&pod.ns, eth0, mac);
+    // Nothing before the addresses are handed over.
+    let before = frames(&cap, t + Duration::from_millis(100), usize::MAX);
+    assert!(before.is_empty(), "sent before it had the addresses: {before:02x?}");
+    pending.announce(&[ip]).unwrap();
     // This process lives on: nothing while it does, until the helper's bound (500 ms).
     let early = frames(&cap, t + Duration::from_millis(300), usize::MAX);
     assert!(early.is_empty(), "sent while the process still runs: {early:02x?}");
