@@ -938,64 +938,173 @@ fn paper_pod(i: usize) -> Value {
         "ips": [{"address": format!("10.89.{}.{}/16", i / 250, 2 + i % 250), "gateway": "10.89.0.1", "interface": 1}]})
 }
 
-/// One plugin run, timed from spawn to exit (no `ip netns exec` in between). CNI_NETNS is some existing
-/// namespace (`netns`): portmap needs a valid one but never enters it.
-fn timed(node: &NodeNs, netns: &str, bin: &Path, cmd: &str, id: &str, conf: &Value) -> Duration {
+/// One plugin run, timed from spawn to exit (no `ip netns exec` in between), killed at `limit`. CNI_NETNS
+/// is some existing namespace (`netns`): portmap needs a valid one but never enters it.
+fn timed(node: &NodeNs, netns: &str, bin: &Path, cmd: &str, id: &str, conf: &Value, limit: Duration) -> Sample {
     let env = cni_env(cmd, id, netns, "eth0", &plugin_path());
-    let done = node.spawn(bin, &env, &serde_json::to_vec(conf).unwrap()).wait();
-    done.output.clone().ok();
-    done.elapsed
+    let done = node.spawn(bin, &env, &serde_json::to_vec(conf).unwrap()).wait_at_most(limit);
+    if done.output.stderr.contains("[harness: killed after") {
+        return Sample::Timeout(limit);
+    }
+    if !done.output.success() {
+        return Sample::Failed(format!("{}: {}", done.output.cmdline, done.output.stdout.trim()));
+    }
+    Sample::Took(done.elapsed)
 }
 
-/// ADD and DEL p50 (two mappings per pod) at pods 1–50 and 951–1000 on one node, ours and the reference's;
-/// ADD of one pod with a 1000-port range (figures not yet recorded in bench/RESULTS.md). Run with
-/// `cargo test --release --test portmap -- --ignored --nocapture bench_portmap`; `RCNI_PM_PODS` sets the pod
-/// count (default 1000).
+/// A measured run: its time, or the deadline it was killed at, or a failure.
+#[derive(Debug, Clone)]
+enum Sample {
+    Took(Duration),
+    Timeout(Duration),
+    Failed(String),
+}
+
+/// p50 of the runs that finished, with the count of those that did not ("12.3 ms (n=25)", "timeout
+/// after 60 s (1 of 1)").
+fn summary(v: &[Sample]) -> String {
+    let ok: Vec<Duration> = v.iter().filter_map(|s| if let Sample::Took(d) = s { Some(*d) } else { None }).collect();
+    let timeouts = v.iter().filter(|s| matches!(s, Sample::Timeout(_))).count();
+    let failed: Vec<&String> =
+        v.iter().filter_map(|s| if let Sample::Failed(m) = s { Some(m) } else { None }).collect();
+    let mut out = if ok.is_empty() {
+        "none finished".to_string()
+    } else {
+        format!("{:.2} ms (n={})", support::percentile(&ok, 50).as_secs_f64() * 1e3, ok.len())
+    };
+    if let Some(Sample::Timeout(limit)) = v.iter().find(|s| matches!(s, Sample::Timeout(_))) {
+        out.push_str(&format!(", {timeouts} of {} killed at the {} s deadline", v.len(), limit.as_secs()));
+    }
+    if let Some(m) = failed.first() {
+        out.push_str(&format!(", {} failed (first: {m})", failed.len()));
+    }
+    out
+}
+
+/// One implementation's node for the bench: a netns with a cni0 holding the pods' subnet (route_localnet
+/// needs an interface) and a netns to name as CNI_NETNS.
+struct BenchNode {
+    label: &'static str,
+    bin: PathBuf,
+    node: NodeNs,
+    netns: PodNs,
+}
+
+impl BenchNode {
+    fn new(label: &'static str, bin: PathBuf) -> BenchNode {
+        let node = NodeNs::new(&format!("pm-bench-{label}"));
+        node.ip(&["link", "add", "cni0", "type", "bridge"]).ok();
+        node.ip(&["addr", "add", "10.89.0.1/16", "dev", "cni0"]).ok();
+        node.ip(&["link", "set", "cni0", "up"]).ok();
+        node.set_sysctl("net.ipv4.ip_forward", "1");
+        BenchNode { label, bin, node, netns: PodNs::new("pm-bench") }
+    }
+
+    fn run(&self, cmd: &str, id: &str, conf: &Value, limit: Duration) -> Sample {
+        timed(&self.node, self.netns.path_str(), &self.bin, cmd, id, conf, limit)
+    }
+}
+
+/// Release figures, rcni's portmap against the reference (/usr/lib/cni/portmap 1.1.1, iptables) on two
+/// identical simulated nodes, alternating invocation by invocation (the order swapped every round) so
+/// both see the same machine load:
+/// 1. ADD and DEL of one pod (two mappings) on an empty node, `RCNI_PM_REPS` rounds;
+/// 2. `RCNI_PM_PODS` pods added (two mappings each; the last 50 ADDs reported);
+/// 3. ADD and DEL of one more pod with those pods on the node, `RCNI_PM_REPS` rounds;
+/// 4. the pods deleted (the first 50 DELs reported);
+/// 5. ADD and DEL of one pod with a 1000-port range on the empty node (rcni 5 rounds; the reference once,
+///    and not again after a timeout).
+///
+/// Every invocation is killed at `RCNI_PM_LIMIT_S` seconds (default 60), which is reported, not hidden.
+/// `RCNI_PM_BIN_DIR` is the directory of the portmap binary to measure (default: this build's):
+/// `cargo build --release --bin portmap --bin bridge --bin host-local && RCNI_PM_BIN_DIR=target/release
+/// cargo test --test portmap -- --ignored --nocapture bench_portmap`.
 #[test]
 #[ignore]
 fn bench_portmap() {
-    let pods: usize = std::env::var("RCNI_PM_PODS").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
+    let env_num = |k: &str, d: usize| std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d);
+    let pods = env_num("RCNI_PM_PODS", 1000);
+    let reps = env_num("RCNI_PM_REPS", 25);
+    let limit = Duration::from_secs(env_num("RCNI_PM_LIMIT_S", 60) as u64);
     let window = 50.min(pods);
-    let p50 = |v: &[Duration]| support::percentile(v, 50);
-    let ms = |d: Duration| format!("{:.2} ms", d.as_secs_f64() * 1e3);
-    for (label, bin) in [("rcni", portmap_bin()), ("reference", support::reference_plugin("portmap"))] {
-        let t = Topo::with(&format!("pm-bench-{label}"), "pmbench", "10.89.0.0/16", None);
-        // A cni0 with the pods' subnet, so that route_localnet has an interface to go to.
-        t.node.ip(&["link", "add", "cni0", "type", "bridge"]).ok();
-        t.node.ip(&["addr", "add", "10.89.0.1/16", "dev", "cni0"]).ok();
-        t.node.ip(&["link", "set", "cni0", "up"]).ok();
-        let conf = |i: usize, maps: Value| {
-            json!({"cniVersion": "1.0.0", "name": "pmbench", "type": "portmap",
-                "runtimeConfig": {"portMappings": maps}, "prevResult": paper_pod(i)})
-        };
-        let two = |i: usize| {
-            json!([{"hostPort": 10000 + 2 * i, "containerPort": 80, "protocol": "tcp"},
-                   {"hostPort": 10001 + 2 * i, "containerPort": 53, "protocol": "udp"}])
-        };
-        let mut add = Vec::new();
-        for i in 0..pods {
-            add.push(timed(&t.node, t.client.path_str(), &bin, "ADD", &format!("pod-{i}"), &conf(i, two(i))));
+    let ours = std::env::var_os("RCNI_PM_BIN_DIR").map_or_else(portmap_bin, |d| PathBuf::from(d).join("portmap"));
+    let nodes =
+        [BenchNode::new("rcni", ours.clone()), BenchNode::new("reference", support::reference_plugin("portmap"))];
+    eprintln!("bench_portmap: rcni = {}, reference = {}", ours.display(), nodes[1].bin.display());
+    let conf = |i: usize, maps: Value| {
+        json!({"cniVersion": "1.0.0", "name": "pmbench", "type": "portmap",
+            "runtimeConfig": {"portMappings": maps}, "prevResult": paper_pod(i)})
+    };
+    let two = |i: usize| {
+        json!([{"hostPort": 10000 + 2 * i, "containerPort": 80, "protocol": "tcp"},
+               {"hostPort": 10001 + 2 * i, "containerPort": 53, "protocol": "udp"}])
+    };
+    // results[phase][impl]
+    let mut r: Vec<[Vec<Sample>; 2]> = (0..7).map(|_| [Vec::new(), Vec::new()]).collect();
+    let order = |round: usize| if round % 2 == 0 { [0, 1] } else { [1, 0] };
+    let extra = pods + 2;
+    for round in 0..reps {
+        for k in order(round) {
+            r[0][k].push(nodes[k].run("ADD", "one", &conf(extra, two(extra)), limit));
+            r[1][k].push(nodes[k].run("DEL", "one", &conf(extra, two(extra)), limit));
         }
-        let mut del = Vec::new();
-        for i in (0..pods).rev() {
-            del.push(timed(&t.node, t.client.path_str(), &bin, "DEL", &format!("pod-{i}"), &conf(i, two(i))));
+    }
+    for i in 0..pods {
+        for k in order(i) {
+            let s = nodes[k].run("ADD", &format!("pod-{i}"), &conf(i, two(i)), limit);
+            if i + window >= pods {
+                r[2][k].push(s);
+            }
         }
-        del.reverse();
-        let range: Vec<Value> =
-            (0..1000).map(|k| json!({"hostPort": 20000 + k, "containerPort": 20000 + k, "protocol": "tcp"})).collect();
-        let range_add = timed(&t.node, t.client.path_str(), &bin, "ADD", "range", &conf(pods + 1, json!(range)));
-        let range_del = timed(&t.node, t.client.path_str(), &bin, "DEL", "range", &conf(pods + 1, json!(range)));
+        if (i + 1) % 100 == 0 {
+            eprintln!("bench_portmap: {} pods added", i + 1);
+        }
+    }
+    for round in 0..reps {
+        for k in order(round) {
+            r[3][k].push(nodes[k].run("ADD", "one", &conf(extra, two(extra)), limit));
+            r[4][k].push(nodes[k].run("DEL", "one", &conf(extra, two(extra)), limit));
+        }
+    }
+    for (n, i) in (0..pods).rev().enumerate() {
+        for k in order(i) {
+            let s = nodes[k].run("DEL", &format!("pod-{i}"), &conf(i, two(i)), limit);
+            if n < window {
+                r[5][k].push(s);
+            }
+        }
+        if (n + 1) % 100 == 0 {
+            eprintln!("bench_portmap: {} pods deleted", n + 1);
+        }
+    }
+    let range: Vec<Value> =
+        (0..1000).map(|k| json!({"hostPort": 20000 + k, "containerPort": 20000 + k, "protocol": "tcp"})).collect();
+    let mut range_del: [Vec<Sample>; 2] = [Vec::new(), Vec::new()];
+    for round in 0..5 {
+        for k in order(round) {
+            if k == 1 && (round > 0) {
+                continue;
+            }
+            let add = nodes[k].run("ADD", "range", &conf(extra, json!(range)), limit);
+            let timed_out = matches!(add, Sample::Timeout(_));
+            r[6][k].push(add);
+            range_del[k].push(nodes[k].run("DEL", "range", &conf(extra, json!(range)), limit));
+            if timed_out {
+                eprintln!("bench_portmap: {} range ADD killed at {} s", nodes[k].label, limit.as_secs());
+            }
+        }
+    }
+    for (k, n) in nodes.iter().enumerate() {
+        println!("portmap bench {} ({} pods x 2 mappings, {reps} rounds):", n.label, pods);
+        println!("  empty node:        ADD p50 {}  DEL p50 {}", summary(&r[0][k]), summary(&r[1][k]));
+        println!("  with {pods} pods:    ADD p50 {}  DEL p50 {}", summary(&r[3][k]), summary(&r[4][k]));
         println!(
-            "portmap bench {label}: {pods} pods x 2 mappings: ADD p50 pods 1-{window} {} / pods {}-{pods} {}; DEL p50 \
-             pods 1-{window} {} / pods {}-{pods} {}; one pod with 1000 ports: ADD {} DEL {}",
-            ms(p50(&add[..window])),
+            "  filling: ADD p50 pods {}-{pods} {}; teardown: DEL p50 pods {pods}-{} {}",
             pods - window + 1,
-            ms(p50(&add[pods - window..])),
-            ms(p50(&del[..window])),
+            summary(&r[2][k]),
             pods - window + 1,
-            ms(p50(&del[pods - window..])),
-            ms(range_add),
-            ms(range_del),
+            summary(&r[5][k])
         );
+        println!("  1000-port range (empty node): ADD {}  DEL {}", summary(&r[6][k]), summary(&range_del[k]));
     }
 }

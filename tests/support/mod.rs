@@ -947,8 +947,13 @@ impl Spawned {
 
     /// Waits for the plugin (killing it after [`COMMAND_TIMEOUT`]), then reaps what was left of its group
     /// (children orphaned by the kill are adopted by the test process, a subreaper).
-    pub fn wait(mut self) -> Finished {
-        let deadline = self.started + COMMAND_TIMEOUT;
+    pub fn wait(self) -> Finished {
+        self.wait_at_most(COMMAND_TIMEOUT)
+    }
+
+    /// [`Spawned::wait`] with another deadline (benchmarks that report a timeout as their result).
+    pub fn wait_at_most(mut self, limit: Duration) -> Finished {
+        let deadline = self.started + limit;
         let mut timed_out = false;
         let status = loop {
             if let Some(s) = self.child.try_wait().expect("wait for plugin") {
@@ -979,7 +984,7 @@ impl Spawned {
         let stdout = String::from_utf8_lossy(&self.stdout.take().unwrap().join().unwrap()).into_owned();
         let mut stderr = String::from_utf8_lossy(&self.stderr.take().unwrap().join().unwrap()).into_owned();
         if timed_out {
-            stderr.push_str(&format!("\n[harness: killed after {COMMAND_TIMEOUT:?}]"));
+            stderr.push_str(&format!("\n[harness: killed after {limit:?}]"));
         }
         let output = Output { status: status.code().unwrap_or(-1), stdout, stderr, cmdline: self.cmdline.clone() };
         Finished { output, killed: self.killed && status.code().is_none(), elapsed }
