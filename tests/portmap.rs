@@ -543,6 +543,41 @@ fn sha512_21(s: &str) -> String {
     String::from_utf8(out.stdout).unwrap()[..21].to_string()
 }
 
+/// conditionsV4 (PM-23), with real traffic: `! -s <client>` keeps that client from being DNATed (nothing
+/// answers it on the host port) while another pod on the bridge and the node via localhost still reach
+/// pod A; CHECK passes; DEL removes the element from the condition set's map. A token outside the
+/// supported subset is refused with code 7 naming the field and the token, before anything is written.
+#[test]
+fn conditions_exclude_one_client_and_keep_the_others() {
+    let mut t = Topo::new("pm-cond");
+    set_br_netfilter(&t.node, false);
+    let a = t.add_pod("ctr-a", false);
+    let b = t.add_pod("ctr-b", false);
+    let _sa = Server::tcp(t.pod(a), "0.0.0.0:80", "A");
+    let bad = t.portmap_conf(a, tcp_map(8080, 80), json!({"conditionsV4": ["-s", "198.18.0.0/24", "-m", "set"]}));
+    let out = t.portmap("ADD", a, &bad).fails();
+    assert_eq!(out.json()["code"], 7, "{out}");
+    assert!(out.stdout.contains("conditionsV4") && out.stdout.contains("\\\"-m\\\""), "{out}");
+    assert_eq!(t.elements_with("ctr-a"), 0, "refused before anything is written");
+
+    let conf = t.portmap_conf(a, tcp_map(8080, 80), json!({"conditionsV4": ["!", "-s", CLIENT]}));
+    t.portmap("ADD", a, &conf).ok();
+    let gw = t.gateway();
+    assert!(tcp_ask(&t.client, &format!("{NODE_EXT}:8080")).is_err(), "the excluded client is not forwarded");
+    assert_eq!(tcp_ask(t.pod(b), &format!("{NODE_EXT}:8080")), Ok(format!("A {gw}")), "another pod is");
+    assert_eq!(tcp_ask(&t.node, "127.0.0.1:8080"), Ok(format!("A {gw}")), "and the node via localhost");
+    t.portmap("CHECK", a, &conf).ok();
+    let ruleset = t.node.nft_ruleset();
+    assert!(ruleset.contains(&format!("ip saddr != {CLIENT}")), "{ruleset}");
+    t.portmap("DEL", a, &conf).ok();
+    assert_eq!(t.elements_with("ctr-a"), 0);
+    assert!(tcp_ask(t.pod(b), &format!("{NODE_EXT}:8080")).is_err());
+
+    // Without conditions the same client is forwarded again (the maps are the shared ones).
+    t.portmap("ADD", a, &t.portmap_conf(a, tcp_map(8080, 80), json!({}))).ok();
+    assert_eq!(tcp_ask(&t.client, &format!("{NODE_EXT}:8080")), Ok(format!("A {CLIENT}")));
+}
+
 /// PM-14 and PM-18: a newer mapping of the same host port replaces the older one with a warning that
 /// names the displaced owner; the late DEL of the displaced owner leaves the newer mapping serving. With
 /// `hostPortConflict: "error"` the ADD fails naming the current owner and changes nothing.
@@ -718,6 +753,33 @@ fn ipv6_external_other_pod_and_hairpin() {
     t.portmap("CHECK", a, &conf).ok();
     t.portmap("DEL", a, &conf).ok();
     assert_eq!(t.elements_with("ctr-a"), 0);
+}
+
+/// IPv6 with br_netfilter on (PM-20 × PM-5): the other pod on the bridge and the pod itself (hairpinMode
+/// on its port) reach pod A through the host port over ip6, masqueraded to the bridge's address.
+#[test]
+fn ipv6_other_pod_and_hairpin_with_br_netfilter_on() {
+    let mut t = Topo::with("pm-v6brnf", "pm6net", "10.89.1.0/24", Some("fd89:1::/64"));
+    let a = t.add_pod("ctr-a", true);
+    let b = t.add_pod("ctr-b", false);
+    if !set_br_netfilter(&t.node, true) {
+        eprintln!("SKIPPED br_netfilter case: module br_netfilter is not loaded (net.bridge.* absent in the netns)");
+        return;
+    }
+    let _sa = Server::tcp(t.pod(a), "[::]:80", "A");
+    let conf = t.portmap_conf(a, tcp_map(8080, 80), json!({}));
+    t.portmap("ADD", a, &conf).ok();
+    let gw6 = t.pods[a].2["ips"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find_map(|ip| ip["gateway"].as_str().filter(|g| g.contains(':')))
+        .unwrap()
+        .to_string();
+    assert_eq!(tcp_ask(&t.client, &format!("[{NODE_EXT6}]:8080")), Ok(format!("A {CLIENT6}")));
+    assert_eq!(tcp_ask(t.pod(b), &format!("[{NODE_EXT6}]:8080")), Ok(format!("A {gw6}")), "other pod");
+    assert_eq!(tcp_ask(t.pod(a), &format!("[{NODE_EXT6}]:8080")), Ok(format!("A {gw6}")), "hairpin");
+    t.portmap("DEL", a, &conf).ok();
 }
 
 /// Whether a datagram sent from inside `from` to `to` arrives at a socket bound to `to` in `at`.

@@ -5,6 +5,7 @@ use std::net::IpAddr;
 
 use rcni::cni::error::code;
 use rcni::cni::{CniError, CniResult};
+use rcni::net::portmap::conditions::Conditions;
 use rcni::net::portmap::{ConflictPolicy, Proto};
 use serde_json::Value;
 
@@ -38,6 +39,8 @@ pub struct Config {
     pub masq_all: bool,
     pub mark_bit: u8,
     pub conflict: ConflictPolicy,
+    /// Translated `conditionsV4` / `conditionsV6`, at most one per family.
+    pub conditions: Vec<Conditions>,
 }
 
 fn bad(field: &str, msg: impl std::fmt::Display) -> CniError {
@@ -154,17 +157,29 @@ impl Config {
                 ),
             ));
         }
-        for f in ["conditionsV4", "conditionsV6"] {
-            match conf.get(f) {
-                None | Some(Value::Null) => {}
-                Some(Value::Array(a)) if a.is_empty() => {}
-                Some(_) => {
-                    return Err(bad(
-                        f,
-                        "not supported by rcni's portmap yet; remove the field (use hostIP to restrict a mapping to one address)",
-                    ));
-                }
+        let mut conditions = Vec::new();
+        for (f, v4) in [("conditionsV4", true), ("conditionsV6", false)] {
+            let tokens: Vec<String> = match conf.get(f) {
+                None | Some(Value::Null) => continue,
+                Some(Value::Array(a)) => a
+                    .iter()
+                    .map(|t| t.as_str().map(str::to_string).ok_or_else(|| bad(f, format!("{t} is not a string"))))
+                    .collect::<CniResult<_>>()?,
+                Some(v) => return Err(bad(f, format!("must be a list of iptables match arguments, got {v}"))),
+            };
+            if tokens.is_empty() {
+                continue;
             }
+            if !tokens[0].starts_with('-') && tokens[0] != "!" {
+                return Err(bad(
+                    f,
+                    format!(
+                        "{:?}: nftables-syntax conditions are not supported by rcni's portmap; give them as iptables                          match arguments (-s, -d, -i, -o, -p, each optionally negated with \"!\")",
+                        tokens.join(" ")
+                    ),
+                ));
+            }
+            conditions.push(Conditions::parse(f, v4, &tokens).map_err(CniError::invalid_config)?);
         }
         match conf.get("backend") {
             None | Some(Value::Null) => {}
@@ -189,7 +204,7 @@ impl Config {
                 ));
             }
         };
-        Ok(Config { mappings, snat, masq_all, mark_bit, conflict })
+        Ok(Config { mappings, snat, masq_all, mark_bit, conflict, conditions })
     }
 }
 
@@ -232,7 +247,9 @@ mod tests {
             (json!({"markMasqBit": 32}), "markMasqBit"),
             (json!({"hostPortConflict": "first"}), "hostPortConflict"),
             (json!({"backend": "iptables"}), "backend"),
-            (json!({"conditionsV4": ["-s", "1.2.3.4"]}), "conditionsV4"),
+            (json!({"conditionsV4": ["-m", "set", "--match-set", "x", "src"]}), "conditionsV4: \"-m\""),
+            (json!({"conditionsV6": ["ip6", "saddr", "fd00::1"]}), "conditionsV6"),
+            (json!({"conditionsV4": "-s 1.2.3.4"}), "conditionsV4"),
             (json!({"externalSetMarkChain": "KUBE-MARK-MASQ", "markMasqBit": 14}), "externalSetMarkChain"),
         ];
         for (c, needle) in cases {

@@ -204,7 +204,12 @@ impl Plugin for Portmap {
         let iface = localnet.as_ref().map(localnet_iface).transpose()?;
         let owner = owner(req);
         let mut nl = open_nfnl()?;
-        Structure { mark_bit: cfg.mark_bit }.ensure(&mut nl).map_err(pm_err)?;
+        let structure = Structure { mark_bit: cfg.mark_bit };
+        structure.ensure(&mut nl).map_err(pm_err)?;
+        for c in &cfg.conditions {
+            c.ensure(&mut nl, &structure).map_err(pm_err)?;
+        }
+        let placed = elements::place(&elements, &cfg.conditions);
         // The reference's rules for this container would DNAT the same ports first (or instead).
         match portmap::reference::remove_leftovers(&mut nl, &req.conf.name, &req.container_id) {
             Ok(done) => done.iter().for_each(|d| warn(PLUGIN, format!("{owner}: removed the reference portmap's {d}"))),
@@ -214,7 +219,7 @@ impl Plugin for Portmap {
         let previous = recorded(&ledger, &owner);
         // Recorded before the batch as old ∪ new, so a crash between the two never leaves an element of
         // ours that the record does not list; rewritten to exactly `wanted` once the batch is in.
-        let wanted = elements::encoded(&elements);
+        let wanted = elements::encoded(&placed);
         let mut union = previous.clone().unwrap_or_default();
         union.extend(wanted.iter().cloned());
         ledger.write(&owner, &union).map_err(ledger_err)?;
@@ -227,14 +232,14 @@ impl Plugin for Portmap {
                 warn(PLUGIN, format!("restoring the ledger record: {e}"));
             }
         };
-        let applied =
-            match elements::apply(&mut nl, &owner, &elements, cfg.conflict, previous.as_deref().unwrap_or(&[])) {
-                Ok(a) => a,
-                Err(e) => {
-                    restore(&ledger);
-                    return Err(pm_err(e));
-                }
-            };
+        let applied = match elements::apply(&mut nl, &owner, &placed, cfg.conflict, previous.as_deref().unwrap_or(&[]))
+        {
+            Ok(a) => a,
+            Err(e) => {
+                restore(&ledger);
+                return Err(pm_err(e));
+            }
+        };
         for d in &applied.displaced {
             warn(PLUGIN, format!("{owner}: {} replaces the mapping of {}", d.element, d.owner));
         }
@@ -304,7 +309,16 @@ impl Plugin for Portmap {
                 cfg.mark_bit
             )));
         }
-        elements::verify(&mut nl, &owner(req), &elements).map_err(pm_err)?;
+        for c in &cfg.conditions {
+            if !c.intact(&mut nl).map_err(pm_err)? {
+                return Err(CniError::internal(format!(
+                    "portmap: the chains of conditions {:?} in table inet {} are missing or changed; an ADD rewrites them",
+                    c.tokens.join(" "),
+                    portmap::TABLE
+                )));
+            }
+        }
+        elements::verify(&mut nl, &owner(req), &elements::place(&elements, &cfg.conditions)).map_err(pm_err)?;
         if let Some(pod) = localnet {
             let iface = localnet_iface(&pod)?;
             let v = rcni::net::sysctl::read(&route_localnet_key(&iface))?;

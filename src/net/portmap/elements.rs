@@ -6,11 +6,11 @@
 //! elements are ranges of a concatenated interval set: key = (first source . pod), key end = (last
 //! source . pod).
 
-use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnetwork::IpNetwork;
 
+use super::conditions::Conditions;
 use super::ledger::Listed;
 use super::structure::{
     ELEMENT_SETS, MAP_HOSTIPPORT4, MAP_HOSTIPPORT6, MAP_HOSTPORT4, MAP_HOSTPORT6, SET_HAIRPIN4, SET_HAIRPIN6,
@@ -124,6 +124,7 @@ fn port_at(b: &[u8]) -> Option<u16> {
 
 /// Reads an element of `set` back; `None` for anything this layout never writes.
 pub fn decode(set: &str, e: &FullElem) -> Option<Element> {
+    let set = super::conditions::base_map(set);
     let (v4, host_ip) = match set {
         MAP_HOSTPORT4 => (true, false),
         MAP_HOSTIPPORT4 => (true, true),
@@ -176,36 +177,69 @@ fn prefix_of(first: &IpAddr, last: &IpAddr) -> Option<u8> {
 #[derive(Debug, Default)]
 pub struct Applied {
     /// Elements this ADD added (set, element with comment).
-    added: Vec<(&'static str, FullElem)>,
+    added: Vec<Listed>,
     /// Elements it deleted to make room (another owner's, or its own with other data).
-    replaced: Vec<(&'static str, FullElem)>,
+    replaced: Vec<Listed>,
     /// Other owners' elements it replaced.
     pub displaced: Vec<Displaced>,
 }
 
+/// An element with the map or set it goes to (the shared one, or a condition set's).
+pub type Placed = (String, Element);
+
+/// Where each element goes: mappings of a family with conditions to that condition set's maps, the rest
+/// to the shared maps and sets.
+pub fn place(elements: &[Element], conds: &[Conditions]) -> Vec<Placed> {
+    elements
+        .iter()
+        .map(|el| {
+            let set = match el {
+                Element::Mapping(m) => match conds.iter().find(|c| c.v4 == m.target.is_ipv4()) {
+                    Some(c) => c.map(m.host_ip.is_some()),
+                    None => encode(el).0.to_string(),
+                },
+                Element::Hairpin(_) => encode(el).0.to_string(),
+            };
+            (set, *el)
+        })
+        .collect()
+}
+
 /// The elements as the ledger records them: (set, element without comment).
-pub fn encoded(elements: &[Element]) -> Vec<Listed> {
-    elements.iter().map(encode).collect()
+pub fn encoded(placed: &[Placed]) -> Vec<Listed> {
+    placed.iter().map(|(set, el)| (set.clone(), encode(el).1)).collect()
 }
 
 fn same_key(a: &Listed, b: &Listed) -> bool {
     a.0 == b.0 && a.1.key == b.1.key && a.1.key_end == b.1.key_end
 }
 
-/// Adds `elements` for `owner` in one generation-checked batch. An element already there with the same
-/// owner and data stays; one with the same key and another owner is replaced (and reported) or, with
-/// [`ConflictPolicy::Error`], fails the whole ADD before anything changes. `previous` is what the
+/// `list` grouped by set, sets in the order they first appear.
+fn by_set(list: &[Listed]) -> Vec<(&str, Vec<FullElem>)> {
+    let mut out: Vec<(&str, Vec<FullElem>)> = Vec::new();
+    for (set, e) in list {
+        match out.iter_mut().find(|(s, _)| *s == set.as_str()) {
+            Some((_, v)) => v.push(e.clone()),
+            None => out.push((set.as_str(), vec![e.clone()])),
+        }
+    }
+    out
+}
+
+/// Adds the `placed` elements for `owner` in one generation-checked batch. An element already there with
+/// the same owner and data stays; one with the same key and another owner is replaced (and reported) or,
+/// with [`ConflictPolicy::Error`], fails the whole ADD before anything changes. `previous` is what the
 /// owner's last ADD recorded: those of its keys that are no longer wanted and still belong to the owner
 /// are removed in the same batch (a re-ADD with changed mappings leaves no old element).
 pub fn apply(
     nl: &mut Nfnl,
     owner: &Owner,
-    elements: &[Element],
+    placed: &[Placed],
     policy: ConflictPolicy,
     previous: &[Listed],
 ) -> Result<Applied> {
     let tag = owner.tag();
-    let wanted = encoded(elements);
+    let wanted = encoded(placed);
     let dropped: Vec<&Listed> = previous.iter().filter(|p| !wanted.iter().any(|w| same_key(p, w))).collect();
     let mut last_err = None;
     for _ in 0..MAX_ATTEMPTS {
@@ -214,18 +248,18 @@ pub fn apply(
         for (set, old) in &dropped {
             if let Some(c) = lookup(nl, set, old)? {
                 if c.comment.as_deref() == Some(tag.as_str()) {
-                    applied.replaced.push((set, c));
+                    applied.replaced.push((set.clone(), c));
                 }
             }
         }
-        for el in elements {
-            let (set, mut want) = encode(el);
+        for (set, el) in placed {
+            let (_, mut want) = encode(el);
             want.comment = Some(tag.clone());
             let cur = nl
                 .get_full(NFPROTO_INET, TABLE, set, &want.key, want.key_end.as_deref())
                 .map_err(|e| nl_err(format!("looking up {el} in map inet {TABLE} {set}"), e))?;
             match cur {
-                None => applied.added.push((set, want)),
+                None => applied.added.push((set.clone(), want)),
                 Some(c) if c.comment == want.comment && (c.data == want.data || want.data.is_none()) => {}
                 Some(c) => {
                     let other = c.comment.clone().unwrap_or_default();
@@ -239,25 +273,14 @@ pub fn apply(
                             applied.displaced.push(Displaced { element: old, owner: other });
                         }
                     }
-                    applied.replaced.push((set, c));
-                    applied.added.push((set, want));
+                    applied.replaced.push((set.clone(), c));
+                    applied.added.push((set.clone(), want));
                 }
             }
         }
-        let mut ops = Vec::new();
-        for set in ELEMENT_SETS {
-            let del: Vec<FullElem> =
-                applied.replaced.iter().filter(|(s, _)| *s == set).map(|(_, e)| e.clone()).collect();
-            if !del.is_empty() {
-                ops.push(BatchOp::DelFull { set, elems: del });
-            }
-        }
-        for set in ELEMENT_SETS {
-            let add: Vec<FullElem> = applied.added.iter().filter(|(s, _)| *s == set).map(|(_, e)| e.clone()).collect();
-            if !add.is_empty() {
-                ops.push(BatchOp::AddFull { set, elems: add, excl: true });
-            }
-        }
+        let (del, add) = (by_set(&applied.replaced), by_set(&applied.added));
+        let mut ops: Vec<BatchOp<'_>> = del.into_iter().map(|(set, elems)| BatchOp::DelFull { set, elems }).collect();
+        ops.extend(add.into_iter().map(|(set, elems)| BatchOp::AddFull { set, elems, excl: true }));
         match nl.batch(Some(gen_id), NFPROTO_INET, TABLE, &ops) {
             Ok(()) => return Ok(applied),
             Err(e) if retryable(&e) => last_err = Some(e),
@@ -279,28 +302,20 @@ fn batch_err(owner: &Owner, e: NetlinkError) -> Error {
 
 /// Takes back what [`apply`] did: removes what it added and puts back what it replaced.
 pub fn undo(nl: &mut Nfnl, applied: &Applied) -> Result<()> {
-    let mut ops = Vec::new();
-    for set in ELEMENT_SETS {
-        let del: Vec<FullElem> = applied.added.iter().filter(|(s, _)| *s == set).map(|(_, e)| e.clone()).collect();
-        if !del.is_empty() {
-            ops.push(BatchOp::DelFull { set, elems: del });
-        }
-    }
-    for set in ELEMENT_SETS {
-        let add: Vec<FullElem> = applied.replaced.iter().filter(|(s, _)| *s == set).map(|(_, e)| e.clone()).collect();
-        if !add.is_empty() {
-            ops.push(BatchOp::AddFull { set, elems: add, excl: true });
-        }
-    }
+    let (del, add) = (by_set(&applied.added), by_set(&applied.replaced));
+    let mut ops: Vec<BatchOp<'_>> = del.into_iter().map(|(set, elems)| BatchOp::DelFull { set, elems }).collect();
+    ops.extend(add.into_iter().map(|(set, elems)| BatchOp::AddFull { set, elems, excl: true }));
     nl.batch(None, NFPROTO_INET, TABLE, &ops).map_err(|e| nl_err("undoing this ADD's host port elements", e))
 }
 
 /// Every element of every portmap map and set: (set, raw element).
-fn dump_all(nl: &mut Nfnl) -> Result<Vec<(&'static str, FullElem)>> {
+fn dump_all(nl: &mut Nfnl) -> Result<Vec<Listed>> {
     let mut out = Vec::new();
-    for set in ELEMENT_SETS {
+    let mut sets: Vec<String> = ELEMENT_SETS.iter().map(|s| s.to_string()).collect();
+    sets.extend(super::conditions::maps_on_node(nl)?);
+    for set in &sets {
         match nl.dump_full(NFPROTO_INET, TABLE, set) {
-            Ok(Some(v)) => out.extend(v.into_iter().map(|e| (set, e))),
+            Ok(Some(v)) => out.extend(v.into_iter().map(|e| (set.clone(), e))),
             Ok(None) => {}
             Err(e) if absent(&e) => {}
             Err(e) => return Err(nl_err(format!("listing map inet {TABLE} {set}"), e)),
@@ -313,7 +328,7 @@ fn dump_all(nl: &mut Nfnl) -> Result<Vec<(&'static str, FullElem)>> {
 pub fn list(nl: &mut Nfnl) -> Result<Vec<Removed>> {
     let mut v: Vec<Removed> = dump_all(nl)?
         .into_iter()
-        .filter_map(|(set, e)| Some(Removed { element: decode(set, &e)?, owner: e.comment.unwrap_or_default() }))
+        .filter_map(|(set, e)| Some(Removed { element: decode(&set, &e)?, owner: e.comment.unwrap_or_default() }))
         .collect();
     v.sort();
     Ok(v)
@@ -370,7 +385,7 @@ pub fn remove_listed(nl: &mut Nfnl, owner: &Owner, listed: &[Listed]) -> Result<
         for (set, e) in listed {
             if let Some(c) = lookup(nl, set, e)? {
                 if c.comment.as_deref() == Some(tag.as_str()) {
-                    doomed.push((set, c));
+                    doomed.push((set.clone(), c));
                 }
             }
         }
@@ -390,19 +405,15 @@ fn delete_batch(nl: &mut Nfnl, gen_id: u32, doomed: &[Listed]) -> Result<(), Net
     if doomed.is_empty() {
         return Ok(());
     }
-    let mut by_set: HashMap<&'static str, Vec<FullElem>> = HashMap::new();
-    for (set, e) in doomed {
-        by_set.entry(set).or_default().push(e.clone());
-    }
     let ops: Vec<BatchOp<'_>> =
-        ELEMENT_SETS.iter().filter_map(|set| by_set.remove(set).map(|elems| BatchOp::DelFull { set, elems })).collect();
+        by_set(doomed).into_iter().map(|(set, elems)| BatchOp::DelFull { set, elems }).collect();
     nl.batch(Some(gen_id), NFPROTO_INET, TABLE, &ops)
 }
 
 fn removed_of(doomed: Vec<Listed>) -> Vec<Removed> {
     let mut removed: Vec<Removed> = doomed
         .into_iter()
-        .filter_map(|(set, e)| Some(Removed { element: decode(set, &e)?, owner: e.comment.unwrap_or_default() }))
+        .filter_map(|(set, e)| Some(Removed { element: decode(&set, &e)?, owner: e.comment.unwrap_or_default() }))
         .collect();
     removed.sort();
     removed
@@ -416,10 +427,10 @@ pub fn remove_owner(nl: &mut Nfnl, owner: &Owner) -> Result<Vec<Removed>> {
 }
 
 /// CHECK: every element is there with exactly this data and owner.
-pub fn verify(nl: &mut Nfnl, owner: &Owner, elements: &[Element]) -> Result<()> {
+pub fn verify(nl: &mut Nfnl, owner: &Owner, placed: &[Placed]) -> Result<()> {
     let tag = owner.tag();
-    for el in elements {
-        let (set, want) = encode(el);
+    for (set, el) in placed {
+        let (_, want) = encode(el);
         let cur = nl
             .get_full(NFPROTO_INET, TABLE, set, &want.key, want.key_end.as_deref())
             .map_err(|e| nl_err(format!("looking up {el} in map inet {TABLE} {set}"), e))?;

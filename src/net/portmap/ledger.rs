@@ -31,7 +31,7 @@ pub const BASE: &str = "/run/rcni";
 const MAX_RECORD: u64 = 16 * 1024 * 1024;
 
 /// An element of one of the portmap maps or sets, as recorded.
-pub type Listed = (&'static str, FullElem);
+pub type Listed = (String, FullElem);
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct Entry {
@@ -103,14 +103,14 @@ impl Ledger {
         rec.elements
             .iter()
             .map(|e| {
-                let set = ELEMENT_SETS
-                    .iter()
-                    .find(|s| **s == e.set)
-                    .ok_or_else(|| bad(&format!("unknown set {:?}", e.set)))?;
+                let base = super::conditions::base_map(&e.set);
+                if !ELEMENT_SETS.contains(&base) {
+                    return Err(bad(&format!("unknown set {:?}", e.set)));
+                }
                 let field =
                     |v: &Option<String>| v.as_deref().map(|s| unhex(s).ok_or_else(|| bad("bad hex"))).transpose();
                 let key = unhex(&e.key).ok_or_else(|| bad("bad hex"))?;
-                Ok((*set, FullElem { key, key_end: field(&e.key_end)?, data: field(&e.data)?, comment: None }))
+                Ok((e.set.clone(), FullElem { key, key_end: field(&e.key_end)?, data: field(&e.data)?, comment: None }))
             })
             .collect::<Result<Vec<_>, String>>()
             .map(Some)
@@ -177,7 +177,7 @@ mod tests {
         assert_eq!(l.path(&a), l.path(&b), "the collision the owner check is for");
         let elems = vec![
             (
-                "hostport4",
+                "hostport4".to_string(),
                 FullElem {
                     key: vec![6, 0, 0, 0, 0x1f, 0x90, 0, 0],
                     key_end: None,
@@ -186,7 +186,7 @@ mod tests {
                 },
             ),
             (
-                "hairpin4",
+                "hairpin4".to_string(),
                 FullElem {
                     key: vec![10, 0, 0, 0, 10, 0, 0, 2],
                     key_end: Some(vec![10, 0, 0, 255, 10, 0, 0, 2]),

@@ -34,6 +34,7 @@
 //!   us. It is installed with the structure, whether or not any interface has `route_localnet` set: without
 //!   it such packets are martians anyway.
 
+pub mod conditions;
 pub mod elements;
 pub mod flush;
 pub mod ledger;

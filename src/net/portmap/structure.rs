@@ -46,10 +46,15 @@ impl Structure {
         format!("0x{:08x}", 1u32 << self.mark_bit)
     }
 
+    /// The statement marking a connection as DNATed by a host port.
+    pub(crate) fn mark_expr(&self) -> String {
+        format!("ct mark set ct mark | {}", self.mark())
+    }
+
     /// (chain, rule text) of every rule, in order.
     fn rules(&self) -> Vec<(&'static str, String)> {
         let m = self.mark();
-        let mark = format!("ct mark set ct mark | {m}");
+        let mark = self.mark_expr();
         vec![
             (CHAIN_PRE, format!("fib daddr type local jump {CHAIN_DNAT}")),
             (CHAIN_OUT, format!("fib daddr type local jump {CHAIN_DNAT}")),
