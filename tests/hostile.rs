@@ -449,6 +449,21 @@ fn plugin_cases(w: &World) -> Vec<Case> {
     );
     push("subnet outside network", "vxlan", &add, patched(&vx, json!({"subnet": ["10.1.0.0/24"]})), 7, "subnet");
     push("network garbage", "vxlan", &add, patched(&vx, json!({"network": ["ten/8"]})), 7, "network");
+    // The message says what `network` and `subnet` take (a CIDR or a list of CIDRs) and names the field.
+    for (what, patch, needle) in [
+        ("network not a CIDR", json!({"network": "ten/8"}), "network: \"ten/8\" is not a CIDR"),
+        ("network a number", json!({"network": 8}), "network: invalid type: integer `8`, expected a CIDR"),
+        ("network list of numbers", json!({"network": [8]}), "network[0]: invalid type: integer `8`, expected a CIDR"),
+        (
+            "network an object",
+            json!({"network": {"cidr": "10.0.0.0/8"}}),
+            "network: invalid type: map, expected a CIDR",
+        ),
+        ("network list with garbage", json!({"network": ["10.79.0.0/16", "x"]}), "network[1]: \"x\" is not a CIDR"),
+        ("subnet a bool", json!({"subnet": true}), "subnet: invalid type: boolean `true`, expected a CIDR"),
+    ] {
+        push(what, "vxlan", &add, patched(&vx, patch), 7, needle);
+    }
     push(
         "peer subnet with host bits",
         "vxlan",

@@ -4,6 +4,7 @@ use crate::cni::error::code;
 use crate::cni::{CniError, CniResult};
 use crate::net::Mac;
 use ipnetwork::IpNetwork;
+use serde::de::{self, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 use std::net::IpAddr;
 use std::path::Path;
@@ -29,18 +30,57 @@ impl Peer {
     }
 }
 
-/// A CIDR or a list of CIDRs.
+/// A CIDR or a list of CIDRs. Errors say that, and which CIDR did not parse (an untagged enum would only
+/// say that the value matched no variant).
 pub fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<IpNetwork>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum OneOrMany {
-        One(IpNetwork),
-        Many(Vec<IpNetwork>),
+    d.deserialize_any(CidrOrList)
+}
+
+const EXPECTED: &str = "a CIDR such as \"10.0.0.0/8\" or a list of CIDRs";
+
+struct CidrOrList;
+
+impl<'de> Visitor<'de> for CidrOrList {
+    type Value = Vec<IpNetwork>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str(EXPECTED)
     }
-    Ok(match OneOrMany::deserialize(d)? {
-        OneOrMany::One(n) => vec![n],
-        OneOrMany::Many(v) => v,
-    })
+
+    fn visit_str<E: de::Error>(self, s: &str) -> Result<Self::Value, E> {
+        parse_cidr(s).map(|n| vec![n])
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut out = Vec::new();
+        while let Some(Cidr(n)) = seq.next_element()? {
+            out.push(n);
+        }
+        Ok(out)
+    }
+}
+
+/// One element of a list of CIDRs.
+struct Cidr(IpNetwork);
+
+impl<'de> Deserialize<'de> for Cidr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Cidr, D::Error> {
+        struct One;
+        impl Visitor<'_> for One {
+            type Value = Cidr;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str(EXPECTED)
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Cidr, E> {
+                parse_cidr(s).map(Cidr)
+            }
+        }
+        d.deserialize_str(One)
+    }
+}
+
+fn parse_cidr<E: de::Error>(s: &str) -> Result<IpNetwork, E> {
+    s.parse().map_err(|e| E::custom(format!("{s:?} is not a CIDR ({e}); expected {EXPECTED}")))
 }
 
 pub fn is_network_address(n: &IpNetwork) -> bool {
@@ -104,6 +144,34 @@ pub fn read_peers_file(path: &Path, network: &[IpNetwork]) -> CniResult<Vec<Peer
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What the field holds when it is not a CIDR or a list of them: the message says what is expected and
+    /// which value is wrong, never serde's "did not match any variant of untagged enum".
+    #[test]
+    fn one_or_many_says_what_is_expected() {
+        #[derive(Deserialize, Debug)]
+        struct T {
+            #[serde(deserialize_with = "one_or_many")]
+            #[allow(dead_code)]
+            network: Vec<IpNetwork>,
+        }
+        let ok: T = serde_json::from_str(r#"{"network": "10.0.0.0/8"}"#).unwrap();
+        assert_eq!(ok.network, vec!["10.0.0.0/8".parse::<IpNetwork>().unwrap()]);
+        let ok: T = serde_json::from_str(r#"{"network": ["10.0.0.0/8", "fd00::/48"]}"#).unwrap();
+        assert_eq!(ok.network.len(), 2);
+        for (raw, wrong) in [
+            (r#""ten/8""#, r#""ten/8""#),
+            (r#"["10.0.0.0/8", "ten/8"]"#, r#""ten/8""#),
+            ("8", "integer `8`"),
+            ("[8]", "integer `8`"),
+            (r#"{"a": 1}"#, "map"),
+            ("null", "null"),
+        ] {
+            let e = serde_json::from_str::<T>(&format!(r#"{{"network": {raw}}}"#)).unwrap_err().to_string();
+            assert!(e.contains(EXPECTED) && e.contains(wrong), "{raw}: {e}");
+            assert!(!e.contains("untagged"), "{raw}: {e}");
+        }
+    }
 
     #[test]
     fn peers_file_forms_and_mac() {
