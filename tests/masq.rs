@@ -550,6 +550,136 @@ fn bench_nft_pod_add_delete() {
     });
 }
 
+/// The rule comments (fingerprints) of a listing, in order.
+fn listed_comments(listing: &str) -> Vec<String> {
+    listing
+        .lines()
+        .filter(|l| l.contains(" masquerade comment "))
+        .map(|l| l.rsplit_once("comment ").unwrap().1.trim_matches('"').to_string())
+        .collect()
+}
+
+/// What rcni writes over netlink lists exactly as what `nft -f` makes of the layout's text (the
+/// structure was written with that text before): the same table, sets, chain, rules and elements.
+#[test]
+fn nft_structure_lists_as_the_same_nft_text() {
+    let ours = Netns::new("struct-ours");
+    let theirs = Netns::new("struct-text");
+    let exempt = [net("10.244.0.0/16"), net("192.168.0.0/24"), net("fd00:244::/64"), net("240.0.0.0/4")];
+    let p = pod("c1", "eth0", &["10.244.1.2/16", "fd00:244::2/64"]);
+    ours.run(|| masq::setup(Backend::Nftables, "brnet", &exempt, &p).unwrap());
+    let listing = ours.exec(&["nft", "list", "table", "inet", "rcni"]);
+    let c = listed_comments(&listing);
+    assert_eq!(c.len(), 2, "{listing}");
+    let n = masq::nft_names("brnet");
+    let script = format!(
+        "add table inet rcni {{ comment \"rcni: masquerade of pod addresses\"; }}\n\
+         add set inet rcni {p4} {{ type ipv4_addr; comment \"pods of network brnet\"; }}\n\
+         add set inet rcni {p6} {{ type ipv6_addr; comment \"pods of network brnet\"; }}\n\
+         add set inet rcni {e4} {{ type ipv4_addr; flags interval; comment \"not masqueraded destinations of network brnet\"; }}\n\
+         add set inet rcni {e6} {{ type ipv6_addr; flags interval; comment \"not masqueraded destinations of network brnet\"; }}\n\
+         add chain inet rcni {ch} {{ type nat hook postrouting priority srcnat; policy accept; comment \"rcni masquerade for network brnet\"; }}\n\
+         add rule inet rcni {ch} ip saddr @{p4} ip daddr != @{e4} ip daddr != 224.0.0.0/4 masquerade comment \"{c0}\"\n\
+         add rule inet rcni {ch} ip6 saddr @{p6} ip6 daddr != @{e6} ip6 daddr != ff00::/8 masquerade comment \"{c1}\"\n\
+         add element inet rcni {e4} {{ 10.244.0.0/16, 192.168.0.0/24, 240.0.0.0/4 }}\n\
+         add element inet rcni {e6} {{ fd00:244::/64 }}\n\
+         add element inet rcni {p4} {{ 10.244.1.2 comment \"c1/eth0\" }}\n\
+         add element inet rcni {p6} {{ fd00:244::2 comment \"c1/eth0\" }}\n",
+        p4 = n.pods4,
+        p6 = n.pods6,
+        e4 = n.exempt4,
+        e6 = n.exempt6,
+        ch = n.chain,
+        c0 = c[0],
+        c1 = c[1],
+    );
+    let dir = support::TempDir::new("masq-struct");
+    let file = dir.write("layout.nft", &script);
+    theirs.exec(&["nft", "-f", file.to_str().unwrap()]);
+    assert_eq!(theirs.exec(&["nft", "list", "table", "inet", "rcni"]), listing);
+    // And the written structure is recognised: a second pod does not rewrite it (same rule handles).
+    let handles = ours.exec(&["nft", "-a", "list", "chain", "inet", "rcni", &n.chain]);
+    ours.run(|| masq::setup(Backend::Nftables, "brnet", &exempt, &pod("c2", "eth0", &["10.244.1.3/16"])).unwrap());
+    assert_eq!(ours.exec(&["nft", "-a", "list", "chain", "inet", "rcni", &n.chain]), handles);
+}
+
+/// The cluster masquerade (the agent's --ip-masq) lists as the same nft text too, and a network that
+/// loses its IPv6 prefix loses its IPv6 set and rule.
+#[test]
+fn cluster_structure_lists_as_the_same_nft_text() {
+    let ours = Netns::new("cl-ours");
+    let theirs = Netns::new("cl-text");
+    let owner = "rcni-overlay /coreos.com/network";
+    let nets = [net("10.244.0.0/16"), net("fd00:244::/56")];
+    assert!(ours.run(|| masq::cluster::ensure(owner, &nets).unwrap()));
+    assert!(!ours.run(|| masq::cluster::ensure(owner, &nets).unwrap()), "in place: nothing to write");
+    let listing = ours.exec(&["nft", "list", "table", "inet", "rcni"]);
+    let c = listed_comments(&listing);
+    assert_eq!(c.len(), 2, "{listing}");
+    let n = masq::cluster::Names::new(owner);
+    let script = format!(
+        "add table inet rcni {{ comment \"rcni: masquerade of pod addresses\"; }}\n\
+         add chain inet rcni {ch} {{ type nat hook postrouting priority srcnat; policy accept; comment \"rcni masquerade of cluster network {owner}\"; }}\n\
+         add set inet rcni {n4} {{ type ipv4_addr; flags interval; comment \"cluster network {owner}\"; }}\n\
+         add element inet rcni {n4} {{ 10.244.0.0/16 }}\n\
+         add rule inet rcni {ch} ip saddr @{n4} ip daddr != @{n4} ip daddr != 224.0.0.0/4 masquerade comment \"{c0}\"\n\
+         add set inet rcni {n6} {{ type ipv6_addr; flags interval; comment \"cluster network {owner}\"; }}\n\
+         add element inet rcni {n6} {{ fd00:244::/56 }}\n\
+         add rule inet rcni {ch} ip6 saddr @{n6} ip6 daddr != @{n6} ip6 daddr != ff00::/8 masquerade comment \"{c1}\"\n",
+        ch = n.chain,
+        n4 = n.net4,
+        n6 = n.net6,
+        c0 = c[0],
+        c1 = c[1],
+    );
+    let dir = support::TempDir::new("masq-cl");
+    let file = dir.write("layout.nft", &script);
+    theirs.exec(&["nft", "-f", file.to_str().unwrap()]);
+    assert_eq!(theirs.exec(&["nft", "list", "table", "inet", "rcni"]), listing);
+    assert!(ours.run(|| masq::cluster::ensure(owner, &nets[..1]).unwrap()));
+    let v4only = ours.exec(&["nft", "list", "table", "inet", "rcni"]);
+    assert!(!v4only.contains(&n.net6) && !v4only.contains("ip6 saddr"), "{v4only}");
+    assert!(ours.run(|| masq::cluster::remove(owner).unwrap()));
+    let empty = ours.exec(&["nft", "list", "table", "inet", "rcni"]);
+    assert!(!empty.contains(&n.chain) && !empty.contains(&n.net4), "{empty}");
+    assert!(!ours.run(|| masq::cluster::remove(owner).unwrap()), "nothing left to remove");
+}
+
+/// Cost of the first pod ADD of a network, which writes the network's structure (chain, rules, sets),
+/// against a later pod's ADD (run with `cargo test --test masq -- --ignored --nocapture bench_nft_first`).
+#[test]
+#[ignore]
+fn bench_nft_first_pod_add() {
+    let ns = Netns::new("bench1st");
+    let exempt = [net("10.244.0.0/16"), net("fd00:244::/64")];
+    let n = 40;
+    ns.run(|| {
+        let mut first = Vec::new();
+        let mut second = Vec::new();
+        for i in 0..n {
+            let network = format!("bench-{i}");
+            let a = pod(&format!("a{i}"), "eth0", &[&format!("10.244.{i}.2/16"), &format!("fd00:244::{i}:2/64")]);
+            let b = pod(&format!("b{i}"), "eth0", &[&format!("10.244.{i}.3/16"), &format!("fd00:244::{i}:3/64")]);
+            let t = Instant::now();
+            masq::setup(Backend::Nftables, &network, &exempt, &a).unwrap();
+            first.push(t.elapsed());
+            let t = Instant::now();
+            masq::setup(Backend::Nftables, &network, &exempt, &b).unwrap();
+            second.push(t.elapsed());
+        }
+        first.sort();
+        second.sort();
+        println!(
+            "nft backend, {n} networks: first pod ADD (structure write) median {:?} (min {:?}, max {:?}); \
+             second pod ADD median {:?}",
+            first[n / 2],
+            first[0],
+            first[n - 1],
+            second[n / 2]
+        );
+    });
+}
+
 fn h16(s: &str) -> String {
     use sha2::{Digest, Sha512};
     Sha512::digest(s.as_bytes()).iter().map(|b| format!("{b:02x}")).collect::<String>()[..16].to_string()

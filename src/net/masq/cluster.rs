@@ -19,15 +19,19 @@
 //! its RETURNs for pod subnet ↔ cluster network are covered by the exempt destinations, and traffic from
 //! outside the cluster to pods on other nodes (NodePort) is masqueraded by kube-proxy itself.
 //!
-//! The structure is written by the `nft` binary in one transaction when a netlink probe (rule comments
-//! and set elements) finds it missing or different; the probe alone is what a periodic `ensure` costs.
+//! The structure is written over nf_tables netlink from typed objects, in one batch checked against the
+//! generation read before a probe (rule comments and set elements) found it missing or different; the
+//! probe alone is what a periodic `ensure` costs.
 
 use ipnetwork::IpNetwork;
 
-use super::nft::{TABLE, comment_safe};
+use super::layout::{TABLE, TABLE_COMMENT, comment_safe, masq_rule};
 use super::{Error, Result, sha512_hex};
-use crate::net::command::Command;
-use crate::net::nft::{NFPROTO_INET, NetlinkError, Nfnl, absent};
+use crate::net::IpFamily;
+use crate::net::nft::{BatchOp, Chain, DataType, Hook, NFPROTO_INET, NetlinkError, Nfnl, Set, absent, retryable};
+
+/// How often a write is planned again when the ruleset changed under it.
+const MAX_ATTEMPTS: usize = 30;
 
 const LAYOUT_VERSION: u32 = 1;
 
@@ -67,36 +71,51 @@ fn rule_comment(owner: &str, fam: &str, nets: &[IpNetwork]) -> String {
     format!("rcni-masqnet v{LAYOUT_VERSION} {fam} {}", &sha512_hex(&input)[..16])
 }
 
-/// The nft script that (re)writes the owner's chain and sets for `networks` (one transaction).
-pub fn script(owner: &str, networks: &[IpNetwork]) -> String {
-    let n = Names::new(owner);
-    let (v4, v6) = normalize(networks);
-    let name = comment_safe(owner);
-    let mut s = format!("add table inet {TABLE} {{ comment \"rcni: masquerade of pod addresses\"; }}\n");
-    s.push_str(&format!(
-        "add chain inet {TABLE} {chain} {{ type nat hook postrouting priority srcnat; policy accept; \
-         comment \"rcni masquerade of cluster network {name}\"; }}\nflush chain inet {TABLE} {chain}\n",
-        chain = n.chain
-    ));
-    for (set, ty, fam, multicast, nets) in
-        [(&n.net4, "ipv4_addr", "ip", "224.0.0.0/4", &v4), (&n.net6, "ipv6_addr", "ip6", "ff00::/8", &v6)]
-    {
-        if nets.is_empty() {
-            continue;
+/// The owner's chain, and per family with prefixes its set and rule.
+struct Structure {
+    names: Names,
+    chain: Chain,
+    /// (set, its prefixes, the family's rule)
+    families: Vec<(Set, Vec<IpNetwork>, crate::net::nft::Rule)>,
+}
+
+impl Structure {
+    fn new(owner: &str, networks: &[IpNetwork]) -> Structure {
+        let names = Names::new(owner);
+        let (v4, v6) = normalize(networks);
+        let name = comment_safe(owner);
+        let chain = Chain::base(&names.chain, Hook::nat_postrouting())
+            .comment(&format!("rcni masquerade of cluster network {name}"));
+        let mut families = Vec::new();
+        for (set, ty, fam, word, nets) in [
+            (&names.net4, DataType::Ipv4Addr, IpFamily::V4, "ip", v4),
+            (&names.net6, DataType::Ipv6Addr, IpFamily::V6, "ip6", v6),
+        ] {
+            if nets.is_empty() {
+                continue;
+            }
+            let rule = masq_rule(&names.chain, fam, set, set, &rule_comment(owner, word, &nets));
+            families.push((Set::new(set, vec![ty]).interval().comment(&format!("cluster network {name}")), nets, rule));
         }
-        let elems: Vec<String> = nets.iter().map(|p| p.to_string()).collect();
-        s.push_str(&format!(
-            "add set inet {TABLE} {set} {{ type {ty}; flags interval; comment \"cluster network {name}\"; }}\n\
-             flush set inet {TABLE} {set}\n\
-             add element inet {TABLE} {set} {{ {} }}\n\
-             add rule inet {TABLE} {chain} {fam} saddr @{set} {fam} daddr != @{set} {fam} daddr != {multicast} \
-             masquerade comment \"{}\"\n",
-            elems.join(", "),
-            rule_comment(owner, fam, nets),
-            chain = n.chain,
-        ));
+        Structure { names, chain, families }
     }
-    s
+
+    /// The batch that (re)writes it; `stale` are sets of families the network no longer has (removed).
+    fn ops<'a>(&'a self, stale: &[&'a str]) -> Vec<BatchOp<'a>> {
+        let mut ops = vec![
+            BatchOp::AddTable { comment: Some(TABLE_COMMENT) },
+            BatchOp::AddChain(&self.chain),
+            BatchOp::FlushChain { chain: &self.names.chain },
+        ];
+        for (set, nets, rule) in &self.families {
+            ops.push(BatchOp::AddSet(set));
+            ops.push(BatchOp::FlushSet { set: &set.name });
+            ops.push(BatchOp::AddPrefixes { set: &set.name, prefixes: nets.clone() });
+            ops.push(BatchOp::AddRule(rule));
+        }
+        ops.extend(stale.iter().map(|set| BatchOp::DelSet { set }));
+        ops
+    }
 }
 
 fn key_of(n: &IpNetwork) -> Vec<u8> {
@@ -142,19 +161,26 @@ fn in_place(nl: &mut Nfnl, owner: &str, networks: &[IpNetwork]) -> Result<bool> 
     Ok(true)
 }
 
-fn run_nft(owner: &str, script: &str) -> Result<()> {
-    Command::new("nft").args(["-f", "-"]).stdin(script).run().map(|_| ()).map_err(|e| {
-        let hint = if e.is_not_installed() {
-            " (install the nftables package)".to_string()
-        } else {
-            format!("\nscript:\n{script}")
+/// Applies `plan`'s batch checked against a fresh generation, planning again while the ruleset changes.
+fn write<'a>(
+    nl: &mut Nfnl,
+    owner: &str,
+    what: &str,
+    mut plan: impl FnMut(&mut Nfnl) -> Result<Option<Vec<BatchOp<'a>>>>,
+) -> Result<bool> {
+    let mut last_err = None;
+    for _ in 0..MAX_ATTEMPTS {
+        let gen_id = nl.generation().map_err(|e| err(owner, "reading the nf_tables generation", e))?;
+        let Some(ops) = plan(nl)? else {
+            return Ok(false);
         };
-        Error::Command {
-            what: format!("cluster masquerade {owner:?}: writing chain inet {TABLE} {}", Names::new(owner).chain),
-            err: e,
-            hint,
+        match nl.batch(Some(gen_id), NFPROTO_INET, TABLE, &ops) {
+            Ok(()) => return Ok(true),
+            Err(e) if retryable(&e) => last_err = Some(e),
+            Err(e) => return Err(err(owner, what, e)),
         }
-    })
+    }
+    Err(err(owner, &format!("{what}: the ruleset kept changing; retry"), last_err.expect("at least one attempt")))
 }
 
 /// Makes traffic from `networks` to anything outside them leave with the node's address. Idempotent:
@@ -164,20 +190,21 @@ pub fn ensure(owner: &str, networks: &[IpNetwork]) -> Result<bool> {
         return Err(Error::Invalid("cluster masquerade: the owner name and at least one network are needed".into()));
     }
     let mut nl = Nfnl::open().map_err(|e| err(owner, "opening the nf_tables netlink socket", e))?;
-    if in_place(&mut nl, owner, networks)? {
-        return Ok(false);
-    }
-    // Sets of a family the network no longer has are removed with the rewrite.
-    let mut s = script(owner, networks);
-    let (v4, v6) = normalize(networks);
-    let n = Names::new(owner);
-    for (set, nets) in [(&n.net4, &v4), (&n.net6, &v6)] {
-        if nets.is_empty() && set_exists(&mut nl, owner, set)? {
-            s.push_str(&format!("delete set inet {TABLE} {set}\n"));
+    let s = Structure::new(owner, networks);
+    let what = format!("writing chain inet {TABLE} {}", s.names.chain);
+    write(&mut nl, owner, &what, |nl| {
+        if in_place(nl, owner, networks)? {
+            return Ok(None);
         }
-    }
-    run_nft(owner, &s)?;
-    Ok(true)
+        // Sets of a family the network no longer has are removed with the rewrite.
+        let mut stale = Vec::new();
+        for set in [&s.names.net4, &s.names.net6] {
+            if !s.families.iter().any(|(have, _, _)| &have.name == set) && set_exists(nl, owner, set)? {
+                stale.push(set.as_str());
+            }
+        }
+        Ok(Some(s.ops(&stale)))
+    })
 }
 
 fn set_exists(nl: &mut Nfnl, owner: &str, set: &str) -> Result<bool> {
@@ -196,23 +223,26 @@ pub fn remove(owner: &str) -> Result<bool> {
         Err(e) if absent(&e) => return Ok(false),
         Err(e) => return Err(err(owner, "opening the nf_tables netlink socket", e)),
     };
-    let mut s = String::new();
-    match nl.chain_exists(NFPROTO_INET, TABLE, &n.chain) {
-        Ok(true) => s.push_str(&format!("delete chain inet {TABLE} {}\n", n.chain)),
-        Ok(false) => {}
-        Err(e) if absent(&e) => return Ok(false),
-        Err(e) => return Err(err(owner, &format!("looking up chain inet {TABLE} {}", n.chain), e)),
-    }
-    for set in [&n.net4, &n.net6] {
-        if set_exists(&mut nl, owner, set)? {
-            s.push_str(&format!("delete set inet {TABLE} {set}\n"));
+    let what = format!("removing chain inet {TABLE} {} and its sets", n.chain);
+    let r = write(&mut nl, owner, &what, |nl| {
+        let mut ops = Vec::new();
+        match nl.chain_exists(NFPROTO_INET, TABLE, &n.chain) {
+            Ok(true) => ops.push(BatchOp::DelChain { chain: &n.chain }),
+            Ok(false) => {}
+            Err(e) if absent(&e) => return Ok(None),
+            Err(e) => return Err(err(owner, &format!("looking up chain inet {TABLE} {}", n.chain), e)),
         }
+        for set in [&n.net4, &n.net6] {
+            if set_exists(nl, owner, set)? {
+                ops.push(BatchOp::DelSet { set });
+            }
+        }
+        Ok((!ops.is_empty()).then_some(ops))
+    });
+    match r {
+        Err(Error::Netlink { err: e, .. }) if absent(&e) => Ok(false),
+        other => other,
     }
-    if s.is_empty() {
-        return Ok(false);
-    }
-    run_nft(owner, &s)?;
-    Ok(true)
 }
 
 #[cfg(test)]
@@ -221,12 +251,20 @@ mod tests {
 
     #[test]
     fn one_rule_and_one_element_per_family() {
-        let s = script("rcni-overlay /coreos.com/network", &["10.244.0.0/16".parse().unwrap()]);
+        let s = Structure::new("rcni-overlay /coreos.com/network", &["10.244.0.0/16".parse().unwrap()]);
         let n = Names::new("rcni-overlay /coreos.com/network");
-        assert_eq!(s.matches("masquerade comment").count(), 1, "{s}");
-        assert!(s.contains(&format!("add element inet rcni {} {{ 10.244.0.0/16 }}", n.net4)), "{s}");
-        assert!(s.contains(&format!("ip saddr @{0} ip daddr != @{0} ip daddr != 224.0.0.0/4 masquerade", n.net4)));
-        assert!(!s.contains("ip6"), "no IPv6 rule for an IPv4 network: {s}");
+        assert_eq!(s.families.len(), 1, "no IPv6 rule for an IPv4 network");
+        let (set, nets, rule) = &s.families[0];
+        assert_eq!((set.name.as_str(), set.interval), (n.net4.as_str(), true));
+        assert_eq!(nets, &vec!["10.244.0.0/16".parse::<IpNetwork>().unwrap()]);
+        let shown: Vec<String> = rule.stmts.iter().map(|x| x.to_string()).collect();
+        assert_eq!(
+            shown.join(" "),
+            format!("ip saddr @{0} ip daddr != @{0} ip daddr != 224.0.0.0/4 masquerade", n.net4)
+        );
+        let ops = s.ops(&[&n.net6]);
+        assert_eq!(ops.iter().filter(|o| matches!(o, BatchOp::AddRule(_))).count(), 1);
+        assert!(matches!(ops.last(), Some(BatchOp::DelSet { set }) if *set == n.net6));
         assert_ne!(
             rule_comment("o", "ip", &["10.244.0.0/16".parse().unwrap()]),
             rule_comment("o", "ip", &["10.245.0.0/16".parse().unwrap()]),

@@ -37,19 +37,16 @@
 //!   add in one transaction).
 //! * `<fp>` fingerprints the network name, the exempt prefixes and the layout version. Setup first reads the
 //!   chain's rules over netlink (one cheap dump of two rules); only when they are missing or have another
-//!   fingerprint does it (re)write the structure, with the `nft` binary, in one transaction that flushes
-//!   and rewrites this network's chain and exempt sets (O(1) in the number of pods).
-//! * The per-pod fast path (element add / owner lookup / delete) talks nf_tables netlink directly — no
-//!   process is spawned for a pod once its network is set up. Read-modify-write is made race-free with the
-//!   ruleset generation id: the batch carries the generation read before the lookup, and the kernel rejects
-//!   it (ERESTART) if anything changed in between; we then retry.
-//!
-//! Cost (measured in a netns on kernel 6.18, `cargo test --release --test masq -- --ignored --nocapture
-//! bench`): pod add ≈ 80–90 µs once the network is set up (4 netlink round trips: rule probe,
-//! generation, element lookup, batch); the first ADD of a network spawns `nft` once (≈ 5 ms). Pod delete
-//! does ≈ 50 µs of work, but closing the nfnetlink socket after a deletion waits for one RCU grace period
-//! (≈ 10–15 ms here): current kernels flush nf_tables' deferred destroy work whenever an nfnetlink socket
-//! is released. `nft` and `iptables-nft` pay the same wait after any deletion.
+//!   fingerprint does it (re)write the structure (`layout.rs`: typed nf_tables objects, no `nft` process),
+//!   flushing and rewriting this network's chain and exempt sets (O(1) in the number of pods) in the same
+//!   transaction as the pod's element.
+//! * Every pod add / owner lookup / delete talks nf_tables netlink directly. Read-modify-write is made
+//!   race-free with the ruleset generation id: the batch carries the generation read before the probe and
+//!   the lookups, and the kernel rejects it (ERESTART) if anything changed in between; we then plan again.
+//! * Closing the nfnetlink socket after a deletion waits for one RCU grace period (current kernels flush
+//!   nf_tables' deferred destroy work whenever an nfnetlink socket is released; `nft` and `iptables-nft`
+//!   pay the same wait), hence the lingering sockets of `crate::net::nft::socket`. Measure with
+//!   `cargo test --release --test masq -- --ignored --nocapture bench`.
 //!
 //! # A whole cluster network ([`cluster`])
 //!
@@ -73,7 +70,9 @@
 
 pub mod cluster;
 mod iptables;
+mod layout;
 mod nft;
+mod reference;
 
 use std::fmt;
 use std::net::IpAddr;

@@ -37,7 +37,7 @@ use super::rule::Stmt;
 
 pub(super) const NFTA_TABLE_FLAGS: u16 = 2;
 pub(super) const NFTA_TABLE_USERDATA: u16 = 6;
-pub(super) const NFTA_CHAIN_USERDATA: u16 = 16;
+pub(super) const NFTA_CHAIN_USERDATA: u16 = 12;
 pub(super) const NFTA_SET_TABLE: u16 = 1;
 pub(super) const NFTA_SET_NAME: u16 = 2;
 pub(super) const NFTA_SET_FLAGS: u16 = 3;
@@ -457,7 +457,7 @@ mod tests {
         let rule = Rule::new("m", vec![Stmt::Masquerade]).comment("rc");
         let got = lines(&[BatchOp::AddChain(&chain), BatchOp::AddRule(&rule)]);
         assert_eq!(got[2..5], ["3 7 6e617400", "3 5 00000001", "3 4 08000100000000040800020000000064"]);
-        assert_eq!(got[5], "3 16 0003636300");
+        assert_eq!(got[5], "3 12 0003636300");
         assert_eq!(got.last().unwrap(), "6 7 0003726300");
         let owned = Rule::new("m", vec![]).owner("net");
         assert_eq!(lines(&[BatchOp::AddRule(&owned)]).last().unwrap(), "6 7 c0036e6574");

@@ -1,7 +1,7 @@
 //! Rules as typed statements: what rcni writes (and reads back) in a chain, encoded as the nf_tables
 //! expressions `nft` itself generates for the same text, so that `nft list` shows them identically.
 //!
-//! | statement                         | expressions ([`super::expr`])                                      |
+//! | statement                         | expressions (`expr.rs`)                                            |
 //! |-----------------------------------|--------------------------------------------------------------------|
 //! | `iifname "veth1"` / `oifname`     | `meta load iifname => reg 1`, `cmp eq reg 1 <16 bytes, NUL-padded>` |
 //! | `ether saddr <mac>`               | `payload load 6b @ link header + 6 => reg 1`, `cmp eq reg 1 <mac>`  |

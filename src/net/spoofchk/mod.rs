@@ -37,7 +37,7 @@
 //!
 //! Every change is one batch checked against the generation of the ruleset it was planned from; when
 //! the ruleset changed in between (ERESTART, or ENOENT/EBUSY from an object another DEL removed) it is
-//! planned again from a fresh read, up to [`MAX_ATTEMPTS`] times.
+//! planned again from a fresh read, up to `MAX_ATTEMPTS` times.
 
 mod names;
 mod plan;
