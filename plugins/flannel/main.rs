@@ -60,7 +60,7 @@ fn run_delegate(req: &Request, command: Command, plugin_type: &str, conf: Vec<u8
             }
         }
         Runner::Exec(bin) => {
-            let out = delegate::exec(&bin, command, &conf)?;
+            let out = delegate::exec(&bin, command, &conf, &req.netns)?;
             if command != Command::Add {
                 return Ok(None);
             }

@@ -1,19 +1,27 @@
 //! Delegation: run another plugin (usually IPAM) found on CNI_PATH with the same environment, only
-//! CNI_COMMAND changed — as the spec and libcni's DelegateArgs do. `rcni::pod::ipam` builds on this.
+//! CNI_COMMAND changed — as the spec and libcni's DelegateArgs do — and CNI_NETNS handed over as the
+//! namespace skel opened (`super::process`), so the delegate acts on the namespace this plugin checked.
+//! `rcni::pod::ipam` builds on this.
 
 use super::error::{CniError, CniResult};
 pub use super::lookup::find_plugin;
-use super::process::run_with_stdin;
-use super::skel::Command;
+use super::process::{ChildNetns, run_with_netns};
+use super::skel::{self, Command};
 use std::path::Path;
 use std::process::Stdio;
 
-/// Run `binary` with `command`, `stdin` and our environment (CNI_COMMAND replaced). Its stderr is passed on to
-/// ours; its error JSON comes back unchanged (the spec says not to wrap a delegate's error).
-pub fn exec(binary: &Path, command: Command, stdin: &[u8]) -> CniResult<Vec<u8>> {
+/// Run `binary` with `command`, `stdin` and our environment (CNI_COMMAND replaced; for ADD and DEL, when
+/// skel opened `netns` for this command, CNI_NETNS the open namespace). Its stderr is passed on to ours; its error JSON
+/// comes back unchanged (the spec says not to wrap a delegate's error).
+pub fn exec(binary: &Path, command: Command, stdin: &[u8], netns: &str) -> CniResult<Vec<u8>> {
     let mut cmd = std::process::Command::new(binary);
     cmd.env("CNI_COMMAND", command.as_str()).stdout(Stdio::piped()).stderr(Stdio::inherit());
-    let out = run_with_stdin(&mut cmd, stdin)
+    // Not opened by skel (DEL of a vanished netns, a request built in memory): the path goes as it is.
+    // CHECK too: it changes nothing, and plugins compare prevResult's `sandbox` with CNI_NETNS as a string
+    // (the reference's CHECK does), which the fd path would never match.
+    let opened = skel::opened_netns(netns).flatten().filter(|_| matches!(command, Command::Add | Command::Del));
+    let child_netns = opened.as_ref().map(|file| ChildNetns { file, path: netns });
+    let out = run_with_netns(&mut cmd, stdin, child_netns)
         .map_err(|e| CniError::internal(format!("failed to run {}: {e}", binary.display())))?;
     if out.status.success() {
         return Ok(out.stdout);
@@ -53,15 +61,15 @@ mod tests {
     fn passes_stdin_command_and_errors_through() {
         let d = tempdir("exec");
         let echo = script(d.path(), "echo", "[ \"$CNI_COMMAND\" = ADD ] || exit 3; cat");
-        assert_eq!(exec(&echo, Command::Add, b"{\"x\":1}").unwrap(), b"{\"x\":1}");
-        assert!(exec(&echo, Command::Del, b"").is_err());
+        assert_eq!(exec(&echo, Command::Add, b"{\"x\":1}", "").unwrap(), b"{\"x\":1}");
+        assert!(exec(&echo, Command::Del, b"", "").is_err());
         let fail = script(d.path(), "fail", "echo '{\"code\":11,\"msg\":\"busy\",\"details\":\"d\"}'; exit 1");
-        let e = exec(&fail, Command::Add, b"").unwrap_err();
+        let e = exec(&fail, Command::Add, b"", "").unwrap_err();
         assert_eq!((e.code, e.msg.as_str(), e.details.as_str()), (11, "busy", "d"));
         let silent = script(d.path(), "silent", "exit 2");
-        assert!(exec(&silent, Command::Add, b"").unwrap_err().msg.contains("no error message"));
+        assert!(exec(&silent, Command::Add, b"", "").unwrap_err().msg.contains("no error message"));
         let junk = script(d.path(), "junk", "echo oops; exit 1");
-        assert!(exec(&junk, Command::Add, b"").unwrap_err().msg.contains("oops"));
+        assert!(exec(&junk, Command::Add, b"", "").unwrap_err().msg.contains("oops"));
     }
 
     /// A delegate that prints more than a pipe holds before reading its (also larger) stdin: both sides must
@@ -73,7 +81,7 @@ mod tests {
         let stdin = vec![b' '; 200_000];
         let (done, wait) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            let _ = done.send(exec(&big, Command::Add, &stdin));
+            let _ = done.send(exec(&big, Command::Add, &stdin, ""));
         });
         let out = wait.recv_timeout(std::time::Duration::from_secs(120)).expect("delegate exec deadlocked");
         assert_eq!(out.unwrap().len(), 200_000);

@@ -144,7 +144,7 @@ impl Ipam {
         let ver = &req.conf.cni_version;
         match self.resolve(req)? {
             Delegate::Exec(bin) => {
-                let out = delegate::exec(&bin, Command::Add, &self.stdin)?;
+                let out = delegate::exec(&bin, Command::Add, &self.stdin, &req.netns)?;
                 let result = AddResult::from_slice(&out, ver)
                     .map_err(|e| e.context(format!("IPAM plugin {} returned an unreadable result", self.plugin)))?;
                 Ok((result, Undo::Del))
@@ -161,7 +161,7 @@ impl Ipam {
 
     fn run(&self, req: &Request, command: Command) -> CniResult<()> {
         match self.resolve(req)? {
-            Delegate::Exec(bin) => delegate::exec(&bin, command, &self.stdin).map(|_| ()),
+            Delegate::Exec(bin) => delegate::exec(&bin, command, &self.stdin, &req.netns).map(|_| ()),
             Delegate::InProcess(own) => {
                 let r = self.delegate_request(req, command)?;
                 match command {

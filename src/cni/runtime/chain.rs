@@ -17,6 +17,9 @@
 //!   valid, then (from 1.1.0) sends GC with `cni.dev/valid-attachments` (and the older key
 //!   `cni.dev/attachments`) to every plugin; errors are collected, not fatal.
 //! * STATUS does nothing below 1.1.0, else STATUS to every plugin, the first error is returned.
+//! * ADD and DEL open the netns once and hand every plugin that open namespace (`/proc/<pid>/fd/<n>`, see
+//!   [`crate::cni::process`]), so all plugins of the list act on one namespace. CHECK passes the path:
+//!   it changes nothing, and plugins compare prevResult's `sandbox` with CNI_NETNS as a string.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -26,7 +29,7 @@ use serde_json::{Map, Value};
 
 use super::cache::{self, CACHE_KIND, CachedInfo};
 use super::conflist::{NetworkConfigList, PluginConfig};
-use super::invoke::{self, InvokeArgs, PluginInfo};
+use super::invoke::{self, InvokeArgs, OpenNetns, PluginInfo};
 use super::{Runtime, RuntimeConf};
 use crate::cni::config::check_network_name;
 use crate::cni::error::{CniError, CniResult, code};
@@ -130,7 +133,8 @@ fn version_at_least(v: &str, min: &str) -> CniResult<bool> {
 }
 
 impl Runtime {
-    fn args(&self, command: &str, rt: &RuntimeConf) -> InvokeArgs {
+    /// `netns`: the namespace opened once for the whole list operation (every plugin gets that one).
+    fn args(&self, command: &str, rt: &RuntimeConf, netns: Option<&OpenNetns>) -> InvokeArgs {
         InvokeArgs {
             command: command.into(),
             container_id: rt.container_id.clone(),
@@ -138,6 +142,7 @@ impl Runtime {
             args: rt.args.clone(),
             ifname: rt.ifname.clone(),
             path: invoke::join_path(&self.plugin_path),
+            netns_file: netns.cloned(),
         }
     }
 
@@ -192,9 +197,10 @@ impl Runtime {
     /// plugin printed).
     pub fn add_network_list(&self, list: &NetworkConfigList, rt: &RuntimeConf) -> CniResult<AddResult> {
         let mut prev: Option<AddResult> = None;
+        let netns = OpenNetns::open(&rt.netns);
         for plugin in &list.plugins {
             let r = self
-                .add_one(list, plugin, prev.as_ref(), rt)
+                .add_one(list, plugin, prev.as_ref(), rt, netns.as_ref())
                 .map_err(|e| e.context(format!("plugin {} failed (add)", plugin_description(plugin))))?;
             prev = Some(r);
         }
@@ -221,6 +227,7 @@ impl Runtime {
         plugin: &PluginConfig,
         prev: Option<&AddResult>,
         rt: &RuntimeConf,
+        netns: Option<&OpenNetns>,
     ) -> CniResult<AddResult> {
         let path = self.find_plugin(&plugin.plugin_type)?;
         validate_container_id(&rt.container_id)?;
@@ -228,7 +235,7 @@ impl Runtime {
         check_ifname(&rt.ifname)?;
         let prev_value = prev.map(|r| r.to_value(&r.cni_version)).transpose()?;
         let stdin = build_plugin_stdin(&list.name, &list.cni_version, plugin, prev_value.as_ref(), &rt.capability_args);
-        invoke::exec_with_result(&path, &stdin, &self.args("ADD", rt))
+        invoke::exec_with_result(&path, &stdin, &self.args("ADD", rt, netns))
     }
 
     /// CHECK: every plugin in order with the cached result as prevResult.
@@ -249,7 +256,8 @@ impl Runtime {
             let describe = || format!("plugin {} failed (check)", plugin_description(plugin));
             let path = self.find_plugin(&plugin.plugin_type).map_err(|e| e.context(describe()))?;
             let stdin = build_plugin_stdin(&list.name, &list.cni_version, plugin, cached.as_ref(), &rt.capability_args);
-            invoke::exec_without_result(&path, &stdin, &self.args("CHECK", rt)).map_err(|e| e.context(describe()))?;
+            invoke::exec_without_result(&path, &stdin, &self.args("CHECK", rt, None))
+                .map_err(|e| e.context(describe()))?;
         }
         Ok(())
     }
@@ -269,11 +277,13 @@ impl Runtime {
                 }
             }
         }
+        let netns = OpenNetns::open(&rt.netns);
         for plugin in list.plugins.iter().rev() {
             let describe = || format!("plugin {} failed (delete)", plugin_description(plugin));
             let path = self.find_plugin(&plugin.plugin_type).map_err(|e| e.context(describe()))?;
             let stdin = build_plugin_stdin(&list.name, &list.cni_version, plugin, cached.as_ref(), &rt.capability_args);
-            invoke::exec_without_result(&path, &stdin, &self.args("DEL", rt)).map_err(|e| e.context(describe()))?;
+            invoke::exec_without_result(&path, &stdin, &self.args("DEL", rt, netns.as_ref()))
+                .map_err(|e| e.context(describe()))?;
         }
         if let Some(p) = &cache_path {
             let _ = cache::remove(p);
@@ -318,7 +328,7 @@ impl Runtime {
             for plugin in &list.plugins {
                 let stdin = build_gc_stdin(&list.name, &list.cni_version, plugin, valid);
                 let res = self.find_plugin(&plugin.plugin_type).and_then(|path| {
-                    invoke::exec_without_result(&path, &stdin, &self.args("GC", &RuntimeConf::default()))
+                    invoke::exec_without_result(&path, &stdin, &self.args("GC", &RuntimeConf::default(), None))
                 });
                 if let Err(e) = res {
                     errs.push(e.context(format!("failed to GC plugin {}", plugin.plugin_type)));
@@ -337,7 +347,7 @@ impl Runtime {
             let describe = || format!("plugin {} failed (status)", plugin_description(plugin));
             let path = self.find_plugin(&plugin.plugin_type).map_err(|e| e.context(describe()))?;
             let stdin = build_status_stdin(&list.name, &list.cni_version, plugin);
-            invoke::exec_without_result(&path, &stdin, &self.args("STATUS", &RuntimeConf::default()))
+            invoke::exec_without_result(&path, &stdin, &self.args("STATUS", &RuntimeConf::default(), None))
                 .map_err(|e| e.context(describe()))?;
         }
         Ok(())

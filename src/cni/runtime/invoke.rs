@@ -10,16 +10,18 @@
 //!   the error JSON (`code`, `msg`, `details`, passed through unchanged), else `netplugin failed but
 //!   error parsing its diagnostic message ...`.
 
+use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::cni::error::{CniError, CniResult, code};
-use crate::cni::process::run_with_stdin;
+use crate::cni::process::{ChildNetns, run_with_netns};
 use crate::cni::result::AddResult;
 
 /// How many times exec is attempted while it fails with "text file busy".
@@ -37,6 +39,31 @@ pub struct InvokeArgs {
     pub ifname: String,
     /// `CNI_PATH`, already joined with `:`.
     pub path: String,
+    /// `netns` as the runtime opened it for this operation: the plugin gets the open namespace instead of
+    /// the path (see [`crate::cni::process`]); None passes the path as it is.
+    pub netns_file: Option<OpenNetns>,
+}
+
+/// A network namespace opened once for one operation on a list, so every plugin of the list acts on the
+/// same namespace however the path changes meanwhile.
+#[derive(Debug, Clone)]
+pub struct OpenNetns(Arc<File>);
+
+impl OpenNetns {
+    /// `path` opened if it is a network namespace file; None otherwise (a missing netns on DEL, a path that
+    /// is not a namespace: the plugin sees the path and reports or tolerates it itself).
+    pub fn open(path: &str) -> Option<OpenNetns> {
+        if path.is_empty() {
+            return None;
+        }
+        crate::nsfile::open(Path::new(path)).ok().map(|f| OpenNetns(Arc::new(f)))
+    }
+}
+
+impl PartialEq for OpenNetns {
+    fn eq(&self, other: &OpenNetns) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
 }
 
 impl InvokeArgs {
@@ -78,7 +105,8 @@ struct Finished {
 fn run_once(plugin: &Path, stdin: &[u8], args: &InvokeArgs) -> std::io::Result<Finished> {
     let mut cmd = Command::new(plugin);
     cmd.envs(args.env()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let out = run_with_stdin(&mut cmd, stdin)?;
+    let netns = args.netns_file.as_ref().map(|f| ChildNetns { file: &f.0, path: &args.netns });
+    let out = run_with_netns(&mut cmd, stdin, netns)?;
     Ok(Finished { status: out.status, stdout: out.stdout, stderr: out.stderr })
 }
 
@@ -293,6 +321,7 @@ mod tests {
             args: vec![("A".into(), "1".into()), ("B".into(), "2".into())],
             ifname: "eth0".into(),
             path: "/a:/b".into(),
+            netns_file: None,
         };
         let out = exec_plugin(&p, b"hello", &args).unwrap();
         let v: Value = serde_json::from_slice(&out).unwrap();
