@@ -215,3 +215,31 @@ impl Plugin for Flannel {
 fn main() {
     skel::run(&format!("CNI flannel plugin (rcni {})", env!("CARGO_PKG_VERSION")), &Flannel)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The saved delegate config (`<dataDir>/<containerID>`, read back by DEL, CHECK, GC) as any bytes:
+        /// a config with its type or nothing, never a panic.
+        #[test]
+        fn any_saved_bytes_give_a_config_or_none(bytes in prop::collection::vec(any::<u8>(), 0..120)) {
+            if let Some((conf, plugin_type)) = parse_saved(&bytes) {
+                prop_assert_eq!(conf.get("type").and_then(Value::as_str), Some(plugin_type.as_str()));
+            }
+        }
+
+        /// What ADD saves (`to_bytes` of the rendered delegate) reads back as the same config and type.
+        #[test]
+        fn saved_configs_round_trip(
+            plugin_type in "[a-z][a-z0-9-]{0,12}",
+            keys in prop::collection::btree_map("[a-zA-Z]{1,8}", any::<String>(), 0..6),
+        ) {
+            let mut conf: Map<String, Value> = keys.into_iter().map(|(k, v)| (k, Value::String(v))).collect();
+            conf.insert("type".into(), Value::String(plugin_type.clone()));
+            prop_assert_eq!(parse_saved(&to_bytes(&conf)), Some((conf, plugin_type)));
+        }
+    }
+}

@@ -127,6 +127,46 @@ mod tests {
         assert_eq!(String::from_utf8(Backup::default().to_json()).unwrap(), "{}");
     }
 
+    use proptest::prelude::*;
+
+    fn backup() -> impl Strategy<Value = Backup> {
+        (any::<String>(), any::<Option<bool>>(), any::<u32>(), any::<Option<bool>>(), any::<Option<u32>>())
+            .prop_map(|(mac, promisc, mtu, allmulti, txqlen)| Backup { mac, promisc, mtu, allmulti, txqlen })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+        /// What `write` puts in the file, `read` gives back (through the real file).
+        #[test]
+        fn written_backups_read_back(b in backup()) {
+            let dir = tempfile::TempDir::with_prefix("rcni-tuning-prop-").unwrap();
+            let file = path(&dir.path().join("d"), "c1", "eth0");
+            write(&file, &b).unwrap();
+            prop_assert_eq!(read(&file).unwrap(), Some(b));
+        }
+
+        /// Any file content is a backup or a decode error (code 1) naming the file: never a panic.
+        #[test]
+        fn any_file_content_is_a_backup_or_an_error(bytes in prop_oneof![
+            prop::collection::vec(any::<u8>(), 0..80),
+            (backup(), any::<prop::sample::Index>(), any::<u8>()).prop_map(|(b, at, byte)| {
+                let mut v = b.to_json();
+                let i = at.index(v.len());
+                v[i] = byte;
+                v
+            }),
+        ]) {
+            let dir = tempfile::TempDir::with_prefix("rcni-tuning-prop-").unwrap();
+            let file = dir.path().join("c1_eth0.json");
+            std::fs::write(&file, &bytes).unwrap();
+            if let Err(e) = read(&file) {
+                prop_assert_eq!(e.code, code::DECODE);
+                prop_assert!(e.msg.contains("c1_eth0.json"), "{}", e);
+            }
+        }
+    }
+
     #[test]
     fn merge_keeps_the_first_originals() {
         let mut first = Backup { mtu: 1500, ..Default::default() };

@@ -55,6 +55,34 @@ mod tests {
     fn holder(id: &str, ifn: &str) -> Holder {
         Holder { container_id: id.into(), ifname: Some(ifn.into()) }
     }
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any file content gives a holder (never a panic); any name is an address or not one.
+        #[test]
+        fn any_content_or_name_parses(content in any::<String>(), name in prop::collection::vec(any::<u8>(), 0..60)) {
+            let _ = Holder::parse(&content);
+            let name: std::ffi::OsString = std::os::unix::ffi::OsStringExt::from_vec(name);
+            if let Some(ip) = name_ip(&name) {
+                prop_assert_eq!(Some(ip.to_string()), name.to_str().map(str::to_string));
+            }
+        }
+
+        /// What the store writes (`<containerID>\r\n<ifname>`, both validated names) reads back as its holder.
+        #[test]
+        fn written_reservations_round_trip(id in "[A-Za-z0-9][A-Za-z0-9_.-]{0,40}", ifname in "[a-z][a-z0-9_-]{0,14}") {
+            let back = Holder::parse(&format!("{id}\r\n{ifname}"));
+            prop_assert!(back.is(&id, &ifname), "{:?}", back);
+        }
+
+        /// `last_reserved_ip.N` holds an address as `Display` writes it: every address reads back.
+        #[test]
+        fn addresses_round_trip_through_their_file_name(b in any::<[u8; 16]>(), v4 in any::<bool>()) {
+            let ip = if v4 { IpAddr::from([b[0], b[1], b[2], b[3]]) } else { IpAddr::from(b) };
+            prop_assert_eq!(name_ip(std::ffi::OsStr::new(&ip.to_string())), Some(ip));
+        }
+    }
+
     #[test]
     fn holder_parsing() {
         assert_eq!(Holder::parse("abc\r\neth0"), holder("abc", "eth0"));
