@@ -217,12 +217,12 @@ fn common_cases(w: &World, bin: &'static str, conf: &Value, out: &mut Vec<Case>)
         ("own netns", set(add.clone(), "CNI_NETNS", "/proc/self/ns/net"), 8, "own network namespace"),
     ];
     for (what, e, code, needle) in env_cases {
-        if bin == "loopback"
+        if matches!(bin, "loopback" | "bandwidth")
             && what.starts_with("CNI_ARGS")
             && what != "CNI_ARGS without ="
             && what != "CNI_ARGS empty key"
         {
-            continue; // loopback reads no CNI_ARGS keys, like the reference: any key is fine
+            continue; // loopback and bandwidth read no CNI_ARGS keys, like the reference: any key is fine
         }
         out.push(case(format!("{bin}: {what}"), bin, e, ok.clone(), code, needle));
     }
@@ -1040,5 +1040,97 @@ fn hostile_portmap_input_is_refused_and_changes_nothing() {
     for (what, stdin, code, needle) in specific {
         cases.push(case(format!("portmap: {what}"), "portmap", add.clone(), stdin, code, needle));
     }
+    run_cases(&w, &cases, &[]);
+}
+
+// ------------------------------------------------------------------------------------------------
+// tuning and bandwidth (chained after an interface plugin): the common cases and their own fields. Each
+// is given a prevResult naming the pod's eth0, so only the bad field can be what is refused.
+
+fn chained(w: &World, plugin_type: &str, name: &str) -> Value {
+    json!({"cniVersion": "1.0.0", "name": name, "type": plugin_type,
+           "prevResult": {"cniVersion": "1.0.0", "interfaces": [{"name": "eth0", "sandbox": w.pod.path_str()}],
+                          "ips": [{"address": "10.77.0.9/24", "interface": 0}]}})
+}
+
+fn meta_cases(w: &World) -> Vec<Case> {
+    let mut out = Vec::new();
+    let (tu, bw) = (chained(w, "tuning", "htu"), chained(w, "bandwidth", "hbw"));
+    common_cases(w, "tuning", &tu, &mut out);
+    common_cases(w, "bandwidth", &bw, &mut out);
+    let add = w.add_env("hostile1");
+    let mut push = |what: &str, bin: &'static str, stdin: Vec<u8>, needle: &str| {
+        out.push(case(format!("{bin}: {what}"), bin, add.clone(), stdin, 7, needle));
+    };
+    // tuning: sysctl keys outside the pod's net tree, and values of the wrong type.
+    for (what, key) in [
+        ("sysctl traversal", "net/../kernel/hostname"),
+        ("sysctl dot-dot segment", "net.ipv4.conf.eth0.."),
+        ("sysctl absolute path", "/proc/sys/kernel/hostname"),
+        ("sysctl non-net key", "kernel.hostname"),
+        ("sysctl vm key", "vm.overcommit_memory"),
+        ("sysctl empty key", ""),
+        ("sysctl NUL in key", "net.ipv4.ip_forward\u{0}x"),
+    ] {
+        push(what, "tuning", patched(&tu, json!({"sysctl": {key: "1"}})), "sysctl");
+    }
+    push("sysctl a list", "tuning", patched(&tu, json!({"sysctl": ["net.ipv4.ip_forward"]})), "sysctl");
+    push("sysctl value a number", "tuning", patched(&tu, json!({"sysctl": {"net.ipv4.ip_forward": 1}})), "sysctl");
+    for (what, mac) in [
+        ("mac garbage", json!("zz:zz:zz:zz:zz:zz")),
+        ("mac too short", json!("02:00:00:00:01")),
+        ("mac multicast", json!("01:00:5e:00:00:01")),
+        ("mac a number", json!(5)),
+    ] {
+        push(what, "tuning", patched(&tu, json!({"mac": mac})), "mac");
+    }
+    push(
+        "runtimeConfig.mac garbage",
+        "tuning",
+        patched(&tu, json!({"runtimeConfig": {"mac": "x"}})),
+        "runtimeConfig.mac",
+    );
+    push("args.cni.mac garbage", "tuning", patched(&tu, json!({"args": {"cni": {"mac": "x"}}})), "args.cni.mac");
+    push("mtu negative", "tuning", patched(&tu, json!({"mtu": -1})), "mtu");
+    push("mtu beyond u32", "tuning", patched(&tu, json!({"mtu": 4294967296u64})), "mtu");
+    push("mtu a string", "tuning", patched(&tu, json!({"mtu": "1500"})), "mtu");
+    push("txQLen negative", "tuning", patched(&tu, json!({"txQLen": -5})), "txQLen");
+    push("promisc a string", "tuning", patched(&tu, json!({"promisc": "yes"})), "promisc");
+    push("allmulti a number", "tuning", patched(&tu, json!({"allmulti": 1})), "allmulti");
+    // bandwidth: rates and bursts, missing halves, wrong types.
+    let lim = |v: Value| patched(&bw, v);
+    push("ingressRate negative", "bandwidth", lim(json!({"ingressRate": -1, "ingressBurst": 10000})), "ingressRate");
+    push("egressRate negative", "bandwidth", lim(json!({"egressRate": -8, "egressBurst": 10000})), "egressRate");
+    push("ingressBurst negative", "bandwidth", lim(json!({"ingressRate": 8000, "ingressBurst": -1})), "ingressBurst");
+    push("ingressRate without burst", "bandwidth", lim(json!({"ingressRate": 8000})), "ingressBurst");
+    push("egressBurst without rate", "bandwidth", lim(json!({"egressBurst": 8000})), "egressRate");
+    push(
+        "ingressRate below 8 bit/s",
+        "bandwidth",
+        lim(json!({"ingressRate": 1, "ingressBurst": 10000})),
+        "ingressRate",
+    );
+    push(
+        "ingressBurst over 4GB",
+        "bandwidth",
+        lim(json!({"ingressRate": 8000, "ingressBurst": 40000000000u64})),
+        "ingressBurst",
+    );
+    push("egressRate a string", "bandwidth", lim(json!({"egressRate": "1M", "egressBurst": 10000})), "egressRate");
+    push("ingressRate a float", "bandwidth", lim(json!({"ingressRate": 1.5, "ingressBurst": 10000})), "ingressRate");
+    push(
+        "runtimeConfig rate negative",
+        "bandwidth",
+        lim(json!({"runtimeConfig": {"bandwidth": {"ingressRate": -1, "ingressBurst": 1}}})),
+        "ingressRate",
+    );
+    push("runtimeConfig.bandwidth a list", "bandwidth", lim(json!({"runtimeConfig": {"bandwidth": []}})), "bandwidth");
+    out
+}
+
+#[test]
+fn hostile_tuning_and_bandwidth_input_is_refused_and_changes_nothing() {
+    let w = World::new();
+    let cases = meta_cases(&w);
     run_cases(&w, &cases, &[]);
 }
