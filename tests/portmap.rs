@@ -291,6 +291,94 @@ fn external_other_pod_hairpin_and_localhost_reach_the_pod() {
     t.portmap("DEL", a, &conf).ok();
 }
 
+/// The elements of map `map` in table inet rcni as `nft list map` prints them (between `elements = {`
+/// and `}`), whitespace folded; empty when the map has none.
+fn map_elements(node: &NetNs, map: &str) -> String {
+    let out = node.cmd("nft").args(["list", "map", "inet", "rcni", map]).run().ok();
+    let text = out.stdout.split_whitespace().collect::<Vec<_>>().join(" ");
+    match text.split_once("elements = { ") {
+        Some((_, rest)) => rest.split_once(" }").map_or(rest, |(e, _)| e).to_string(),
+        None => String::new(),
+    }
+}
+
+fn identity_range(first: u16, last: u16) -> Value {
+    json!((first..=last).map(|p| json!({"hostPort": p, "containerPort": p, "protocol": "tcp"})).collect::<Vec<_>>())
+}
+
+/// PM-19b: podman writes a published range as one mapping per port; 1000 of them become one interval
+/// element (and a non-identity mapping next to them stays a single element), every port of the range is
+/// forwarded (first, middle, last; not the ports around it), CHECK compares the exact range, an
+/// overlapping range of another pod is refused under `hostPortConflict: "error"` and replaces the range
+/// by default, a late DEL of the displaced pod leaves the newer range, and DEL removes everything.
+#[test]
+fn a_port_range_is_one_interval_element_and_forwards_every_port() {
+    let mut t = Topo::new("pm-range");
+    set_br_netfilter(&t.node, false);
+    let a = t.add_pod("ctr-a", false);
+    let b = t.add_pod("ctr-b", false);
+    let _servers: Vec<Server> =
+        [20000, 20437, 20999, 80].iter().map(|p| Server::tcp(t.pod(a), &format!("0.0.0.0:{p}"), "A")).collect();
+    let _sb = Server::tcp(t.pod(b), "0.0.0.0:20550", "B");
+    let mut maps = identity_range(20000, 20999);
+    maps.as_array_mut().unwrap().push(json!({"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}));
+    let conf = t.portmap_conf(a, maps, json!({}));
+    t.portmap("ADD", a, &conf).ok();
+    let (ipa, ipb, gw) = (t.ip(a), t.ip(b), t.gateway());
+    assert_eq!(
+        map_elements(&t.node, "hostportrange4"),
+        format!("tcp . 20000-20999 comment \"pmnet/ctr-a/eth0\" : {ipa}")
+    );
+    assert_eq!(map_elements(&t.node, "hostport4"), format!("tcp . 8080 comment \"pmnet/ctr-a/eth0\" : {ipa} . 80"));
+    assert_eq!(t.elements_with("pmnet/ctr-a/eth0"), 3, "the range, the single mapping, the hairpin element");
+    for p in [20000, 20437, 20999] {
+        assert_eq!(tcp_ask(&t.client, &format!("{NODE_EXT}:{p}")), Ok(format!("A {CLIENT}")), "port {p}");
+    }
+    assert_eq!(tcp_ask(&t.client, &format!("{NODE_EXT}:8080")), Ok(format!("A {CLIENT}")));
+    assert_eq!(tcp_ask(&t.node, "127.0.0.1:20437"), Ok(format!("A {gw}")), "localhost, masqueraded");
+    assert_eq!(tcp_ask(t.pod(b), &format!("{NODE_EXT}:20999")), Ok(format!("A {gw}")), "other pod, masqueraded");
+    for p in [19999, 21000] {
+        assert!(tcp_ask(&t.client, &format!("{NODE_EXT}:{p}")).is_err(), "port {p} is outside the range");
+    }
+    t.portmap("CHECK", a, &conf).ok();
+
+    // CHECK wants exactly 20000-20999: a narrower range with the same owner and target fails it.
+    let nft = |args: &[&str]| t.node.cmd("nft").args(args).run().ok();
+    let elem = |range: &str| format!("{{ tcp . {range} comment \"pmnet/ctr-a/eth0\" : {ipa} }}");
+    nft(&["delete", "element", "inet", "rcni", "hostportrange4", &elem("20000-20999")]);
+    nft(&["add", "element", "inet", "rcni", "hostportrange4", &elem("20000-20500")]);
+    let out = t.portmap("CHECK", a, &conf);
+    assert!(!out.success() && out.stdout.contains("20000-20500"), "{out}");
+    t.portmap("ADD", a, &conf).ok();
+    assert_eq!(
+        map_elements(&t.node, "hostportrange4"),
+        format!("tcp . 20000-20999 comment \"pmnet/ctr-a/eth0\" : {ipa}")
+    );
+    t.portmap("CHECK", a, &conf).ok();
+
+    let conf_b = |extra: Value| t.portmap_conf(b, identity_range(20500, 20600), extra);
+    let out = t.portmap("ADD", b, &conf_b(json!({"hostPortConflict": "error"})));
+    assert!(!out.success() && out.stdout.contains("pmnet/ctr-a/eth0") && out.stdout.contains("20500-20600"), "{out}");
+    assert_eq!(t.elements_with("pmnet/ctr-b/eth0"), 0, "the refused ADD changed nothing");
+    let out = t.portmap("ADD", b, &conf_b(json!({}))).ok();
+    assert!(out.stderr.contains("replaces the mapping of pmnet/ctr-a/eth0"), "{out}");
+    assert_eq!(
+        map_elements(&t.node, "hostportrange4"),
+        format!("tcp . 20500-20600 comment \"pmnet/ctr-b/eth0\" : {ipb}")
+    );
+    assert_eq!(tcp_ask(&t.client, &format!("{NODE_EXT}:20550")), Ok(format!("B {CLIENT}")));
+    t.portmap("DEL", a, &conf).ok();
+    assert_eq!(t.elements_with("pmnet/ctr-a/eth0"), 0);
+    assert_eq!(
+        map_elements(&t.node, "hostportrange4"),
+        format!("tcp . 20500-20600 comment \"pmnet/ctr-b/eth0\" : {ipb}")
+    );
+    assert_eq!(tcp_ask(&t.client, &format!("{NODE_EXT}:20550")), Ok(format!("B {CLIENT}")), "late DEL of A");
+    t.portmap("DEL", b, &conf_b(json!({}))).ok();
+    assert_eq!(map_elements(&t.node, "hostportrange4"), "");
+    assert!(tcp_ask(&t.client, &format!("{NODE_EXT}:20550")).is_err());
+}
+
 /// PM-5 with br_netfilter on (where the module exists in this kernel): the other pod still gets through,
 /// and the hairpin works once the bridge port has hairpin mode (the kernel re-bridges the DNATed frame
 /// out of the port it came in by, which needs it).

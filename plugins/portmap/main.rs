@@ -80,18 +80,24 @@ fn plan(cfg: &Config, prev: &AddResult, ifname: &str) -> CniResult<(Vec<Element>
     let mut v4_mapped = false;
     for pod in [v4, v6].into_iter().flatten() {
         let is_v4 = pod.is_ipv4();
-        let mut any = false;
-        for m in &cfg.mappings {
-            let Ok(host_ip) = m.host_ip_for(is_v4) else { continue };
-            any = true;
-            out.push(Element::Mapping(Mapping {
-                proto: m.proto,
-                host_port: m.host_port,
-                host_ip,
-                target: pod.ip(),
-                target_port: m.container_port,
-            }));
-        }
+        let mappings: Vec<Mapping> = cfg
+            .mappings
+            .iter()
+            .filter_map(|m| {
+                let host_ip = m.host_ip_for(is_v4).ok()?;
+                Some(Mapping {
+                    proto: m.proto,
+                    host_port: m.host_port,
+                    host_ip,
+                    target: pod.ip(),
+                    target_port: m.container_port,
+                })
+            })
+            .collect();
+        let any = !mappings.is_empty();
+        // Runs of consecutive identical ports become one interval element (placed as single ports in a
+        // condition set's maps, which have no range maps).
+        out.extend(portmap::compact(&mappings));
         if any && cfg.snat {
             let sources = if cfg.masq_all {
                 if is_v4 { "0.0.0.0/0".parse().unwrap() } else { "::/0".parse().unwrap() }
@@ -139,23 +145,12 @@ fn local_prefixes() -> CniResult<Vec<IpNetwork>> {
     })
 }
 
-fn mappings_of<'a>(elements: impl IntoIterator<Item = &'a Element>) -> Vec<Mapping> {
-    elements
-        .into_iter()
-        .filter_map(|e| match e {
-            Element::Mapping(m) => Some(*m),
-            Element::Hairpin(_) => None,
-        })
-        .collect()
-}
-
 /// UDP/SCTP flows that would keep going to an old target (or nowhere) are deleted; a failure only warns,
 /// as the mapping itself is in place.
 fn flush_after_add(elements: &[Element]) {
-    let ms = mappings_of(elements);
     let r = local_prefixes()
         .map_err(|e| e.to_string())
-        .and_then(|l| portmap::flush::after_add(&ms, &l).map_err(|e| e.to_string()));
+        .and_then(|l| portmap::flush::after_add(elements, &l).map_err(|e| e.to_string()));
     if let Err(e) = r {
         warn(PLUGIN, format!("conntrack flush after ADD: {e}"));
     }
@@ -283,7 +278,7 @@ impl Plugin for Portmap {
         for d in portmap::reference::remove_leftovers(&mut nl, &req.conf.name, &req.container_id).map_err(pm_err)? {
             warn(PLUGIN, format!("{owner}: removed the reference portmap's {d}"));
         }
-        if let Err(e) = portmap::flush::after_del(&mappings_of(removed.iter().map(|r| &r.element))) {
+        if let Err(e) = portmap::flush::after_del(&removed.iter().map(|r| r.element).collect::<Vec<_>>()) {
             warn(PLUGIN, format!("conntrack flush after DEL: {e}"));
         }
         Ok(())

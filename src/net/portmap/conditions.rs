@@ -23,7 +23,7 @@ use std::net::IpAddr;
 
 use ipnetwork::IpNetwork;
 
-use super::structure::{MAP_HOSTIPPORT4, MAP_HOSTIPPORT6, MAP_HOSTPORT4, MAP_HOSTPORT6, Structure};
+use super::structure::{MAP_HOSTIPPORT4, MAP_HOSTIPPORT6, MAP_HOSTPORT4, MAP_HOSTPORT6, Structure, dnat_rule};
 use super::{Error, Result, TABLE, nl_err};
 use crate::net::command::Command;
 use crate::net::masq::sha512_hex;
@@ -185,14 +185,10 @@ impl Conditions {
         out.push_str(&format!("add chain inet {TABLE} {chain}\nflush chain inet {TABLE} {chain}\n"));
         let mark = s.mark_expr();
         let nfproto = if self.v4 { "ipv4" } else { "ipv6" };
-        out.push_str(&format!(
-            "add rule inet {TABLE} {chain} {fam} daddr . meta l4proto . th dport @{hip} {mark} dnat {fam} to {fam} \
-             daddr . meta l4proto . th dport map @{hip} comment \"{fp}\"\n"
-        ));
-        out.push_str(&format!(
-            "add rule inet {TABLE} {chain} meta nfproto {nfproto} meta l4proto . th dport @{wild} {mark} dnat {fam} \
-             to meta l4proto . th dport map @{wild} comment \"{fp}\"\n"
-        ));
+        for map in [&hip, &wild] {
+            let rule = dnat_rule(fam, &mark, map);
+            out.push_str(&format!("add rule inet {TABLE} {chain} {rule} comment \"{fp}\"\n"));
+        }
         for (suffix, hook, terms) in [
             ("pre", "type nat hook prerouting priority dstnat - 1", &self.pre),
             ("out", "type nat hook output priority -101", &self.out),

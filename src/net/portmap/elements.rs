@@ -13,9 +13,10 @@ use ipnetwork::IpNetwork;
 use super::conditions::Conditions;
 use super::ledger::Listed;
 use super::structure::{
-    ELEMENT_SETS, MAP_HOSTIPPORT4, MAP_HOSTIPPORT6, MAP_HOSTPORT4, MAP_HOSTPORT6, SET_HAIRPIN4, SET_HAIRPIN6,
+    ELEMENT_SETS, MAP_HOSTIPPORT4, MAP_HOSTIPPORT6, MAP_HOSTIPRANGE4, MAP_HOSTIPRANGE6, MAP_HOSTPORT4, MAP_HOSTPORT6,
+    MAP_RANGE4, MAP_RANGE6, SET_HAIRPIN4, SET_HAIRPIN6,
 };
-use super::{ConflictPolicy, Error, Hairpin, Mapping, Owner, Proto, Result, TABLE, nl_err};
+use super::{ConflictPolicy, Error, Hairpin, Mapping, Owner, PortRange, Proto, Result, TABLE, nl_err};
 use crate::net::nft::{BatchOp, FullElem, NFPROTO_INET, NetlinkError, Nfnl, absent, retryable};
 
 /// How often a read-modify-write is retried when the ruleset changed under it.
@@ -25,6 +26,7 @@ const MAX_ATTEMPTS: usize = 30;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Element {
     Mapping(Mapping),
+    Range(PortRange),
     Hairpin(Hairpin),
 }
 
@@ -32,6 +34,7 @@ impl std::fmt::Display for Element {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Element::Mapping(m) => write!(f, "{m}"),
+            Element::Range(r) => write!(f, "{r}"),
             Element::Hairpin(h) => write!(f, "hairpin masquerade {} -> {}", h.sources, h.pod),
         }
     }
@@ -98,6 +101,23 @@ pub fn encode(e: &Element) -> (&'static str, FullElem) {
             };
             (set, FullElem { key, key_end: None, data: Some(data), comment: None })
         }
+        Element::Range(r) => {
+            let mut key = Vec::with_capacity(24);
+            if let Some(h) = &r.host_ip {
+                key.extend_from_slice(&addr_bytes(h));
+            }
+            key.extend_from_slice(&proto_reg(r.proto));
+            let mut end = key.clone();
+            key.extend_from_slice(&port_reg(r.first));
+            end.extend_from_slice(&port_reg(r.last));
+            let set = match (r.target.is_ipv4(), r.host_ip.is_some()) {
+                (true, false) => MAP_RANGE4,
+                (true, true) => MAP_HOSTIPRANGE4,
+                (false, false) => MAP_RANGE6,
+                (false, true) => MAP_HOSTIPRANGE6,
+            };
+            (set, FullElem { key, key_end: Some(end), data: Some(addr_bytes(&r.target)), comment: None })
+        }
         Element::Hairpin(h) => {
             let pod = addr_bytes(&h.pod);
             let mut key = addr_bytes(&h.sources.network());
@@ -130,6 +150,7 @@ pub fn decode(set: &str, e: &FullElem) -> Option<Element> {
         MAP_HOSTIPPORT4 => (true, true),
         MAP_HOSTPORT6 => (false, false),
         MAP_HOSTIPPORT6 => (false, true),
+        MAP_RANGE4 | MAP_HOSTIPRANGE4 | MAP_RANGE6 | MAP_HOSTIPRANGE6 => return decode_range(set, e),
         SET_HAIRPIN4 | SET_HAIRPIN6 => {
             let v4 = set == SET_HAIRPIN4;
             let len = if v4 { 4 } else { 16 };
@@ -160,6 +181,26 @@ pub fn decode(set: &str, e: &FullElem) -> Option<Element> {
     Some(Element::Mapping(Mapping { proto, host_port, host_ip: host, target, target_port }))
 }
 
+fn decode_range(set: &str, e: &FullElem) -> Option<Element> {
+    let v4 = matches!(set, MAP_RANGE4 | MAP_HOSTIPRANGE4);
+    let alen = if v4 { 4 } else { 16 };
+    let host_ip = matches!(set, MAP_HOSTIPRANGE4 | MAP_HOSTIPRANGE6);
+    let end = e.key_end.as_deref()?;
+    let head = if host_ip { alen + 4 } else { 4 };
+    if e.key.len() != head + 4 || end.len() != head + 4 || e.key[..head] != end[..head] {
+        return None;
+    }
+    let host = if host_ip { Some(addr_at(&e.key, v4)?) } else { None };
+    let proto = Proto::from_number(e.key[head - 4])?;
+    let (first, last) = (port_at(&e.key[head..])?, port_at(&end[head..])?);
+    let data = e.data.as_deref()?;
+    if data.len() != alen || first > last {
+        return None;
+    }
+    let target = addr_at(data, v4)?;
+    Some(Element::Range(PortRange { proto, first, last, host_ip: host, target }))
+}
+
 /// The prefix length of the range first..=last, if it is one prefix.
 fn prefix_of(first: &IpAddr, last: &IpAddr) -> Option<u8> {
     let (f, l, bits) = match (first, last) {
@@ -188,21 +229,34 @@ pub struct Applied {
 pub type Placed = (String, Element);
 
 /// Where each element goes: mappings of a family with conditions to that condition set's maps, the rest
-/// to the shared maps and sets.
+/// to the shared maps and sets. Condition sets have no range maps: a range of such a family is placed as
+/// its single ports (the plugin does not make ranges there; this keeps the conditions if one does).
 pub fn place(elements: &[Element], conds: &[Conditions]) -> Vec<Placed> {
-    elements
-        .iter()
-        .map(|el| {
-            let set = match el {
-                Element::Mapping(m) => match conds.iter().find(|c| c.v4 == m.target.is_ipv4()) {
-                    Some(c) => c.map(m.host_ip.is_some()),
-                    None => encode(el).0.to_string(),
-                },
-                Element::Hairpin(_) => encode(el).0.to_string(),
-            };
-            (set, *el)
-        })
-        .collect()
+    let cond_of = |v4: bool| conds.iter().find(|c| c.v4 == v4);
+    let mut out = Vec::new();
+    for el in elements {
+        match el {
+            Element::Mapping(m) => match cond_of(m.target.is_ipv4()) {
+                Some(c) => out.push((c.map(m.host_ip.is_some()), *el)),
+                None => out.push((encode(el).0.to_string(), *el)),
+            },
+            Element::Range(r) => match cond_of(r.target.is_ipv4()) {
+                Some(c) => out.extend((r.first..=r.last).map(|port| {
+                    let m = Mapping {
+                        proto: r.proto,
+                        host_port: port,
+                        host_ip: r.host_ip,
+                        target: r.target,
+                        target_port: port,
+                    };
+                    (c.map(r.host_ip.is_some()), Element::Mapping(m))
+                })),
+                None => out.push((encode(el).0.to_string(), *el)),
+            },
+            Element::Hairpin(_) => out.push((encode(el).0.to_string(), *el)),
+        }
+    }
+    out
 }
 
 /// The elements as the ledger records them: (set, element without comment).
@@ -228,9 +282,13 @@ fn by_set(list: &[Listed]) -> Vec<(&str, Vec<FullElem>)> {
 
 /// Adds the `placed` elements for `owner` in one generation-checked batch. An element already there with
 /// the same owner and data stays; one with the same key and another owner is replaced (and reported) or,
-/// with [`ConflictPolicy::Error`], fails the whole ADD before anything changes. `previous` is what the
-/// owner's last ADD recorded: those of its keys that are no longer wanted and still belong to the owner
-/// are removed in the same batch (a re-ADD with changed mappings leaves no old element).
+/// with [`ConflictPolicy::Error`], fails the whole ADD before anything changes. For a port range "the same
+/// key" is every range of its map that shares a port with it (found in a dump of that range map, which
+/// holds one element per range, not per port; the kernel would accept a range containing another). A
+/// single port inside another owner's range is no conflict: the single port is more specific and wins
+/// for that port, as a host-IP mapping wins over a wildcard one. `previous` is what the owner's last ADD
+/// recorded: those of its keys that are no longer wanted and still belong to the owner are removed in the
+/// same batch (a re-ADD with changed mappings leaves no old element).
 pub fn apply(
     nl: &mut Nfnl,
     owner: &Owner,
@@ -241,42 +299,60 @@ pub fn apply(
     let tag = owner.tag();
     let wanted = encoded(placed);
     let dropped: Vec<&Listed> = previous.iter().filter(|p| !wanted.iter().any(|w| same_key(p, w))).collect();
+    let mut range_sets: Vec<&str> =
+        placed.iter().filter(|(_, e)| matches!(e, Element::Range(_))).map(|(s, _)| s.as_str()).collect();
+    range_sets.sort();
+    range_sets.dedup();
     let mut last_err = None;
     for _ in 0..MAX_ATTEMPTS {
         let gen_id = nl.generation().map_err(|e| nl_err("reading the nf_tables generation", e))?;
         let mut applied = Applied::default();
         for (set, old) in &dropped {
-            if let Some(c) = lookup(nl, set, old)? {
+            if let Some(c) = lookup_exact(nl, set, old)? {
                 if c.comment.as_deref() == Some(tag.as_str()) {
                     applied.replaced.push((set.clone(), c));
                 }
             }
         }
+        let mut ranges_now: Vec<Listed> = Vec::new();
+        for set in &range_sets {
+            ranges_now.extend(dump(nl, set)?.into_iter().map(|e| (set.to_string(), e)));
+        }
         for (set, el) in placed {
             let (_, mut want) = encode(el);
             want.comment = Some(tag.clone());
-            let cur = nl
-                .get_full(NFPROTO_INET, TABLE, set, &want.key, want.key_end.as_deref())
-                .map_err(|e| nl_err(format!("looking up {el} in map inet {TABLE} {set}"), e))?;
-            match cur {
-                None => applied.added.push((set.clone(), want)),
-                Some(c) if c.comment == want.comment && (c.data == want.data || want.data.is_none()) => {}
-                Some(c) => {
-                    let other = c.comment.clone().unwrap_or_default();
-                    if other != tag {
-                        if policy == ConflictPolicy::Error {
-                            if let Element::Mapping(m) = el {
-                                return Err(Error::Conflict { mapping: *m, owner: other });
-                            }
-                        }
-                        if let Some(old) = decode(set, &c) {
-                            applied.displaced.push(Displaced { element: old, owner: other });
-                        }
+            let current: Vec<FullElem> = if matches!(el, Element::Range(_)) {
+                ranges_now.iter().filter(|(s, c)| s == set && overlaps(c, &want)).map(|(_, c)| c.clone()).collect()
+            } else {
+                nl.get_full(NFPROTO_INET, TABLE, set, &want.key, want.key_end.as_deref())
+                    .map_err(|e| nl_err(format!("looking up {el} in map inet {TABLE} {set}"), e))?
+                    .into_iter()
+                    .collect()
+            };
+            let stays = |c: &FullElem| {
+                c.comment == want.comment
+                    && (c.data == want.data || want.data.is_none())
+                    && (c.key_end == want.key_end || !matches!(el, Element::Range(_)))
+            };
+            if current.len() == 1 && stays(&current[0]) {
+                continue;
+            }
+            for c in current {
+                let other = c.comment.clone().unwrap_or_default();
+                if other != tag {
+                    if policy == ConflictPolicy::Error && !matches!(el, Element::Hairpin(_)) {
+                        return Err(Error::Conflict { what: el.to_string(), owner: other });
                     }
-                    applied.replaced.push((set.clone(), c));
-                    applied.added.push((set.clone(), want));
+                    if let Some(old) = decode(set, &c) {
+                        applied.displaced.push(Displaced { element: old, owner: other });
+                    }
+                }
+                let c = (set.clone(), c);
+                if !applied.replaced.iter().any(|r| same_key(r, &c)) {
+                    applied.replaced.push(c);
                 }
             }
+            applied.added.push((set.clone(), want));
         }
         let (del, add) = (by_set(&applied.replaced), by_set(&applied.added));
         let mut ops: Vec<BatchOp<'_>> = del.into_iter().map(|(set, elems)| BatchOp::DelFull { set, elems }).collect();
@@ -288,6 +364,29 @@ pub fn apply(
         }
     }
     Err(batch_err(owner, last_err.expect("at least one attempt")))
+}
+
+/// Whether two elements of one range map share a port: same host IP and protocol (the key before the
+/// port register), intersecting port intervals.
+fn overlaps(a: &FullElem, b: &FullElem) -> bool {
+    let (Some(ae), Some(be)) = (a.key_end.as_deref(), b.key_end.as_deref()) else { return false };
+    let n = a.key.len();
+    if n < 4 || b.key.len() != n || ae.len() != n || be.len() != n || a.key[..n - 4] != b.key[..n - 4] {
+        return false;
+    }
+    let port = |k: &[u8]| port_at(&k[n - 4..]);
+    match (port(&a.key), port(ae), port(&b.key), port(be)) {
+        (Some(a0), Some(a1), Some(b0), Some(b1)) => a0 <= b1 && b0 <= a1,
+        _ => false,
+    }
+}
+
+fn dump(nl: &mut Nfnl, set: &str) -> Result<Vec<FullElem>> {
+    match nl.dump_full(NFPROTO_INET, TABLE, set) {
+        Ok(v) => Ok(v.unwrap_or_default()),
+        Err(e) if absent(&e) => Ok(Vec::new()),
+        Err(e) => Err(nl_err(format!("listing map inet {TABLE} {set}"), e)),
+    }
 }
 
 fn batch_err(owner: &Owner, e: NetlinkError) -> Error {
@@ -369,6 +468,12 @@ fn lookup(nl: &mut Nfnl, set: &str, e: &FullElem) -> Result<Option<FullElem>> {
     }
 }
 
+/// The element with exactly `e`'s key (and key end): a lookup in an interval map answers with the
+/// element containing the key's start, which may be another one.
+fn lookup_exact(nl: &mut Nfnl, set: &str, e: &FullElem) -> Result<Option<FullElem>> {
+    Ok(lookup(nl, set, e)?.filter(|c| c.key == e.key && c.key_end == e.key_end))
+}
+
 /// Removes the `listed` elements (what the owner's ADD recorded) that still belong to `owner`, one
 /// lookup each, in one generation-checked batch: other owners' elements are never read. Returns what was
 /// removed.
@@ -383,7 +488,7 @@ pub fn remove_listed(nl: &mut Nfnl, owner: &Owner, listed: &[Listed]) -> Result<
         };
         let mut doomed: Vec<Listed> = Vec::new();
         for (set, e) in listed {
-            if let Some(c) = lookup(nl, set, e)? {
+            if let Some(c) = lookup_exact(nl, set, e)? {
                 if c.comment.as_deref() == Some(tag.as_str()) {
                     doomed.push((set.clone(), c));
                 }
@@ -447,7 +552,9 @@ pub fn verify(nl: &mut Nfnl, owner: &Owner, placed: &[Placed]) -> Result<()> {
                     c.comment.unwrap_or_default()
                 )));
             }
-            Some(c) if want.data.is_some() && c.data != want.data => {
+            Some(c)
+                if (want.data.is_some() && c.data != want.data) || c.key != want.key || c.key_end != want.key_end =>
+            {
                 let now = decode(set, &c).map(|e| e.to_string()).unwrap_or_else(|| "something else".into());
                 return Err(Error::Check(format!(
                     "portmap: {el} of {owner} is in inet {TABLE} {set} as {now}; an ADD rewrites it"
@@ -486,6 +593,43 @@ mod tests {
         assert_eq!(e.key, [10, 88, 0, 0, 10, 88, 0, 2]);
         assert_eq!(e.key_end.as_deref(), Some(&[10, 88, 0, 255, 10, 88, 0, 2][..]));
         assert_eq!(decode(set, &e), Some(Element::Hairpin(h)));
+    }
+
+    #[test]
+    fn ranges_roundtrip_and_overlap_by_port() {
+        let r = PortRange {
+            proto: Proto::Tcp,
+            first: 20000,
+            last: 20999,
+            host_ip: None,
+            target: "10.88.0.2".parse().unwrap(),
+        };
+        let (set, e) = encode(&Element::Range(r));
+        assert_eq!(set, MAP_RANGE4);
+        assert_eq!(e.key, [6, 0, 0, 0, 0x4e, 0x20, 0, 0]);
+        assert_eq!(e.key_end.as_deref(), Some(&[6u8, 0, 0, 0, 0x52, 0x07, 0, 0][..]));
+        assert_eq!(e.data.as_deref(), Some(&[10u8, 88, 0, 2][..]));
+        assert_eq!(decode(set, &e), Some(Element::Range(r)));
+        let h = PortRange { host_ip: Some("fd00::1".parse().unwrap()), target: "fd00::2".parse().unwrap(), ..r };
+        let (set6, e6) = encode(&Element::Range(h));
+        assert_eq!((set6, e6.key.len()), (MAP_HOSTIPRANGE6, 24));
+        assert_eq!(decode(set6, &e6), Some(Element::Range(h)));
+        let with = |first, last, proto| encode(&Element::Range(PortRange { first, last, proto, ..r })).1;
+        assert!(overlaps(&e, &with(20999, 21500, Proto::Tcp)), "shares the last port");
+        assert!(overlaps(&e, &with(19000, 22000, Proto::Tcp)), "contains it");
+        assert!(!overlaps(&e, &with(21000, 21500, Proto::Tcp)));
+        assert!(!overlaps(&e, &with(20000, 20999, Proto::Udp)), "another protocol");
+    }
+
+    #[test]
+    fn a_range_under_conditions_is_placed_as_single_ports() {
+        let r =
+            PortRange { proto: Proto::Udp, first: 53, last: 55, host_ip: None, target: "10.0.0.2".parse().unwrap() };
+        let c = Conditions::parse("conditionsV4", true, &["-s".to_string(), "198.18.0.0/24".to_string()]).unwrap();
+        let placed = place(&[Element::Range(r)], std::slice::from_ref(&c));
+        assert_eq!(placed.len(), 3);
+        assert!(placed.iter().all(|(set, e)| *set == c.map(false) && matches!(e, Element::Mapping(m) if r.covers(m))));
+        assert_eq!(place(&[Element::Range(r)], &[]), vec![(MAP_RANGE4.to_string(), Element::Range(r))]);
     }
 
     #[test]

@@ -9,11 +9,12 @@
 //!     map hostport4   { type inet_proto . inet_service : ipv4_addr . inet_service }             # any local address
 //!     map hostipport4 { type ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service } # one host IP
 //!     map hostport6 / hostipport6                                                           # same for IPv6
+//!     map hostportrange4 / hostiprange4 / ...6 { flags interval; proto . first-last : addr }     # port ranges
 //!     set hairpin4 { type ipv4_addr . ipv4_addr; flags interval }   # (source prefix . pod) to masquerade
 //!     set hairpin6
 //!     chain portmap-pre  { nat prerouting dstnat: fib daddr type local jump portmap-dnat }
 //!     chain portmap-out  { nat output -100:       fib daddr type local jump portmap-dnat }
-//!     chain portmap-dnat { the host-IP map first, then the wildcard map; each marks the connection
+//!     chain portmap-dnat { most specific first (host-IP port, host-IP range, port, range); each marks the connection
 //!                          (ct mark |= 1 << markMasqBit) and DNATs to the map's data }
 //!     chain portmap-post { nat postrouting srcnat: marked and from 127.0.0.0/8, or marked and
 //!                          (saddr . daddr) in the hairpin set: masquerade }
@@ -128,6 +129,82 @@ impl fmt::Display for Mapping {
     }
 }
 
+/// A run of consecutive host ports forwarded to the same ports of one target (`hostPort ==
+/// containerPort` for each, as podman writes a published port range): one interval element instead of
+/// one element per port. Packets keep their destination port; only the address is rewritten.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PortRange {
+    pub proto: Proto,
+    pub first: u16,
+    pub last: u16,
+    /// `None`: every local address of the target's family.
+    pub host_ip: Option<IpAddr>,
+    pub target: IpAddr,
+}
+
+impl PortRange {
+    /// Whether `m` is one of the ports this range forwards (same key, same target).
+    pub fn covers(&self, m: &Mapping) -> bool {
+        m.proto == self.proto
+            && m.host_ip == self.host_ip
+            && m.target == self.target
+            && m.host_port == m.target_port
+            && (self.first..=self.last).contains(&m.host_port)
+    }
+}
+
+impl fmt::Display for PortRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let host = match self.host_ip {
+            Some(IpAddr::V6(a)) => format!("[{a}]"),
+            Some(a) => a.to_string(),
+            None => "*".to_string(),
+        };
+        let target = match self.target {
+            IpAddr::V6(a) => format!("[{a}]"),
+            a => a.to_string(),
+        };
+        let (p, a, b) = (self.proto.as_str(), self.first, self.last);
+        write!(f, "{p} {host}:{a}-{b} -> {target}:{a}-{b}")
+    }
+}
+
+/// The forwarding elements for `mappings` (of one family): every run of two or more consecutive ports
+/// with `hostPort == containerPort`, the same protocol, host IP and target becomes one [`PortRange`], the
+/// rest stay single [`Mapping`]s. Sorted, so equal inputs give equal elements.
+pub fn compact(mappings: &[Mapping]) -> Vec<Element> {
+    let mut ms: Vec<Mapping> = mappings.to_vec();
+    ms.sort_by_key(|m| (m.proto, m.host_ip, m.target, m.host_port, m.target_port));
+    ms.dedup();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < ms.len() {
+        let start = ms[i];
+        let mut j = i;
+        while start.host_port == start.target_port
+            && j + 1 < ms.len()
+            && ms[j + 1].host_port == ms[j + 1].target_port
+            && ms[j + 1].host_port as u32 == ms[j].host_port as u32 + 1
+            && (ms[j + 1].proto, ms[j + 1].host_ip, ms[j + 1].target) == (start.proto, start.host_ip, start.target)
+        {
+            j += 1;
+        }
+        if j > i {
+            out.push(Element::Range(PortRange {
+                proto: start.proto,
+                first: start.host_port,
+                last: ms[j].host_port,
+                host_ip: start.host_ip,
+                target: start.target,
+            }));
+        } else {
+            out.push(Element::Mapping(start));
+        }
+        i = j + 1;
+    }
+    out
+}
+
 /// Sources whose connections to `pod` through a host port are masqueraded, so the pod's reply comes
 /// back through the node (hairpin and other pods on the same bridge): the pod's subnet, or everything
 /// with `masqAll`.
@@ -208,7 +285,8 @@ pub enum Error {
     },
     /// A host port is mapped by another owner and the policy is [`ConflictPolicy::Error`].
     Conflict {
-        mapping: Mapping,
+        /// The mapping or range of this ADD.
+        what: String,
         owner: String,
     },
     /// The node's portmap structure uses another mark bit.
@@ -225,13 +303,10 @@ impl fmt::Display for Error {
         match self {
             Error::Command { what, err, hint } => write!(f, "{what}: {err}{hint}"),
             Error::Netlink { what, err } => write!(f, "{what}: {err}"),
-            Error::Conflict { mapping, owner } => write!(
+            Error::Conflict { what, owner } => write!(
                 f,
-                "host port {} {}:{} is already mapped by {owner} (hostPortConflict is \"error\"): remove that \
-                 mapping first, pick another hostPort, or set hostPortConflict to \"replace\"",
-                mapping.proto.as_str(),
-                mapping.host_ip.map(|a| a.to_string()).unwrap_or_else(|| "*".into()),
-                mapping.host_port
+                "host port {what}: the host port is already mapped by {owner} (hostPortConflict is \"error\"): remove \
+                 that mapping first, pick another hostPort, or set hostPortConflict to \"replace\""
             ),
             Error::MarkBit { wanted, found } => write!(
                 f,
@@ -249,4 +324,41 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 pub(crate) fn nl_err(what: impl Into<String>, err: NetlinkError) -> Error {
     Error::Netlink { what: format!("portmap: {}", what.into()), err }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(proto: Proto, host_port: u16, target_port: u16) -> Mapping {
+        Mapping { proto, host_port, host_ip: None, target: "10.0.0.2".parse().unwrap(), target_port }
+    }
+
+    #[test]
+    fn compact_makes_runs_of_identical_ports_ranges() {
+        let mut ms: Vec<Mapping> = (8000..=8999).rev().map(|p| m(Proto::Tcp, p, p)).collect();
+        ms.push(m(Proto::Tcp, 9000, 90)); // not identical: stays single, ends the run
+        ms.push(m(Proto::Udp, 8000, 8000)); // another protocol, alone: single
+        ms.push(m(Proto::Tcp, 8500, 8500)); // a repeat inside the run
+        ms.push(m(Proto::Tcp, 10, 10));
+        ms.push(m(Proto::Tcp, 11, 11));
+        ms.push(m(Proto::Tcp, 13, 13)); // gap: single
+        let e = compact(&ms);
+        let range = |first, last| {
+            Element::Range(PortRange { proto: Proto::Tcp, first, last, host_ip: None, target: ms[0].target })
+        };
+        assert_eq!(
+            e,
+            vec![
+                range(10, 11),
+                Element::Mapping(m(Proto::Tcp, 13, 13)),
+                range(8000, 8999),
+                Element::Mapping(m(Proto::Tcp, 9000, 90)),
+                Element::Mapping(m(Proto::Udp, 8000, 8000)),
+            ]
+        );
+        let hip = Mapping { host_ip: Some("198.18.0.1".parse().unwrap()), ..m(Proto::Tcp, 8001, 8001) };
+        assert_eq!(compact(&[m(Proto::Tcp, 8000, 8000), hip]).len(), 2, "another host IP is another key");
+        assert_eq!(compact(&[m(Proto::Tcp, 65535, 65535)]), vec![Element::Mapping(m(Proto::Tcp, 65535, 65535))]);
+    }
 }

@@ -9,17 +9,32 @@ use crate::net::nft::{NFPROTO_INET, Nfnl, absent};
 
 /// The layout version (`v1`: bump it when the rules change shape, so an upgrade rewrites the structure)
 /// and the start of the mark bit, as every rule comment begins.
-const COMMENT_PREFIX: &str = "rcni-portmap v1 bit";
+const COMMENT_PREFIX: &str = "rcni-portmap v2 bit";
 
 pub const MAP_HOSTPORT4: &str = "hostport4";
 pub const MAP_HOSTIPPORT4: &str = "hostipport4";
 pub const MAP_HOSTPORT6: &str = "hostport6";
 pub const MAP_HOSTIPPORT6: &str = "hostipport6";
+/// Interval maps of port ranges (data: the target address; the port is kept).
+pub const MAP_RANGE4: &str = "hostportrange4";
+pub const MAP_HOSTIPRANGE4: &str = "hostiprange4";
+pub const MAP_RANGE6: &str = "hostportrange6";
+pub const MAP_HOSTIPRANGE6: &str = "hostiprange6";
 pub const SET_HAIRPIN4: &str = "hairpin4";
 pub const SET_HAIRPIN6: &str = "hairpin6";
 /// Every map and set holding per-attachment elements.
-pub const ELEMENT_SETS: [&str; 6] =
-    [MAP_HOSTPORT4, MAP_HOSTIPPORT4, MAP_HOSTPORT6, MAP_HOSTIPPORT6, SET_HAIRPIN4, SET_HAIRPIN6];
+pub const ELEMENT_SETS: [&str; 10] = [
+    MAP_HOSTPORT4,
+    MAP_HOSTIPPORT4,
+    MAP_HOSTPORT6,
+    MAP_HOSTIPPORT6,
+    MAP_RANGE4,
+    MAP_HOSTIPRANGE4,
+    MAP_RANGE6,
+    MAP_HOSTIPRANGE6,
+    SET_HAIRPIN4,
+    SET_HAIRPIN6,
+];
 
 pub const CHAIN_PRE: &str = "portmap-pre";
 pub const CHAIN_OUT: &str = "portmap-out";
@@ -27,6 +42,21 @@ pub const CHAIN_DNAT: &str = "portmap-dnat";
 pub const CHAIN_POST: &str = "portmap-post";
 pub const CHAIN_GUARD: &str = "portmap-guard";
 const CHAINS: [&str; 5] = [CHAIN_PRE, CHAIN_OUT, CHAIN_DNAT, CHAIN_POST, CHAIN_GUARD];
+
+/// The rule DNATing packets whose key is in `map` (of family `fam`, `ip` or `ip6`) to the map's data:
+/// keyed by destination address too for the host-IP maps; the data is address and port for single
+/// mappings, the address alone (the port is kept) for ranges.
+pub(crate) fn dnat_rule(fam: &str, mark: &str, map: &str) -> String {
+    if map.starts_with("hostip") {
+        let key = format!("{fam} daddr . meta l4proto . th dport");
+        format!("{key} @{map} {mark} dnat {fam} to {key} map @{map}")
+    } else {
+        let nfproto = if fam == "ip" { "ipv4" } else { "ipv6" };
+        format!(
+            "meta nfproto {nfproto} meta l4proto . th dport @{map} {mark} dnat {fam} to meta l4proto . th dport map @{map}"
+        )
+    }
+}
 
 /// The node-wide part of the configuration that the rules depend on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,35 +88,15 @@ impl Structure {
         vec![
             (CHAIN_PRE, format!("fib daddr type local jump {CHAIN_DNAT}")),
             (CHAIN_OUT, format!("fib daddr type local jump {CHAIN_DNAT}")),
-            // The host-IP maps first: a mapping for one address is more specific than a wildcard one.
-            (
-                CHAIN_DNAT,
-                format!(
-                    "ip daddr . meta l4proto . th dport @{MAP_HOSTIPPORT4} {mark} \
-                     dnat ip to ip daddr . meta l4proto . th dport map @{MAP_HOSTIPPORT4}"
-                ),
-            ),
-            (
-                CHAIN_DNAT,
-                format!(
-                    "meta nfproto ipv4 meta l4proto . th dport @{MAP_HOSTPORT4} {mark} \
-                     dnat ip to meta l4proto . th dport map @{MAP_HOSTPORT4}"
-                ),
-            ),
-            (
-                CHAIN_DNAT,
-                format!(
-                    "ip6 daddr . meta l4proto . th dport @{MAP_HOSTIPPORT6} {mark} \
-                     dnat ip6 to ip6 daddr . meta l4proto . th dport map @{MAP_HOSTIPPORT6}"
-                ),
-            ),
-            (
-                CHAIN_DNAT,
-                format!(
-                    "meta nfproto ipv6 meta l4proto . th dport @{MAP_HOSTPORT6} {mark} \
-                     dnat ip6 to meta l4proto . th dport map @{MAP_HOSTPORT6}"
-                ),
-            ),
+            // Most specific first: a host IP over every local address, a single port over a range.
+            (CHAIN_DNAT, dnat_rule("ip", &mark, MAP_HOSTIPPORT4)),
+            (CHAIN_DNAT, dnat_rule("ip", &mark, MAP_HOSTIPRANGE4)),
+            (CHAIN_DNAT, dnat_rule("ip", &mark, MAP_HOSTPORT4)),
+            (CHAIN_DNAT, dnat_rule("ip", &mark, MAP_RANGE4)),
+            (CHAIN_DNAT, dnat_rule("ip6", &mark, MAP_HOSTIPPORT6)),
+            (CHAIN_DNAT, dnat_rule("ip6", &mark, MAP_HOSTIPRANGE6)),
+            (CHAIN_DNAT, dnat_rule("ip6", &mark, MAP_HOSTPORT6)),
+            (CHAIN_DNAT, dnat_rule("ip6", &mark, MAP_RANGE6)),
             // Localhost (needs route_localnet on the pod's host interface) and hairpin: masqueraded so
             // the pod's answer comes back through the node's conntrack.
             (CHAIN_POST, format!("ct mark & {m} == {m} ip saddr 127.0.0.0/8 masquerade")),
@@ -124,6 +134,16 @@ impl Structure {
             (MAP_HOSTIPPORT6, "ipv6_addr . inet_proto . inet_service : ipv6_addr . inet_service", "IPv6 host IP ports"),
         ] {
             s.push_str(&format!("add map inet {TABLE} {name} {{ type {ty}; comment \"rcni portmap: {what}\"; }}\n"));
+        }
+        for (name, ty, what) in [
+            (MAP_RANGE4, "inet_proto . inet_service : ipv4_addr", "IPv4 host port ranges"),
+            (MAP_HOSTIPRANGE4, "ipv4_addr . inet_proto . inet_service : ipv4_addr", "IPv4 host IP port ranges"),
+            (MAP_RANGE6, "inet_proto . inet_service : ipv6_addr", "IPv6 host port ranges"),
+            (MAP_HOSTIPRANGE6, "ipv6_addr . inet_proto . inet_service : ipv6_addr", "IPv6 host IP port ranges"),
+        ] {
+            s.push_str(&format!(
+                "add map inet {TABLE} {name} {{ type {ty}; flags interval; comment \"rcni portmap: {what}\"; }}\n"
+            ));
         }
         for (name, ty) in [(SET_HAIRPIN4, "ipv4_addr . ipv4_addr"), (SET_HAIRPIN6, "ipv6_addr . ipv6_addr")] {
             s.push_str(&format!(
@@ -241,7 +261,7 @@ mod tests {
     fn comments_carry_the_bit_and_parse_back() {
         let s = Structure { mark_bit: 5 };
         let c = s.comments();
-        assert_eq!(c.len(), 10);
+        assert_eq!(c.len(), 14);
         assert!(c.iter().all(|c| parse_bit(c) == Some(5)), "{c:?}");
         assert_ne!(c, Structure::default().comments());
         let script = s.script();
