@@ -410,6 +410,62 @@ fn add_and_del_under_a_runner_that_does_not_reap_leave_no_zombie() {
     assert!(support::reservations(data.path()).is_empty(), "the IP is still reserved");
 }
 
+/// Under the same non-reaping runner no helper sends the pod's gratuitous ARP: the kernel does, at the up
+/// (`arp_notify` set before it). Pod a holds a stale, wrong entry for the address pod b is about to get;
+/// after b's ADD, a's entry carries b's MAC within 1 s, and neither ADD left the runner a child.
+#[test]
+fn add_under_a_runner_that_does_not_reap_still_announces_the_address() {
+    let tag = "km-nrarp";
+    let node = NodeNs::new(tag);
+    let data = TempDir::new(tag);
+    let (a, b) = (PodNs::new(tag), PodNs::new(tag));
+    let conf = json!({
+        "cniVersion": "1.1.0", "name": "kmna", "type": "bridge", "bridge": "kmnabr0", "isGateway": true,
+        "ipam": {"type": "host-local", "subnet": "10.79.0.0/24", "dataDir": data.path().to_string_lossy()}
+    });
+    let stdin = serde_json::to_vec(&conf).unwrap();
+    let plugins = PluginDir::new(&[("bridge", rcni_bin("bridge")), ("host-local", rcni_bin("host-local"))]);
+    let env = |command: &str, cid: &str, pod: &PodNs| {
+        cni_env(command, cid, pod.path_str(), "eth0", &[plugins.path().to_path_buf()])
+    };
+    let add = |cid: &str, pod: &PodNs| -> Value {
+        let run = NonReapingInit::start(&node, &rcni_bin("bridge"), &env("ADD", cid, pod), &stdin);
+        let (answer, status) = run.answer();
+        let orphans = run.orphans();
+        drop(run);
+        assert_eq!(status, 0, "ADD {cid} failed: {}", String::from_utf8_lossy(&answer));
+        assert!(orphans.is_empty(), "ADD {cid} left the runner children (pid, state, name): {orphans:?}");
+        serde_json::from_slice(&answer).unwrap()
+    };
+    let ra = add("km-nrarp-a", &a);
+    let ip_a: std::net::Ipv4Addr =
+        ra["ips"][0]["address"].as_str().unwrap().split('/').next().unwrap().parse().unwrap();
+    // host-local hands out the address after a's next.
+    let next = std::net::Ipv4Addr::from(u32::from(ip_a) + 1).to_string();
+    let neigh = || a.ip_json(&["neigh", "show", &next, "dev", "eth0"]);
+    a.ip(&["neigh", "replace", &next, "lladdr", "02:00:00:00:de:ad", "nud", "stale", "dev", "eth0"]).ok();
+    assert_eq!(neigh()[0]["lladdr"], "02:00:00:00:de:ad");
+    let rb = add("km-nrarp-b", &b);
+    let answered = Instant::now();
+    assert_eq!(rb["ips"][0]["address"].as_str().unwrap().split('/').next().unwrap(), next);
+    let mac_b = rb["interfaces"][2]["mac"].as_str().unwrap().to_string();
+    loop {
+        let seen = neigh()[0]["lladdr"].as_str().unwrap_or_default().to_string();
+        if seen == mac_b {
+            break;
+        }
+        assert!(answered.elapsed() < Duration::from_secs(1), "a still has {seen} for {next}, not {mac_b}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for (cid, pod) in [("km-nrarp-a", &a), ("km-nrarp-b", &b)] {
+        let run = NonReapingInit::start(&node, &rcni_bin("bridge"), &env("DEL", cid, pod), &stdin);
+        let (answer, status) = run.answer();
+        drop(run);
+        assert_eq!(status, 0, "DEL {cid} failed: {}", String::from_utf8_lossy(&answer));
+    }
+    assert!(support::reservations(data.path()).is_empty(), "an IP is still reserved");
+}
+
 /// PID 1 of a new pid namespace that runs one plugin (stdin/stdout piped, in the node netns), waits for
 /// that pid only, and then sleeps without ever reaping anything else, until dropped (which kills it and
 /// with it the namespace). Only async-signal-safe calls after the fork: the test process has threads.
