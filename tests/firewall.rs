@@ -745,3 +745,155 @@ fn ipv6_pod_behind_an_ip6tables_forward_drop_policy() {
         assert_eq!(added, structure.iter().collect::<Vec<_>>(), "{name}: only the shared structure is left");
     }
 }
+
+/// [`isolation_list`] with `backend: "nftables"`.
+fn nft_list(name: &str, br: &str, n: u8, data: &Path, policy: &str) -> Value {
+    let mut v = isolation_list(name, br, n, data, policy, false);
+    v["plugins"][1]["backend"] = json!("nftables");
+    v
+}
+
+/// The nftables backend on a node with no DROP policy, real traffic: neta (fwbra, `isolated`) with a1
+/// and a2, netb (fwbrb, `same-bridge`) with b1 and b2. a1 and a2 cannot reach each other, b1 and b2
+/// can, neither network reaches the other; every pod reaches its gateway and the external client, and
+/// the client reaches them. A drop the operator puts in the admin chain (CNI-ADMIN in table inet rcni)
+/// applies. Nothing is written to iptables. DEL of a network's last pod removes exactly its rules.
+#[test]
+fn nftables_backend_isolates_natively_and_cleans_up() {
+    let node = Node::new("fw-nft");
+    let client = client_of(&node, "fw-nft-c");
+    node.set_sysctl("net.ipv4.ip_forward", "1");
+    let iptables_before = node.filter();
+    let data = TempDir::new("fw-nft-ipam");
+    let conf = NetConfDir::new(&nft_list("neta", "fwbra", 1, data.path(), "isolated"));
+    conf.write("20-netb.conflist", &nft_list("netb", "fwbrb", 2, data.path(), "same-bridge"));
+    let dir = plugin_dir(ours(), our_portmap());
+    let tool = Cnitool::new(&conf, &[dir.path().to_path_buf()]);
+    let pods: Vec<(&str, PodNs)> = ["neta", "neta", "netb", "netb"]
+        .into_iter()
+        .enumerate()
+        .map(|(i, n)| (n, PodNs::new(&format!("fw-nft-{i}"))))
+        .collect();
+    let ip = |r: Value| r["ips"][0]["address"].as_str().unwrap().split('/').next().unwrap().to_string();
+    let mut ips: Vec<String> =
+        pods.iter().map(|(net, p)| ip(tool.run(&node, &["add", net, p.path_str()]).ok().json())).collect();
+    let [a1, a2, b1, b2] = [&pods[0].1, &pods[1].1, &pods[2].1, &pods[3].1];
+    for (p, gw) in [(a1, "10.88.1.1"), (a2, "10.88.1.1"), (b1, "10.88.2.1"), (b2, "10.88.2.1")] {
+        assert!(p.wait_ping(gw, Duration::from_secs(5)), "a pod reaches its gateway {gw}");
+        assert!(p.wait_ping("198.18.0.2", Duration::from_secs(5)), "a pod reaches the client");
+    }
+    for i in &ips {
+        assert!(client.ping(i), "the client reaches {i}");
+    }
+    assert!(!a1.ping(&ips[1]) && !a2.ping(&ips[0]), "isolated: a1 and a2 are kept apart");
+    assert!(b1.wait_ping(&ips[3], Duration::from_secs(5)), "same-bridge: b1 reaches b2");
+    assert!(!a1.ping(&ips[2]) && !b1.ping(&ips[0]), "neta and netb are kept apart");
+    assert_eq!(node.filter(), iptables_before, "the nftables backend writes nothing to iptables");
+    for (net, p) in &pods {
+        tool.run(&node, &["check", net, p.path_str()]).ok();
+    }
+
+    // The admin chain: the operator's drop applies (client -> b1 only).
+    let admin_rule = format!("ip saddr 198.18.0.2 ip daddr {} drop", ips[2]);
+    node.sh(&format!("nft add rule inet rcni CNI-ADMIN {admin_rule}")).ok();
+    assert!(!client.ping(&ips[2]) && client.ping(&ips[3]), "the admin chain's drop applies to b1 only");
+
+    // CHECK notices a removed isolation rule.
+    let ruleset = node.nft_ruleset();
+    assert!(ruleset.contains("oifname \"fwbra\" drop"), "{ruleset}");
+    node.cmd("nft").args(["flush", "chain", "inet", "rcni", "firewall-isolation-2"]).run().ok();
+    let out = tool.run(&node, &["check", "neta", a1.path_str()]).fails();
+    assert!(format!("{out}").contains("firewall-isolation-2"), "{out}");
+    assert!(a1.wait_ping(&ips[3], Duration::from_secs(5)), "without the drops neta reaches netb");
+    // A new ADD on each network puts back its missing rules (the others' attachments keep them in use).
+    tool.run(&node, &["del", "neta", a1.path_str()]).ok();
+    ips[0] = ip(tool.run(&node, &["add", "neta", a1.path_str()]).ok().json());
+    tool.run(&node, &["del", "netb", b1.path_str()]).ok();
+    ips[2] = ip(tool.run(&node, &["add", "netb", b1.path_str()]).ok().json());
+    assert!(!a1.ping(&ips[3]) && !b1.ping(&ips[0]), "the ADDs restored the drops");
+    assert!(b1.wait_ping(&ips[3], Duration::from_secs(5)), "same-bridge: b1 still reaches b2");
+    for (net, p) in &pods {
+        tool.run(&node, &["check", net, p.path_str()]).ok();
+    }
+
+    // DEL of neta's pods: neta's rules go, netb's stay and still isolate; then netb's go too.
+    tool.run(&node, &["del", "neta", a2.path_str()]).ok();
+    assert!(node.nft_ruleset().contains("iifname \"fwbra\""), "a1 still uses neta's rules");
+    tool.run(&node, &["del", "neta", a1.path_str()]).ok();
+    let ruleset = node.nft_ruleset();
+    assert!(!ruleset.contains("fwbra") && ruleset.contains("oifname \"fwbrb\" drop"), "{ruleset}");
+    tool.run(&node, &["del", "netb", b2.path_str()]).ok();
+    tool.run(&node, &["del", "netb", b1.path_str()]).ok();
+    let ruleset = node.nft_ruleset();
+    assert!(!ruleset.contains("rcni firewall: network"), "no network rule left: {ruleset}");
+    assert!(ruleset.contains(&admin_rule), "the operator's admin rule stays: {ruleset}");
+    assert_eq!(node.filter(), iptables_before);
+}
+
+/// The nftables backend refuses (code 2, naming what drops and the iptables backend) a node where a
+/// forward DROP policy would drop the pods' traffic whatever table inet rcni says, and changes nothing:
+/// iptables' FORWARD policy, ip6tables' for a v6 pod, another table's forward base chain. CHECK of an
+/// attachment made before the policy appeared fails the same way.
+#[test]
+fn nftables_backend_refuses_a_node_with_a_forward_drop_policy() {
+    let setups = [
+        ("iptables", "iptables -P FORWARD DROP", "iptables FORWARD policy DROP"),
+        ("ip6tables", "ip6tables -P FORWARD DROP", "ip6tables FORWARD policy DROP"),
+        (
+            "foreign nft",
+            "nft add table inet othertab && \
+             nft add chain inet othertab forwarddrop '{ type filter hook forward priority 10; policy drop; }'",
+            "inet othertab forwarddrop",
+        ),
+    ];
+    for (what, cmd, needle) in setups {
+        let node = Node::new("fw-nftdrop");
+        let c = conf(json!({"backend": "nftables", "ingressPolicy": "same-bridge"}), &[V4, V6]);
+        run(&node, &ours(), "ADD", "ctrA", &c).ok();
+        node.sh(cmd).ok();
+        let before = (node.nft_ruleset(), node.filter());
+        let out = run(&node, &ours(), "ADD", "ctrB", &c).fails();
+        let v = out.json();
+        assert_eq!(v["code"], 2, "{what}: {out}");
+        let text = format!("{} {}", v["msg"].as_str().unwrap(), v["details"].as_str().unwrap_or(""));
+        for n in [needle, "backend \"nftables\"", "\"iptables\""] {
+            assert!(text.contains(n), "{what}: the error names {n:?}: {text}");
+        }
+        assert_eq!((node.nft_ruleset(), node.filter()), before, "{what}: nothing changed");
+        let out = run(&node, &ours(), "CHECK", "ctrA", &c).fails();
+        assert!(out.stdout.contains(needle), "{what}: CHECK sees the policy too: {out}");
+        // DEL needs no backend check: it still removes ctrA's rules.
+        run(&node, &ours(), "DEL", "ctrA", &c).ok();
+        assert!(!node.nft_ruleset().contains("rcni firewall: network"), "{what}: {}", node.nft_ruleset());
+    }
+}
+
+/// DEL with nothing but containerID and ifname (no prevResult) under the nftables backend: the network's
+/// rules stay while another of its attachments is recorded, and the DEL of the last one leaves the ruleset
+/// exactly as it was before the network came (another network's rules and the structure untouched).
+#[test]
+fn nftables_backend_removes_exactly_its_rules_without_prev_result() {
+    let node = Node::new("fw-nftdel");
+    let policy = json!({"backend": "nftables", "ingressPolicy": "same-bridge"});
+    let mut other = conf(policy.clone(), &["10.89.0.2/16"]);
+    other["name"] = json!("othernet");
+    other["prevResult"]["interfaces"][0]["name"] = json!("fwbrother");
+    run(&node, &ours(), "ADD", "ctrO", &other).ok();
+    let before = node.nft_ruleset();
+    assert!(before.contains("oifname \"fwbrother\" drop"), "{before}");
+    let c = conf(policy.clone(), &[V4]);
+    run(&node, &ours(), "ADD", "ctrA", &c).ok();
+    run(&node, &ours(), "ADD", "ctrB", &conf(policy, &["10.88.0.3/16"])).ok();
+    let added = node.nft_ruleset();
+    for rule in ["iifname \"cni-podman0\" oifname \"cni-podman0\" return", "oifname \"cni-podman0\" drop"] {
+        assert_eq!(added.matches(rule).count(), 1, "{rule} once for the network: {added}");
+    }
+    let bare = without_prev(c);
+    run(&node, &ours(), "DEL", "ctrA", &bare).ok();
+    assert_eq!(node.nft_ruleset(), added, "ctrB still uses the network's rules");
+    run(&node, &ours(), "DEL", "ctrB", &bare).ok();
+    assert_eq!(node.nft_ruleset(), before, "the last DEL removed exactly the network's rules");
+    run(&node, &ours(), "DEL", "ctrB", &bare).ok();
+    assert_eq!(node.nft_ruleset(), before, "a repeated DEL changes nothing");
+    run(&node, &ours(), "CHECK", "ctrO", &other).ok();
+}

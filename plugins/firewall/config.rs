@@ -10,6 +10,8 @@ use serde_json::Value;
 pub enum Backend {
     /// `""`: what the reference picks when firewalld is not running.
     Iptables,
+    /// rcni's native backend (table `inet rcni`), only for nodes without a forward DROP policy.
+    Nftables,
     /// Asked for explicitly, or `""` while firewalld runs: not implemented by rcni.
     Firewalld { explicit: bool },
 }
@@ -54,16 +56,10 @@ impl Firewall {
             "" if firewalld_running() => Backend::Firewalld { explicit: false },
             "" | "iptables" => Backend::Iptables,
             "firewalld" => Backend::Firewalld { explicit: true },
-            "nftables" => {
-                return Err(CniError::invalid_config("backend \"nftables\" is not offered by rcni's firewall plugin")
-                    .with_details(
-                        "an nftables accept ends only its own base chain, so it cannot lift an iptables FORWARD DROP \
-                         policy; use \"iptables\" (with acceptDnat for host ports), see plugins/firewall/README.md",
-                    ));
-            }
+            "nftables" => Backend::Nftables,
             other => {
                 return Err(CniError::invalid_config(format!("backend {other:?} is unknown")).with_details(
-                    "allowed values: \"iptables\", \"firewalld\" or \"\" (firewalld if it runs, else iptables)",
+                    "allowed values: \"iptables\", \"nftables\", \"firewalld\" or \"\" (firewalld if it runs, else iptables)",
                 ));
             }
         };
@@ -96,6 +92,24 @@ impl Firewall {
         Ok(Firewall { backend, admin_chain, ingress, accept_dnat })
     }
 
+    /// The error for `backend: "nftables"` on a node with a forward DROP policy. Code 2 (unsupported
+    /// field, the spec's "key and value" in the message): the config is valid (not 7), and retrying does
+    /// not help until the operator changes the node or the backend (not 11, "try again later").
+    pub fn refuse_nftables(found: &[String]) -> CniError {
+        CniError::new(
+            code::UNSUPPORTED_FIELD,
+            format!(
+                "backend \"nftables\" cannot accept pod traffic on this node: {} drops forwarded traffic, and an \
+                 accept in table inet rcni ends only its own chain",
+                found.join(", ")
+            ),
+        )
+        .with_details(
+            "use \"backend\": \"iptables\" (rules in the chain that holds the DROP policy; acceptDnat for host \
+             ports), or remove the DROP policy",
+        )
+    }
+
     /// The error for a firewalld backend (ADD and CHECK; DEL has nothing of firewalld's to remove).
     pub fn refuse_firewalld(explicit: bool) -> CniError {
         let msg = if explicit {
@@ -125,13 +139,14 @@ mod tests {
             (Backend::Iptables, IngressPolicy::SameBridge, "CNI-ADMIN", false)
         );
         assert_eq!(Firewall::parse(&json!({"ingressPolicy": "isolated"})).unwrap().ingress, IngressPolicy::Isolated);
+        assert_eq!(Firewall::parse(&json!({"backend": "nftables"})).unwrap().backend, Backend::Nftables);
         assert_eq!(
             Firewall::parse(&json!({"backend": "firewalld"})).unwrap().backend,
             Backend::Firewalld { explicit: true }
         );
         for (conf, field) in [
             (json!({"backend": "ipfw"}), "backend"),
-            (json!({"backend": "nftables"}), "backend"),
+            (json!({"backend": "nft"}), "backend"),
             (json!({"backend": 1}), "backend"),
             (json!({"ingressPolicy": "isolate"}), "ingressPolicy"),
             (json!({"iptablesAdminChainName": "has space"}), "iptablesAdminChainName"),

@@ -16,9 +16,9 @@ use rcni::cni::error::code;
 use rcni::cni::result::AddResult;
 use rcni::cni::skel::{self, Attachment, Plugin, Request};
 use rcni::cni::{CniError, CniResult};
-use rcni::net::firewall::iptables;
 use rcni::net::firewall::ledger::{self, Ledger, Record};
 use rcni::net::firewall::{Error, owner_tag};
+use rcni::net::firewall::{iptables, nftables};
 
 fn prev_result(req: &Request) -> CniResult<AddResult> {
     req.conf.prev_result.clone().ok_or_else(|| {
@@ -85,7 +85,34 @@ fn plan(req: &Request) -> CniResult<Planned> {
     }
     let cfg = layout(&fw, &prev)?;
     let ips = addresses(&prev);
+    if fw.backend == Backend::Nftables {
+        let found = nftables::drop_policies().map_err(cni_err)?;
+        if !found.is_empty() {
+            return Err(Firewall::refuse_nftables(&found));
+        }
+    }
     Ok(Planned { fw, prev, cfg, ips })
+}
+
+fn nft_config(req: &Request, cfg: &iptables::Config) -> nftables::Config {
+    nftables::Config {
+        network: req.conf.name.clone(),
+        admin_chain: cfg.admin_chain.clone(),
+        isolation: cfg.isolation.clone(),
+    }
+}
+
+/// Removes the network's nftables rules once the ledger holds no attachment of it on this node.
+fn remove_network_if_unused(ledger: &Ledger, network: &str) -> CniResult<()> {
+    if ledger.all().map_err(cni_err)?.is_empty() { nftables::remove_network(network).map_err(cni_err) } else { Ok(()) }
+}
+
+/// Adds the rules of the configured backend.
+fn add_rules(req: &Request, fw: &Firewall, cfg: &iptables::Config, ips: &[IpAddr]) -> rcni::net::firewall::Result<()> {
+    match fw.backend {
+        Backend::Nftables => nftables::add(&nft_config(req, cfg)),
+        _ => iptables::add(cfg, ips),
+    }
 }
 
 fn ledger_base() -> &'static Path {
@@ -131,8 +158,12 @@ impl Plugin for FirewallPlugin {
             }
         }
         ledger.record(&rec).map_err(cni_err)?;
-        if let Err(e) = iptables::add(&cfg, &ips) {
-            if let Err(undo) = ledger.remove(&req.container_id, &req.ifname, &ips) {
+        if let Err(e) = add_rules(req, &fw, &cfg, &ips) {
+            let undo = ledger
+                .remove(&req.container_id, &req.ifname, &ips)
+                .map_err(cni_err)
+                .and_then(|()| remove_network_if_unused(&ledger, &req.conf.name));
+            if let Err(undo) = undo {
                 rcni::cni::log::warn("firewall", format!("undo: {undo}"));
             }
             return Err(cni_err(e));
@@ -154,6 +185,7 @@ impl Plugin for FirewallPlugin {
         let owner = owner_tag(&req.container_id, &req.ifname);
         remove_rules(&ledger, &owner, &ips)?;
         ledger.remove(&req.container_id, &req.ifname, &ips).map_err(cni_err)?;
+        remove_network_if_unused(&ledger, &req.conf.name)?;
         ledger.remove_if_empty();
         Ok(())
     }
@@ -161,8 +193,11 @@ impl Plugin for FirewallPlugin {
     /// Reads the rules back: every rule ADD makes must be there, and the ledger must name this attachment
     /// as the owner of its addresses.
     fn check(&self, req: &Request) -> CniResult<()> {
-        let Planned { cfg, ips, .. } = plan(req)?;
-        iptables::check(&cfg, &ips).map_err(cni_err)?;
+        let Planned { fw, cfg, ips, .. } = plan(req)?;
+        match fw.backend {
+            Backend::Nftables => nftables::check(&nft_config(req, &cfg)).map_err(cni_err)?,
+            _ => iptables::check(&cfg, &ips).map_err(cni_err)?,
+        }
         let ledger = Ledger::open(ledger_base(), &req.conf.name).map_err(cni_err)?;
         let owner = owner_tag(&req.container_id, &req.ifname);
         for ip in &ips {
@@ -194,6 +229,7 @@ impl Plugin for FirewallPlugin {
                 .and_then(|()| ledger.remove(&rec.container_id, &rec.ifname, &rec.ips).map_err(cni_err));
             errs.extend(r.err());
         }
+        errs.extend(remove_network_if_unused(&ledger, &req.conf.name).err());
         ledger.remove_if_empty();
         CniError::join(errs)
     }
