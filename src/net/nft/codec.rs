@@ -42,8 +42,10 @@ pub(super) const NLA_F_NESTED: u16 = 0x8000;
 pub(super) const MAX_ATTR_LEN: usize = u16::MAX as usize;
 /// Bytes of elements per set element message; keeps every nest well below [`MAX_ATTR_LEN`].
 pub(super) const MAX_ELEMS_PER_MSG_BYTES: usize = 32 * 1024;
-/// How often a dump is repeated when the kernel marks it interrupted (NLM_F_DUMP_INTR).
-pub(super) const DUMP_ATTEMPTS: usize = 5;
+/// How often a dump is repeated when the kernel marks it interrupted (NLM_F_DUMP_INTR). Every commit of
+/// another process during a dump interrupts it, and a node with hundreds of ADDs at once commits all the
+/// time: a few attempts in a row starve there, so the repeats back off (see `retry_interrupted`).
+pub(super) const DUMP_ATTEMPTS: usize = 64;
 pub(super) const NLA_TYPE_MASK: u16 = 0x3fff;
 
 pub(super) const NFNL_SUBSYS_NFTABLES: u16 = 10;

@@ -42,15 +42,30 @@ impl Reply {
 
 /// Runs `dump` again while the kernel reports it interrupted by a concurrent ruleset change, so that
 /// a caller never acts on a torn listing.
+/// After a few immediate repeats it waits a little longer each time (up to [`MAX_DUMP_BACKOFF`], shifted by
+/// the pid so that processes that collided once do not collide again in lockstep): under a burst of
+/// concurrent commits a dump only completes in a gap between them.
 fn retry_interrupted<T>(mut dump: impl FnMut() -> NlResult<T>) -> NlResult<T> {
     let mut attempts = 1;
     loop {
         match dump() {
-            Err(NetlinkError::DumpInterrupted) if attempts < DUMP_ATTEMPTS => attempts += 1,
+            Err(NetlinkError::DumpInterrupted) if attempts < DUMP_ATTEMPTS => {
+                if attempts >= IMMEDIATE_DUMP_REPEATS {
+                    let jitter = std::time::Duration::from_micros(u64::from(std::process::id() % 997));
+                    let step = std::time::Duration::from_millis(attempts as u64);
+                    std::thread::sleep(step.min(MAX_DUMP_BACKOFF) + jitter);
+                }
+                attempts += 1;
+            }
             other => return other,
         }
     }
 }
+
+/// Interrupted dumps repeated at once before [`retry_interrupted`] starts to back off.
+const IMMEDIATE_DUMP_REPEATS: usize = 3;
+/// The longest pause between two attempts of an interrupted dump.
+const MAX_DUMP_BACKOFF: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// An NETLINK_NETFILTER socket in the calling thread's network namespace.
 pub struct Nfnl {
