@@ -741,7 +741,7 @@ fn firewall_cases(w: &World) -> Vec<Case> {
         ("backend unknown", patched(&conf, json!({"backend": "pf"})), 7, "backend"),
         ("backend a number", patched(&conf, json!({"backend": 1})), 7, "backend"),
         ("backend firewalld", patched(&conf, json!({"backend": "firewalld"})), 2, "firewalld"),
-        ("backend nftables", patched(&conf, json!({"backend": "nftables"})), 7, "backend"),
+        ("backend in capitals", patched(&conf, json!({"backend": "NFTABLES"})), 7, "backend"),
         ("ingressPolicy unknown", patched(&conf, json!({"ingressPolicy": "closed"})), 7, "ingressPolicy"),
         ("ingressPolicy a near miss", patched(&conf, json!({"ingressPolicy": "isolate"})), 7, "ingressPolicy"),
         (
@@ -788,15 +788,36 @@ fn firewall_cases(w: &World) -> Vec<Case> {
     out
 }
 
+/// Every path under `dir` (empty if it does not exist).
+fn walkdir(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        out.push(e.path());
+        out.extend(walkdir(&e.path()));
+    }
+    out
+}
+
 #[test]
 fn hostile_firewall_input_is_refused_and_changes_nothing() {
     use std::os::unix::fs::MetadataExt;
     let w = World::new();
     let ledger = PathBuf::from(format!("/run/rcni/firewall-{}", std::fs::metadata(w.node.path()).unwrap().ino()));
+    // Keyed by the node netns' inode, which the kernel reuses: one left by an earlier run that failed is
+    // stale (no live namespace has this inode but ours), and ours is removed also when this test fails.
+    let _ = std::fs::remove_dir_all(&ledger);
+    struct RemoveOnDrop(PathBuf);
+    impl Drop for RemoveOnDrop {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let _cleanup = RemoveOnDrop(ledger.clone());
     let cases = firewall_cases(&w);
     assert!(cases.len() >= 50, "{} cases", cases.len());
     run_cases(&w, &cases, std::slice::from_ref(&ledger));
-    assert!(!ledger.exists(), "no refused ADD created the ledger");
+    let made: Vec<_> = walkdir(&ledger);
+    assert!(made.is_empty() && !ledger.exists(), "a refused ADD created the ledger: {made:?}");
 }
 
 /// One hostile cnitool invocation. cnitool is the runtime side: like upstream cnitool it reports an error

@@ -437,14 +437,17 @@ fn helper_children() -> Vec<i32> {
     out
 }
 
+/// Unit tests that fork helpers hold this: they look at this process's helper children and reap them
+/// ([`reap_helpers`] takes every helper, so a test running beside another would take its helper away), and
+/// they share the test hooks.
+#[cfg(test)]
+pub(crate) static HELPER_TESTS: Mutex<()> = Mutex::new(());
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::os::fd::AsRawFd;
     use std::sync::atomic::Ordering;
-
-    /// The tests below fork helpers and look at this process's children, and share the test hooks.
-    static SERIAL: Mutex<()> = Mutex::new(());
 
     #[test]
     fn keeps_sorted_unique_fds() {
@@ -463,7 +466,7 @@ mod tests {
     /// The helper holds its lingering socket and nothing else of the plugin's: no netns fd, no lock file.
     #[test]
     fn helper_inherits_only_what_it_needs() {
-        let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+        let _serial = HELPER_TESTS.lock().unwrap_or_else(|p| p.into_inner());
         let netns = std::fs::File::open("/proc/self/ns/net").unwrap();
         let lock_dir = tempfile::TempDir::with_prefix("rcni-detached-lock-").unwrap();
         let lock_path = lock_dir.path().join("lock");
@@ -509,7 +512,7 @@ mod tests {
     /// is ended by its watchdog, not left waiting forever.
     #[test]
     fn watchdog_ends_a_helper_that_never_gets_an_answer() {
-        let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+        let _serial = HELPER_TESTS.lock().unwrap_or_else(|p| p.into_inner());
         let (ours, _peer) = std::os::unix::net::UnixStream::pair().unwrap();
         let chunk = [0u8; 4096];
         // SAFETY: send on a socket we own; MSG_DONTWAIT leaves the socket itself blocking for the helper.

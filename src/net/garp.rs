@@ -9,11 +9,13 @@
 //! So the pod's interface is brought up in the same request that sets `arp_notify` (the kernel applies the
 //! flags before `IFLA_AF_SPEC`, so the up sends nothing; [`NetHandle::set_up_arp_notify`]), and the very same
 //! frames ([`frame`]) leave the same interface through a packet socket: from a detached helper that waits
-//! until the plugin process has exited ([`Pending`]). A packet socket takes no rtnl lock; the flood then
-//! costs the helper's CPU, not the ADD's wall time. When no helper can run, the caller lets the kernel
-//! announce at the up instead (`arp_notify` set first): a packet socket's close waits for an RCU grace
-//! period (`packet_release`), milliseconds on the ADD's path. [`announce_now`] remains for the rare case
-//! the helper cannot take the addresses.
+//! until the plugin process has exited ([`Pending`]), or in-line when no helper can run ([`announce_now`]).
+//! A packet socket takes no rtnl lock; the flood then costs the helper's CPU, not the ADD's wall time.
+//! The in-line send costs the ADD a few milliseconds (the socket's close waits for an RCU grace period,
+//! `packet_release`), but letting the kernel announce at the up instead loses the frame now and then: the
+//! host end's carrier comes with the up, and the bridge only forwards from that port once the link-watch
+//! work has run, after the frame arrived (tests/killmatrix.rs, the runner that does not reap). Both sends
+//! come after the ADD saw the port up.
 //! Later address changes still announce themselves through `arp_notify`, as before.
 //!
 //! [`NetHandle::set_up_arp_notify`]: super::NetHandle::set_up_arp_notify
@@ -123,11 +125,6 @@ impl Pending {
             p.pipe = Some(write);
         }
         p
-    }
-
-    /// Whether a helper was started (without one, [`Pending::announce`] sends in-line).
-    pub fn has_helper(&self) -> bool {
-        self.pipe.is_some()
     }
 
     /// Announce `ips`: the helper sends once this process has exited — its answer is written by then — or

@@ -571,17 +571,6 @@ impl NetHandle {
         self.set_link(m, format!("set link #{index} up with arp_notify")).await
     }
 
-    /// Set a link's `arp_notify` alone, before it comes up: the up then sends the kernel's own gratuitous
-    /// ARP (for a caller that has no helper to send it later, see `net::garp`).
-    pub async fn set_arp_notify(&self, index: u32) -> Result<()> {
-        let mut conf = InetDevConf::default();
-        conf.arp_notify = 1;
-        let mut m = get_by_index(index);
-        m.attributes
-            .push(LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet(vec![AfSpecInet::DevConfRequest(conf)])]));
-        self.set_link(m, format!("set arp_notify of link #{index}")).await
-    }
-
     pub async fn set_down(&self, index: u32) -> Result<()> {
         let mut m = get_by_index(index);
         up_flags(&mut m, false);

@@ -230,13 +230,8 @@ async fn steps(
             plan::add_default_routes(&mut result);
         }
         let routes = plan::pod_routes(&result);
-        let setup = IfaceSetup {
-            link: &attached.container,
-            ips: &result.ips,
-            routes: &routes,
-            enable_dad: spec.enable_dad,
-            kernel_announces: !announcement.as_ref().is_some_and(garp::Pending::has_helper),
-        };
+        let setup =
+            IfaceSetup { link: &attached.container, ips: &result.ips, routes: &routes, enable_dad: spec.enable_dad };
         iface::configure(pod, pod_ns, &setup).await?;
         log::trace(&req.conf.plugin_type, "pod interface configured");
         if spec.is_gateway {
@@ -305,8 +300,8 @@ fn start_announcement(pod_ns: &Netns, container: &Link) -> Option<garp::Pending>
 
 /// The pod's gratuitous ARP for its IPv4 addresses, the frames the kernel's `arp_notify` would have sent at
 /// the up (`iface::configure` brings it up without them): by the helper once this process has exited —
-/// after the answer, off the rtnl lock. Without a helper the kernel sent them at the up. Last, when the
-/// port forwards. A failure is logged, not an ADD error: the kernel's own announcement could not fail either.
+/// after the answer, off the rtnl lock — or in-line when no helper could start. Last, when the port
+/// forwards. A failure is logged, not an ADD error: the kernel's own announcement could not fail either.
 fn announce(req: &Request, pending: Option<garp::Pending>, ips: &[IpConfig]) {
     let v4: Vec<Ipv4Addr> = ips
         .iter()
@@ -315,8 +310,7 @@ fn announce(req: &Request, pending: Option<garp::Pending>, ips: &[IpConfig]) {
             IpAddr::V6(_) => None,
         })
         .collect();
-    // Without a helper the kernel announced them at the up (`IfaceSetup::kernel_announces`).
-    if let Some(Err(e)) = pending.filter(garp::Pending::has_helper).map(|p| p.announce(&v4)) {
+    if let Some(Err(e)) = pending.map(|p| p.announce(&v4)) {
         log::warn(&req.conf.plugin_type, e.to_string());
     }
 }

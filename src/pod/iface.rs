@@ -14,10 +14,6 @@ pub struct IfaceSetup<'a> {
     /// Already planned: gateways filled in, duplicates dropped (see `plan::pod_routes`).
     pub routes: &'a [Route],
     pub enable_dad: bool,
-    /// No helper will announce the addresses after the answer: `arp_notify` is set before the up, so the
-    /// kernel announces them at the up, under the rtnl lock, as the reference's up does. In-line from
-    /// here, a packet socket would cost more: its close waits for an RCU grace period (`packet_release`).
-    pub kernel_announces: bool,
 }
 
 /// IPv6 sysctls of the pod interface, written from one thread inside the pod netns (sysctls follow the
@@ -57,17 +53,11 @@ pub async fn configure(pod: &NetHandle, pod_ns: &Netns, s: &IfaceSetup<'_>) -> C
             CniError::internal(format!("failed to add IP addr {} to {:?}: {e}", ip.address, s.link.name))
         })?;
     }
-    // arp_notify as the reference sets it. With a helper, in the up request but applied after it: the up's
-    // gratuitous ARP is sent by the helper once the ADD has answered (`net::garp`, `attach::announce`).
-    let up = if s.kernel_announces {
-        match pod.set_arp_notify(s.link.index).await {
-            Ok(()) => pod.set_up(s.link.index).await,
-            Err(e) => Err(e),
-        }
-    } else {
-        pod.set_up_arp_notify(s.link.index).await
-    };
-    up.map_err(|e| CniError::internal(format!("failed to set {:?} up with arp_notify: {e}", s.link.name)))?;
+    // arp_notify as the reference sets it, in the up request but applied after it: the up's gratuitous ARP
+    // is sent by the caller once the ADD has answered (`net::garp`, `attach::announce`).
+    pod.set_up_arp_notify(s.link.index)
+        .await
+        .map_err(|e| CniError::internal(format!("failed to set {:?} up with arp_notify: {e}", s.link.name)))?;
     if has_v6 && s.enable_dad {
         pod.wait_addresses_settled(s.link.index, DAD_TIMEOUT)
             .await

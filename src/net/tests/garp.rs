@@ -93,8 +93,11 @@ async fn up_with_arp_notify_is_silent_and_our_frame_is_the_kernels() {
 }
 
 #[tokio::test]
+// The lock is held across the awaits on purpose: for the whole test, no other helper test may run.
+#[allow(clippy::await_holding_lock)]
 async fn helper_announces_only_after_the_process_or_its_bound() {
     require_root!();
+    let _serial = detached::HELPER_TESTS.lock().unwrap_or_else(|p| p.into_inner());
     detached::adopt_helpers().unwrap();
     let node = TestNs::new("garp2-node");
     let pod = TestNs::new("garp2-pod");
