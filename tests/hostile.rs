@@ -1049,6 +1049,19 @@ fn hostile_portmap_input_is_refused_and_changes_nothing() {
         ("markMasqBit 32", patched(&pm, json!({"markMasqBit": 32})), 7, "markMasqBit"),
         ("hostPortConflict unknown", patched(&pm, json!({"hostPortConflict": "first"})), 7, "hostPortConflict"),
         ("backend unknown", patched(&pm, json!({"backend": "ipvs"})), 7, "backend"),
+        ("backend iptables (not built)", patched(&pm, json!({"backend": "iptables"})), 7, "backend"),
+        (
+            "externalSetMarkChain (not built)",
+            patched(&pm, json!({"externalSetMarkChain": "KUBE-MARK-MASQ"})),
+            7,
+            "externalSetMarkChain",
+        ),
+        (
+            "externalSetMarkChain with markMasqBit",
+            patched(&pm, json!({"externalSetMarkChain": "KUBE-MARK-MASQ", "markMasqBit": 14})),
+            7,
+            "externalSetMarkChain",
+        ),
         ("snat a string", patched(&pm, json!({"snat": "yes"})), 6, "snat"),
         ("no prevResult", patched(&pm, json!({"prevResult": null})), 7, "prevResult"),
         (

@@ -359,6 +359,49 @@ mod tests {
         assert!(!is_same_build(&cut, std::str::from_utf8(&absent).unwrap()));
     }
 
+    /// Audit finding 12: the file is rewritten in place (an upgrade's `cp -f`) while it is searched. A
+    /// mapping of it faults (SIGBUS, the test process dies) when the file shrinks under it; reads end early.
+    #[test]
+    fn a_file_truncated_while_it_is_searched_is_not_a_crash() {
+        let (_, _, bytes) = exe();
+        let dir = tempfile::TempDir::with_prefix("rcni-ipam-cut-").unwrap();
+        let path = dir.path().join("host-local");
+        std::fs::write(&path, &bytes).unwrap();
+        // In the copy's .rodata (a literal of this binary); the other is made at run time, so no search for it
+        // stops early.
+        let marker = "a marker of this test binary, found in its copy";
+        let absent = String::from_utf8(vec![b'q'; 40]).unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let rewriter = {
+            let (path, stop, bytes) = (path.clone(), stop.clone(), bytes.clone());
+            std::thread::spawn(move || {
+                use std::io::Write;
+                let mut rounds = 0u32;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    // O_TRUNC then a rewrite: what `cp -f` over an existing file does.
+                    let mut f = std::fs::OpenOptions::new().write(true).truncate(true).open(&path).unwrap();
+                    f.write_all(&bytes[..bytes.len() / 3]).unwrap();
+                    f.write_all(&bytes[bytes.len() / 3..]).unwrap();
+                    rounds += 1;
+                }
+                rounds
+            })
+        };
+        let started = std::time::Instant::now();
+        let mut searches = 0;
+        while searches < 200 || started.elapsed() < std::time::Duration::from_millis(500) {
+            // Either answer while the file is rewritten; what matters is that the search returns.
+            is_same_build(&path, marker);
+            assert!(!is_same_build(&path, &absent));
+            searches += 1;
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let rounds = rewriter.join().unwrap();
+        assert!(rounds > 0 && searches > 0, "{rounds} rewrites, {searches} searches");
+        // And once the file is whole again, a marker that is in it is found.
+        assert!(is_same_build(&path, marker));
+    }
+
     /// A match that straddles two chunks of the chunked search is found.
     #[test]
     fn contains_at_finds_a_needle_across_chunk_boundaries() {
