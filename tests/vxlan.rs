@@ -388,6 +388,22 @@ fn two_networks_never_share_a_vtep() {
     assert!(n1.ns.ip(&["route", "show", "dev", "rcni.2"]).ok().stdout.contains("10.245.2.0/24"));
     assert_eq!(n1.sync().trim(), "in sync", "network 1 leaves network 2's device alone");
     assert_eq!(n1.ns.ip(&["route", "show", "dev", DEV]).ok().stdout, routes_before);
+
+    // Network 1 moves to the VNI network 2 has: refused, and network 2's device and routes stay.
+    let other_routes = n1.ns.ip(&["route", "show", "dev", "rcni.2"]).ok().stdout;
+    let path = n1.conflist_path();
+    let original = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, original.replace("\"vni\": 1", "\"vni\": 2")).unwrap();
+    let refused = n1.sync_fails();
+    assert!(refused.contains("rcni.2 belongs to network \"other\""), "{refused}");
+    assert_eq!(n1.ns.ip(&["route", "show", "dev", "rcni.2"]).ok().stdout, other_routes);
+    // And to a free VNI: its own old device goes, network 2's does not.
+    std::fs::write(&path, original.replace("\"vni\": 1", "\"vni\": 3")).unwrap();
+    let changed = n1.sync();
+    assert!(changed.contains("created rcni.3") && changed.contains("removed stale device rcni.1"), "{changed}");
+    assert_eq!(n1.ns.ip(&["route", "show", "dev", "rcni.2"]).ok().stdout, other_routes, "network 2 untouched");
+    std::fs::write(&path, original).unwrap();
+    n1.sync();
     n1.tool.run_with(&n1.ns, &["del", "other", pod.path_str()], &[("CNI_CONTAINERID", "o1")]).ok();
     c.del_all();
 }
