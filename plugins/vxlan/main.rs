@@ -116,14 +116,9 @@ impl Plugin for Vxlan {
             // refused ADD changes nothing on the node.
             req.args.check_known(&["IP"])?;
         }
-        attach::with_allocation(req, Some(&l.ipam), |alloc| {
-            let pod_ns = open_netns(&req.netns)?;
-            block_on(async {
-                let node = NetHandle::current()?;
-                let pod = NetHandle::for_netns(&pod_ns)?;
-                let (mtu, _) = node::prepare(&node, &req.conf.name, &l.conf, &l.own, Trigger::Add).await?;
-                attach::add_in(req, &spec(&l.conf, mtu)?, alloc, &node, &pod, &pod_ns).await
-            })
+        attach::add(req, Some(&l.ipam), async |node| {
+            let (mtu, _) = node::prepare(node, &req.conf.name, &l.conf, &l.own, Trigger::Add).await?;
+            spec(&l.conf, mtu)
         })
     }
 

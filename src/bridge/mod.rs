@@ -118,7 +118,8 @@ pub fn delegate_request(req: &Request, conf: Vec<u8>) -> CniResult<Request> {
 
 pub fn add(req: &Request) -> CniResult<AddResult> {
     let (spec, ipam) = load(req)?;
-    attach::add(req, &spec, ipam.as_ref())
+    // A bridge keeps nothing on the node but what each attachment makes (the bridge itself included).
+    attach::add(req, ipam.as_ref(), async move |_| Ok(spec))
 }
 
 pub fn del(req: &Request) -> CniResult<()> {

@@ -99,34 +99,31 @@ impl Undo {
     }
 }
 
-pub fn add(req: &Request, spec: &AttachSpec, ipam: Option<&Ipam>) -> CniResult<AddResult> {
-    with_allocation(req, ipam, |alloc| {
-        let pod_ns = open_netns(&req.netns)?;
+/// The one ADD entry of the recipe. IPAM starts allocating first, on its own thread (see `Allocation`);
+/// then `node_setup` runs on the node's handle: it prepares what the plugin keeps on the node for all of
+/// its pods (vxlan's VTEP and peers; nothing for bridge) and gives this attachment's spec. A failed ADD
+/// releases the allocation after its own undo, so an address is never free while an interface holds it.
+pub fn add(
+    req: &Request,
+    ipam: Option<&Ipam>,
+    node_setup: impl AsyncFnOnce(&NetHandle) -> CniResult<AttachSpec>,
+) -> CniResult<AddResult> {
+    let mut alloc = ipam.map(|i| Allocation::start(i, req));
+    let outcome = open_netns(&req.netns).and_then(|pod_ns| {
         block_on(async {
             let node = NetHandle::current()?;
             let pod = NetHandle::for_netns(&pod_ns)?;
-            add_in(req, spec, alloc, &node, &pod, &pod_ns).await
+            let spec = node_setup(&node).await?;
+            add_in(req, &spec, alloc.as_mut(), &node, &pod, &pod_ns).await
         })
-    })
-}
-
-/// Run an ADD with its IPAM allocation started first, on its own thread (see `Allocation`), and released
-/// if the ADD fails — after the ADD's own undo, so an address is never free while an interface holds it.
-pub fn with_allocation(
-    req: &Request,
-    ipam: Option<&Ipam>,
-    add: impl FnOnce(Option<&mut Allocation>) -> CniResult<AddResult>,
-) -> CniResult<AddResult> {
-    let mut alloc = ipam.map(|i| Allocation::start(i, req));
-    let outcome = add(alloc.as_mut());
+    });
     if let (Err(_), Some(a)) = (&outcome, alloc) {
         a.release(req);
     }
     outcome
 }
 
-/// ADD with handles the caller already has (vxlan prepares the node first with the same handle).
-pub async fn add_in(
+async fn add_in(
     req: &Request,
     spec: &AttachSpec,
     mut alloc: Option<&mut Allocation<'_>>,

@@ -22,8 +22,10 @@
 pub mod codec;
 mod expr;
 pub mod object;
+mod parse;
 pub mod rule;
 pub mod socket;
+mod udata;
 
 pub use codec::{
     BatchOp, ChainInfo, EEXIST, ENOENT, ERESTART, FullElem, Hook, NFPROTO_BRIDGE, NFPROTO_INET, NFPROTO_IPV4,

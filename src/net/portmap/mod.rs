@@ -36,6 +36,7 @@
 //!   it such packets are martians anyway.
 
 pub mod conditions;
+mod element;
 pub mod elements;
 pub mod flush;
 pub mod ledger;
@@ -50,7 +51,8 @@ use ipnetwork::IpNetwork;
 use crate::net::command::CommandError;
 use crate::net::nft::NetlinkError;
 
-pub use elements::{Applied, Displaced, Element, Removed};
+pub use element::Element;
+pub use elements::{Applied, Displaced, Removed};
 pub use structure::Structure;
 
 /// The table (shared with masquerade).
@@ -114,17 +116,17 @@ pub struct Mapping {
     pub target_port: u16,
 }
 
+/// An address as it stands before `:port`: IPv6 in brackets.
+fn bracketed(a: IpAddr) -> String {
+    match a {
+        IpAddr::V6(a) => format!("[{a}]"),
+        a => a.to_string(),
+    }
+}
+
 impl fmt::Display for Mapping {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let host = match self.host_ip {
-            Some(IpAddr::V6(a)) => format!("[{a}]"),
-            Some(a) => a.to_string(),
-            None => "*".to_string(),
-        };
-        let target = match self.target {
-            IpAddr::V6(a) => format!("[{a}]"),
-            a => a.to_string(),
-        };
+        let (host, target) = (self.host_ip.map_or_else(|| "*".to_string(), bracketed), bracketed(self.target));
         write!(f, "{} {host}:{} -> {target}:{}", self.proto.as_str(), self.host_port, self.target_port)
     }
 }
@@ -155,15 +157,7 @@ impl PortRange {
 
 impl fmt::Display for PortRange {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let host = match self.host_ip {
-            Some(IpAddr::V6(a)) => format!("[{a}]"),
-            Some(a) => a.to_string(),
-            None => "*".to_string(),
-        };
-        let target = match self.target {
-            IpAddr::V6(a) => format!("[{a}]"),
-            a => a.to_string(),
-        };
+        let (host, target) = (self.host_ip.map_or_else(|| "*".to_string(), bracketed), bracketed(self.target));
         let (p, a, b) = (self.proto.as_str(), self.first, self.last);
         write!(f, "{p} {host}:{a}-{b} -> {target}:{a}-{b}")
     }
