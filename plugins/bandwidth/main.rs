@@ -6,6 +6,8 @@
 //! end receives is redirected (ingress qdisc, u32 match-all, one mirred action) to an ifb device, whose
 //! root tbf shapes it.
 
+#![cfg_attr(not(test), no_main)]
+
 mod config;
 
 use config::{Bandwidth, Limit};
@@ -327,7 +329,9 @@ impl Plugin for BandwidthPlugin {
     }
 }
 
-fn main() {
+rcni::plugin_main!(run);
+
+fn run() -> ! {
     skel::run(&format!("CNI bandwidth plugin (rcni {})", env!("CARGO_PKG_VERSION")), &BandwidthPlugin)
 }
 

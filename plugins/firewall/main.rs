@@ -4,6 +4,8 @@
 //! plugins/firewall/README.md for the fields, the ledger that lets DEL work without prevResult, and where
 //! we differ.
 
+#![cfg_attr(not(test), no_main)]
+
 mod bridged;
 mod config;
 
@@ -235,6 +237,8 @@ impl Plugin for FirewallPlugin {
     }
 }
 
-fn main() {
+rcni::plugin_main!(run);
+
+fn run() -> ! {
     skel::run(&format!("CNI firewall plugin (rcni {})", env!("CARGO_PKG_VERSION")), &FirewallPlugin)
 }

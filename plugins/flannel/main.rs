@@ -7,6 +7,8 @@
 //! CNI_PATH is rcni's own of this build: then the bridge runs in-process (`rcni::bridge`), which saves a
 //! process start. `RCNI_DELEGATE_EXEC=1` forces the exec.
 
+#![cfg_attr(not(test), no_main)]
+
 mod config;
 mod saved;
 
@@ -212,7 +214,9 @@ impl Plugin for Flannel {
     }
 }
 
-fn main() {
+rcni::plugin_main!(run);
+
+fn run() -> ! {
     skel::run(&format!("CNI flannel plugin (rcni {})", env!("CARGO_PKG_VERSION")), &Flannel)
 }
 

@@ -1,6 +1,8 @@
 //! The loopback plugin: brings `lo` up in the pod's network namespace (CNI_IFNAME is ignored, as in the
 //! reference; runtimes pass "lo").
 
+#![cfg_attr(not(test), no_main)]
+
 use rcni::cni::result::{AddResult, Interface, IpConfig};
 use rcni::cni::skel::{self, Plugin, Request};
 use rcni::cni::{CniError, CniResult};
@@ -70,6 +72,8 @@ impl Plugin for Loopback {
     }
 }
 
-fn main() {
+rcni::plugin_main!(run);
+
+fn run() -> ! {
     skel::run(&format!("CNI loopback plugin (rcni {})", env!("CARGO_PKG_VERSION")), &Loopback)
 }

@@ -9,6 +9,8 @@
 //! the elements. DEL removes the attachment's elements by owner: it needs neither runtimeConfig nor
 //! prevResult nor the netns. The result is prevResult, unchanged.
 
+#![cfg_attr(not(test), no_main)]
+
 mod config;
 
 use std::path::Path;
@@ -383,6 +385,8 @@ impl Plugin for Portmap {
     }
 }
 
-fn main() {
+rcni::plugin_main!(run);
+
+fn run() -> ! {
     skel::run(&format!("CNI portmap plugin (rcni {})", env!("CARGO_PKG_VERSION")), &Portmap)
 }

@@ -6,6 +6,8 @@
 //! the pod), then writes the sysctls in config order, saves the link's originals and changes the link. A
 //! failure undoes what this ADD did. DEL puts the saved originals back.
 
+#![cfg_attr(not(test), no_main)]
+
 mod backup;
 mod config;
 mod sysctl;
@@ -364,6 +366,8 @@ impl Plugin for Tune {
     }
 }
 
-fn main() {
+rcni::plugin_main!(run);
+
+fn run() -> ! {
     skel::run(&format!("CNI tuning plugin (rcni {})", env!("CARGO_PKG_VERSION")), &Tune)
 }

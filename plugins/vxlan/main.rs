@@ -4,6 +4,8 @@
 //! `vxlan sync <conflist-or-conf>` (without CNI_COMMAND) reconciles the VTEP and the peer entries without a
 //! pod event, e.g. from a systemd path unit watching the peers file.
 
+#![cfg_attr(not(test), no_main)]
+
 mod config;
 mod node;
 
@@ -203,7 +205,9 @@ fn sync(path: &str) -> CniResult<Vec<String>> {
     })
 }
 
-fn main() {
+rcni::plugin_main!(run);
+
+fn run() -> ! {
     let args: Vec<String> = std::env::args().collect();
     if std::env::var_os("CNI_COMMAND").is_none() && args.get(1).map(String::as_str) == Some("sync") {
         let Some(path) = args.get(2) else {
@@ -218,7 +222,7 @@ fn main() {
                 std::process::exit(1);
             }
         }
-        return;
+        std::process::exit(0);
     }
     skel::run(&format!("CNI vxlan plugin (rcni {})", env!("CARGO_PKG_VERSION")), &Vxlan)
 }

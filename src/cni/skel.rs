@@ -387,6 +387,47 @@ pub fn about_text(about: &str) -> String {
     format!("{about}\nCNI protocol versions supported: {}\n", version::SUPPORTED.join(", "))
 }
 
+/// The C `main` of a plugin binary (whose crate is `#![cfg_attr(not(test), no_main)]`): [`start_bare`], then `$run`, a
+/// `fn() -> !` that ends in [`run`] or `std::process::exit` (which flushes stdout, as std's own exit
+/// does). A plugin is exec'd for every pod and its start-up is part of every command's latency.
+#[macro_export]
+macro_rules! plugin_main {
+    ($run:path) => {
+        // Under `cargo test` the harness has the `main` (the crate is `no_main` only outside tests).
+        #[cfg(test)]
+        const _: fn() -> ! = $run;
+        #[cfg(not(test))]
+        #[unsafe(no_mangle)]
+        extern "C" fn main(_argc: ::std::ffi::c_int, _argv: *const *const ::std::ffi::c_char) -> ::std::ffi::c_int {
+            $crate::cni::skel::start_bare();
+            $run()
+        }
+    };
+}
+
+/// What a plugin needs of std's runtime start, for binaries that skip it ([`plugin_main!`]). std's start
+/// also finds the main thread's stack bounds (glibc reads and parses /proc/self/maps for that) and puts a
+/// stack-overflow handler on an alternate stack: about a tenth of a VERSION's exec-to-exit
+/// (bench/RESULTS.md). Without the handler a stack overflow still ends the plugin, by SIGSEGV, without
+/// std's message. Kept: fds 0-2 open (a closed one would be taken by the next `open` — a lock or state
+/// file — and the answer written into it), and SIGPIPE ignored (a runtime gone away is a write error,
+/// not a signal death).
+pub fn start_bare() {
+    // SAFETY: poll on a local array; open and signal with constant arguments; nothing else runs yet.
+    unsafe {
+        let mut fds = [0, 1, 2].map(|fd| libc::pollfd { fd, events: 0, revents: 0 });
+        if libc::poll(fds.as_mut_ptr(), 3, 0) >= 0 {
+            for f in fds.iter().filter(|f| f.revents & libc::POLLNVAL != 0) {
+                // The lowest free fd is this one.
+                if libc::open(c"/dev/null".as_ptr(), libc::O_RDWR) != f.fd {
+                    libc::abort();
+                }
+            }
+        }
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+    }
+}
+
 /// The entry point of every plugin binary: read env + stdin, validate, dispatch, print, exit.
 pub fn run(about: &str, plugin: &dyn Plugin) -> ! {
     super::log::mark_start();
@@ -433,6 +474,43 @@ pub fn run(about: &str, plugin: &dyn Plugin) -> ! {
 mod tests {
     use super::*;
     use std::collections::HashMap;
+
+    /// A plugin started with fds 0-2 closed gets /dev/null there from `start_bare`, before anything it opens
+    /// could take those numbers (and then receive the answer), and SIGPIPE ignored.
+    #[test]
+    fn bare_start_reopens_closed_stdio_on_dev_null_and_ignores_sigpipe() {
+        // SAFETY: the child makes async-signal-safe calls only (close, the syscalls of start_bare,
+        // readlink, sigaction) and ends with _exit; the parent reaps it.
+        unsafe {
+            let pid = libc::fork();
+            if pid == 0 {
+                for fd in 0..3 {
+                    libc::close(fd);
+                }
+                start_bare();
+                let mut failed = 0;
+                let links = [c"/proc/self/fd/0", c"/proc/self/fd/1", c"/proc/self/fd/2"];
+                for (fd, link) in links.iter().enumerate() {
+                    let mut buf = [0u8; 64];
+                    let n = libc::readlink(link.as_ptr(), buf.as_mut_ptr().cast(), buf.len());
+                    if n < 0 || &buf[..n as usize] != b"/dev/null" {
+                        failed |= 1 << fd;
+                    }
+                }
+                let mut old: libc::sigaction = std::mem::zeroed();
+                libc::sigaction(libc::SIGPIPE, std::ptr::null(), &mut old);
+                if old.sa_sigaction != libc::SIG_IGN {
+                    failed |= 8;
+                }
+                libc::_exit(failed);
+            }
+            let mut status = 0;
+            assert_eq!(libc::waitpid(pid, &mut status, 0), pid);
+            assert!(libc::WIFEXITED(status), "status {status:#x}");
+            // Bits 0-2: that fd is not /dev/null; bit 3: SIGPIPE not ignored.
+            assert_eq!(libc::WEXITSTATUS(status), 0);
+        }
+    }
 
     fn invoke(env: &[(&str, &str)], stdin: &str) -> CniResult<Invocation> {
         let map: HashMap<String, String> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
