@@ -7,6 +7,7 @@
 
 pub mod bridge;
 pub mod cni;
+pub mod fnv;
 pub mod fs_private;
 pub mod ipam;
 pub mod lock;

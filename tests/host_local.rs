@@ -94,13 +94,10 @@ fn del(bin: &str, id: &str, conf: &Value) -> Out {
     run(bin, "DEL", id, "eth0", conf, "")
 }
 
-fn have_reference() -> bool {
-    if Path::new(REFERENCE).exists() {
-        true
-    } else {
-        eprintln!("skipping: {REFERENCE} not installed");
-        false
-    }
+/// The reference host-local is the oracle of the differential tests: missing, they fail (scripts/deps
+/// installs it), never pass without comparing.
+fn require_reference() {
+    support::reference_plugin("host-local");
 }
 
 fn conf(t: &TempDir, version: &str, ipam: Value) -> Value {
@@ -184,9 +181,7 @@ fn dual_stack_result_shape_for_every_version() {
 
 #[test]
 fn same_shape_as_reference() {
-    if !have_reference() {
-        return;
-    }
+    require_reference();
     for version in ["0.2.0", "0.3.1", "0.4.0", "1.0.0"] {
         let (t1, t2) = (TempDir::new("shape-ours"), TempDir::new("shape-ref"));
         let mut ours = add(OURS, "c1", &dual_stack(&t1, version)).json;
@@ -509,9 +504,7 @@ fn addr(o: &Out) -> Vec<String> {
 
 #[test]
 fn interop_allocation_continues_round_robin_both_ways() {
-    if !have_reference() {
-        return;
-    }
+    require_reference();
     let t = TempDir::new("interop-rr");
     let c = conf(
         &t,
@@ -560,9 +553,7 @@ fn interop_allocation_continues_round_robin_both_ways() {
 
 #[test]
 fn interop_del_releases_what_the_other_allocated() {
-    if !have_reference() {
-        return;
-    }
+    require_reference();
     let t = TempDir::new("interop-del");
     let c = dual_stack(&t, "1.0.0");
     add(REFERENCE, "r1", &c).expect_ok();
@@ -583,9 +574,7 @@ fn interop_del_releases_what_the_other_allocated() {
 
 #[test]
 fn interop_requested_ip_held_by_reference() {
-    if !have_reference() {
-        return;
-    }
+    require_reference();
     let t = TempDir::new("interop-req");
     let c = conf(&t, "1.0.0", json!({"ranges": [[{"subnet": "fd00:7::/64"}]]}));
     let o = run(REFERENCE, "ADD", "r1", "eth0", &c, "IP=fd00:7:0:0:0:0:0:a");
@@ -600,9 +589,7 @@ fn interop_requested_ip_held_by_reference() {
 
 #[test]
 fn interop_gc_after_mixed_allocations() {
-    if !have_reference() {
-        return;
-    }
+    require_reference();
     let t = TempDir::new("interop-gc");
     let c10 = dual_stack(&t, "1.0.0");
     for (bin, id) in [(REFERENCE, "r1"), (OURS, "o1"), (REFERENCE, "r2"), (OURS, "o2")] {
@@ -624,9 +611,7 @@ fn interop_gc_after_mixed_allocations() {
 
 #[test]
 fn interop_concurrent_mixed_adds_share_the_lock() {
-    if !have_reference() {
-        return;
-    }
+    require_reference();
     let t = TempDir::new("interop-conc");
     let c = conf(&t, "1.0.0", json!({"ranges": [[{"subnet": "10.110.0.0/24"}], [{"subnet": "fd00:110::/120"}]]}));
     let n = 120;
@@ -867,9 +852,7 @@ fn stale_index_is_checked_before_acting() {
 
 #[test]
 fn interop_index_follows_the_reference_between_our_commands() {
-    if !have_reference() {
-        return;
-    }
+    require_reference();
     use std::os::unix::fs::MetadataExt;
     let t = TempDir::new("idx-interop");
     let c = conf(&t, "1.0.0", json!({"ranges": [[{"subnet": "10.130.0.0/24"}]]}));

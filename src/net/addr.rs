@@ -18,8 +18,47 @@ pub enum IpFamily {
 }
 
 impl IpFamily {
+    pub const BOTH: [IpFamily; 2] = [IpFamily::V4, IpFamily::V6];
+
     pub fn of(ip: &IpAddr) -> IpFamily {
         if ip.is_ipv4() { IpFamily::V4 } else { IpFamily::V6 }
+    }
+
+    /// The families `ips` use, v4 first.
+    pub fn used_by(ips: impl IntoIterator<Item = IpAddr> + Clone) -> Vec<IpFamily> {
+        IpFamily::BOTH.into_iter().filter(|f| ips.clone().into_iter().any(|ip| IpFamily::of(&ip) == *f)).collect()
+    }
+
+    /// The prefix length of one address.
+    pub fn host_prefix(self) -> u8 {
+        match self {
+            IpFamily::V4 => 32,
+            IpFamily::V6 => 128,
+        }
+    }
+
+    /// The family's multicast range (never masqueraded).
+    pub fn multicast(self) -> &'static str {
+        match self {
+            IpFamily::V4 => "224.0.0.0/4",
+            IpFamily::V6 => "ff00::/8",
+        }
+    }
+
+    /// The family's iptables tool (`-save` / `-restore` are appended for those).
+    pub fn iptables(self) -> &'static str {
+        match self {
+            IpFamily::V4 => "iptables",
+            IpFamily::V6 => "ip6tables",
+        }
+    }
+
+    /// The nf_tables family number (`NFPROTO_IPV4`, `NFPROTO_IPV6`).
+    pub fn nfproto(self) -> u8 {
+        match self {
+            IpFamily::V4 => libc::NFPROTO_IPV4 as u8,
+            IpFamily::V6 => libc::NFPROTO_IPV6 as u8,
+        }
     }
 
     pub(crate) fn to_af(self) -> AddressFamily {

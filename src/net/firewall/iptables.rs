@@ -23,6 +23,7 @@
 use std::net::IpAddr;
 
 use super::{Error, Result};
+use crate::net::IpFamily;
 use crate::net::command::Command;
 
 pub const FORWARD_CHAIN: &str = "CNI-FORWARD";
@@ -81,33 +82,9 @@ pub fn check_chain_name(field: &str, name: &str) -> Result<()> {
     Ok(())
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fam {
-    V4,
-    V6,
-}
-
-impl Fam {
-    pub fn of(ip: &IpAddr) -> Fam {
-        if ip.is_ipv4() { Fam::V4 } else { Fam::V6 }
-    }
-    fn tool(self) -> &'static str {
-        match self {
-            Fam::V4 => "iptables",
-            Fam::V6 => "ip6tables",
-        }
-    }
-    fn host(self) -> u8 {
-        match self {
-            Fam::V4 => 32,
-            Fam::V6 => 128,
-        }
-    }
-}
-
 /// The families that `ips` use, v4 first.
-pub fn families(ips: &[IpAddr]) -> Vec<Fam> {
-    [Fam::V4, Fam::V6].into_iter().filter(|f| ips.iter().any(|ip| Fam::of(ip) == *f)).collect()
+pub fn families(ips: &[IpAddr]) -> Vec<IpFamily> {
+    IpFamily::used_by(ips.iter().copied())
 }
 
 /// `"..."` as iptables-save quotes a comment.
@@ -126,7 +103,7 @@ fn admin_jump(admin: &str) -> String {
 
 /// The reference's two rules for an address, then rcni's DNAT rule when asked for.
 fn address_rules(ip: &IpAddr, dnat: bool) -> Vec<String> {
-    let host = format!("{ip}/{}", Fam::of(ip).host());
+    let host = format!("{ip}/{}", IpFamily::of(ip).host_prefix());
     let mut v =
         vec![format!("-d {host} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT"), format!("-s {host} -j ACCEPT")];
     if dnat {
@@ -138,7 +115,7 @@ fn address_rules(ip: &IpAddr, dnat: bool) -> Vec<String> {
 fn dnat_rule(ip: &IpAddr) -> String {
     format!(
         "-d {ip}/{} -m conntrack --ctstate DNAT -m comment --comment {} -j ACCEPT",
-        Fam::of(ip).host(),
+        IpFamily::of(ip).host_prefix(),
         quote(DNAT_COMMENT)
     )
 }
@@ -191,7 +168,7 @@ fn run(tool: &str, args: &[&str], stdin: Option<&str>, what: &str) -> Result<Str
 
 /// A family's `filter` table as iptables-save lists it, and the changes planned on it.
 struct Table {
-    fam: Fam,
+    fam: IpFamily,
     chains: Vec<String>,
     /// `-A <chain> <rule>` lines in order.
     rules: Vec<String>,
@@ -200,8 +177,8 @@ struct Table {
 }
 
 impl Table {
-    fn read(fam: Fam) -> Result<Table> {
-        let out = run(&format!("{}-save", fam.tool()), &["-t", "filter"], None, "reading table filter")?;
+    fn read(fam: IpFamily) -> Result<Table> {
+        let out = run(&format!("{}-save", fam.iptables()), &["-t", "filter"], None, "reading table filter")?;
         let mut t = Table { fam, chains: Vec::new(), rules: Vec::new(), changes: Vec::new() };
         for l in out.lines() {
             if let Some(decl) = l.strip_prefix(':') {
@@ -265,14 +242,14 @@ impl Table {
             input.push('\n');
         }
         input.push_str("COMMIT\n");
-        run(&format!("{}-restore", self.fam.tool()), &["-w", "--noflush"], Some(&input), what).map(|_| ())
+        run(&format!("{}-restore", self.fam.iptables()), &["-w", "--noflush"], Some(&input), what).map(|_| ())
     }
 }
 
 /// Adds the accept rules of `ips` (and the structure they need). All or nothing: when a family fails,
 /// the address rules this call added in the families before it are removed again.
 pub fn add(cfg: &Config, ips: &[IpAddr]) -> Result<()> {
-    let mut done: Vec<(Fam, Vec<(String, String)>)> = Vec::new();
+    let mut done: Vec<(IpFamily, Vec<(String, String)>)> = Vec::new();
     for fam in families(ips) {
         match add_family(cfg, fam, ips) {
             Ok(added) => done.push((fam, added)),
@@ -293,14 +270,14 @@ pub fn add(cfg: &Config, ips: &[IpAddr]) -> Result<()> {
 }
 
 /// Returns the per-address rules it added (chain, rule).
-fn add_family(cfg: &Config, fam: Fam, ips: &[IpAddr]) -> Result<Vec<(String, String)>> {
+fn add_family(cfg: &Config, fam: IpFamily, ips: &[IpAddr]) -> Result<Vec<(String, String)>> {
     let mut t = Table::read(fam)?;
     t.ensure_chain(FORWARD_CHAIN);
     t.ensure_chain(&cfg.admin_chain);
     t.ensure_rule("FORWARD", &forward_jump(), true);
     t.ensure_rule(FORWARD_CHAIN, &admin_jump(&cfg.admin_chain), true);
     let mut added = Vec::new();
-    for ip in ips.iter().filter(|ip| Fam::of(ip) == fam) {
+    for ip in ips.iter().filter(|ip| IpFamily::of(ip) == fam) {
         for rule in address_rules(ip, cfg.dnat) {
             if t.ensure_rule(FORWARD_CHAIN, &rule, false) {
                 added.push((FORWARD_CHAIN.to_string(), rule));
@@ -318,8 +295,8 @@ fn add_family(cfg: &Config, fam: Fam, ips: &[IpAddr]) -> Result<Vec<(String, Str
     Ok(added)
 }
 
-fn list(ips: &[IpAddr], fam: Fam) -> String {
-    ips.iter().filter(|ip| Fam::of(ip) == fam).map(|ip| ip.to_string()).collect::<Vec<_>>().join(", ")
+fn list(ips: &[IpAddr], fam: IpFamily) -> String {
+    ips.iter().filter(|ip| IpFamily::of(ip) == fam).map(|ip| ip.to_string()).collect::<Vec<_>>().join(", ")
 }
 
 /// Removes the accept rules of `ips` (the reference's two and rcni's DNAT rule), whoever added them.
@@ -330,7 +307,7 @@ pub fn del(ips: &[IpAddr]) -> Result<()> {
         if !t.has_chain(FORWARD_CHAIN) {
             continue;
         }
-        for ip in ips.iter().filter(|ip| Fam::of(ip) == fam) {
+        for ip in ips.iter().filter(|ip| IpFamily::of(ip) == fam) {
             for rule in address_rules(ip, true) {
                 t.delete_rule(FORWARD_CHAIN, &rule);
             }
@@ -344,14 +321,14 @@ pub fn del(ips: &[IpAddr]) -> Result<()> {
 pub fn check(cfg: &Config, ips: &[IpAddr]) -> Result<()> {
     for fam in families(ips) {
         let t = Table::read(fam)?;
-        let tool = fam.tool();
+        let tool = fam.iptables();
         for chain in [FORWARD_CHAIN, cfg.admin_chain.as_str()] {
             if !t.has_chain(chain) {
                 return Err(Error::Check(format!("firewall: {tool} chain {chain} of table filter is missing")));
             }
         }
         let mut want = vec![("FORWARD", forward_jump()), (FORWARD_CHAIN, admin_jump(&cfg.admin_chain))];
-        for ip in ips.iter().filter(|ip| Fam::of(ip) == fam) {
+        for ip in ips.iter().filter(|ip| IpFamily::of(ip) == fam) {
             want.extend(address_rules(ip, cfg.dnat).into_iter().map(|r| (FORWARD_CHAIN, r)));
         }
         if let Some(iso) = &cfg.isolation {
@@ -374,7 +351,7 @@ mod tests {
     use super::*;
 
     fn table(lines: &[&str]) -> Table {
-        let mut t = Table { fam: Fam::V4, chains: Vec::new(), rules: Vec::new(), changes: Vec::new() };
+        let mut t = Table { fam: IpFamily::V4, chains: Vec::new(), rules: Vec::new(), changes: Vec::new() };
         for l in lines {
             if let Some(d) = l.strip_prefix(':') {
                 t.chains.push(d.split_whitespace().next().unwrap().to_string());

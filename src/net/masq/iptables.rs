@@ -19,49 +19,15 @@ use std::net::IpAddr;
 use ipnetwork::IpNetwork;
 
 use super::{Error, Owner, PodEntry, Result, reference_chain_name, reference_comment};
+use crate::net::IpFamily;
 use crate::net::command::Command;
-use crate::net::nft::{NFPROTO_IPV4, NFPROTO_IPV6, Nfnl};
+use crate::net::nft::Nfnl;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Fam {
-    V4,
-    V6,
-}
-
-impl Fam {
-    fn of(addr: &IpAddr) -> Fam {
-        if addr.is_ipv4() { Fam::V4 } else { Fam::V6 }
-    }
-    fn tool(self) -> &'static str {
-        match self {
-            Fam::V4 => "iptables",
-            Fam::V6 => "ip6tables",
-        }
-    }
-    fn nfproto(self) -> u8 {
-        match self {
-            Fam::V4 => NFPROTO_IPV4,
-            Fam::V6 => NFPROTO_IPV6,
-        }
-    }
-    fn multicast(self) -> &'static str {
-        match self {
-            Fam::V4 => "224.0.0.0/4",
-            Fam::V6 => "ff00::/8",
-        }
-    }
-    fn host_prefix(self) -> u8 {
-        match self {
-            Fam::V4 => 32,
-            Fam::V6 => 128,
-        }
-    }
-    /// The legacy (x_tables) table list of the calling thread's netns.
-    fn legacy_names(self) -> &'static str {
-        match self {
-            Fam::V4 => "/proc/thread-self/net/ip_tables_names",
-            Fam::V6 => "/proc/thread-self/net/ip6_tables_names",
-        }
+/// The legacy (x_tables) table list of the calling thread's netns.
+fn legacy_names(fam: IpFamily) -> &'static str {
+    match fam {
+        IpFamily::V4 => "/proc/thread-self/net/ip_tables_names",
+        IpFamily::V6 => "/proc/thread-self/net/ip6_tables_names",
     }
 }
 
@@ -112,19 +78,19 @@ fn tokens(line: &str) -> Vec<String> {
 
 /// The rules the reference creates for this pod and family, in iptables-save form:
 /// (rules of the container chain, POSTROUTING jumps).
-fn expected_lines(network: &str, exempt: &[IpNetwork], pod: &PodEntry, fam: Fam) -> (Vec<String>, Vec<String>) {
+fn expected_lines(network: &str, exempt: &[IpNetwork], pod: &PodEntry, fam: IpFamily) -> (Vec<String>, Vec<String>) {
     let chain = reference_chain_name(network, &pod.container_id);
     let comment = save_quote(&reference_comment(network, &pod.container_id));
     let mut seen = BTreeSet::new();
     let mut rules = Vec::new();
-    for n in exempt.iter().filter(|n| Fam::of(&n.ip()) == fam) {
+    for n in exempt.iter().filter(|n| IpFamily::of(&n.ip()) == fam) {
         let net = format!("{}/{}", n.network(), n.prefix());
         if seen.insert(net.clone()) {
             rules.push(format!("-A {chain} -d {net} -m comment --comment {comment} -j ACCEPT"));
         }
     }
     rules.push(format!("-A {chain} ! -d {} -m comment --comment {comment} -j MASQUERADE", fam.multicast()));
-    let ips: BTreeSet<IpAddr> = pod.ips.iter().map(|n| n.ip()).filter(|a| Fam::of(a) == fam).collect();
+    let ips: BTreeSet<IpAddr> = pod.ips.iter().map(|n| n.ip()).filter(|a| IpFamily::of(a) == fam).collect();
     let jumps = ips
         .iter()
         .map(|ip| format!("-A POSTROUTING -s {ip}/{} -m comment --comment {comment} -j {chain}", fam.host_prefix()))
@@ -132,14 +98,8 @@ fn expected_lines(network: &str, exempt: &[IpNetwork], pod: &PodEntry, fam: Fam)
     (rules, jumps)
 }
 
-fn families(pod: &PodEntry) -> Vec<Fam> {
-    let mut v = Vec::new();
-    for f in [Fam::V4, Fam::V6] {
-        if pod.ips.iter().any(|n| Fam::of(&n.ip()) == f) {
-            v.push(f);
-        }
-    }
-    v
+fn families(pod: &PodEntry) -> Vec<IpFamily> {
+    IpFamily::used_by(pod.ips.iter().map(|n| n.ip()))
 }
 
 fn run(network: &str, tool: &str, args: &[&str], stdin: Option<&str>, what: &str) -> Result<String> {
@@ -158,14 +118,14 @@ fn run(network: &str, tool: &str, args: &[&str], stdin: Option<&str>, what: &str
 }
 
 /// The `nat` table of one family, as iptables-save lines (without comments / COMMIT).
-fn save(network: &str, fam: Fam) -> Result<Vec<String>> {
-    let tool = format!("{}-save", fam.tool());
+fn save(network: &str, fam: IpFamily) -> Result<Vec<String>> {
+    let tool = format!("{}-save", fam.iptables());
     let out = run(network, &tool, &["-t", "nat"], None, "reading table nat")?;
     Ok(out.lines().filter(|l| l.starts_with('-') || l.starts_with(':')).map(str::to_string).collect())
 }
 
-fn restore(network: &str, fam: Fam, input: &str, what: &str) -> Result<()> {
-    let tool = format!("{}-restore", fam.tool());
+fn restore(network: &str, fam: IpFamily, input: &str, what: &str) -> Result<()> {
+    let tool = format!("{}-restore", fam.iptables());
     run(network, &tool, &["-w", "--noflush"], Some(input), what).map(|_| ())
 }
 
@@ -212,9 +172,9 @@ enum Probe<'a> {
 /// nf_tables netlink for iptables-nft, and in the legacy x_tables blob read straight from the kernel
 /// (what `iptables-legacy-save` reads, but without a process and without formatting the whole table).
 /// Unsure means yes: the tools then look, rather than leak.
-fn may_exist(fam: Fam, probe: &Probe<'_>) -> bool {
+fn may_exist(fam: IpFamily, probe: &Probe<'_>) -> bool {
     let legacy =
-        std::fs::read_to_string(fam.legacy_names()).map(|s| s.lines().any(|l| l.trim() == "nat")).unwrap_or(false);
+        std::fs::read_to_string(legacy_names(fam)).map(|s| s.lines().any(|l| l.trim() == "nat")).unwrap_or(false);
     // The table is listed, so reading it does not make the kernel load (create) it.
     if legacy && legacy::nat_mentions(fam, probe).unwrap_or(true) {
         return true;
@@ -233,7 +193,7 @@ fn may_exist(fam: Fam, probe: &Probe<'_>) -> bool {
 /// `IPT_SO_GET_INFO` for its size, then `IPT_SO_GET_ENTRIES` for the rule blob. User chain names (in
 /// the ERROR targets that head them) and rule comments (in the comment matches) are plain bytes in it.
 mod legacy {
-    use super::{Fam, Probe};
+    use super::{IpFamily, Probe};
 
     const SO_GET_INFO: libc::c_int = 64;
     const SO_GET_ENTRIES: libc::c_int = 65;
@@ -244,7 +204,7 @@ mod legacy {
     const GET_ENTRIES_HDR: usize = 40;
 
     /// Whether the blob contains the probe's bytes; `None` when it cannot be read.
-    pub(super) fn nat_mentions(fam: Fam, probe: &Probe<'_>) -> Option<bool> {
+    pub(super) fn nat_mentions(fam: IpFamily, probe: &Probe<'_>) -> Option<bool> {
         let needle = match probe {
             Probe::Chain(c) => {
                 // The chain name is NUL-terminated in its ERROR target.
@@ -258,10 +218,10 @@ mod legacy {
         Some(memchr::memmem::find(&blob, &needle).is_some())
     }
 
-    fn read_nat(fam: Fam) -> Option<Vec<u8>> {
+    fn read_nat(fam: IpFamily) -> Option<Vec<u8>> {
         let (domain, level) = match fam {
-            Fam::V4 => (libc::AF_INET, libc::IPPROTO_IP),
-            Fam::V6 => (libc::AF_INET6, libc::IPPROTO_IPV6),
+            IpFamily::V4 => (libc::AF_INET, libc::IPPROTO_IP),
+            IpFamily::V6 => (libc::AF_INET6, libc::IPPROTO_IPV6),
         };
         // SAFETY: plain socket(2); the fd is owned below.
         let fd = unsafe { libc::socket(domain, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::IPPROTO_RAW) };
@@ -321,7 +281,7 @@ fn removal_input(lines: &[String], chains: &[String]) -> Option<String> {
 /// Removes the reference chain of (network, container) and the jumps to it, if they exist.
 pub fn teardown_if_present(network: &str, pod: &PodEntry) -> Result<()> {
     let chain = reference_chain_name(network, &pod.container_id);
-    for fam in [Fam::V4, Fam::V6] {
+    for fam in IpFamily::BOTH {
         if !may_exist(fam, &Probe::Chain(&chain)) {
             continue;
         }
@@ -344,15 +304,15 @@ pub fn check(network: &str, exempt: &[IpNetwork], pod: &PodEntry) -> Result<()> 
                 "masquerade for network {network:?}: chain {chain} of container {} is missing from \
                  {} table nat; re-create the pod",
                 pod.container_id,
-                fam.tool()
+                fam.iptables()
             )));
         }
         if let Some(missing) = rules.iter().chain(&jumps).find(|r| !lines.contains(r)) {
             return Err(Error::Check(format!(
                 "masquerade for network {network:?}: rule `{missing}` is missing from {} table nat \
                  (`{}-save -t nat` shows the state); re-create the pod",
-                fam.tool(),
-                fam.tool()
+                fam.iptables(),
+                fam.iptables()
             )));
         }
     }
@@ -374,7 +334,7 @@ fn comment_id(line: &str, network: &str) -> Option<String> {
 pub fn gc_if_present(network: &str, valid: &[Owner]) -> Result<()> {
     let valid_ids: HashSet<&str> = valid.iter().map(|o| o.container_id.as_str()).collect();
     let comment_prefix = format!("name: {} id: ", super::go_quote(network));
-    for fam in [Fam::V4, Fam::V6] {
+    for fam in IpFamily::BOTH {
         if !may_exist(fam, &Probe::Comment(&comment_prefix)) {
             continue;
         }
@@ -411,7 +371,7 @@ mod tests {
     #[test]
     fn reference_lines() {
         let ex: Vec<IpNetwork> = pod().ips.clone();
-        let (rules, jumps) = expected_lines("brnet", &ex, &pod(), Fam::V4);
+        let (rules, jumps) = expected_lines("brnet", &ex, &pod(), IpFamily::V4);
         let c = r#""name: \"brnet\" id: \"ctr1\"""#;
         assert_eq!(
             rules,
@@ -424,7 +384,7 @@ mod tests {
             jumps,
             vec![format!("-A POSTROUTING -s 10.88.0.5/32 -m comment --comment {c} -j CNI-2fbf118d4cafd020f013271b")]
         );
-        let (rules6, jumps6) = expected_lines("brnet", &ex, &pod(), Fam::V6);
+        let (rules6, jumps6) = expected_lines("brnet", &ex, &pod(), IpFamily::V6);
         assert!(rules6[0].contains("-d fd88::/64 "), "{rules6:?}");
         assert!(rules6[1].contains("! -d ff00::/8 "));
         assert!(jumps6[0].contains("-s fd88::5/128 "));

@@ -101,12 +101,7 @@ pub(super) const TABLE_COMMENT: &str = "rcni: masquerade of pod addresses";
 /// The masquerade rule of one family: `ip saddr @<sources> ip daddr != @<exempt> ip daddr != 224.0.0.0/4
 /// masquerade` (`ip6 ... ff00::/8`).
 pub(super) fn masq_rule(chain: &str, fam: IpFamily, sources: &str, exempt: &str, comment: &str) -> Rule {
-    let multicast: IpNetwork = match fam {
-        IpFamily::V4 => "224.0.0.0/4",
-        IpFamily::V6 => "ff00::/8",
-    }
-    .parse()
-    .expect("a valid prefix");
+    let multicast: IpNetwork = fam.multicast().parse().expect("a valid prefix");
     Rule::new(
         chain,
         vec![

@@ -212,13 +212,6 @@ fn octets(a: IpAddr) -> Vec<u8> {
     }
 }
 
-fn fam_byte(fam: IpFamily) -> u8 {
-    match fam {
-        IpFamily::V4 => libc::NFPROTO_IPV4 as u8,
-        IpFamily::V6 => libc::NFPROTO_IPV6 as u8,
-    }
-}
-
 fn padded_ifname(name: &str) -> Vec<u8> {
     let mut padded = vec![0u8; IFNAMSIZ];
     let n = name.len().min(IFNAMSIZ - 1);
@@ -237,7 +230,7 @@ fn exprs_of(s: &Stmt, ctx: &Ctx<'_>) -> Vec<Expr> {
             Expr::Payload { base: NFT_PAYLOAD_LL_HEADER, offset: ETHER_SADDR.0, len: ETHER_SADDR.1 },
             Expr::Cmp { op: CmpOp::Eq, data: mac.parse::<Mac>().map(|m| m.octets().to_vec()).unwrap_or_default() },
         ],
-        Stmt::NfProto(fam) => meta_eq(NFT_META_NFPROTO, vec![fam_byte(*fam)]),
+        Stmt::NfProto(fam) => meta_eq(NFT_META_NFPROTO, vec![fam.nfproto()]),
         Stmt::L4Proto(p) => meta_eq(NFT_META_L4PROTO, vec![*p]),
         Stmt::Addr { field, op, net } => {
             let fam = s.ip_family().expect("an address match");
