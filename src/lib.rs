@@ -5,6 +5,7 @@
 //! plumbing, no CNI JSON).
 //! `cni` and `net` never import each other.
 
+pub mod attachment;
 pub mod bridge;
 pub mod cni;
 pub mod fnv;

@@ -343,12 +343,12 @@ fn gc_removes_only_stale_attachments_with_our_names() {
         assert_eq!(spoofchk::list().unwrap().len(), 5);
         // nothing stale: nothing removed
         let all = [("a", "eth0"), ("b", "eth0"), ("c", "eth0"), ("c", "net1"), ("ctr-refgc", "eth0")];
-        assert_eq!(spoofchk::gc("spnet", &all, |_| true).unwrap(), vec![]);
+        assert_eq!(spoofchk::gc("spnet", &keys(&all), |_| true).unwrap(), vec![]);
         // out of scope: only attachments tagged with the network (b) go, the reference's stays
         let valid = [("a", "eth0"), ("c", "eth0"), ("c", "net1"), ("ctr-refgc", "eth0")];
-        let removed = spoofchk::gc("spnet", &valid, |_| false).unwrap();
+        let removed = spoofchk::gc("spnet", &keys(&valid), |_| false).unwrap();
         assert_eq!(removed.iter().map(|a| a.ref_id.as_str()).collect::<Vec<_>>(), vec!["b-eth0"]);
-        let removed = spoofchk::gc("spnet", &[("a", "eth0"), ("c", "net1")], |_| true).unwrap();
+        let removed = spoofchk::gc("spnet", &keys(&[("a", "eth0"), ("c", "net1")]), |_| true).unwrap();
         assert_eq!(removed.iter().map(|a| a.ref_id.as_str()).collect::<Vec<_>>(), vec!["c-eth0", "ctr-refgc-eth0"]);
         spoofchk::check("a", "eth0", "veth-a", m).unwrap();
         spoofchk::check("c", "net1", "veth-c1", m).unwrap();
@@ -417,7 +417,7 @@ fn gc_of_one_network_never_removes_another_networks_checks() {
         spoofchk::check("o1", "eth0", "vetho1", m).unwrap();
         // B's GC with b1 valid removes b2 only; even a scope that takes everything cannot reach A's.
         spoofchk::setup("neta", "a1", "eth0", "vetha1", m).unwrap();
-        let removed = spoofchk::gc("netb", &[("b1", "eth0"), ("o1", "eth0")], |_| true).unwrap();
+        let removed = spoofchk::gc("netb", &keys(&[("b1", "eth0"), ("o1", "eth0")]), |_| true).unwrap();
         assert_eq!(removed.iter().map(|a| a.ref_id.as_str()).collect::<Vec<_>>(), vec!["b2-eth0"]);
         spoofchk::check("a1", "eth0", "vetha1", m).unwrap();
         // An ADD over an untagged rule tags it, and still leaves one rule.
@@ -528,4 +528,9 @@ fn bench_setup_teardown() {
     eprintln!(
         "per attachment (0..200 present): setup {setup:?}, check {check:?}, teardown {teardown:?}; teardown of an absent one {absent:?}"
     );
+}
+
+/// GC's valid list from (containerID, ifname) pairs.
+fn keys(pairs: &[(&str, &str)]) -> Vec<rcni::attachment::Attachment> {
+    pairs.iter().map(|(c, i)| rcni::attachment::Attachment::new(c, i)).collect()
 }

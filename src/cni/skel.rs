@@ -68,11 +68,7 @@ impl Command {
 }
 
 /// One attachment named in GC's valid-attachments list.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Attachment {
-    pub container_id: String,
-    pub ifname: String,
-}
+pub use crate::attachment::Attachment;
 
 #[derive(Debug, Clone)]
 pub struct Request {

@@ -110,8 +110,7 @@ pub fn gc(req: &Request, spec: &AttachSpec, ipam: Option<&Ipam>, valid: Option<&
     if let (Some(valid), Some(ipam)) = (valid, ipam) {
         match ipam.holders(req) {
             Ok(Some(holders)) => {
-                let stale: Vec<(String, String)> =
-                    holders.into_iter().filter(|h| !valid.contains(h)).map(|h| (h.container_id, h.ifname)).collect();
+                let stale: Vec<Attachment> = holders.into_iter().filter(|h| !valid.contains(h)).collect();
                 match block_on(async { veth::remove_stale(&NetHandle::current()?, &spec.bridge.name, &stale).await }) {
                     Ok(gone) if !gone.is_empty() => {
                         log::warn(&req.conf.plugin_type, format!("gc: deleted stale veths {}", gone.join(" ")))
@@ -159,6 +158,5 @@ pub fn gc(req: &Request, spec: &AttachSpec, ipam: Option<&Ipam>, valid: Option<&
 fn gc_spoof_checks(network: &str, valid: &[Attachment]) -> CniResult<()> {
     let links = block_on(async { NetHandle::current()?.links().await })?;
     let veth_gone = |a: &spoofchk::Attachment| a.host_veth.as_ref().is_none_or(|v| !links.iter().any(|l| &l.name == v));
-    let pairs: Vec<(&str, &str)> = valid.iter().map(|a| (a.container_id.as_str(), a.ifname.as_str())).collect();
-    spoofchk::gc(network, &pairs, veth_gone).map(|_| ()).map_err(|e| CniError::internal(format!("macspoofchk GC: {e}")))
+    spoofchk::gc(network, valid, veth_gone).map(|_| ()).map_err(|e| CniError::internal(format!("macspoofchk GC: {e}")))
 }

@@ -2,6 +2,7 @@
 //! bridge under a name derived from (containerID, ifname).
 
 use super::names::host_veth_name;
+use crate::attachment::Attachment;
 use crate::cni::log;
 use crate::cni::{CniError, CniResult};
 use crate::net::{BridgePortFlags, Link, Mac, NetHandle, Netns, VethEnd, VethSpec};
@@ -225,11 +226,11 @@ pub async fn sweep_retired(node: &NetHandle) -> CniResult<Vec<String>> {
 /// Delete the pairs of attachments GC found stale: the host end under each one's derived name, if it is a
 /// veth and a port of `bridge` (the network's own bridge; another bridge's port is not this network's).
 /// Returns the names deleted.
-pub async fn remove_stale(node: &NetHandle, bridge: &str, stale: &[(String, String)]) -> CniResult<Vec<String>> {
+pub async fn remove_stale(node: &NetHandle, bridge: &str, stale: &[Attachment]) -> CniResult<Vec<String>> {
     let Some(br) = node.link_by_name(bridge).await? else { return Ok(Vec::new()) };
     let mut deleted = Vec::new();
-    for (container_id, ifname) in stale {
-        let Some(host) = host_end(node, container_id, ifname).await? else { continue };
+    for a in stale {
+        let Some(host) = host_end(node, &a.container_id, &a.ifname).await? else { continue };
         if host.is_kind("veth") && host.master == Some(br.index) {
             match node.delete_link(host.index).await {
                 Err(e) if !e.is_not_found() => return Err(e.into()),

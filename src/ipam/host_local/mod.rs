@@ -338,8 +338,8 @@ impl Plugin for HostLocal {
         let Some(store) = Store::open_existing(&loc.net_dir(), loc.lock_timeout).map_err(store_err)? else {
             return Ok(());
         };
-        let valid: HashSet<(String, String)> =
-            valid.iter().map(|a| (a.container_id.trim().to_string(), a.ifname.clone())).collect();
+        let valid: HashSet<Attachment> =
+            valid.iter().map(|a| Attachment::new(a.container_id.trim(), &a.ifname)).collect();
         let r = store.gc(&valid).map_err(store_err)?;
         if !r.ips.is_empty() {
             let list: Vec<String> = r.ips.iter().map(IpAddr::to_string).collect();

@@ -24,7 +24,6 @@ pub use model::{BridgeInfo, BridgePortInfo, Link, OperState, VxlanInfo};
 use super::error::{NetError, Result};
 use super::handle::NetHandle;
 use super::mac::Mac;
-use super::netns::Netns;
 
 /// `RTMGRP_LINK`: multicast group of link notifications (RTNLGRP_LINK = 1).
 const RTMGRP_LINK: u32 = 1;
@@ -248,13 +247,6 @@ impl NetHandle {
         let mut m = get_by_index(index);
         m.attributes.push(LinkAttribute::IfAlias(alias.to_string()));
         self.set_link(m, format!("set alias {alias:?} on link #{index}")).await
-    }
-
-    /// Move a link into another namespace. The kernel takes it down and drops its addresses on the way.
-    pub async fn set_netns(&self, index: u32, ns: &Netns) -> Result<()> {
-        let mut m = get_by_index(index);
-        m.attributes.push(LinkAttribute::NetNsFd(ns.raw_fd()));
-        self.set_link(m, format!("move link #{index} to netns {}", ns.path().display())).await
     }
 
     /// Set hairpin / isolated on a bridge port (the link must be attached to a bridge).

@@ -50,6 +50,7 @@ pub use names::{BASE_CHAIN, BASE_PRIORITY, CHAIN_PREFIX, COMMENT_PREFIX, Names, 
 pub use ruleset::Attachment;
 use ruleset::{Rule, attachment_rules, attachments, core, is_expected_jump, nl_err, read_base_chain, read_table, text};
 
+use crate::attachment::Attachment as Key;
 use crate::net::Mac;
 use crate::net::nft::{NFPROTO_BRIDGE, NetlinkError, Nfnl, Stmt, absent, retryable};
 
@@ -303,9 +304,9 @@ pub fn list() -> Result<Vec<Attachment>> {
 ///   judgement, e.g. "its host veth is gone", since nothing says which network they belong to.
 ///
 /// An attachment tagged with another network is never removed. Returns what was removed.
-pub fn gc(network: &str, valid: &[(&str, &str)], in_scope: impl Fn(&Attachment) -> bool) -> Result<Vec<Attachment>> {
+pub fn gc(network: &str, valid: &[Key], in_scope: impl Fn(&Attachment) -> bool) -> Result<Vec<Attachment>> {
     let owner = owner_tag(network);
-    let keep: Vec<Names> = valid.iter().map(|(c, i)| Names::new(c, i)).collect();
+    let keep: Vec<Names> = valid.iter().map(|k| Names::new(&k.container_id, &k.ifname)).collect();
     let keep_refs: HashSet<&str> = keep.iter().map(|n| n.ref_id.as_str()).collect();
     let keep_chains: HashSet<&str> = keep.iter().flat_map(|n| [n.iface_chain.as_str(), n.mac_chain.as_str()]).collect();
     let label = format!("macspoofchk garbage collection of network {network:?}");

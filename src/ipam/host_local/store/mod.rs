@@ -31,6 +31,7 @@ use std::time::Duration;
 
 use super::index::{self, Match, Name, Owner, Records};
 use super::reservation::{Holder, name_ip};
+use crate::attachment::Attachment;
 use crate::lock;
 
 mod write;
@@ -382,8 +383,8 @@ impl Store {
     /// Remove every reservation whose holder is not a valid attachment; also stale temp files.
     /// A legacy file (container ID only) stays if any valid attachment has that container ID.
     /// Continues on errors and returns them all.
-    pub fn gc(&self, valid: &HashSet<(String, String)>) -> SResult<Released> {
-        let valid_ids: HashSet<&str> = valid.iter().map(|(id, _)| id.as_str()).collect();
+    pub fn gc(&self, valid: &HashSet<Attachment>) -> SResult<Released> {
+        let valid_ids: HashSet<&str> = valid.iter().map(|a| a.container_id.as_str()).collect();
         let rd = fs::read_dir(&self.dir).map_err(|e| StoreError::io("cannot read", &self.dir, e))?;
         let mut out = Released::default();
         for ent in rd {
@@ -413,7 +414,7 @@ impl Store {
                 };
                 let h = Holder::parse(&String::from_utf8_lossy(&b));
                 let keep = match &h.ifname {
-                    Some(ifname) => valid.contains(&(h.container_id.clone(), ifname.clone())),
+                    Some(ifname) => valid.contains(&Attachment::new(&h.container_id, ifname)),
                     None => valid_ids.contains(h.container_id.as_str()),
                 };
                 if keep {
@@ -540,7 +541,7 @@ pub(super) mod tests {
         fs::write(t.net.join(".rcni-tmp.10.0.0.8.1234"), "x\r\neth0").unwrap();
         fs::write(t.net.join("notes.txt"), "dead\r\neth0").unwrap(); // not ours: untouched
         s.set_last_reserved(0, ip("10.0.0.4")).unwrap();
-        let valid: HashSet<(String, String)> = [("live".to_string(), "eth0".to_string())].into();
+        let valid: HashSet<Attachment> = [Attachment::new("live", "eth0")].into();
         let mut r = s.gc(&valid).unwrap();
         r.ips.sort();
         assert_eq!(r.ips, [ip("10.0.0.3"), ip("10.0.0.4"), ip("10.0.0.6"), ip("10.0.0.7"), ip("fd00::4")]);
