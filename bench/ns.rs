@@ -214,6 +214,11 @@ impl Ns {
 
 impl Drop for Ns {
     fn drop(&mut self) {
+        // The plugins' node state of this namespace (vxlan's records), before the inode can be reused.
+        if let Ok(meta) = std::fs::metadata(format!("/run/netns/{}", self.name)) {
+            use std::os::unix::fs::MetadataExt;
+            rcni::fs_private::remove_node_dirs(Path::new("/run/rcni"), meta.ino());
+        }
         if !delete_ns(&self.name) {
             eprintln!("rcni-bench: cannot delete netns {}", self.name);
         }

@@ -20,6 +20,26 @@ pub const DIR_MODE: u32 = 0o700;
 /// Mode of files this module creates.
 pub const FILE_MODE: u32 = 0o600;
 
+/// The plugins that keep node state (vxlan's VTEP records, portmap's and firewall's ledgers), each in
+/// [`node_dir`] under one base (`/run/rcni`).
+pub const NODE_STATE_PLUGINS: [&str; 3] = ["vxlan", "portmap", "firewall"];
+
+/// `<base>/<plugin>-<inode of the calling thread's network namespace>`: a plugin's directory for this node,
+/// per network namespace so that simulated nodes on one machine stay apart.
+pub fn node_dir(base: &Path, plugin: &str) -> PathBuf {
+    let ino = std::fs::metadata("/proc/thread-self/ns/net").map(|m| m.ino()).unwrap_or(0);
+    base.join(format!("{plugin}-{ino}"))
+}
+
+/// For whoever deletes a simulated node's namespace (tests, the benchmark): remove every plugin's
+/// [`node_dir`] of the namespace with inode `ino`. The kernel reuses the inode of a deleted namespace, and a
+/// later one would find the old node's records.
+pub fn remove_node_dirs(base: &Path, ino: u64) {
+    for plugin in NODE_STATE_PLUGINS {
+        let _ = std::fs::remove_dir_all(base.join(format!("{plugin}-{ino}")));
+    }
+}
+
 fn euid() -> u32 {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() }

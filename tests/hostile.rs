@@ -803,16 +803,9 @@ fn hostile_firewall_input_is_refused_and_changes_nothing() {
     use std::os::unix::fs::MetadataExt;
     let w = World::new();
     let ledger = PathBuf::from(format!("/run/rcni/firewall-{}", std::fs::metadata(w.node.path()).unwrap().ino()));
-    // Keyed by the node netns' inode, which the kernel reuses: one left by an earlier run that failed is
-    // stale (no live namespace has this inode but ours), and ours is removed also when this test fails.
+    // Keyed by the node netns' inode, which the kernel reuses: one left by an earlier run (before the
+    // namespace guards removed it) is stale, as no live namespace has this inode but ours.
     let _ = std::fs::remove_dir_all(&ledger);
-    struct RemoveOnDrop(PathBuf);
-    impl Drop for RemoveOnDrop {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-    let _cleanup = RemoveOnDrop(ledger.clone());
     let cases = firewall_cases(&w);
     assert!(cases.len() >= 50, "{} cases", cases.len());
     run_cases(&w, &cases, std::slice::from_ref(&ledger));

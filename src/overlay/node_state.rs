@@ -36,9 +36,7 @@ impl NodeState {
     /// The state of the node whose network namespace this thread is in, under `base`:
     /// `<base>/vxlan-<netns inode>` (so simulated nodes on one machine stay apart).
     pub fn for_this_node(base: &Path) -> CniResult<NodeState> {
-        use std::os::unix::fs::MetadataExt;
-        let ino = std::fs::metadata("/proc/thread-self/ns/net").map(|m| m.ino()).unwrap_or(0);
-        NodeState::open(&base.join(format!("vxlan-{ino}")))
+        NodeState::open(&fs_private::node_dir(base, "vxlan"))
     }
 
     pub fn open(dir: &Path) -> CniResult<NodeState> {

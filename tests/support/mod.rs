@@ -535,12 +535,11 @@ impl NetNs {
 
 impl Drop for NetNs {
     fn drop(&mut self) {
-        // The vxlan plugin keeps its node state in /run/rcni/vxlan-<netns inode>, portmap its ledger in
-        // /run/rcni/portmap-<netns inode>: a simulated node's goes with it.
+        // vxlan, portmap and firewall keep node state in /run/rcni/<plugin>-<netns inode>: a simulated
+        // node's goes with it.
         if let Ok(meta) = std::fs::metadata(&self.path) {
             use std::os::unix::fs::MetadataExt;
-            let _ = std::fs::remove_dir_all(Path::new("/run/rcni").join(format!("vxlan-{}", meta.ino())));
-            let _ = std::fs::remove_dir_all(Path::new("/run/rcni").join(format!("portmap-{}", meta.ino())));
+            rcni::fs_private::remove_node_dirs(Path::new("/run/rcni"), meta.ino());
         }
         // Processes a test left running inside its own namespace (servers, stuck plugins).
         let pids = host_cmd("ip", &["netns", "pids", &self.name]);

@@ -65,9 +65,7 @@ fn io(what: String) -> impl FnOnce(std::io::Error) -> Error {
 
 /// The node directory: `<base>/firewall-<netns inode>` of the calling thread's network namespace.
 pub fn node_dir(base: &Path) -> PathBuf {
-    use std::os::unix::fs::MetadataExt;
-    let ino = std::fs::metadata("/proc/thread-self/ns/net").map(|m| m.ino()).unwrap_or(0);
-    base.join(format!("firewall-{ino}"))
+    fs_private::node_dir(base, "firewall")
 }
 
 fn lock(path: &Path) -> Result<std::fs::File> {

@@ -71,9 +71,7 @@ pub struct Ledger {
 impl Ledger {
     /// The ledger under `base` for the calling thread's network namespace.
     pub fn for_this_node(base: &Path) -> Ledger {
-        use std::os::unix::fs::MetadataExt;
-        let ino = std::fs::metadata("/proc/thread-self/ns/net").map(|m| m.ino()).unwrap_or(0);
-        Ledger { node: base.join(format!("portmap-{ino}")) }
+        Ledger { node: crate::fs_private::node_dir(base, "portmap") }
     }
 
     fn network_dir(&self, network: &str) -> PathBuf {
