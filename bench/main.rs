@@ -1,4 +1,6 @@
 //! rcni-bench: rcni against the reference CNI plugins, side by side in one run, in throwaway namespaces.
+//! (The phases of a run, in the order they run, one function each; the workers, namespaces, statistics and
+//! report are in their own modules. Over 500 lines because each phase sets up and times both suites.)
 //!
 //! ```text
 //! rcni-bench [--pods N] [--reps R] [--concurrency C] [--scale-pods S] [--scale-window W] [--iperf-secs T]

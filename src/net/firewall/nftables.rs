@@ -204,8 +204,9 @@ pub fn check(cfg: &Config) -> Result<()> {
 
 /// The forward DROP policies of this node that an nftables accept in table `inet rcni` cannot lift:
 /// iptables' / ip6tables' FORWARD policy (legacy or nft; `iptables-save`) and every other nftables base
-/// chain on the forward hook with policy drop (`nft list chains`; without the nft binary, the `filter`
-/// tables of iptables-nft over netlink). Each entry says where.
+/// chain of a routed family (ip, ip6, inet) on the forward hook with policy drop, listed over netlink.
+/// Bridge-family chains see only switched frames, which no chain of table `inet rcni` sees. Each entry
+/// says where.
 pub fn drop_policies() -> Result<Vec<String>> {
     let mut found = Vec::new();
     for tool in ["iptables-save", "ip6tables-save"] {
@@ -216,42 +217,22 @@ pub fn drop_policies() -> Result<Vec<String>> {
             found.push(format!("{} FORWARD policy DROP ({tool})", tool.trim_end_matches("-save")));
         }
     }
-    match Command::new("nft").args(["-j", "list", "chains"]).run() {
-        Ok(o) => {
-            let v: serde_json::Value = serde_json::from_str(&o.stdout)
-                .map_err(|e| Error::Nft(format!("firewall: `nft -j list chains` printed no JSON ({e})")))?;
-            for item in v["nftables"].as_array().into_iter().flatten() {
-                let c = &item["chain"];
-                let (family, table, name) = (
-                    c["family"].as_str().unwrap_or(""),
-                    c["table"].as_str().unwrap_or(""),
-                    c["name"].as_str().unwrap_or(""),
-                );
-                // Bridge-family chains see only switched frames, which no chain of table inet rcni sees.
-                let routed = matches!(family, "ip" | "ip6" | "inet");
-                if routed && c["hook"] == "forward" && c["policy"] == "drop" && !(family == "inet" && table == TABLE) {
-                    let what = format!("nftables chain {family} {table} {name} (hook forward, policy drop)");
-                    found.push(what);
-                }
+    let listing =
+        |what: &str, e: NetlinkError| Error::Nft(format!("firewall: listing the nftables chains ({what}): {e}"));
+    let mut nl = Nfnl::open().map_err(|e| listing("opening the netlink socket", e))?;
+    for (fam, label) in [(NFPROTO_IPV4, "ip"), (NFPROTO_IPV6, "ip6"), (NFPROTO_INET, "inet")] {
+        let chains = match nl.dump_all_chains(fam) {
+            Ok(c) => c,
+            Err(e) if absent(&e) => continue,
+            Err(e) => return Err(listing(&format!("family {label}"), e)),
+        };
+        for (table, c) in chains {
+            let drops =
+                c.hook.as_ref().is_some_and(|h| h.hooknum == hooks::FORWARD && h.policy == libc::NF_DROP as u32);
+            if drops && !(fam == NFPROTO_INET && table == TABLE) {
+                found.push(format!("nftables chain {label} {table} {} (hook forward, policy drop)", c.name));
             }
         }
-        Err(e) if e.is_not_installed() => {
-            let mut nl = Nfnl::open().map_err(|e| nl_err("opening nf_tables netlink", e))?;
-            for (fam, label) in [(NFPROTO_IPV4, "ip"), (NFPROTO_IPV6, "ip6"), (NFPROTO_INET, "inet")] {
-                let chains = match nl.dump_chains(fam, "filter") {
-                    Ok(c) => c.unwrap_or_default(),
-                    Err(e) if absent(&e) => continue,
-                    Err(e) => return Err(nl_err("listing chains of table filter", e)),
-                };
-                for c in chains {
-                    if c.hook.as_ref().is_some_and(|h| h.hooknum == hooks::FORWARD && h.policy == libc::NF_DROP as u32)
-                    {
-                        found.push(format!("nftables chain {label} filter {} (hook forward, policy drop)", c.name));
-                    }
-                }
-            }
-        }
-        Err(e) => return Err(Error::Nft(format!("firewall: listing the nftables chains (`nft -j list chains`): {e}"))),
     }
     found.sort();
     found.dedup();

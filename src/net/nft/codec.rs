@@ -1,7 +1,8 @@
 //! The nf_tables netlink codec: wire constants, message and attribute encoding, and batches (split so
 //! that no attribute outgrows its 16-bit length). The kernel's answers are parsed in `parse`, userdata
 //! TLVs in `udata`; both re-exported here. (The byte-level tests below pin the encoding to what `nft`
-//! sends.)
+//! sends.) Over 500 lines because it is one format: the uapi constants and one encoder per batch
+//! operation, which only make sense side by side.
 //!
 //! Encoding (kernel uapi `linux/netfilter/nfnetlink.h`, `linux/netfilter/nf_tables.h`): every message
 //! is `nlmsghdr` + `nfgenmsg {family, version = 0, res_id (big endian)}` + attributes. Attribute

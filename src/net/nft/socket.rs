@@ -336,6 +336,24 @@ impl Nfnl {
         })
     }
 
+    /// Every chain of every table of `family`, with its table's name.
+    pub fn dump_all_chains(&mut self, family: u8) -> NlResult<Vec<(String, ChainInfo)>> {
+        retry_interrupted(|| {
+            let seq = self.next_seq(0);
+            let mut b = MsgBuf::default();
+            b.begin_nft(NFT_MSG_GETCHAIN, NLM_F_DUMP, seq, family);
+            b.end();
+            let mut out = Vec::new();
+            self.request(&b.data, seq, true, |m| {
+                if m.msg_type == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWCHAIN {
+                    out.push(parse_chain_msg(m.payload)?);
+                }
+                Ok(())
+            })?;
+            Ok(out)
+        })
+    }
+
     /// Whether `family table` exists.
     pub fn table_exists(&mut self, family: u8, table: &str) -> NlResult<bool> {
         let seq = self.next_seq(0);
