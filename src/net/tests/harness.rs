@@ -44,12 +44,13 @@ pub fn is_root() -> bool {
     nix::unistd::Uid::effective().is_root()
 }
 
+/// Tests that need root fail without it (never pass without having run).
 macro_rules! require_root {
     () => {
-        if !crate::net::tests::harness::is_root() {
-            eprintln!("skipped: needs root");
-            return;
-        }
+        assert!(
+            crate::net::tests::harness::is_root(),
+            "this test creates network namespaces: run the suite as root (scripts/test)"
+        );
     };
 }
 pub(crate) use require_root;

@@ -285,8 +285,10 @@ async fn bridge_vlan_on_port_or_not_supported() {
         match nh.create_bridge(&BridgeSpec { name: "brv".into(), vlan_filtering: true, ..Default::default() }).await {
             Ok(b) => b,
             Err(e) => {
+                // What this test can check on a kernel without CONFIG_BRIDGE_VLAN_FILTERING (this machine's and
+                // CI's): that the failure is classified as not supported. The VLAN part needs that option.
                 assert!(e.is_not_supported(), "{e}");
-                eprintln!("skipped: kernel without bridge VLAN filtering");
+                eprintln!("kernel without bridge VLAN filtering: only the not-supported answer was checked");
                 return;
             }
         };
