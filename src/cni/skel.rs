@@ -383,9 +383,10 @@ pub fn about_text(about: &str) -> String {
     format!("{about}\nCNI protocol versions supported: {}\n", version::SUPPORTED.join(", "))
 }
 
-/// The C `main` of a plugin binary (whose crate is `#![cfg_attr(not(test), no_main)]`): [`start_bare`], then `$run`, a
-/// `fn() -> !` that ends in [`run`] or `std::process::exit` (which flushes stdout, as std's own exit
-/// does). A plugin is exec'd for every pod and its start-up is part of every command's latency.
+/// The C `main` of a plugin binary (whose crate is `#![cfg_attr(not(test), no_main)]`): [`start_bare`],
+/// then `$run`, a `fn() -> !` that ends in [`run`] or `std::process::exit` (which flushes stdout, as
+/// std's own exit does). A plugin is exec'd for every pod and its start-up is part of every command's
+/// latency.
 #[macro_export]
 macro_rules! plugin_main {
     ($run:path) => {
@@ -403,9 +404,8 @@ macro_rules! plugin_main {
 
 /// What a plugin needs of std's runtime start, for binaries that skip it ([`plugin_main!`]). std's start
 /// also finds the main thread's stack bounds (glibc reads and parses /proc/self/maps for that) and puts a
-/// stack-overflow handler on an alternate stack: about a tenth of a VERSION's exec-to-exit
-/// (bench/RESULTS.md). Without the handler a stack overflow still ends the plugin, by SIGSEGV, without
-/// std's message. Kept: fds 0-2 open (a closed one would be taken by the next `open` — a lock or state
+/// stack-overflow handler on an alternate stack, CPU time on every exec (figures in bench/RESULTS.md).
+/// Without the handler a stack overflow still ends the plugin, by SIGSEGV, without std's message. Kept: fds 0-2 open (a closed one would be taken by the next `open` — a lock or state
 /// file — and the answer written into it), and SIGPIPE ignored (a runtime gone away is a write error,
 /// not a signal death).
 pub fn start_bare() {
