@@ -206,4 +206,21 @@ mod tests {
         l.remove(&a).unwrap();
         assert_eq!(l.read(&a).unwrap(), None);
     }
+
+    /// A record that is not ours (owned by another user, e.g. planted where /run/rcni is writable) is never
+    /// believed: DEL falls back to the dump by owner tag, and GC does not list its owner.
+    #[test]
+    fn a_record_owned_by_another_user_is_neither_read_nor_listed() {
+        use std::os::unix::ffi::OsStrExt;
+        let base = tempfile::TempDir::with_prefix("rcni-pm-ledger-uid-").unwrap();
+        let l = Ledger { node: base.path().join("portmap-1") };
+        let a = Owner::new("net", "ctr", "eth0");
+        l.write(&a, &[]).unwrap();
+        assert_eq!(l.owners("net"), vec![a.clone()]);
+        let path = std::ffi::CString::new(l.path(&a).as_os_str().as_bytes()).unwrap();
+        // SAFETY: chown on a path we made; needs root, as the suite does.
+        assert_eq!(unsafe { libc::chown(path.as_ptr(), 65534, 65534) }, 0, "chown needs root");
+        assert!(l.read(&a).is_err(), "a record of uid 65534 was read");
+        assert_eq!(l.owners("net"), vec![], "a record of uid 65534 was listed");
+    }
 }
