@@ -296,6 +296,34 @@ pub enum BatchOp<'a> {
     AddPrefixes { set: &'a str, prefixes: Vec<IpNetwork> },
 }
 
+impl BatchOp<'_> {
+    /// What the change does, for messages (`add map hostport4`).
+    pub fn describe(&self) -> String {
+        let kind = |s: &Set| if s.data.is_some() { "map" } else { "set" };
+        match self {
+            BatchOp::AddElems { set, .. } | BatchOp::AddFull { set, .. } | BatchOp::AddPrefixes { set, .. } => {
+                format!("add elements to {set}")
+            }
+            BatchOp::DelElems { set, .. } | BatchOp::DelFull { set, .. } => format!("delete elements of {set}"),
+            BatchOp::DelRule { chain, handle } => format!("delete rule {handle} of chain {chain}"),
+            BatchOp::NewTable | BatchOp::AddTable { .. } => "add table".to_string(),
+            BatchOp::NewChain { chain, .. } => format!("add chain {chain}"),
+            BatchOp::AddChain(c) => format!("add chain {}", c.name),
+            BatchOp::FlushChain { chain } => format!("flush chain {chain}"),
+            BatchOp::DelChain { chain } => format!("delete chain {chain}"),
+            BatchOp::NewRule { chain, stmts, .. } => format!("add rule to chain {chain}: {}", rule_text(stmts)),
+            BatchOp::AddRule(r) => format!("add rule to chain {}: {}", r.chain, rule_text(&r.stmts)),
+            BatchOp::AddSet(s) => format!("add {} {}", kind(s), s.name),
+            BatchOp::FlushSet { set } => format!("flush set {set}"),
+            BatchOp::DelSet { set } => format!("delete set {set}"),
+        }
+    }
+}
+
+fn rule_text(stmts: &[Stmt]) -> String {
+    stmts.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(" ")
+}
+
 /// Appends the message(s) for `op` on `family table`, with sequence numbers from `seq`; returns how
 /// many. An element list is split over several messages so that no nest outgrows its 16-bit length;
 /// all of them stay in the caller's batch, so the change is still applied all or nothing.
@@ -542,24 +570,43 @@ pub fn encode_batch(
     table: &str,
     ops: &[BatchOp<'_>],
 ) -> usize {
+    encode_transaction(buf, seq, genid, family, table, ops, true).len()
+}
+
+/// The messages of a batch, and for each one the index of the op it is part of; without `commit` the
+/// batch has no end, so the kernel checks every change and then aborts them all (what `nft --check`
+/// sends).
+pub(super) fn encode_transaction(
+    buf: &mut MsgBuf,
+    seq: u32,
+    genid: Option<u32>,
+    family: u8,
+    table: &str,
+    ops: &[BatchOp<'_>],
+    commit: bool,
+) -> Vec<usize> {
     buf.begin(NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, seq, AF_UNSPEC, NFNL_SUBSYS_NFTABLES);
     if let Some(g) = genid {
         buf.attr_u32_be(NFNL_BATCH_GENID, g);
     }
     buf.end();
-    let mut messages = 0;
+    let mut op_of_message = Vec::new();
     // Sets declared in this batch get ids 1, 2, ... in order, as nft numbers them.
     let mut set_ids: Vec<(&str, u32)> = Vec::new();
-    for op in ops {
+    for (i, op) in ops.iter().enumerate() {
         if let BatchOp::AddSet(s) = op {
             let id = set_ids.len() as u32 + 1;
             set_ids.push((&s.name, id));
         }
-        messages += encode_op_in(buf, seq + 1 + messages as u32, family, table, op, &set_ids);
+        let n = encode_op_in(buf, seq + 1 + op_of_message.len() as u32, family, table, op, &set_ids);
+        op_of_message.extend(std::iter::repeat_n(i, n));
     }
-    buf.begin(NFNL_MSG_BATCH_END, NLM_F_REQUEST, seq + 1 + messages as u32, AF_UNSPEC, NFNL_SUBSYS_NFTABLES);
-    buf.end();
-    messages
+    if commit {
+        let end = seq + 1 + op_of_message.len() as u32;
+        buf.begin(NFNL_MSG_BATCH_END, NLM_F_REQUEST, end, AF_UNSPEC, NFNL_SUBSYS_NFTABLES);
+        buf.end();
+    }
+    op_of_message
 }
 
 #[cfg(test)]

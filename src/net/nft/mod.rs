@@ -33,7 +33,7 @@ pub use codec::{
 };
 pub use expr::CmpOp;
 pub use object::{Chain, DataType, Rule, Set, hooks};
-pub use rule::{AddrField, Stmt};
+pub use rule::{AddrField, CT_STATUS_DNAT, CtKey, IfDir, Key, Stmt};
 pub use socket::Nfnl;
 
 /// Errors meaning "nf_tables (for this family) is not there at all", i.e. nothing to read or remove.

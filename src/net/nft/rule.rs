@@ -4,12 +4,21 @@
 //! | statement                         | expressions (`expr.rs`)                                            |
 //! |-----------------------------------|--------------------------------------------------------------------|
 //! | `iifname "veth1"` / `oifname`     | `meta load iifname => reg 1`, `cmp eq reg 1 <16 bytes, NUL-padded>` |
+//! | `iifname != "lo"`, `oifname "eth*"` | the same with `cmp neq`; a wildcard compares only the name's bytes  |
 //! | `ether saddr <mac>`               | `payload load 6b @ link header + 6 => reg 1`, `cmp eq reg 1 <mac>`  |
 //! | `meta nfproto ipv4`, `meta l4proto tcp` | `meta load nfproto => reg 1`, `cmp eq reg 1 <1 byte>`        |
 //! | `ip saddr 10.0.0.1`, `ip6 daddr != ff00::/8` | `payload load <prefix bytes>`, `cmp eq/neq`; a prefix not on a byte boundary: full load, `bitwise & mask`, `cmp` |
 //! | `ip saddr @s`, `ip daddr != @s`   | `payload load`, `lookup reg 1 set s [0x1 = inverted]`               |
 //! | `masquerade`, `counter`           | `masq`, `counter`                                                    |
 //! | `jump c`, `goto c`, `return`, `drop`, `accept` | `immediate reg 0 <verdict>`                             |
+//! | `fib daddr type local`            | `fib daddr type => reg 1`, `cmp eq reg 1 RTN_LOCAL`                  |
+//! | `ct mark & m == v`, `ct status & dnat != dnat` | `ct load => reg 1`, `bitwise & m`, `cmp`                |
+//! | `ct mark set ct mark \| m`        | `ct load mark`, `bitwise (& !m) ^ m`, `ct set mark`                  |
+//! | `ip daddr . meta l4proto . th dport @m` | one load per key into consecutive 32-bit registers (reg 1, 9, 10, ...; a 16-byte key fills reg 1), `lookup`; before an interval set nft converts `l4proto` to network order (`byteorder`) |
+//! | `dnat ip to <keys> map @m`        | the key loads, `lookup .. dreg 1`, `nat dnat` from the registers the data fills |
+//!
+//! The portmap structure's rules (`fib`, `ct`, concatenations, `dnat .. map`) are written, not read:
+//! their rules are recognised by comment, so those expressions decode as [`Stmt::Other`].
 //!
 //! In an `inet` table an `ip`/`ip6` match first needs the packet's family: like nft, the encoder puts
 //! `meta nfproto` before the first one (unless the rule says it), and the decoder drops that implied
@@ -22,7 +31,7 @@ use std::net::IpAddr;
 use ipnetwork::IpNetwork;
 
 use super::codec::{MsgBuf, NFPROTO_INET};
-use super::expr::{CmpOp, Expr, decode_list};
+use super::expr::{CmpOp, Expr, NFT_REG_1, decode_list};
 use crate::net::Mac;
 use crate::net::addr::IpFamily;
 
@@ -32,6 +41,19 @@ const NFT_META_NFPROTO: u32 = 15;
 const NFT_META_L4PROTO: u32 = 16;
 const NFT_PAYLOAD_LL_HEADER: u32 = 0;
 const NFT_PAYLOAD_NETWORK_HEADER: u32 = 1;
+const NFT_PAYLOAD_TRANSPORT_HEADER: u32 = 2;
+/// Offset and length of the destination port in a TCP, UDP or SCTP header (`th dport`).
+const TH_DPORT: (u32, u32) = (2, 2);
+const NFT_REG32_00: u32 = 8;
+const NFT_CT_STATUS: u32 = 2;
+const NFT_CT_MARK: u32 = 3;
+/// `NFTA_FIB_F_DADDR` and `NFT_FIB_RESULT_ADDRTYPE`: the type of the route to the destination.
+const NFTA_FIB_F_DADDR: u32 = 2;
+const NFT_FIB_RESULT_ADDRTYPE: u32 = 3;
+const RTN_LOCAL: u32 = 2;
+const NFT_NAT_DNAT: u32 = 1;
+/// `IPS_DST_NAT`: the connection's destination was translated.
+pub const CT_STATUS_DNAT: u32 = 0x20;
 const IFNAMSIZ: usize = 16;
 /// Offset and length of the source MAC in the Ethernet header.
 const ETHER_SADDR: (u32, u32) = (6, 6);
@@ -72,19 +94,71 @@ impl AddrField {
     }
 }
 
+/// Which interface a name match reads: the packet's input or output interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IfDir {
+    In,
+    Out,
+}
+
+/// A conntrack key a rule reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CtKey {
+    Mark,
+    Status,
+}
+
+impl CtKey {
+    fn id(self) -> u32 {
+        match self {
+            CtKey::Mark => NFT_CT_MARK,
+            CtKey::Status => NFT_CT_STATUS,
+        }
+    }
+}
+
+/// One part of a concatenated set key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Key {
+    /// `ip saddr`, `ip6 daddr`, ...
+    Addr(IpFamily, AddrField),
+    /// `meta l4proto`
+    L4Proto,
+    /// `th dport`
+    ThDport,
+}
+
+impl Key {
+    /// 32-bit register words the key fills.
+    fn words(self) -> u32 {
+        match self {
+            Key::Addr(IpFamily::V6, _) => 4,
+            _ => 1,
+        }
+    }
+}
+
+/// The register nft loads the key at `word` (32-bit words from the start of the concatenation) into:
+/// a 128-bit register when the word starts one, else the 32-bit register.
+fn reg_at(word: u32) -> u32 {
+    if word % 4 == 0 { NFT_REG_1 + word / 4 } else { NFT_REG32_00 + word }
+}
+
 /// One statement of a rule.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Stmt {
-    /// `iifname "<name>"`
-    IifName(String),
-    /// `oifname "<name>"`
-    OifName(String),
+    /// `iifname "<name>"`, `oifname != "<name>"`; a name ending in `*` matches every name it starts.
+    IfName {
+        dir: IfDir,
+        op: CmpOp,
+        name: String,
+    },
     /// `ether saddr <mac>` (lower case, as nft prints it).
     EtherSaddr(String),
     /// `meta nfproto ipv4|ipv6`
     NfProto(IpFamily),
-    /// `meta l4proto <protocol number>`
-    L4Proto(u8),
+    /// `meta l4proto [!=] <protocol number>`
+    L4Proto(CmpOp, u8),
     /// `ip saddr 10.0.0.0/8`, `ip6 daddr != ff00::/8`: an address, or a prefix (the network address).
     Addr {
         field: AddrField,
@@ -97,6 +171,31 @@ pub enum Stmt {
         field: AddrField,
         set: String,
         neg: bool,
+    },
+    /// `fib daddr type local`: the destination is an address of this host.
+    FibDaddrLocal,
+    /// `ct <key> & <mask> ==|!= <value>`
+    CtMasked {
+        key: CtKey,
+        mask: u32,
+        op: CmpOp,
+        value: u32,
+    },
+    /// `ct mark set ct mark | <bits>`
+    CtMarkOr(u32),
+    /// `<key> . <key> ... @<set>` (`ranges`: the set has `flags interval`).
+    Lookup {
+        keys: Vec<Key>,
+        set: String,
+        ranges: bool,
+    },
+    /// `dnat ip[6] to <key> . <key> ... map @<map>`: to the address and port the map holds; with
+    /// `ranges` (an interval map of addresses) to the address, the port kept.
+    DnatMap {
+        fam: IpFamily,
+        keys: Vec<Key>,
+        map: String,
+        ranges: bool,
     },
     /// `masquerade`
     Masquerade,
@@ -119,6 +218,16 @@ impl Stmt {
         }
     }
 
+    /// `iifname "<name>"`.
+    pub fn iifname(name: &str) -> Stmt {
+        Stmt::IfName { dir: IfDir::In, op: CmpOp::Eq, name: name.to_string() }
+    }
+
+    /// `oifname "<name>"`.
+    pub fn oifname(name: &str) -> Stmt {
+        Stmt::IfName { dir: IfDir::Out, op: CmpOp::Eq, name: name.to_string() }
+    }
+
     /// `ether saddr <mac>`.
     pub fn ether_saddr(mac: Mac) -> Stmt {
         Stmt::EtherSaddr(mac.to_string())
@@ -139,7 +248,11 @@ impl Stmt {
     fn ip_family(&self) -> Option<IpFamily> {
         match self {
             Stmt::Addr { net, .. } => Some(if net.is_ipv4() { IpFamily::V4 } else { IpFamily::V6 }),
-            Stmt::AddrInSet { fam, .. } => Some(*fam),
+            Stmt::AddrInSet { fam, .. } | Stmt::DnatMap { fam, .. } => Some(*fam),
+            Stmt::Lookup { keys, .. } => keys.iter().find_map(|k| match k {
+                Key::Addr(fam, _) => Some(*fam),
+                _ => None,
+            }),
             _ => None,
         }
     }
@@ -169,11 +282,13 @@ fn op_word(op: CmpOp) -> &'static str {
 impl fmt::Display for Stmt {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Stmt::IifName(n) => write!(f, "iifname {n:?}"),
-            Stmt::OifName(n) => write!(f, "oifname {n:?}"),
+            Stmt::IfName { dir, op, name } => {
+                let word = if *dir == IfDir::In { "iifname" } else { "oifname" };
+                write!(f, "{word} {}{name:?}", op_word(*op))
+            }
             Stmt::EtherSaddr(m) => write!(f, "ether saddr {m}"),
             Stmt::NfProto(fam) => write!(f, "meta nfproto ipv{}", if *fam == IpFamily::V4 { 4 } else { 6 }),
-            Stmt::L4Proto(p) => write!(f, "meta l4proto {p}"),
+            Stmt::L4Proto(op, p) => write!(f, "meta l4proto {}{p}", op_word(*op)),
             Stmt::Addr { field, op, net } => {
                 let fam = self.ip_family().expect("an address match");
                 let full = if net.is_ipv4() { 32 } else { 128 };
@@ -184,6 +299,15 @@ impl fmt::Display for Stmt {
                 let op = if *neg { CmpOp::Neq } else { CmpOp::Eq };
                 write!(f, "{} {} {}@{set}", fam_word(*fam), field_word(*field), op_word(op))
             }
+            Stmt::FibDaddrLocal => write!(f, "fib daddr type local"),
+            Stmt::CtMasked { key, mask, op, value } => {
+                let word = if *key == CtKey::Mark { "mark" } else { "status" };
+                let op = if *op == CmpOp::Eq { "==" } else { "!=" };
+                write!(f, "ct {word} & 0x{mask:08x} {op} 0x{value:08x}")
+            }
+            Stmt::CtMarkOr(bits) => write!(f, "ct mark set ct mark | 0x{bits:08x}"),
+            Stmt::Lookup { keys, set, .. } => write!(f, "{} @{set}", keys_text(keys)),
+            Stmt::DnatMap { fam, keys, map, .. } => write!(f, "dnat {} to {} map @{map}", fam_word(*fam), keys_text(keys)),
             Stmt::Masquerade => write!(f, "masquerade"),
             Stmt::Jump(t) => write!(f, "jump {t}"),
             Stmt::Goto(t) => write!(f, "goto {t}"),
@@ -194,6 +318,18 @@ impl fmt::Display for Stmt {
             Stmt::Other(j) => write!(f, "{j}"),
         }
     }
+}
+
+fn keys_text(keys: &[Key]) -> String {
+    let words: Vec<String> = keys
+        .iter()
+        .map(|k| match k {
+            Key::Addr(fam, field) => format!("{} {}", fam_word(*fam), field_word(*field)),
+            Key::L4Proto => "meta l4proto".to_string(),
+            Key::ThDport => "th dport".to_string(),
+        })
+        .collect();
+    words.join(" . ")
 }
 
 /// What the encoding of a rule depends on besides its statements.
@@ -219,19 +355,64 @@ fn padded_ifname(name: &str) -> Vec<u8> {
     padded
 }
 
+/// A wildcard name (`eth*`) compares its bytes without the NUL; a name, all of IFNAMSIZ.
+fn ifname_data(name: &str) -> Vec<u8> {
+    match name.strip_suffix('*') {
+        Some(prefix) => prefix.as_bytes().to_vec(),
+        None => padded_ifname(name),
+    }
+}
+
+/// The loads of a concatenation's keys into consecutive registers.
+fn key_loads(keys: &[Key], ranges: bool) -> Vec<Expr> {
+    let mut out = Vec::new();
+    let mut word = 0;
+    for k in keys {
+        let reg = reg_at(word);
+        match k {
+            Key::Addr(fam, field) => {
+                let (offset, len) = field.place(*fam);
+                out.push(Expr::Payload { base: NFT_PAYLOAD_NETWORK_HEADER, offset, len, reg });
+            }
+            Key::L4Proto => {
+                out.push(Expr::Meta { key: NFT_META_L4PROTO, reg });
+                if ranges {
+                    out.push(Expr::Hton { reg, len: 1, size: 2 });
+                }
+            }
+            Key::ThDport => {
+                out.push(Expr::Payload { base: NFT_PAYLOAD_TRANSPORT_HEADER, offset: TH_DPORT.0, len: TH_DPORT.1, reg })
+            }
+        }
+        word += k.words();
+    }
+    out
+}
+
 /// The expressions of one statement.
 fn exprs_of(s: &Stmt, ctx: &Ctx<'_>) -> Vec<Expr> {
-    let meta_eq = |key, data: Vec<u8>| vec![Expr::Meta { key }, Expr::Cmp { op: CmpOp::Eq, data }];
+    let meta = |key, op, data: Vec<u8>| vec![Expr::Meta { key, reg: NFT_REG_1 }, Expr::Cmp { op, data }];
+    let meta_eq = |key, data: Vec<u8>| meta(key, CmpOp::Eq, data);
     let verdict = |code, chain: Option<&String>| vec![Expr::Verdict { code, chain: chain.cloned() }];
+    let set_id = |set: &str| ctx.set_ids.iter().find(|(n, _)| *n == set).map(|(_, id)| *id);
+    let ct_bits = |key: CtKey, mask: u32, xor: u32| {
+        [Expr::Ct { key: key.id() }, Expr::Bitwise {
+            mask: mask.to_ne_bytes().to_vec(),
+            xor: xor.to_ne_bytes().to_vec(),
+            named_op: true,
+        }]
+    };
     match s {
-        Stmt::IifName(name) => meta_eq(NFT_META_IIFNAME, padded_ifname(name)),
-        Stmt::OifName(name) => meta_eq(NFT_META_OIFNAME, padded_ifname(name)),
+        Stmt::IfName { dir, op, name } => {
+            let key = if *dir == IfDir::In { NFT_META_IIFNAME } else { NFT_META_OIFNAME };
+            meta(key, *op, ifname_data(name))
+        }
         Stmt::EtherSaddr(mac) => vec![
-            Expr::Payload { base: NFT_PAYLOAD_LL_HEADER, offset: ETHER_SADDR.0, len: ETHER_SADDR.1 },
+            Expr::Payload { base: NFT_PAYLOAD_LL_HEADER, offset: ETHER_SADDR.0, len: ETHER_SADDR.1, reg: NFT_REG_1 },
             Expr::Cmp { op: CmpOp::Eq, data: mac.parse::<Mac>().map(|m| m.octets().to_vec()).unwrap_or_default() },
         ],
         Stmt::NfProto(fam) => meta_eq(NFT_META_NFPROTO, vec![fam.nfproto()]),
-        Stmt::L4Proto(p) => meta_eq(NFT_META_L4PROTO, vec![*p]),
+        Stmt::L4Proto(op, p) => meta(NFT_META_L4PROTO, *op, vec![*p]),
         Stmt::Addr { field, op, net } => {
             let fam = s.ip_family().expect("an address match");
             let (offset, full) = field.place(fam);
@@ -241,25 +422,51 @@ fn exprs_of(s: &Stmt, ctx: &Ctx<'_>) -> Vec<Expr> {
                 // nft compares only the bytes the prefix covers.
                 let len = prefix / 8;
                 vec![
-                    Expr::Payload { base: NFT_PAYLOAD_NETWORK_HEADER, offset, len },
+                    Expr::Payload { base: NFT_PAYLOAD_NETWORK_HEADER, offset, len, reg: NFT_REG_1 },
                     Expr::Cmp { op: *op, data: bytes[..len as usize].to_vec() },
                 ]
             } else {
                 let mask = octets(net.mask());
                 vec![
-                    Expr::Payload { base: NFT_PAYLOAD_NETWORK_HEADER, offset, len: full },
-                    Expr::Bitwise { mask, xor: vec![0; full as usize] },
+                    Expr::Payload { base: NFT_PAYLOAD_NETWORK_HEADER, offset, len: full, reg: NFT_REG_1 },
+                    Expr::Bitwise { mask, xor: vec![0; full as usize], named_op: false },
                     Expr::Cmp { op: *op, data: bytes },
                 ]
             }
         }
         Stmt::AddrInSet { fam, field, set, neg } => {
             let (offset, len) = field.place(*fam);
-            let set_id = ctx.set_ids.iter().find(|(n, _)| n == set).map(|(_, id)| *id);
             vec![
-                Expr::Payload { base: NFT_PAYLOAD_NETWORK_HEADER, offset, len },
-                Expr::Lookup { set: set.clone(), set_id, inv: *neg },
+                Expr::Payload { base: NFT_PAYLOAD_NETWORK_HEADER, offset, len, reg: NFT_REG_1 },
+                Expr::Lookup { set: set.clone(), set_id: set_id(set), inv: *neg, dreg: None },
             ]
+        }
+        Stmt::FibDaddrLocal => vec![
+            Expr::Fib { flags: NFTA_FIB_F_DADDR, result: NFT_FIB_RESULT_ADDRTYPE },
+            Expr::Cmp { op: CmpOp::Eq, data: RTN_LOCAL.to_ne_bytes().to_vec() },
+        ],
+        Stmt::CtMasked { key, mask, op, value } => {
+            let mut v = ct_bits(*key, *mask, 0).to_vec();
+            v.push(Expr::Cmp { op: *op, data: value.to_ne_bytes().to_vec() });
+            v
+        }
+        Stmt::CtMarkOr(bits) => {
+            let mut v = ct_bits(CtKey::Mark, !bits, *bits).to_vec();
+            v.push(Expr::CtSet { key: NFT_CT_MARK });
+            v
+        }
+        Stmt::Lookup { keys, set, ranges } => {
+            let mut v = key_loads(keys, *ranges);
+            v.push(Expr::Lookup { set: set.clone(), set_id: set_id(set), inv: false, dreg: None });
+            v
+        }
+        Stmt::DnatMap { fam, keys, map, ranges } => {
+            let mut v = key_loads(keys, *ranges);
+            v.push(Expr::Lookup { set: map.clone(), set_id: set_id(map), inv: false, dreg: Some(NFT_REG_1) });
+            let addr_words = Key::Addr(*fam, AddrField::Daddr).words();
+            let proto_reg = (!ranges).then(|| reg_at(addr_words));
+            v.push(Expr::Nat { nat_type: NFT_NAT_DNAT, family: u32::from(fam.nfproto()), addr_reg: NFT_REG_1, proto_reg });
+            v
         }
         Stmt::Masquerade => vec![Expr::Masq],
         Stmt::Jump(c) => verdict(NFT_JUMP, Some(c)),
@@ -324,30 +531,35 @@ fn net_of(fam: IpFamily, data: &[u8], prefix: u8) -> Option<IpNetwork> {
 fn take_stmt(list: &[Expr], known: Option<IpFamily>) -> (Stmt, usize) {
     let at = |i: usize| list.get(i);
     match (&list[0], at(1), at(2)) {
-        (Expr::Meta { key }, Some(Expr::Cmp { op: CmpOp::Eq, data }), _) => {
-            let s = match (*key, data.as_slice()) {
-                (NFT_META_IIFNAME | NFT_META_OIFNAME, name) if name.len() == IFNAMSIZ => {
-                    let name = String::from_utf8_lossy(name.split(|b| *b == 0).next().unwrap_or_default()).into_owned();
-                    if *key == NFT_META_IIFNAME { Stmt::IifName(name) } else { Stmt::OifName(name) }
+        (Expr::Meta { key, .. }, Some(Expr::Cmp { op, data }), _) => {
+            let s = match (*key, *op, data.as_slice()) {
+                (NFT_META_IIFNAME | NFT_META_OIFNAME, op, name) if !name.is_empty() && name.len() <= IFNAMSIZ => {
+                    let dir = if *key == NFT_META_IIFNAME { IfDir::In } else { IfDir::Out };
+                    let name = if name.len() == IFNAMSIZ {
+                        String::from_utf8_lossy(name.split(|b| *b == 0).next().unwrap_or_default()).into_owned()
+                    } else {
+                        format!("{}*", String::from_utf8_lossy(name))
+                    };
+                    Stmt::IfName { dir, op, name }
                 }
-                (NFT_META_NFPROTO, [b]) => match fam_of_byte(*b) {
+                (NFT_META_NFPROTO, CmpOp::Eq, [b]) => match fam_of_byte(*b) {
                     Some(f) => Stmt::NfProto(f),
                     None => Stmt::Other(format!("meta nfproto {b}")),
                 },
-                (NFT_META_L4PROTO, [p]) => Stmt::L4Proto(*p),
-                (key, _) => Stmt::Other(format!("meta {key}")),
+                (NFT_META_L4PROTO, op, [p]) => Stmt::L4Proto(op, *p),
+                (key, _, _) => Stmt::Other(format!("meta {key}")),
             };
             (s, 2)
         }
         (
-            Expr::Payload { base: NFT_PAYLOAD_LL_HEADER, offset: 6, len: 6 },
+            Expr::Payload { base: NFT_PAYLOAD_LL_HEADER, offset: 6, len: 6, .. },
             Some(Expr::Cmp { op: CmpOp::Eq, data }),
             _,
         ) if data.len() == 6 => {
             let mac = data.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":");
             (Stmt::EtherSaddr(mac), 2)
         }
-        (Expr::Payload { base: NFT_PAYLOAD_NETWORK_HEADER, offset, len }, next, after) => {
+        (Expr::Payload { base: NFT_PAYLOAD_NETWORK_HEADER, offset, len, .. }, next, after) => {
             let Some((fam, field)) = AddrField::at(*offset, *len).filter(|(f, _)| known.is_none_or(|k| k == *f)) else {
                 return (Stmt::Other(format!("{:?}", list[0])), 1);
             };
@@ -362,7 +574,7 @@ fn take_stmt(list: &[Expr], known: Option<IpFamily>) -> (Stmt, usize) {
                         None => (Stmt::Other(format!("{:?}", list[0])), 1),
                     }
                 }
-                (Some(Expr::Bitwise { mask, xor }), Some(Expr::Cmp { op, data }))
+                (Some(Expr::Bitwise { mask, xor, .. }), Some(Expr::Cmp { op, data }))
                     if *len == full && mask.len() == full as usize && xor.iter().all(|b| *b == 0) =>
                 {
                     match mask_prefix(mask).and_then(|p| net_of(fam, data, p)) {
@@ -507,7 +719,7 @@ mod tests {
     #[test]
     fn bridge_statements_read_back() {
         let stmts = vec![
-            Stmt::IifName("veth1".into()),
+            Stmt::iifname("veth1"),
             Stmt::Jump("c1".into()),
             Stmt::EtherSaddr("02:00:00:00:00:01".into()),
             Stmt::Return,
@@ -525,12 +737,12 @@ mod tests {
     fn foreign_expressions_are_other() {
         let mut b = MsgBuf::default();
         b.nest_start(4);
-        Expr::Meta { key: 99 }.encode(&mut b);
+        Expr::Meta { key: 99, reg: NFT_REG_1 }.encode(&mut b);
         Expr::Cmp { op: CmpOp::Eq, data: vec![0; 16] }.encode(&mut b);
         // A payload load of something that is not an address (the IPv4 TTL, not the IPv6 source).
-        Expr::Meta { key: NFT_META_NFPROTO }.encode(&mut b);
+        Expr::Meta { key: NFT_META_NFPROTO, reg: NFT_REG_1 }.encode(&mut b);
         Expr::Cmp { op: CmpOp::Eq, data: vec![2] }.encode(&mut b);
-        Expr::Payload { base: NFT_PAYLOAD_NETWORK_HEADER, offset: 8, len: 1 }.encode(&mut b);
+        Expr::Payload { base: NFT_PAYLOAD_NETWORK_HEADER, offset: 8, len: 1, reg: NFT_REG_1 }.encode(&mut b);
         Expr::Cmp { op: CmpOp::Eq, data: vec![64] }.encode(&mut b);
         b.nest_end();
         let nest = attrs(&b.data).next().unwrap().1;

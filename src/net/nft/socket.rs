@@ -73,6 +73,8 @@ pub struct Nfnl {
     sock: std::mem::ManuallyDrop<Socket>,
     seq: u32,
     rbuf: Vec<u8>,
+    /// The index in its ops of the change the last failed batch or check failed on.
+    failed_op: Option<usize>,
 }
 
 /// Set once this process has committed a batch. From then on, releasing any nf_tables socket makes the
@@ -105,7 +107,7 @@ impl Nfnl {
         let seq =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(1)
                 | 1;
-        Ok(Nfnl { sock: std::mem::ManuallyDrop::new(sock), seq, rbuf: Vec::with_capacity(RECV_BUF) })
+        Ok(Nfnl { sock: std::mem::ManuallyDrop::new(sock), seq, rbuf: Vec::with_capacity(RECV_BUF), failed_op: None })
     }
 
     fn next_seq(&mut self, n: u32) -> u32 {
@@ -409,12 +411,37 @@ impl Nfnl {
     /// Applies `ops` atomically; with `genid`, only if the ruleset is still at that generation
     /// (otherwise `Kernel(ERESTART)`). The first kernel error of the batch is returned.
     pub fn batch(&mut self, genid: Option<u32>, family: u8, table: &str, ops: &[BatchOp<'_>]) -> NlResult<()> {
+        self.transaction(genid, family, table, ops, true)
+    }
+
+    /// The index in `ops` of the change the last failed [`Nfnl::batch`] or [`Nfnl::check`] failed on,
+    /// when the kernel named one.
+    pub fn failed_op(&self) -> Option<usize> {
+        self.failed_op
+    }
+
+    /// Whether the kernel would apply `ops` now, without applying them: the batch is sent without its
+    /// end, so the kernel checks every change and aborts (as `nft --check`). The first error is returned.
+    pub fn check(&mut self, family: u8, table: &str, ops: &[BatchOp<'_>]) -> NlResult<()> {
+        self.transaction(None, family, table, ops, false)
+    }
+
+    fn transaction(
+        &mut self,
+        genid: Option<u32>,
+        family: u8,
+        table: &str,
+        ops: &[BatchOp<'_>],
+        commit: bool,
+    ) -> NlResult<()> {
         if ops.is_empty() {
             return Ok(());
         }
         let seq = self.seq;
         let mut b = MsgBuf::default();
-        let expected = encode_batch(&mut b, seq, genid, family, table, ops);
+        let op_of_message = encode_transaction(&mut b, seq, genid, family, table, ops, commit);
+        let expected = op_of_message.len();
+        self.failed_op = None;
         self.seq = seq.wrapping_add(expected as u32 + 2);
         let data = b.finish()?;
         self.make_room_for(data.len())?;
@@ -429,7 +456,11 @@ impl Nfnl {
                 match error_code(m.payload)? {
                     0 => acks += 1,
                     e => {
-                        first_err.get_or_insert(e);
+                        if first_err.is_none() {
+                            first_err = Some(e);
+                            let message = m.seq.wrapping_sub(seq).checked_sub(1);
+                            self.failed_op = message.and_then(|i| op_of_message.get(i as usize).copied());
+                        }
                     }
                 }
             }
@@ -440,7 +471,9 @@ impl Nfnl {
         if acks != expected {
             return Err(NetlinkError::Protocol(format!("batch of {expected} changes: only {acks} acknowledged")));
         }
-        COMMITTED.store(true, std::sync::atomic::Ordering::Relaxed);
+        if commit {
+            COMMITTED.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         Ok(())
     }
 }

@@ -16,25 +16,28 @@
 //!
 //! Supported tokens (each may follow a `!`): `-s`/`--source`, `-d`/`--destination` (addresses or prefixes,
 //! comma lists), `-i`/`--in-interface` and `-o`/`--out-interface` (a trailing `+` is a prefix match),
-//! `-p`/`--protocol`. Like iptables, an output interface never matches in prerouting (so `-o X` leaves
+//! `-p`/`--protocol` (a name of the common protocols, a number, or `all`). An address list is a set of its
+//! own (`portmap-c<id>-<n>`). Like iptables, an output interface never matches in prerouting (so `-o X` leaves
 //! only locally generated connections, `! -o X` is true there). Anything else is refused (code 7).
 
 use std::net::IpAddr;
 
 use ipnetwork::IpNetwork;
 
-use super::structure::{MAP_HOSTIPPORT4, MAP_HOSTIPPORT6, MAP_HOSTPORT4, MAP_HOSTPORT6, Structure, dnat_rule};
-use super::{Error, Result, TABLE, nl_err};
-use crate::net::command::Command;
+use super::structure::{
+    MAP_HOSTIPPORT4, MAP_HOSTIPPORT6, MAP_HOSTPORT4, MAP_HOSTPORT6, Objects, Structure, dnat_rule, failed, host_port_map,
+};
+use super::{Result, TABLE, nl_err};
+use crate::net::addr::IpFamily;
 use crate::net::masq::sha512_hex;
-use crate::net::nft::{NFPROTO_INET, Nfnl, absent};
+use crate::net::nft::{AddrField, Chain, CmpOp, DataType, Hook, IfDir, NFPROTO_INET, Nfnl, Rule, Set, Stmt, absent, hooks};
 
 /// What a term does in one hook.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Term {
     Always,
     Never,
-    Expr(String),
+    Match(Stmt),
 }
 
 /// One family's translated conditions.
@@ -45,9 +48,11 @@ pub struct Conditions {
     pub tokens: Vec<String>,
     pre: Vec<Term>,
     out: Vec<Term>,
+    /// The address lists (`-s a,b`) as sets of their own: (set name, prefixes).
+    lists: Vec<(String, Vec<IpNetwork>)>,
 }
 
-fn addr_list(v: &str, v4: bool, field: &str, opt: &str) -> std::result::Result<String, String> {
+fn addr_list(v: &str, v4: bool, field: &str, opt: &str) -> std::result::Result<Vec<IpNetwork>, String> {
     let mut items = Vec::new();
     for a in v.split(',') {
         let n: IpNetwork = a
@@ -57,28 +62,63 @@ fn addr_list(v: &str, v4: bool, field: &str, opt: &str) -> std::result::Result<S
         if n.is_ipv4() != v4 {
             return Err(format!("{field}: {opt} {a} is not an {} address", if v4 { "IPv4" } else { "IPv6" }));
         }
-        items.push(n.to_string());
+        items.push(IpNetwork::new(n.network(), n.prefix()).expect("the prefix of a valid network"));
     }
-    Ok(if items.len() == 1 { items.remove(0) } else { format!("{{ {} }}", items.join(", ")) })
+    Ok(items)
 }
 
+/// The name as an nft interface match: a trailing `+` (iptables' prefix match) becomes nft's `*`.
 fn ifname(v: &str, field: &str, opt: &str) -> std::result::Result<String, String> {
     let base = v.strip_suffix('+').unwrap_or(v);
-    // Stricter than the kernel: the name ends up inside an nft script.
     let ok = base.len() <= 15 && base.chars().all(|c| c.is_ascii_alphanumeric() || "._-@".contains(c));
     if !ok || (base.is_empty() && !v.ends_with('+')) {
         return Err(format!("{field}: {opt} {v:?} is not an interface name"));
     }
-    Ok(if v.ends_with('+') { format!("\"{base}*\"") } else { format!("\"{base}\"") })
+    Ok(if v.ends_with('+') { format!("{base}*") } else { base.to_string() })
+}
+
+/// The protocols `-p` takes by name (iptables also reads /etc/protocols; these are the ones a host
+/// port condition can mean), else a number. `None`: every protocol (`all`).
+fn protocol(v: &str, field: &str) -> std::result::Result<Option<u8>, String> {
+    const NAMED: [(&str, u8); 11] = [
+        ("icmp", 1),
+        ("tcp", 6),
+        ("udp", 17),
+        ("dccp", 33),
+        ("gre", 47),
+        ("esp", 50),
+        ("ah", 51),
+        ("icmpv6", 58),
+        ("ipv6-icmp", 58),
+        ("sctp", 132),
+        ("udplite", 136),
+    ];
+    let p = v.to_ascii_lowercase();
+    if p == "all" || p == "0" {
+        return Ok(None);
+    }
+    if let Some((_, n)) = NAMED.iter().find(|(name, _)| *name == p) {
+        return Ok(Some(*n));
+    }
+    p.parse::<u8>().map(Some).map_err(|_| {
+        let names: Vec<&str> = NAMED.iter().map(|(n, _)| *n).collect();
+        format!("{field}: -p {v:?} is not a protocol name or number (names: {}, all)", names.join(", "))
+    })
+}
+
+/// The id naming the maps and chains of (family, tokens).
+fn id_of(v4: bool, tokens: &[String]) -> String {
+    let text = format!("{}\n{}", if v4 { 4 } else { 6 }, tokens.join("\u{0}"));
+    sha512_hex(&text)[..10].to_string()
 }
 
 impl Conditions {
     /// Translates `tokens` (iptables match arguments) of `field` (`conditionsV4`/`conditionsV6`); the
     /// error names the field and the token that cannot be taken.
     pub fn parse(field: &str, v4: bool, tokens: &[String]) -> std::result::Result<Conditions, String> {
-        let ip = if v4 { "ip" } else { "ip6" };
-        let mut pre = Vec::new();
-        let mut out = Vec::new();
+        let fam = if v4 { IpFamily::V4 } else { IpFamily::V6 };
+        let id = id_of(v4, tokens);
+        let mut c = Conditions { v4, tokens: tokens.to_vec(), pre: Vec::new(), out: Vec::new(), lists: Vec::new() };
         let mut i = 0;
         while i < tokens.len() {
             let mut neg = false;
@@ -90,32 +130,37 @@ impl Conditions {
                 return Err(format!("{field}: \"!\" at the end, with nothing to negate"));
             };
             let value = tokens.get(i + 1).ok_or_else(|| format!("{field}: {opt} needs a value"))?;
-            let op = if neg { "!= " } else { "" };
+            let op = if neg { CmpOp::Neq } else { CmpOp::Eq };
+            let unless_neg = |t: Term| if neg { Term::Always } else { t };
             let (p, o) = match opt.as_str() {
-                "-s" | "--source" => {
-                    let e = Term::Expr(format!("{ip} saddr {op}{}", addr_list(value, v4, field, opt)?));
-                    (e.clone(), e)
-                }
-                "-d" | "--destination" => {
-                    let e = Term::Expr(format!("{ip} daddr {op}{}", addr_list(value, v4, field, opt)?));
-                    (e.clone(), e)
+                "-s" | "--source" | "-d" | "--destination" => {
+                    let addr = if matches!(opt.as_str(), "-s" | "--source") { AddrField::Saddr } else { AddrField::Daddr };
+                    let mut nets = addr_list(value, v4, field, opt)?;
+                    let e = if nets.len() == 1 {
+                        Stmt::addr(addr, op, nets.remove(0))
+                    } else {
+                        let set = format!("portmap-c{id}-{}", c.lists.len());
+                        c.lists.push((set.clone(), nets));
+                        Stmt::addr_in_set(fam, addr, &set, neg)
+                    };
+                    (Term::Match(e.clone()), Term::Match(e))
                 }
                 "-i" | "--in-interface" => {
-                    let e = Term::Expr(format!("iifname {op}{}", ifname(value, field, opt)?));
+                    let e = Stmt::IfName { dir: IfDir::In, op, name: ifname(value, field, opt)? };
                     // Locally generated packets have no input interface: `-i X` never matches them.
-                    (e, if neg { Term::Always } else { Term::Never })
+                    (Term::Match(e), unless_neg(Term::Never))
                 }
                 "-o" | "--out-interface" => {
-                    let e = Term::Expr(format!("oifname {op}{}", ifname(value, field, opt)?));
-                    (if neg { Term::Always } else { Term::Never }, e)
+                    let e = Stmt::IfName { dir: IfDir::Out, op, name: ifname(value, field, opt)? };
+                    (unless_neg(Term::Never), Term::Match(e))
                 }
                 "-p" | "--protocol" => {
-                    let p = value.to_ascii_lowercase();
-                    if !p.chars().all(|c| c.is_ascii_alphanumeric()) || p.is_empty() {
-                        return Err(format!("{field}: -p {value:?} is not a protocol name or number"));
-                    }
-                    let e = Term::Expr(format!("meta l4proto {op}{p}"));
-                    (e.clone(), e)
+                    let t = match protocol(value, field)? {
+                        Some(n) => Term::Match(Stmt::L4Proto(op, n)),
+                        None if neg => Term::Never,
+                        None => Term::Always,
+                    };
+                    (t.clone(), t)
                 }
                 other => {
                     return Err(format!(
@@ -124,17 +169,20 @@ impl Conditions {
                     ));
                 }
             };
-            pre.push(p);
-            out.push(o);
+            c.pre.push(p);
+            c.out.push(o);
             i += 2;
         }
-        Ok(Conditions { v4, tokens: tokens.to_vec(), pre, out })
+        Ok(c)
     }
 
     /// The short id naming this condition set's maps and chains (family and tokens).
     pub fn id(&self) -> String {
-        let text = format!("{}\n{}", if self.v4 { 4 } else { 6 }, self.tokens.join("\u{0}"));
-        sha512_hex(&text)[..10].to_string()
+        id_of(self.v4, &self.tokens)
+    }
+
+    fn fam(&self) -> IpFamily {
+        if self.v4 { IpFamily::V4 } else { IpFamily::V6 }
     }
 
     /// The map the wildcard (`host_ip` false) or host-IP mappings of this family go to.
@@ -156,54 +204,48 @@ impl Conditions {
         format!("rcni-portmap cond v1 {}", self.id())
     }
 
-    fn hook_rule(terms: &[Term]) -> Option<String> {
+    /// The matches of one hook's rule, or `None` when a term can never match there.
+    fn hook_rule(terms: &[Term]) -> Option<Vec<Stmt>> {
         if terms.contains(&Term::Never) {
             return None;
         }
-        let exprs: Vec<&str> =
-            terms.iter().filter_map(|t| if let Term::Expr(e) = t { Some(e.as_str()) } else { None }).collect();
-        Some(exprs.join(" "))
+        Some(terms.iter().filter_map(|t| if let Term::Match(s) = t { Some(s.clone()) } else { None }).collect())
     }
 
-    /// The nft script writing this condition set's maps and chains (maps never flushed).
-    pub fn script(&self, s: &Structure) -> String {
-        let (addr, fam) = if self.v4 { ("ipv4_addr", "ip") } else { ("ipv6_addr", "ip6") };
+    /// This condition set's maps, address-list sets, chains and rules (maps never flushed).
+    fn objects(&self, s: &Structure) -> Objects {
+        let fam = self.fam();
+        let (wild, hip) = (self.map(false), self.map(true));
         let chain = self.chain();
         let fp = self.fingerprint();
-        let (wild, hip) = (self.map(false), self.map(true));
-        let mut out = format!("add table inet {TABLE}\n");
-        out.push_str(&format!(
-            "add map inet {TABLE} {wild} {{ type inet_proto . inet_service : {addr} . inet_service; comment \"rcni \
-             portmap: host ports with conditions {}\"; }}\n",
-            self.id()
-        ));
-        out.push_str(&format!(
-            "add map inet {TABLE} {hip} {{ type {addr} . inet_proto . inet_service : {addr} . inet_service; comment \
-             \"rcni portmap: host IP ports with conditions {}\"; }}\n",
-            self.id()
-        ));
-        out.push_str(&format!("add chain inet {TABLE} {chain}\nflush chain inet {TABLE} {chain}\n"));
-        let mark = s.mark_expr();
-        let nfproto = if self.v4 { "ipv4" } else { "ipv6" };
-        for map in [&hip, &wild] {
-            let rule = dnat_rule(fam, &mark, map);
-            out.push_str(&format!("add rule inet {TABLE} {chain} {rule} comment \"{fp}\"\n"));
+        let id = self.id();
+        let mut sets = vec![
+            host_port_map(&wild, fam, false, false, &format!("rcni portmap: host ports with conditions {id}")),
+            host_port_map(&hip, fam, true, false, &format!("rcni portmap: host IP ports with conditions {id}")),
+        ];
+        let addr = if self.v4 { DataType::Ipv4Addr } else { DataType::Ipv6Addr };
+        for (name, _) in &self.lists {
+            sets.push(Set::new(name, vec![addr]).interval().comment(&format!("rcni portmap: conditions {id}")));
+        }
+        let mut chains = vec![Chain::regular(&chain)];
+        let mut rules = Vec::new();
+        for (map, host_ip) in [(&hip, true), (&wild, false)] {
+            rules.push(Rule::new(&chain, dnat_rule(fam, s.mark(), map, host_ip, false)).comment(&fp));
         }
         for (suffix, hook, terms) in [
-            ("pre", "type nat hook prerouting priority dstnat - 1", &self.pre),
-            ("out", "type nat hook output priority -101", &self.out),
+            ("pre", Hook::accept("nat", hooks::PREROUTING, hooks::DSTNAT - 1), &self.pre),
+            ("out", Hook::accept("nat", hooks::OUTPUT, hooks::DSTNAT - 1), &self.out),
         ] {
             let base = format!("{chain}-{suffix}");
-            out.push_str(&format!("add chain inet {TABLE} {base} {{ {hook}; policy accept; }}\n"));
-            out.push_str(&format!("flush chain inet {TABLE} {base}\n"));
-            if let Some(m) = Self::hook_rule(terms) {
-                out.push_str(&format!(
-                    "add rule inet {TABLE} {base} meta nfproto {nfproto} fib daddr type local {m} jump {chain} comment \
-                     \"{fp}\"\n"
-                ));
+            chains.push(Chain::base(&base, hook));
+            if let Some(matches) = Self::hook_rule(terms) {
+                let mut stmts = vec![Stmt::NfProto(fam), Stmt::FibDaddrLocal];
+                stmts.extend(matches);
+                stmts.push(Stmt::Jump(chain.clone()));
+                rules.push(Rule::new(&base, stmts).comment(&fp));
             }
         }
-        out
+        Objects { sets, chains, rules, prefixes: self.lists.clone() }
     }
 
     /// How many rules an intact condition set has (two DNAT rules, plus one per hook that can match).
@@ -224,16 +266,17 @@ impl Conditions {
         Ok(ours.count() == self.rule_count())
     }
 
-    /// Writes the condition set's maps and chains unless intact.
+    /// Writes the condition set's maps and chains unless intact, in one transaction.
     pub fn ensure(&self, nl: &mut Nfnl, s: &Structure) -> Result<()> {
         if self.intact(nl)? {
             return Ok(());
         }
-        let script = self.script(s);
-        Command::new("nft").args(["-f", "-"]).stdin(script.as_str()).run().map(|_| ()).map_err(|e| Error::Command {
-            what: format!("portmap: writing the chains of conditions {:?} to table inet {TABLE}", self.tokens),
-            err: e,
-            hint: format!("\nscript:\n{script}"),
+        let objects = self.objects(s);
+        let names: Vec<&str> = objects.chains.iter().map(|c| c.name.as_str()).collect();
+        let ops = objects.ops(&names);
+        nl.batch(None, NFPROTO_INET, TABLE, &ops).map_err(|e| {
+            let what = format!("writing the chains of conditions {:?} to table inet {TABLE}{}", self.tokens, failed(nl, &ops));
+            nl_err(what, e)
         })
     }
 }
@@ -274,18 +317,36 @@ mod tests {
 
     #[test]
     fn the_iptables_subset_translates() {
+        use crate::net::nft::AddrField::*;
+        use crate::net::nft::CmpOp::*;
+        let net = |s: &str| s.parse::<IpNetwork>().unwrap();
         let c =
             Conditions::parse("conditionsV4", true, &toks("! -s 198.18.0.2 -d 198.18.0.0/24 -i eth+ -p tcp")).unwrap();
         assert_eq!(
             Conditions::hook_rule(&c.pre).unwrap(),
-            "ip saddr != 198.18.0.2/32 ip daddr 198.18.0.0/24 iifname \"eth*\" meta l4proto tcp"
+            [
+                Stmt::addr(Saddr, Neq, net("198.18.0.2/32")),
+                Stmt::addr(Daddr, Eq, net("198.18.0.0/24")),
+                Stmt::IfName { dir: IfDir::In, op: Eq, name: "eth*".into() },
+                Stmt::L4Proto(Eq, 6),
+            ]
         );
         assert_eq!(Conditions::hook_rule(&c.out), None, "-i never matches locally generated packets");
         let c = Conditions::parse("conditionsV6", false, &toks("! -o lo -s fd00::1,fd00::/64")).unwrap();
-        assert_eq!(Conditions::hook_rule(&c.pre).unwrap(), "ip6 saddr { fd00::1/128, fd00::/64 }");
-        assert_eq!(Conditions::hook_rule(&c.out).unwrap(), "oifname != \"lo\" ip6 saddr { fd00::1/128, fd00::/64 }");
+        let list = format!("portmap-c{}-0", c.id());
+        assert_eq!(c.lists, [(list.clone(), vec![net("fd00::1/128"), net("fd00::/64")])]);
+        let in_list = Stmt::addr_in_set(IpFamily::V6, Saddr, &list, false);
+        assert_eq!(Conditions::hook_rule(&c.pre).unwrap(), [in_list.clone()]);
+        assert_eq!(
+            Conditions::hook_rule(&c.out).unwrap(),
+            [Stmt::IfName { dir: IfDir::Out, op: Neq, name: "lo".into() }, in_list]
+        );
         assert_eq!(base_map(&c.map(true)), MAP_HOSTIPPORT6);
         assert_eq!(base_map(MAP_HOSTPORT4), MAP_HOSTPORT4);
+        let all = Conditions::parse("conditionsV4", true, &toks("-p all")).unwrap();
+        assert_eq!(Conditions::hook_rule(&all.pre).unwrap(), [], "-p all matches every packet");
+        let none = Conditions::parse("conditionsV4", true, &toks("! -p all")).unwrap();
+        assert_eq!(Conditions::hook_rule(&none.pre), None);
     }
 
     #[test]

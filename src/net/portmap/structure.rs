@@ -1,11 +1,16 @@
 //! The portmap structure in table `inet rcni`: maps, sets, chains and their rules (layout in the module
-//! documentation of `portmap`). Written with `nft -f` when a netlink probe finds it missing or of another
-//! layout; pods never rewrite it. Every rule carries a comment with the layout version, the mark bit and
+//! documentation of `portmap`). Written from typed objects in one netlink batch when a probe finds it
+//! missing or of another layout; pods never rewrite it. Every rule carries a comment with the layout version, the mark bit and
 //! its place, so the probe recognises an intact structure from one rule dump of the table.
 
+use ipnetwork::IpNetwork;
+
 use super::{Error, Result, TABLE, nl_err};
-use crate::net::command::Command;
-use crate::net::nft::{NFPROTO_INET, Nfnl, absent};
+use crate::net::addr::IpFamily;
+use crate::net::nft::{
+    AddrField, BatchOp, CT_STATUS_DNAT, Chain, CmpOp, CtKey, DataType, Hook, IfDir, Key, NFPROTO_INET, Nfnl, Rule,
+    Set, Stmt, absent, hooks,
+};
 
 /// The layout version (`v1`: bump it when the rules change shape, so an upgrade rewrites the structure)
 /// and the start of the mark bit, as every rule comment begins.
@@ -43,19 +48,64 @@ pub const CHAIN_POST: &str = "portmap-post";
 pub const CHAIN_GUARD: &str = "portmap-guard";
 const CHAINS: [&str; 5] = [CHAIN_PRE, CHAIN_OUT, CHAIN_DNAT, CHAIN_POST, CHAIN_GUARD];
 
-/// The rule DNATing packets whose key is in `map` (of family `fam`, `ip` or `ip6`) to the map's data:
-/// keyed by destination address too for the host-IP maps; the data is address and port for single
-/// mappings, the address alone (the port is kept) for ranges.
-pub(crate) fn dnat_rule(fam: &str, mark: &str, map: &str) -> String {
-    if map.starts_with("hostip") {
-        let key = format!("{fam} daddr . meta l4proto . th dport");
-        format!("{key} @{map} {mark} dnat {fam} to {key} map @{map}")
-    } else {
-        let nfproto = if fam == "ip" { "ipv4" } else { "ipv6" };
-        format!(
-            "meta nfproto {nfproto} meta l4proto . th dport @{map} {mark} dnat {fam} to meta l4proto . th dport map @{map}"
-        )
+/// One map of host ports: its name, family, whether keyed by host IP too, and whether it holds port
+/// ranges (an interval map whose data is the address alone: the port is kept).
+struct MapSpec {
+    name: &'static str,
+    fam: IpFamily,
+    host_ip: bool,
+    ranges: bool,
+    what: &'static str,
+}
+
+/// The shared maps, most specific first per family (the order of the DNAT rules): a host IP over every
+/// local address, a single port over a range.
+const MAPS: [MapSpec; 8] = [
+    MapSpec { name: MAP_HOSTIPPORT4, fam: IpFamily::V4, host_ip: true, ranges: false, what: "IPv4 host IP ports" },
+    MapSpec { name: MAP_HOSTIPRANGE4, fam: IpFamily::V4, host_ip: true, ranges: true, what: "IPv4 host IP port ranges" },
+    MapSpec { name: MAP_HOSTPORT4, fam: IpFamily::V4, host_ip: false, ranges: false, what: "IPv4 host ports" },
+    MapSpec { name: MAP_RANGE4, fam: IpFamily::V4, host_ip: false, ranges: true, what: "IPv4 host port ranges" },
+    MapSpec { name: MAP_HOSTIPPORT6, fam: IpFamily::V6, host_ip: true, ranges: false, what: "IPv6 host IP ports" },
+    MapSpec { name: MAP_HOSTIPRANGE6, fam: IpFamily::V6, host_ip: true, ranges: true, what: "IPv6 host IP port ranges" },
+    MapSpec { name: MAP_HOSTPORT6, fam: IpFamily::V6, host_ip: false, ranges: false, what: "IPv6 host ports" },
+    MapSpec { name: MAP_RANGE6, fam: IpFamily::V6, host_ip: false, ranges: true, what: "IPv6 host port ranges" },
+];
+
+fn addr_type(fam: IpFamily) -> DataType {
+    match fam {
+        IpFamily::V4 => DataType::Ipv4Addr,
+        IpFamily::V6 => DataType::Ipv6Addr,
     }
+}
+
+/// The map `name` of host ports of `fam` (keyed by host IP too with `host_ip`; with `ranges` an
+/// interval map of port ranges to addresses).
+pub(crate) fn host_port_map(name: &str, fam: IpFamily, host_ip: bool, ranges: bool, comment: &str) -> Set {
+    let addr = addr_type(fam);
+    let mut key = vec![DataType::InetProto, DataType::InetService];
+    if host_ip {
+        key.insert(0, addr);
+    }
+    let data = if ranges { vec![addr] } else { vec![addr, DataType::InetService] };
+    let map = Set::map(name, key, data).comment(comment);
+    if ranges { map.interval() } else { map }
+}
+
+/// The rule DNATing packets whose key is in the map `name` to the map's data (`meta l4proto . th dport`,
+/// with `ip daddr .` first for host-IP maps), marking the connection with `mark`.
+pub(crate) fn dnat_rule(fam: IpFamily, mark: u32, name: &str, host_ip: bool, ranges: bool) -> Vec<Stmt> {
+    let mut keys = vec![Key::L4Proto, Key::ThDport];
+    let mut stmts = Vec::new();
+    if host_ip {
+        keys.insert(0, Key::Addr(fam, AddrField::Daddr));
+    } else {
+        // No address in the key says the family, so the rule says it.
+        stmts.push(Stmt::NfProto(fam));
+    }
+    stmts.push(Stmt::Lookup { keys: keys.clone(), set: name.to_string(), ranges });
+    stmts.push(Stmt::CtMarkOr(mark));
+    stmts.push(Stmt::DnatMap { fam, keys, map: name.to_string(), ranges });
+    stmts
 }
 
 /// The node-wide part of the configuration that the rules depend on.
@@ -72,42 +122,43 @@ impl Default for Structure {
 }
 
 impl Structure {
-    fn mark(&self) -> String {
-        format!("0x{:08x}", 1u32 << self.mark_bit)
+    /// The connection mark of "DNATed by a host port".
+    pub(crate) fn mark(&self) -> u32 {
+        1u32 << self.mark_bit
     }
 
-    /// The statement marking a connection as DNATed by a host port.
-    pub(crate) fn mark_expr(&self) -> String {
-        format!("ct mark set ct mark | {}", self.mark())
-    }
-
-    /// (chain, rule text) of every rule, in order.
-    fn rules(&self) -> Vec<(&'static str, String)> {
+    /// (chain, statements) of every rule, in order.
+    fn rules(&self) -> Vec<(&'static str, Vec<Stmt>)> {
         let m = self.mark();
-        let mark = self.mark_expr();
-        vec![
-            (CHAIN_PRE, format!("fib daddr type local jump {CHAIN_DNAT}")),
-            (CHAIN_OUT, format!("fib daddr type local jump {CHAIN_DNAT}")),
-            // Most specific first: a host IP over every local address, a single port over a range.
-            (CHAIN_DNAT, dnat_rule("ip", &mark, MAP_HOSTIPPORT4)),
-            (CHAIN_DNAT, dnat_rule("ip", &mark, MAP_HOSTIPRANGE4)),
-            (CHAIN_DNAT, dnat_rule("ip", &mark, MAP_HOSTPORT4)),
-            (CHAIN_DNAT, dnat_rule("ip", &mark, MAP_RANGE4)),
-            (CHAIN_DNAT, dnat_rule("ip6", &mark, MAP_HOSTIPPORT6)),
-            (CHAIN_DNAT, dnat_rule("ip6", &mark, MAP_HOSTIPRANGE6)),
-            (CHAIN_DNAT, dnat_rule("ip6", &mark, MAP_HOSTPORT6)),
-            (CHAIN_DNAT, dnat_rule("ip6", &mark, MAP_RANGE6)),
-            // Localhost (needs route_localnet on the pod's host interface) and hairpin: masqueraded so
-            // the pod's answer comes back through the node's conntrack.
-            (CHAIN_POST, format!("ct mark & {m} == {m} ip saddr 127.0.0.0/8 masquerade")),
-            (CHAIN_POST, format!("ct mark & {m} == {m} ip saddr . ip daddr @{SET_HAIRPIN4} masquerade")),
-            (CHAIN_POST, format!("ct mark & {m} == {m} ip6 saddr . ip6 daddr @{SET_HAIRPIN6} masquerade")),
-            (
-                CHAIN_GUARD,
-                "iifname != \"lo\" ip daddr 127.0.0.0/8 ip saddr != 127.0.0.0/8 ct status & dnat != dnat drop"
-                    .to_string(),
-            ),
-        ]
+        let marked = Stmt::CtMasked { key: CtKey::Mark, mask: m, op: CmpOp::Eq, value: m };
+        let loopback: IpNetwork = "127.0.0.0/8".parse().expect("a prefix");
+        let hairpin = |fam| Stmt::Lookup {
+            keys: vec![Key::Addr(fam, AddrField::Saddr), Key::Addr(fam, AddrField::Daddr)],
+            set: if fam == IpFamily::V4 { SET_HAIRPIN4 } else { SET_HAIRPIN6 }.to_string(),
+            ranges: true,
+        };
+        let mut v = vec![(CHAIN_PRE, vec![Stmt::FibDaddrLocal, Stmt::Jump(CHAIN_DNAT.into())])];
+        v.push((CHAIN_OUT, vec![Stmt::FibDaddrLocal, Stmt::Jump(CHAIN_DNAT.into())]));
+        for map in &MAPS {
+            v.push((CHAIN_DNAT, dnat_rule(map.fam, m, map.name, map.host_ip, map.ranges)));
+        }
+        // Localhost (needs route_localnet on the pod's host interface) and hairpin: masqueraded so the
+        // pod's answer comes back through the node's conntrack.
+        v.push((CHAIN_POST, vec![marked.clone(), Stmt::addr(AddrField::Saddr, CmpOp::Eq, loopback), Stmt::Masquerade]));
+        v.push((CHAIN_POST, vec![marked.clone(), hairpin(IpFamily::V4), Stmt::Masquerade]));
+        v.push((CHAIN_POST, vec![marked, hairpin(IpFamily::V6), Stmt::Masquerade]));
+        // Packets to 127.0.0.0/8 from elsewhere that no host port DNATed (route_localnet would let them in).
+        v.push((
+            CHAIN_GUARD,
+            vec![
+                Stmt::IfName { dir: IfDir::In, op: CmpOp::Neq, name: "lo".into() },
+                Stmt::addr(AddrField::Daddr, CmpOp::Eq, loopback),
+                Stmt::addr(AddrField::Saddr, CmpOp::Neq, loopback),
+                Stmt::CtMasked { key: CtKey::Status, mask: CT_STATUS_DNAT, op: CmpOp::Neq, value: CT_STATUS_DNAT },
+                Stmt::Drop,
+            ],
+        ));
+        v
     }
 
     /// The comments of an intact structure, sorted.
@@ -122,51 +173,30 @@ impl Structure {
         format!("{COMMENT_PREFIX}{} {chain}#{i}", self.mark_bit)
     }
 
-    /// The nft script that (re)writes the structure in one transaction. Maps and sets are created if
-    /// missing, never flushed: the elements (every pod's mappings) survive a rewrite.
-    pub fn script(&self) -> String {
-        let mut s = String::new();
-        s.push_str(&format!("add table inet {TABLE}\n"));
-        for (name, ty, what) in [
-            (MAP_HOSTPORT4, "inet_proto . inet_service : ipv4_addr . inet_service", "IPv4 host ports"),
-            (MAP_HOSTIPPORT4, "ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service", "IPv4 host IP ports"),
-            (MAP_HOSTPORT6, "inet_proto . inet_service : ipv6_addr . inet_service", "IPv6 host ports"),
-            (MAP_HOSTIPPORT6, "ipv6_addr . inet_proto . inet_service : ipv6_addr . inet_service", "IPv6 host IP ports"),
+    /// The maps, sets, chains and rules of the structure.
+    fn objects(&self) -> Objects {
+        let mut sets: Vec<Set> =
+            MAPS.iter().map(|m| host_port_map(m.name, m.fam, m.host_ip, m.ranges, &format!("rcni portmap: {}", m.what))).collect();
+        for (name, fam) in [(SET_HAIRPIN4, IpFamily::V4), (SET_HAIRPIN6, IpFamily::V6)] {
+            let ty = addr_type(fam);
+            sets.push(Set::new(name, vec![ty, ty]).interval().comment("rcni portmap: sources . pods to masquerade"));
+        }
+        let mut chains = vec![Chain::regular(CHAIN_DNAT)];
+        for (name, hook) in [
+            (CHAIN_PRE, Hook::accept("nat", hooks::PREROUTING, hooks::DSTNAT)),
+            (CHAIN_OUT, Hook::accept("nat", hooks::OUTPUT, hooks::DSTNAT)),
+            (CHAIN_POST, Hook::nat_postrouting()),
+            (CHAIN_GUARD, Hook::accept("filter", hooks::INPUT, hooks::FILTER)),
         ] {
-            s.push_str(&format!("add map inet {TABLE} {name} {{ type {ty}; comment \"rcni portmap: {what}\"; }}\n"));
+            chains.push(Chain::base(name, hook));
         }
-        for (name, ty, what) in [
-            (MAP_RANGE4, "inet_proto . inet_service : ipv4_addr", "IPv4 host port ranges"),
-            (MAP_HOSTIPRANGE4, "ipv4_addr . inet_proto . inet_service : ipv4_addr", "IPv4 host IP port ranges"),
-            (MAP_RANGE6, "inet_proto . inet_service : ipv6_addr", "IPv6 host port ranges"),
-            (MAP_HOSTIPRANGE6, "ipv6_addr . inet_proto . inet_service : ipv6_addr", "IPv6 host IP port ranges"),
-        ] {
-            s.push_str(&format!(
-                "add map inet {TABLE} {name} {{ type {ty}; flags interval; comment \"rcni portmap: {what}\"; }}\n"
-            ));
-        }
-        for (name, ty) in [(SET_HAIRPIN4, "ipv4_addr . ipv4_addr"), (SET_HAIRPIN6, "ipv6_addr . ipv6_addr")] {
-            s.push_str(&format!(
-                "add set inet {TABLE} {name} {{ type {ty}; flags interval; comment \"rcni portmap: sources . pods \
-                 to masquerade\"; }}\n"
-            ));
-        }
-        s.push_str(&format!("add chain inet {TABLE} {CHAIN_DNAT}\n"));
-        for (chain, hook) in [
-            (CHAIN_PRE, "type nat hook prerouting priority dstnat"),
-            (CHAIN_OUT, "type nat hook output priority -100"),
-            (CHAIN_POST, "type nat hook postrouting priority srcnat"),
-            (CHAIN_GUARD, "type filter hook input priority 0"),
-        ] {
-            s.push_str(&format!("add chain inet {TABLE} {chain} {{ {hook}; policy accept; }}\n"));
-        }
-        for chain in CHAINS {
-            s.push_str(&format!("flush chain inet {TABLE} {chain}\n"));
-        }
-        for (i, (chain, rule)) in self.rules().iter().enumerate() {
-            s.push_str(&format!("add rule inet {TABLE} {chain} {rule} comment \"{}\"\n", self.comment(chain, i)));
-        }
-        s
+        let rules = self
+            .rules()
+            .into_iter()
+            .enumerate()
+            .map(|(i, (chain, stmts))| Rule::new(chain, stmts).comment(&self.comment(chain, i)))
+            .collect();
+        Objects { sets, chains, rules, prefixes: Vec::new() }
     }
 
     /// The comments found on the rules of our chains, sorted (empty when there is no structure).
@@ -190,8 +220,8 @@ impl Structure {
         Ok(Self::found(nl)? == self.comments())
     }
 
-    /// Writes the structure unless it is intact. Another mark bit in an intact structure is an error
-    /// (rewriting it would change every other network's mark).
+    /// Writes the structure unless it is intact, in one transaction. Another mark bit in an intact
+    /// structure is an error (rewriting it would change every other network's mark).
     pub fn ensure(&self, nl: &mut Nfnl) -> Result<()> {
         let found = Self::found(nl)?;
         if found == self.comments() {
@@ -203,16 +233,43 @@ impl Structure {
                 return Err(Error::MarkBit { wanted: self.mark_bit, found: bit });
             }
         }
-        let script = self.script();
-        Command::new("nft").args(["-f", "-"]).stdin(script.as_str()).run().map(|_| ()).map_err(|e| {
-            let hint = if e.is_not_installed() {
-                " (install the nftables package: rcni writes the portmap rules once with `nft`)".to_string()
-            } else {
-                format!("\nscript:\n{script}")
-            };
-            Error::Command { what: format!("portmap: writing the portmap rules of table inet {TABLE}"), err: e, hint }
-        })
+        let objects = self.objects();
+        let ops = objects.ops(&CHAINS);
+        nl.batch(None, NFPROTO_INET, TABLE, &ops)
+            .map_err(|e| nl_err(format!("writing the portmap rules of table inet {TABLE}{}", failed(nl, &ops)), e))
     }
+}
+
+/// The objects of a structure, written in one batch: maps and sets created if missing, never flushed
+/// (the elements, every pod's mappings, survive a rewrite) except the sets of fixed prefixes, which are
+/// refilled; chains created if missing and flushed; then the rules.
+pub(crate) struct Objects {
+    pub sets: Vec<Set>,
+    pub chains: Vec<Chain>,
+    pub rules: Vec<Rule>,
+    /// Sets (declared in `sets`) holding exactly these prefixes.
+    pub prefixes: Vec<(String, Vec<IpNetwork>)>,
+}
+
+impl Objects {
+    /// The batch, flushing the chains `flush`.
+    pub(crate) fn ops<'a>(&'a self, flush: &[&'a str]) -> Vec<BatchOp<'a>> {
+        let mut ops = vec![BatchOp::AddTable { comment: None }];
+        ops.extend(self.sets.iter().map(BatchOp::AddSet));
+        for (set, prefixes) in &self.prefixes {
+            ops.push(BatchOp::FlushSet { set });
+            ops.push(BatchOp::AddPrefixes { set, prefixes: prefixes.clone() });
+        }
+        ops.extend(self.chains.iter().map(BatchOp::AddChain));
+        ops.extend(flush.iter().map(|chain| BatchOp::FlushChain { chain }));
+        ops.extend(self.rules.iter().map(BatchOp::AddRule));
+        ops
+    }
+}
+
+/// ": <the change>" the last batch on `nl` failed on, if the kernel named it.
+pub(crate) fn failed(nl: &Nfnl, ops: &[BatchOp<'_>]) -> String {
+    nl.failed_op().and_then(|i| ops.get(i)).map(|op| format!(" ({})", op.describe())).unwrap_or_default()
 }
 
 /// Why the node cannot serve an ADD, for STATUS.
@@ -220,14 +277,14 @@ impl Structure {
 pub enum NotReady {
     /// The structure is intact but made for another mark bit (an ADD would fail).
     MarkBit(u8),
-    /// The structure is missing or changed and `nft --check` says the rewrite an ADD would do fails.
+    /// The structure is missing or changed and the kernel refuses the rewrite an ADD would do.
     Unwritable(String),
 }
 
 impl Structure {
     /// STATUS: whether an ADD can use the structure: intact with this mark bit, or missing or changed in a
-    /// way the rewrite repairs, which `nft --check` of the very script an ADD would run decides (no change
-    /// is made). Errors reading the table are the caller's (nf_tables unusable).
+    /// way the rewrite repairs, which the kernel decides by checking the very batch an ADD would send
+    /// (and applying nothing). Errors reading the table are the caller's (nf_tables unusable).
     pub fn ready(&self, nl: &mut Nfnl) -> Result<Result<(), NotReady>> {
         let found = Self::found(nl)?;
         if found == self.comments() {
@@ -238,13 +295,10 @@ impl Structure {
                 return Ok(Err(NotReady::MarkBit(bit)));
             }
         }
-        let script = self.script();
-        Ok(Command::new("nft").args(["--check", "-f", "-"]).stdin(script.as_str()).run().map(|_| ()).map_err(|e| {
-            let why = match e.stderr() {
-                Some(err) if !err.is_empty() => format!("`nft --check` of the rewrite fails: {err}"),
-                _ => e.to_string(),
-            };
-            NotReady::Unwritable(why)
+        let objects = self.objects();
+        let ops = objects.ops(&CHAINS);
+        Ok(nl.check(NFPROTO_INET, TABLE, &ops).map_err(|e| {
+            NotReady::Unwritable(format!("the kernel refuses the rewrite{}: {e}", failed(nl, &ops)))
         }))
     }
 }
@@ -264,11 +318,12 @@ mod tests {
         assert_eq!(c.len(), 14);
         assert!(c.iter().all(|c| parse_bit(c) == Some(5)), "{c:?}");
         assert_ne!(c, Structure::default().comments());
-        let script = s.script();
-        assert!(script.contains("ct mark | 0x00000020"), "{script}");
-        for c in &c {
-            assert!(script.contains(c.as_str()), "{c} not in {script}");
-        }
-        assert!(!script.contains("flush map") && !script.contains("flush set"), "elements survive: {script}");
+        let objects = s.objects();
+        assert!(objects.rules.iter().filter(|r| r.chain == CHAIN_DNAT).all(|r| r.stmts.contains(&Stmt::CtMarkOr(0x20))));
+        let mut on_rules: Vec<String> = objects.rules.iter().filter_map(|r| r.comment.clone()).collect();
+        on_rules.sort();
+        assert_eq!(on_rules, c, "every rule carries its comment");
+        let ops = objects.ops(&CHAINS);
+        assert!(!ops.iter().any(|op| matches!(op, BatchOp::FlushSet { .. } | BatchOp::DelSet { .. })), "elements survive");
     }
 }

@@ -32,7 +32,7 @@ pub fn setup<'a>(
     if let Some(owner) = jump {
         ops.push(BatchOp::NewRule {
             chain: BASE_CHAIN,
-            stmts: vec![Stmt::IifName(host_veth.to_string()), Stmt::Jump(n.iface_chain.clone())],
+            stmts: vec![Stmt::iifname(host_veth), Stmt::Jump(n.iface_chain.clone())],
             udata: udata_comment_and_owner(&n.comment, Some(owner)),
         });
     }

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use super::names::{BASE_CHAIN, CHAIN_PREFIX, COMMENT_PREFIX, Names, TABLE};
 use super::{Error, Result};
 use crate::net::Mac;
-use crate::net::nft::{Hook, NFPROTO_BRIDGE, NetlinkError, Nfnl, RuleInfo, Stmt, absent};
+use crate::net::nft::{CmpOp, Hook, IfDir, NFPROTO_BRIDGE, NetlinkError, Nfnl, RuleInfo, Stmt, absent};
 
 /// A rule of the table.
 pub type Rule = RuleInfo;
@@ -81,7 +81,7 @@ pub fn attachment_rules<'a>(base: impl IntoIterator<Item = &'a Rule>, n: &Names)
 /// The jump rule setup writes (owner tag aside).
 pub fn is_expected_jump(r: &Rule, n: &Names, host_veth: &str) -> bool {
     r.comment.as_deref() == Some(n.comment.as_str())
-        && core(r) == [&Stmt::IifName(host_veth.to_string()), &Stmt::Jump(n.iface_chain.clone())]
+        && core(r) == [&Stmt::iifname(host_veth), &Stmt::Jump(n.iface_chain.clone())]
 }
 
 /// One attachment's spoof check as found in the ruleset.
@@ -126,7 +126,7 @@ pub fn attachments(rs: &Ruleset) -> Vec<Attachment> {
         }
         if a.host_veth.is_none() {
             a.host_veth = r.stmts.iter().find_map(|s| match s {
-                Stmt::IifName(v) => Some(v.clone()),
+                Stmt::IfName { dir: IfDir::In, op: CmpOp::Eq, name } => Some(name.clone()),
                 _ => None,
             });
         }
@@ -200,7 +200,7 @@ mod tests {
                 4,
                 Some(c),
                 None,
-                vec![Stmt::IifName("vethc5b5470d".into()), Stmt::Jump("cni-br-iface-ctr-abc123-eth0".into())],
+                vec![Stmt::iifname("vethc5b5470d"), Stmt::Jump("cni-br-iface-ctr-abc123-eth0".into())],
             ),
             rule("PREROUTING", 8, None, None, vec![Stmt::Counter, Stmt::Accept]),
             rule(
@@ -208,7 +208,7 @@ mod tests {
                 9,
                 Some("macspoofchk-c2-eth0"),
                 Some("netb"),
-                vec![Stmt::IifName("veth2".into()), Stmt::Jump("cni-br-iface-c2-eth0".into())],
+                vec![Stmt::iifname("veth2"), Stmt::Jump("cni-br-iface-c2-eth0".into())],
             ),
             rule(
                 "cni-br-iface-ctr-abc123-eth0",

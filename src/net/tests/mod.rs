@@ -7,5 +7,6 @@ mod garp;
 mod harness;
 mod links;
 mod neighs;
+mod portmap_nft;
 mod routes;
 mod sysctls;
