@@ -1,5 +1,5 @@
-//! The one runner for the external commands rcni still executes (`nft -f` for structure scripts,
-//! `iptables-save`/`iptables-restore` for the reference-compatible backend, ...).
+//! The one runner for the external commands rcni still executes (`iptables-save`/`iptables-restore` for
+//! the reference-compatible backends; no nftables state is written with `nft`).
 //!
 //! Every run has a deadline: a command that does not finish in time is killed (SIGKILL) and reported,
 //! so a stuck tool cannot hang a CNI call. stdin is written and stdout/stderr are read by helper

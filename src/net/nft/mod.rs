@@ -5,8 +5,10 @@
 //!   `netlink-packet-netfilter`: that crate (0.4) has no batch generation id and emits attribute lengths
 //!   unchecked as `u16` (the truncation of audit finding 11), so it would not save the code that matters.
 //! * [`object`]: typed structure (table, chains, sets and maps, rules, prefix elements) and [`rule`]: typed
-//!   statements (`ip saddr @set`, `ip daddr != 224.0.0.0/4`, `masquerade`, `iifname`, verdicts), both
-//!   encoded as `nft` encodes the same text (unit tests hold the bytes `scripts/nft-bytes` captured).
+//!   statements (`ip saddr @set`, `ip daddr != 224.0.0.0/4`, `masquerade`, `iifname`, verdicts, and for
+//!   portmap `fib`, `ct`, concatenated lookups and `dnat .. map`), both encoded as `nft` encodes the same
+//!   text (unit tests hold the bytes `scripts/nft-bytes` captured; `src/net/tests/portmap_nft.rs` compares
+//!   a whole structure with what `nft -f` writes).
 //!
 //! Conventions for users of the layer:
 //! * **Read, then write in one batch checked against the generation read before** ([`Nfnl::generation`],

@@ -27,8 +27,8 @@
 //!   only its own elements, so it needs neither the mappings nor the pod's IPs, and a late DEL of a
 //!   displaced owner removes nothing. Which elements: those the owner's ADD recorded in its [`ledger`]
 //!   (one lookup each, other owners never read); without a record, a dump of the maps filtered by owner.
-//! * Structure ([`structure`]) is written once with `nft -f` and recognised by rule comments carrying the
-//!   layout version and the mark bit; elements ([`elements`]) go over netlink in batches checked against
+//! * Structure ([`structure`], [`conditions`]) is written once from typed objects in one netlink batch and
+//!   recognised by rule comments carrying the layout version and the mark bit; elements ([`elements`]) go over netlink in batches checked against
 //!   the generation they were planned from.
 //! * The guard closes what `route_localnet=1` opens (a pod reaching the node's 127.0.0.1-only services;
 //!   CVE-2020-8558 class): it drops packets to 127/8 that did not come over `lo` and were not DNATed by
