@@ -64,10 +64,10 @@ fn network_rules(iso: &super::iptables::Isolation) -> Vec<(&'static str, Vec<Stm
     let br = &iso.bridge;
     let mut v = Vec::new();
     if !iso.isolated {
-        v.push((ISOLATION, vec![Stmt::iifname(&br), Stmt::oifname(&br), Stmt::Return]));
+        v.push((ISOLATION, vec![Stmt::iifname(br), Stmt::oifname(br), Stmt::Return]));
     }
-    v.push((ISOLATION, vec![Stmt::iifname(&br), Stmt::Jump(ISOLATION2.into())]));
-    v.push((ISOLATION2, vec![Stmt::oifname(&br), Stmt::Drop]));
+    v.push((ISOLATION, vec![Stmt::iifname(br), Stmt::Jump(ISOLATION2.into())]));
+    v.push((ISOLATION2, vec![Stmt::oifname(br), Stmt::Drop]));
     v
 }
 

@@ -307,7 +307,9 @@ impl fmt::Display for Stmt {
             }
             Stmt::CtMarkOr(bits) => write!(f, "ct mark set ct mark | 0x{bits:08x}"),
             Stmt::Lookup { keys, set, .. } => write!(f, "{} @{set}", keys_text(keys)),
-            Stmt::DnatMap { fam, keys, map, .. } => write!(f, "dnat {} to {} map @{map}", fam_word(*fam), keys_text(keys)),
+            Stmt::DnatMap { fam, keys, map, .. } => {
+                write!(f, "dnat {} to {} map @{map}", fam_word(*fam), keys_text(keys))
+            }
             Stmt::Masquerade => write!(f, "masquerade"),
             Stmt::Jump(t) => write!(f, "jump {t}"),
             Stmt::Goto(t) => write!(f, "goto {t}"),
@@ -396,11 +398,10 @@ fn exprs_of(s: &Stmt, ctx: &Ctx<'_>) -> Vec<Expr> {
     let verdict = |code, chain: Option<&String>| vec![Expr::Verdict { code, chain: chain.cloned() }];
     let set_id = |set: &str| ctx.set_ids.iter().find(|(n, _)| *n == set).map(|(_, id)| *id);
     let ct_bits = |key: CtKey, mask: u32, xor: u32| {
-        [Expr::Ct { key: key.id() }, Expr::Bitwise {
-            mask: mask.to_ne_bytes().to_vec(),
-            xor: xor.to_ne_bytes().to_vec(),
-            named_op: true,
-        }]
+        [
+            Expr::Ct { key: key.id() },
+            Expr::Bitwise { mask: mask.to_ne_bytes().to_vec(), xor: xor.to_ne_bytes().to_vec(), named_op: true },
+        ]
     };
     match s {
         Stmt::IfName { dir, op, name } => {
@@ -465,7 +466,12 @@ fn exprs_of(s: &Stmt, ctx: &Ctx<'_>) -> Vec<Expr> {
             v.push(Expr::Lookup { set: map.clone(), set_id: set_id(map), inv: false, dreg: Some(NFT_REG_1) });
             let addr_words = Key::Addr(*fam, AddrField::Daddr).words();
             let proto_reg = (!ranges).then(|| reg_at(addr_words));
-            v.push(Expr::Nat { nat_type: NFT_NAT_DNAT, family: u32::from(fam.nfproto()), addr_reg: NFT_REG_1, proto_reg });
+            v.push(Expr::Nat {
+                nat_type: NFT_NAT_DNAT,
+                family: u32::from(fam.nfproto()),
+                addr_reg: NFT_REG_1,
+                proto_reg,
+            });
             v
         }
         Stmt::Masquerade => vec![Expr::Masq],

@@ -25,12 +25,15 @@ use std::net::IpAddr;
 use ipnetwork::IpNetwork;
 
 use super::structure::{
-    MAP_HOSTIPPORT4, MAP_HOSTIPPORT6, MAP_HOSTPORT4, MAP_HOSTPORT6, Objects, Structure, dnat_rule, failed, host_port_map,
+    MAP_HOSTIPPORT4, MAP_HOSTIPPORT6, MAP_HOSTPORT4, MAP_HOSTPORT6, Objects, Structure, dnat_rule, failed,
+    host_port_map,
 };
 use super::{Result, TABLE, nl_err};
 use crate::net::addr::IpFamily;
 use crate::net::masq::sha512_hex;
-use crate::net::nft::{AddrField, Chain, CmpOp, DataType, Hook, IfDir, NFPROTO_INET, Nfnl, Rule, Set, Stmt, absent, hooks};
+use crate::net::nft::{
+    AddrField, Chain, CmpOp, DataType, Hook, IfDir, NFPROTO_INET, Nfnl, Rule, Set, Stmt, absent, hooks,
+};
 
 /// What a term does in one hook.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -134,7 +137,8 @@ impl Conditions {
             let unless_neg = |t: Term| if neg { Term::Always } else { t };
             let (p, o) = match opt.as_str() {
                 "-s" | "--source" | "-d" | "--destination" => {
-                    let addr = if matches!(opt.as_str(), "-s" | "--source") { AddrField::Saddr } else { AddrField::Daddr };
+                    let addr =
+                        if matches!(opt.as_str(), "-s" | "--source") { AddrField::Saddr } else { AddrField::Daddr };
                     let mut nets = addr_list(value, v4, field, opt)?;
                     let e = if nets.len() == 1 {
                         Stmt::addr(addr, op, nets.remove(0))
@@ -275,7 +279,8 @@ impl Conditions {
         let names: Vec<&str> = objects.chains.iter().map(|c| c.name.as_str()).collect();
         let ops = objects.ops(&names);
         nl.batch(None, NFPROTO_INET, TABLE, &ops).map_err(|e| {
-            let what = format!("writing the chains of conditions {:?} to table inet {TABLE}{}", self.tokens, failed(nl, &ops));
+            let what =
+                format!("writing the chains of conditions {:?} to table inet {TABLE}{}", self.tokens, failed(nl, &ops));
             nl_err(what, e)
         })
     }
@@ -336,7 +341,7 @@ mod tests {
         let list = format!("portmap-c{}-0", c.id());
         assert_eq!(c.lists, [(list.clone(), vec![net("fd00::1/128"), net("fd00::/64")])]);
         let in_list = Stmt::addr_in_set(IpFamily::V6, Saddr, &list, false);
-        assert_eq!(Conditions::hook_rule(&c.pre).unwrap(), [in_list.clone()]);
+        assert_eq!(Conditions::hook_rule(&c.pre).unwrap(), std::slice::from_ref(&in_list));
         assert_eq!(
             Conditions::hook_rule(&c.out).unwrap(),
             [Stmt::IfName { dir: IfDir::Out, op: Neq, name: "lo".into() }, in_list]

@@ -8,8 +8,8 @@ use ipnetwork::IpNetwork;
 use super::{Error, Result, TABLE, nl_err};
 use crate::net::addr::IpFamily;
 use crate::net::nft::{
-    AddrField, BatchOp, CT_STATUS_DNAT, Chain, CmpOp, CtKey, DataType, Hook, IfDir, Key, NFPROTO_INET, Nfnl, Rule,
-    Set, Stmt, absent, hooks,
+    AddrField, BatchOp, CT_STATUS_DNAT, Chain, CmpOp, CtKey, DataType, Hook, IfDir, Key, NFPROTO_INET, Nfnl, Rule, Set,
+    Stmt, absent, hooks,
 };
 
 /// The layout version (`v1`: bump it when the rules change shape, so an upgrade rewrites the structure)
@@ -62,11 +62,23 @@ struct MapSpec {
 /// local address, a single port over a range.
 const MAPS: [MapSpec; 8] = [
     MapSpec { name: MAP_HOSTIPPORT4, fam: IpFamily::V4, host_ip: true, ranges: false, what: "IPv4 host IP ports" },
-    MapSpec { name: MAP_HOSTIPRANGE4, fam: IpFamily::V4, host_ip: true, ranges: true, what: "IPv4 host IP port ranges" },
+    MapSpec {
+        name: MAP_HOSTIPRANGE4,
+        fam: IpFamily::V4,
+        host_ip: true,
+        ranges: true,
+        what: "IPv4 host IP port ranges",
+    },
     MapSpec { name: MAP_HOSTPORT4, fam: IpFamily::V4, host_ip: false, ranges: false, what: "IPv4 host ports" },
     MapSpec { name: MAP_RANGE4, fam: IpFamily::V4, host_ip: false, ranges: true, what: "IPv4 host port ranges" },
     MapSpec { name: MAP_HOSTIPPORT6, fam: IpFamily::V6, host_ip: true, ranges: false, what: "IPv6 host IP ports" },
-    MapSpec { name: MAP_HOSTIPRANGE6, fam: IpFamily::V6, host_ip: true, ranges: true, what: "IPv6 host IP port ranges" },
+    MapSpec {
+        name: MAP_HOSTIPRANGE6,
+        fam: IpFamily::V6,
+        host_ip: true,
+        ranges: true,
+        what: "IPv6 host IP port ranges",
+    },
     MapSpec { name: MAP_HOSTPORT6, fam: IpFamily::V6, host_ip: false, ranges: false, what: "IPv6 host ports" },
     MapSpec { name: MAP_RANGE6, fam: IpFamily::V6, host_ip: false, ranges: true, what: "IPv6 host port ranges" },
 ];
@@ -175,8 +187,10 @@ impl Structure {
 
     /// The maps, sets, chains and rules of the structure.
     fn objects(&self) -> Objects {
-        let mut sets: Vec<Set> =
-            MAPS.iter().map(|m| host_port_map(m.name, m.fam, m.host_ip, m.ranges, &format!("rcni portmap: {}", m.what))).collect();
+        let mut sets: Vec<Set> = MAPS
+            .iter()
+            .map(|m| host_port_map(m.name, m.fam, m.host_ip, m.ranges, &format!("rcni portmap: {}", m.what)))
+            .collect();
         for (name, fam) in [(SET_HAIRPIN4, IpFamily::V4), (SET_HAIRPIN6, IpFamily::V6)] {
             let ty = addr_type(fam);
             sets.push(Set::new(name, vec![ty, ty]).interval().comment("rcni portmap: sources . pods to masquerade"));
@@ -297,9 +311,9 @@ impl Structure {
         }
         let objects = self.objects();
         let ops = objects.ops(&CHAINS);
-        Ok(nl.check(NFPROTO_INET, TABLE, &ops).map_err(|e| {
-            NotReady::Unwritable(format!("the kernel refuses the rewrite{}: {e}", failed(nl, &ops)))
-        }))
+        Ok(nl
+            .check(NFPROTO_INET, TABLE, &ops)
+            .map_err(|e| NotReady::Unwritable(format!("the kernel refuses the rewrite{}: {e}", failed(nl, &ops)))))
     }
 }
 
@@ -319,11 +333,16 @@ mod tests {
         assert!(c.iter().all(|c| parse_bit(c) == Some(5)), "{c:?}");
         assert_ne!(c, Structure::default().comments());
         let objects = s.objects();
-        assert!(objects.rules.iter().filter(|r| r.chain == CHAIN_DNAT).all(|r| r.stmts.contains(&Stmt::CtMarkOr(0x20))));
+        assert!(
+            objects.rules.iter().filter(|r| r.chain == CHAIN_DNAT).all(|r| r.stmts.contains(&Stmt::CtMarkOr(0x20)))
+        );
         let mut on_rules: Vec<String> = objects.rules.iter().filter_map(|r| r.comment.clone()).collect();
         on_rules.sort();
         assert_eq!(on_rules, c, "every rule carries its comment");
         let ops = objects.ops(&CHAINS);
-        assert!(!ops.iter().any(|op| matches!(op, BatchOp::FlushSet { .. } | BatchOp::DelSet { .. })), "elements survive");
+        assert!(
+            !ops.iter().any(|op| matches!(op, BatchOp::FlushSet { .. } | BatchOp::DelSet { .. })),
+            "elements survive"
+        );
     }
 }

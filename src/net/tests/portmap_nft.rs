@@ -75,7 +75,9 @@ fn listing(ns: &TestNs) -> String {
         // The raw interval elements differ in one way that changes nothing: nft also sends an
         // interval end at address 0 before a set's first range. The elements themselves are compared
         // by the listing without --debug.
-        out.extend(text.lines().filter(|l| !(debug.len() == 1 && l.starts_with("\telement "))).map(|l| format!("{l}\n")));
+        out.extend(
+            text.lines().filter(|l| !(debug.len() == 1 && l.starts_with("\telement "))).map(|l| format!("{l}\n")),
+        );
     }
     out
 }
