@@ -2,16 +2,19 @@
 //!
 //! Every name starts with `rcni-bench-<run-id>-` (run id = `--run-id`, default the pid). Three layers
 //! of cleanup, because the release profile aborts on panic (no unwinding, so no `Drop`):
-//! * [`Ns`] guards delete their namespace on drop (the normal path, after every repetition);
+//! * [`Ns`] holds the test kit's guard ([`kit::NsGuard`], `tests/support/netns.rs`), which deletes the
+//!   namespace on drop (the normal path, after every repetition);
 //! * [`install_cleanup`]: a panic hook and a SIGINT/SIGTERM/SIGHUP handler that kill every process
 //!   inside our namespaces and delete every namespace with our prefix, and the temp directory;
 //! * `bench/run` has an EXIT trap that does the same by prefix after the program is gone.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+
+#[path = "../tests/support/netns.rs"]
+mod kit;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
-use std::time::Duration;
 
 static PREFIX: OnceLock<String> = OnceLock::new();
 static TMP: OnceLock<PathBuf> = OnceLock::new();
@@ -42,51 +45,16 @@ pub fn temp_dir(tag: &str) -> PathBuf {
     p
 }
 
-fn quiet(program: &str, args: &[&str]) -> (bool, String) {
-    match Command::new(program).args(args).stdin(Stdio::null()).stderr(Stdio::null()).output() {
-        Ok(o) => (o.status.success(), String::from_utf8_lossy(&o.stdout).into_owned()),
-        Err(_) => (false, String::new()),
-    }
-}
-
-fn kill_pids_in(name: &str) {
-    let (_, pids) = quiet("ip", &["netns", "pids", name]);
-    for pid in pids.split_whitespace().filter_map(|p| p.parse::<i32>().ok()) {
-        // SAFETY: plain kill(2) of a process living in one of our own namespaces.
-        unsafe {
-            libc::kill(pid, libc::SIGKILL);
-        }
-    }
-}
-
-fn delete_ns(name: &str) -> bool {
-    kill_pids_in(name);
-    for _ in 0..40 {
-        let (ok, _) = quiet("ip", &["netns", "del", name]);
-        if ok || !Path::new("/run/netns").join(name).exists() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    false
-}
-
 /// Our namespaces still present (`ip netns list`, filtered by our prefix).
 pub fn leftovers() -> Vec<String> {
-    let Some(prefix) = PREFIX.get() else { return Vec::new() };
-    let (_, list) = quiet("ip", &["netns", "list"]);
-    list.lines()
-        .filter_map(|l| l.split_whitespace().next())
-        .filter(|n| n.starts_with(prefix.as_str()))
-        .map(String::from)
-        .collect()
+    PREFIX.get().map(|prefix| kit::list(prefix)).unwrap_or_default()
 }
 
 /// Kills every process inside our namespaces, deletes the namespaces and the temp directory.
 pub fn cleanup_all() {
     STOPPING.store(true, Ordering::SeqCst);
     for name in leftovers() {
-        if !delete_ns(&name) {
+        if !kit::delete(&name) {
             eprintln!("rcni-bench: cannot delete netns {name}");
         }
     }
@@ -139,10 +107,9 @@ pub fn install_cleanup() {
     }
 }
 
-/// A network namespace of this run (`ip netns add`), deleted on drop with everything running in it.
+/// A network namespace of this run, deleted on drop with everything running in it.
 pub struct Ns {
-    name: String,
-    path: PathBuf,
+    guard: kit::NsGuard,
 }
 
 impl Ns {
@@ -150,11 +117,7 @@ impl Ns {
     pub fn create(tag: &str) -> Ns {
         assert!(!STOPPING.load(Ordering::SeqCst), "stopping: no new namespaces");
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let name = format!("{}{tag}{n}", prefix());
-        let out = Command::new("ip").args(["netns", "add", &name]).stdin(Stdio::null()).output().expect("run ip");
-        assert!(out.status.success(), "ip netns add {name}: {}", String::from_utf8_lossy(&out.stderr));
-        let path = PathBuf::from("/run/netns").join(&name);
-        Ns { name, path }
+        Ns { guard: kit::NsGuard::add(format!("{}{tag}{n}", prefix())) }
     }
 
     /// `count` namespaces, created by a few threads at once (creation is not measured).
@@ -174,17 +137,17 @@ impl Ns {
     }
 
     pub fn name(&self) -> &str {
-        &self.name
+        self.guard.name()
     }
 
     pub fn path_str(&self) -> &str {
-        self.path.to_str().unwrap()
+        self.guard.path().to_str().unwrap()
     }
 
     /// `ip netns exec <ns> <program>`: a command to run inside this namespace.
     pub fn cmd(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
         let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.name]).arg(program);
+        c.args(["netns", "exec", self.name()]).arg(program);
         for (k, _) in std::env::vars_os() {
             let k = k.to_string_lossy();
             if k.starts_with("CNI_") || k == "NETCONFPATH" || k == "CAP_ARGS" || k == "RCNI_LOG_FILE" {
@@ -200,7 +163,7 @@ impl Ns {
         assert!(
             out.status.success(),
             "ip netns exec {} ip {args:?}: {}",
-            self.name,
+            self.name(),
             String::from_utf8_lossy(&out.stderr)
         );
     }
@@ -209,19 +172,6 @@ impl Ns {
     pub fn lo_up(&self) -> &Ns {
         self.ip(&["link", "set", "lo", "up"]);
         self
-    }
-}
-
-impl Drop for Ns {
-    fn drop(&mut self) {
-        // The plugins' node state of this namespace (vxlan's records), before the inode can be reused.
-        if let Ok(meta) = std::fs::metadata(format!("/run/netns/{}", self.name)) {
-            use std::os::unix::fs::MetadataExt;
-            rcni::fs_private::remove_node_dirs(Path::new("/run/rcni"), meta.ino());
-        }
-        if !delete_ns(&self.name) {
-            eprintln!("rcni-bench: cannot delete netns {}", self.name);
-        }
     }
 }
 

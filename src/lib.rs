@@ -5,6 +5,10 @@
 //! plumbing, no CNI JSON).
 //! `cni` and `net` never import each other.
 
+// The test kit shared with the integration tests (`tests/support/netns.rs`) names the crate `rcni`.
+#[cfg(test)]
+extern crate self as rcni;
+
 pub mod attachment;
 pub mod bridge;
 pub mod cni;

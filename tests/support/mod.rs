@@ -28,6 +28,7 @@ use serde_json::Value;
 
 pub mod agent;
 pub mod etcd;
+pub mod netns;
 pub mod underlay;
 
 /// How long one command may run before it is killed and the test fails.
@@ -258,13 +259,6 @@ fn run_with_timeout(mut cmd: Command, stdin: &[u8], timeout: Duration, cmdline: 
     Output { status: status.code().unwrap_or(-1), stdout, stderr, cmdline }
 }
 
-/// Runs a command in the test process's own context (only for `ip netns add/del/list/pids`).
-fn host_cmd(program: &str, args: &[&str]) -> Output {
-    let mut cmd = Command::new(program);
-    cmd.args(args);
-    run_with_timeout(cmd, b"", COMMAND_TIMEOUT, format!("{program} {}", args.join(" ")))
-}
-
 // ------------------------------------------------------------------------------------------------
 // Kernel state, parsed from `ip -j`
 
@@ -359,10 +353,10 @@ impl Route {
 // ------------------------------------------------------------------------------------------------
 // Namespaces
 
-/// A throwaway network namespace (`ip netns add`), deleted on drop. Use [`NodeNs`] / [`PodNs`].
+/// A throwaway network namespace, removed on drop by the kit's guard ([`netns::NsGuard`]). Use
+/// [`NodeNs`] / [`PodNs`].
 pub struct NetNs {
-    name: String,
-    path: PathBuf,
+    guard: netns::NsGuard,
 }
 
 impl NetNs {
@@ -385,28 +379,25 @@ impl NetNs {
 
     fn create(tag: &str) -> NetNs {
         require_root();
-        let name = unique_name(tag);
-        host_cmd("ip", &["netns", "add", &name]).ok();
-        let path = PathBuf::from("/run/netns").join(&name);
-        NetNs { name, path }
+        NetNs { guard: netns::NsGuard::add(unique_name(tag)) }
     }
 
     pub fn name(&self) -> &str {
-        &self.name
+        self.guard.name()
     }
 
     /// `/run/netns/<name>`: what `CNI_NETNS` / cnitool take.
     pub fn path(&self) -> &Path {
-        &self.path
+        self.guard.path()
     }
 
     pub fn path_str(&self) -> &str {
-        self.path.to_str().unwrap()
+        self.path().to_str().unwrap()
     }
 
     /// A command to run inside this namespace.
     pub fn cmd(&self, program: impl AsRef<OsStr>) -> NsCommand {
-        NsCommand::new(&self.name, program)
+        NsCommand::new(self.name(), program)
     }
 
     /// `sh -c <script>` inside this namespace.
@@ -533,41 +524,6 @@ impl NetNs {
     }
 }
 
-impl Drop for NetNs {
-    fn drop(&mut self) {
-        // vxlan, portmap and firewall keep node state in /run/rcni/<plugin>-<netns inode>: a simulated
-        // node's goes with it.
-        if let Ok(meta) = std::fs::metadata(&self.path) {
-            use std::os::unix::fs::MetadataExt;
-            rcni::fs_private::remove_node_dirs(Path::new("/run/rcni"), meta.ino());
-        }
-        // Processes a test left running inside its own namespace (servers, stuck plugins).
-        let pids = host_cmd("ip", &["netns", "pids", &self.name]);
-        for pid in pids.stdout.split_whitespace() {
-            if let Ok(pid) = pid.parse::<i32>() {
-                unsafe {
-                    libc::kill(pid, libc::SIGKILL);
-                }
-            }
-        }
-        let mut last = None;
-        for _ in 0..20 {
-            let out = host_cmd("ip", &["netns", "del", &self.name]);
-            if out.success() || !self.path.exists() {
-                return;
-            }
-            last = Some(out);
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let msg = format!("cannot delete netns {}: {}", self.name, last.unwrap());
-        if std::thread::panicking() {
-            eprintln!("{msg}");
-        } else {
-            panic!("{msg}");
-        }
-    }
-}
-
 /// A simulated node: the namespace in which plugins and cnitool run (as the runtime runs them in the
 /// host's netns). Its `lo` is up.
 pub struct NodeNs(NetNs);
@@ -631,12 +587,7 @@ pub fn join_path(p: &[PathBuf]) -> String {
 
 /// Names of all network namespaces on the machine (`ip netns list`).
 pub fn netns_list() -> Vec<String> {
-    host_cmd("ip", &["netns", "list"])
-        .ok()
-        .stdout
-        .lines()
-        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
-        .collect()
+    netns::list("")
 }
 
 /// Namespaces of this test process whose tag starts with `tag` (should be empty after a test).

@@ -1,11 +1,14 @@
 use std::process::Command;
 
+use super::kit::NsGuard;
 use crate::net::{NetHandle, Netns};
 
-/// A named network namespace created with `ip netns add`, deleted on drop.
+/// A named network namespace for a unit test, removed on drop by the test kit's guard.
 pub struct TestNs {
     pub name: String,
     pub ns: Netns,
+    // Last: the namespace is deleted after its handle is closed.
+    _guard: NsGuard,
 }
 
 impl TestNs {
@@ -14,11 +17,10 @@ impl TestNs {
         let name = format!("rcni-net-{tag}-{}", std::process::id());
         assert!(name.len() < 64, "netns name too long: {name}");
         // A leftover from an aborted earlier run with a recycled pid: remove it first.
-        let _ = Command::new("ip").args(["netns", "del", &name]).output();
-        let out = Command::new("ip").args(["netns", "add", &name]).output().expect("run ip netns add");
-        assert!(out.status.success(), "ip netns add {name}: {}", String::from_utf8_lossy(&out.stderr));
-        let ns = Netns::open(format!("/run/netns/{name}")).expect("open test netns");
-        TestNs { name, ns }
+        super::kit::delete(&name);
+        let guard = NsGuard::add(name.clone());
+        let ns = Netns::open(guard.path()).expect("open test netns");
+        TestNs { name, ns, _guard: guard }
     }
 
     pub fn handle(&self) -> NetHandle {
@@ -30,12 +32,6 @@ impl TestNs {
         let out = Command::new("ip").args(["-n", &self.name]).args(args).output().expect("run ip");
         assert!(out.status.success(), "ip -n {} {:?}: {}", self.name, args, String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-}
-
-impl Drop for TestNs {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
     }
 }
 

@@ -5,6 +5,9 @@
 mod addrs;
 mod garp;
 mod harness;
+/// The test kit's namespace guard, shared with the integration tests and the benchmark.
+#[path = "../../../tests/support/netns.rs"]
+mod kit;
 mod links;
 mod neighs;
 mod portmap_nft;
