@@ -975,12 +975,16 @@ fn kubernetes_guide_list_through_cnitool() {
 type Reachability = Vec<(&'static str, Result<String, String>)>;
 
 fn reachability_with(bin: &Path, tag: &str) -> (Reachability, Output) {
+    reachability_with_conf(bin, tag, json!({}))
+}
+
+fn reachability_with_conf(bin: &Path, tag: &str, extra: Value) -> (Reachability, Output) {
     let mut t = Topo::new(tag);
     set_br_netfilter(&t.node, false);
     let a = t.add_pod("ctr-a", false);
     let b = t.add_pod("ctr-b", false);
     let _srv = Server::tcp(t.pod(a), "0.0.0.0:80", "A");
-    let conf = t.portmap_conf(a, tcp_map(8080, 80), json!({}));
+    let conf = t.portmap_conf(a, tcp_map(8080, 80), extra);
     let mut result = t.portmap_as(bin, "ADD", "ctr-a", t.pod(a).path_str(), &conf).ok().json();
     // The reference prints an empty "dns" object where prevResult had none.
     if result["dns"] == json!({}) {
@@ -1002,6 +1006,111 @@ fn reachability_with(bin: &Path, tag: &str) -> (Reachability, Output) {
     let mut v = v;
     v.push(("closed after DEL", Ok(closed.to_string())));
     (v, check)
+}
+
+/// The mappings of the iptables-backend differential: every protocol, a host IP, conditions.
+fn iptables_case(t: &Topo, i: usize, extra: Value) -> Value {
+    let maps = json!([
+        {"hostPort": 8080, "containerPort": 80, "protocol": "tcp"},
+        {"hostPort": 5353, "containerPort": 53, "protocol": "udp", "hostIP": NODE_EXT},
+        {"hostPort": 9090, "containerPort": 90, "protocol": "sctp"},
+    ]);
+    let mut e = json!({"conditionsV4": ["!", "-s", "198.18.7.0/24"], "conditionsV6": ["!", "-s", "fd18:7::/64"]});
+    for (k, v) in extra.as_object().unwrap() {
+        e[k] = v.clone();
+    }
+    t.portmap_conf(i, maps, e)
+}
+
+/// `backend: "iptables"` (PM-17), differential: on two identical dual-stack nodes, our ADD writes the
+/// rules the reference writes (iptables-save of both families equal: chains, entry rules with the
+/// conditions, hairpin and localhost marks, DNAT, the shared chains), for our mark bit and for an external
+/// mark chain. Each implementation's DEL removes the other's ADD (ours also the shared chains with the last
+/// container, the reference never). CHECK passes on ours and fails once a
+/// rule is gone; a repeated ADD with another port leaves no rule of the old one (the reference appends).
+#[test]
+fn iptables_backend_writes_the_references_rules() {
+    let reference = support::reference_plugin("portmap");
+    for (tag, extra) in
+        [("pm-ipt-bit", json!({"markMasqBit": 14})), ("pm-ipt-ext", json!({"externalSetMarkChain": "KUBE-MARK-MASQ"}))]
+    {
+        let mut states = Vec::new();
+        let mut topos = Vec::new();
+        for (bin, suffix) in [(&portmap_bin(), "r"), (&reference, "g")] {
+            let mut t = Topo::with(&format!("{tag}{suffix}"), "pmnet", "10.89.0.0/24", Some("fd89::/64"));
+            let a = t.add_pod("ctr-a", false);
+            for tool in ["iptables", "ip6tables"] {
+                t.node.cmd(tool).args(["-t", "nat", "-N", "KUBE-MARK-MASQ"]).run().ok();
+            }
+            let before = iptables_state(&t.node);
+            let mut conf = iptables_case(&t, a, extra.clone());
+            if bin == &portmap_bin() {
+                conf["backend"] = json!("iptables");
+            }
+            t.portmap_as(bin, "ADD", "ctr-a", t.pod(a).path_str(), &conf).ok();
+            states.push(iptables_state(&t.node));
+            topos.push((t, a, conf, before));
+        }
+        assert_eq!(states[0], states[1], "{tag}: our iptables rules are the reference's");
+        assert!(states[0].contains("dnat name: \\\"pmnet\\\" id: \\\"ctr-a\\\""), "{}", states[0]);
+        let (ours, theirs) = (&topos[0], &topos[1]);
+        ours.0.portmap("CHECK", ours.1, &ours.2).ok();
+        // Each DEL removes the other's ADD: the same rules, so the same removal.
+        // (The reference's DEL leaves the shared CNI-HOSTPORT-* chains; ours removes them with the last.)
+        ours.0.portmap_as(&reference, "DEL", "ctr-a", ours.0.pod(ours.1).path_str(), &ours.2).ok();
+        let left = iptables_state(&ours.0.node);
+        assert!(
+            !left.contains("CNI-DN-") && !left.contains("ctr-a"),
+            "{tag}: the reference's DEL removed ours: {left}"
+        );
+        theirs.0.portmap("DEL", theirs.1, &json!({"cniVersion": "1.0.0", "name": "pmnet", "type": "portmap"})).ok();
+        assert_eq!(iptables_state(&theirs.0.node), theirs.3, "{tag}: our DEL removed the reference's rules");
+    }
+
+    let mut t = Topo::new("pm-ipt-readd");
+    let a = t.add_pod("ctr-a", false);
+    let conf = t.portmap_conf(a, tcp_map(8080, 80), json!({"backend": "iptables"}));
+    t.portmap("ADD", a, &conf).ok();
+    t.portmap("CHECK", a, &conf).ok();
+    let moved = t.portmap_conf(a, tcp_map(8081, 80), json!({"backend": "iptables"}));
+    t.portmap("ADD", a, &moved).ok();
+    let state = iptables_state(&t.node);
+    assert!(state.contains("--dport 8081") && !state.contains("8080"), "{state}");
+    t.portmap("CHECK", a, &conf).fails();
+    let dn = "CNI-DN-".to_string() + &sha512_21("pmnetctr-a");
+    t.node.cmd("iptables").args(["-t", "nat", "-F", &dn]).run().ok();
+    let out = t.portmap("CHECK", a, &moved).fails();
+    assert!(out.stdout.contains(&dn), "CHECK names the chain: {out}");
+    t.portmap("DEL", a, &moved).ok();
+    assert!(!iptables_state(&t.node).contains("CNI-"), "{}", iptables_state(&t.node));
+}
+
+/// `backend: "iptables"` with real traffic: the same reachability as the reference (external client,
+/// other pod, hairpin, localhost), and GC removes the rules of a container not in the valid list only.
+#[test]
+fn iptables_backend_serves_like_the_reference_and_gc_removes_stale_containers() {
+    let (ours, check) = reachability_with_conf(&portmap_bin(), "pm-ipt-r", json!({"backend": "iptables"}));
+    let (reference, _) = reachability_with(&support::reference_plugin("portmap"), "pm-ipt-g");
+    assert_eq!(ours, reference);
+    assert!(ours.iter().all(|(_, r)| r.is_ok()), "{ours:?}");
+    check.ok();
+
+    let mut t = Topo::new("pm-ipt-gc");
+    let a = t.add_pod("ctr-a", false);
+    let b = t.add_pod("ctr-b", false);
+    let _sb = Server::tcp(t.pod(b), "0.0.0.0:80", "B");
+    for (i, port) in [(a, 8080), (b, 8082)] {
+        t.portmap("ADD", i, &t.portmap_conf(i, tcp_map(port, 80), json!({"backend": "iptables"}))).ok();
+    }
+    let gc = json!({"cniVersion": "1.1.0", "name": "pmnet", "type": "portmap", "backend": "iptables",
+        "cni.dev/valid-attachments": [{"containerID": "ctr-b", "ifname": "eth0"}]});
+    let env = cni_env("GC", "", "", "", &plugin_path());
+    t.node.run_plugin(&portmap_bin(), &env, &serde_json::to_vec(&gc).unwrap()).ok();
+    let state = iptables_state(&t.node);
+    assert!(!state.contains("ctr-a") && state.contains("ctr-b"), "{state}");
+    assert_eq!(tcp_ask(&t.client, &format!("{NODE_EXT}:8082")), Ok(format!("B {CLIENT}")), "ctr-b still served");
+    assert!(tcp_ask(&t.client, &format!("{NODE_EXT}:8080")).is_err());
+    t.portmap("DEL", b, &t.portmap_conf(b, tcp_map(8082, 80), json!({"backend": "iptables"}))).ok();
 }
 
 /// Differential: rcni's portmap and the reference (/usr/lib/cni/portmap, iptables) on the same topology

@@ -6,6 +6,7 @@ use std::net::IpAddr;
 use rcni::cni::error::code;
 use rcni::cni::{CniError, CniResult};
 use rcni::net::portmap::conditions::Conditions;
+use rcni::net::portmap::iptables::Mark;
 use rcni::net::portmap::{ConflictPolicy, Proto};
 use serde_json::Value;
 
@@ -39,8 +40,32 @@ pub struct Config {
     pub masq_all: bool,
     pub mark_bit: u8,
     pub conflict: ConflictPolicy,
-    /// Translated `conditionsV4` / `conditionsV6`, at most one per family.
+    /// Translated `conditionsV4` / `conditionsV6`, at most one per family (nftables backend).
     pub conditions: Vec<Conditions>,
+    pub backend: Backend,
+}
+
+/// Where the host ports go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Backend {
+    /// rcni's nftables maps (the default).
+    Nftables,
+    /// The reference's iptables rules (`backend: "iptables"`, or `externalSetMarkChain`).
+    Iptables {
+        mark: Mark,
+        /// `conditionsV4` and `conditionsV6` as given: iptables arguments appended to the entry rules.
+        conditions_v4: Vec<String>,
+        conditions_v6: Vec<String>,
+    },
+}
+
+/// An iptables chain name as iptables takes it (at most 28 bytes, no spaces or quotes).
+fn chain_name(field: &str, v: &str) -> CniResult<String> {
+    let ok = !v.is_empty() && v.len() <= 28 && v.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+    if !ok {
+        return Err(bad(field, format!("{v:?} is not an iptables chain name (1-28 of A-Z a-z 0-9 _ . -)")));
+    }
+    Ok(v.to_string())
 }
 
 fn bad(field: &str, msg: impl std::fmt::Display) -> CniError {
@@ -148,16 +173,25 @@ impl Config {
         if external.is_some() && mark_given {
             return Err(CniError::invalid_config("Cannot specify externalSetMarkChain and markMasqBit"));
         }
-        if let Some(chain) = external {
-            return Err(bad(
-                "externalSetMarkChain",
-                format!(
-                    "{chain:?}: rcni's portmap marks connections itself (markMasqBit) and does not support an \
-                     external iptables mark chain yet; remove the field"
-                ),
-            ));
-        }
+        let external = external.map(|c| chain_name("externalSetMarkChain", c)).transpose()?;
+        let iptables = match conf.get("backend") {
+            None | Some(Value::Null) => external.is_some(),
+            Some(Value::String(s)) if s.is_empty() => external.is_some(),
+            Some(Value::String(s)) if s == "nftables" => {
+                if external.is_some() {
+                    return Err(bad(
+                        "externalSetMarkChain",
+                        "nftables backend was requested but configuration contains iptables-specific options: an \
+                         external mark chain is an iptables chain; remove the field or set backend to \"iptables\"",
+                    ));
+                }
+                false
+            }
+            Some(Value::String(s)) if s == "iptables" => true,
+            Some(v) => return Err(bad("backend", format!("{v} is not one of \"nftables\", \"iptables\""))),
+        };
         let mut conditions = Vec::new();
+        let mut raw_conditions = [Vec::new(), Vec::new()];
         for (f, v4) in [("conditionsV4", true), ("conditionsV6", false)] {
             let tokens: Vec<String> = match conf.get(f) {
                 None | Some(Value::Null) => continue,
@@ -170,28 +204,30 @@ impl Config {
             if tokens.is_empty() {
                 continue;
             }
+            if iptables {
+                if let Some(t) = tokens.iter().find(|t| t.is_empty() || t.contains(['"', '\n', '\r', '\0'])) {
+                    return Err(bad(
+                        f,
+                        format!("{t:?} cannot be passed to iptables-restore (empty, or a quote or line break)"),
+                    ));
+                }
+                if !tokens[0].starts_with('-') && tokens[0] != "!" {
+                    return Err(bad(f, "backend \"iptables\" takes iptables match arguments (starting with - or !)"));
+                }
+                raw_conditions[usize::from(!v4)] = tokens;
+                continue;
+            }
             if !tokens[0].starts_with('-') && tokens[0] != "!" {
                 return Err(bad(
                     f,
                     format!(
-                        "{:?}: nftables-syntax conditions are not supported by rcni's portmap; give them as iptables                          match arguments (-s, -d, -i, -o, -p, each optionally negated with \"!\")",
+                        "{:?}: nftables-syntax conditions are not supported by rcni's portmap; give them as iptables \
+                         match arguments (-s, -d, -i, -o, -p, each optionally negated with \"!\")",
                         tokens.join(" ")
                     ),
                 ));
             }
             conditions.push(Conditions::parse(f, v4, &tokens).map_err(CniError::invalid_config)?);
-        }
-        match conf.get("backend") {
-            None | Some(Value::Null) => {}
-            Some(Value::String(s)) if s.is_empty() || s == "nftables" => {}
-            Some(Value::String(s)) if s == "iptables" => {
-                return Err(bad(
-                    "backend",
-                    "\"iptables\" is not supported by rcni's portmap yet: it writes nftables maps; remove the field \
-                     or set it to \"nftables\"",
-                ));
-            }
-            Some(v) => return Err(bad("backend", format!("{v} is not one of \"nftables\", \"iptables\""))),
         }
         let conflict = match conf.get("hostPortConflict") {
             None | Some(Value::Null) => ConflictPolicy::Replace,
@@ -204,7 +240,17 @@ impl Config {
                 ));
             }
         };
-        Ok(Config { mappings, snat, masq_all, mark_bit, conflict, conditions })
+        let backend = if iptables {
+            let [conditions_v4, conditions_v6] = raw_conditions;
+            let mark = match external {
+                Some(chain) => Mark::Chain(chain),
+                None => Mark::Bit(mark_bit),
+            };
+            Backend::Iptables { mark, conditions_v4, conditions_v6 }
+        } else {
+            Backend::Nftables
+        };
+        Ok(Config { mappings, snat, masq_all, mark_bit, conflict, conditions, backend })
     }
 }
 
@@ -246,7 +292,11 @@ mod tests {
             ),
             (json!({"markMasqBit": 32}), "markMasqBit"),
             (json!({"hostPortConflict": "first"}), "hostPortConflict"),
-            (json!({"backend": "iptables"}), "backend"),
+            (json!({"backend": "iptables", "conditionsV4": ["ip", "saddr", "1.2.3.4"]}), "conditionsV4"),
+            (json!({"backend": "iptables", "conditionsV4": ["-s", "a\"b"]}), "conditionsV4"),
+            (json!({"backend": "nftables", "externalSetMarkChain": "KUBE-MARK-MASQ"}), "externalSetMarkChain"),
+            (json!({"externalSetMarkChain": "KUBE MARK"}), "externalSetMarkChain"),
+            (json!({"backend": "ebpf"}), "backend"),
             (json!({"conditionsV4": ["-m", "set", "--match-set", "x", "src"]}), "conditionsV4: \"-m\""),
             (json!({"conditionsV6": ["ip6", "saddr", "fd00::1"]}), "conditionsV6"),
             (json!({"conditionsV4": "-s 1.2.3.4"}), "conditionsV4"),
@@ -257,6 +307,24 @@ mod tests {
             assert_eq!(e.code, 7, "{e}");
             assert!(e.msg.contains(needle), "{needle:?} not in {e}");
         }
+    }
+
+    #[test]
+    fn the_backend_follows_backend_and_external_set_mark_chain() {
+        assert_eq!(Config::parse(&json!({})).unwrap().backend, Backend::Nftables);
+        let ipt =
+            Config::parse(&json!({"backend": "iptables", "markMasqBit": 5, "conditionsV6": ["-m", "set"]})).unwrap();
+        assert_eq!(
+            ipt.backend,
+            Backend::Iptables {
+                mark: Mark::Bit(5),
+                conditions_v4: vec![],
+                conditions_v6: vec!["-m".into(), "set".into()]
+            }
+        );
+        assert!(ipt.conditions.is_empty(), "iptables conditions are passed to iptables, not translated");
+        let ext = Config::parse(&json!({"externalSetMarkChain": "KUBE-MARK-MASQ"})).unwrap();
+        assert!(matches!(ext.backend, Backend::Iptables { mark: Mark::Chain(c), .. } if c == "KUBE-MARK-MASQ"));
     }
 
     #[test]

@@ -15,7 +15,7 @@ mod config;
 
 use std::path::Path;
 
-use config::Config;
+use config::{Backend, Config};
 use ipnetwork::IpNetwork;
 use rcni::cni::error::code;
 use rcni::cni::log::warn;
@@ -23,6 +23,7 @@ use rcni::cni::result::AddResult;
 use rcni::cni::skel::{self, Attachment, Plugin, Request};
 use rcni::cni::{CniError, CniResult};
 use rcni::net::nft::{Nfnl, absent};
+use rcni::net::portmap::iptables::{self as ipt, Layout, Mark};
 use rcni::net::portmap::ledger::{self, Ledger, Listed};
 use rcni::net::portmap::{self, Element, Hairpin, Mapping, Owner, Structure, elements};
 use rcni::net::route::RouteFilter;
@@ -183,6 +184,121 @@ fn ledger_err(e: String) -> CniError {
         .with_details(format!("{} must be a root-owned directory (mode 0700) on tmpfs", ledger::BASE))
 }
 
+/// The iptables backend's rules of this attachment, one layout per family with a pod address and a
+/// mapping for it.
+fn iptables_layouts(req: &Request, cfg: &Config, prev: &AddResult, mark: &Mark, cond: [&[String]; 2]) -> Vec<Layout> {
+    let (v4, v6) = pod_addresses(prev, &req.ifname);
+    let mut out = Vec::new();
+    for pod in [v4, v6].into_iter().flatten() {
+        let is_v4 = pod.is_ipv4();
+        let mappings: Vec<Mapping> = cfg
+            .mappings
+            .iter()
+            .filter_map(|m| {
+                Some(Mapping {
+                    proto: m.proto,
+                    host_port: m.host_port,
+                    host_ip: m.host_ip_for(is_v4).ok()?,
+                    target: pod.ip(),
+                    target_port: m.container_port,
+                })
+            })
+            .collect();
+        if mappings.is_empty() {
+            continue;
+        }
+        out.push(Layout {
+            network: req.conf.name.clone(),
+            container_id: req.container_id.clone(),
+            fam: if is_v4 { IpFamily::V4 } else { IpFamily::V6 },
+            pod,
+            entry_ports: cfg.mappings.iter().map(|m| (m.proto, m.host_port)).collect(),
+            mappings,
+            snat: cfg.snat,
+            masq_all: cfg.masq_all,
+            mark: mark.clone(),
+            conditions: cond[usize::from(!is_v4)].to_vec(),
+        });
+    }
+    out
+}
+
+/// ADD with `backend: "iptables"`: the reference's rules, one iptables-restore per family; the guard of
+/// the nftables structure where route_localnet is set. A failed first ADD removes what it wrote.
+fn add_iptables(req: &Request, cfg: &Config, prev: &AddResult, mark: &Mark, cond: [&[String]; 2]) -> CniResult<()> {
+    let (elements, localnet) = plan(cfg, prev, &req.ifname)?;
+    let layouts = iptables_layouts(req, cfg, prev, mark, cond);
+    if layouts.is_empty() {
+        return Ok(());
+    }
+    let iface = localnet.as_ref().map(localnet_iface).transpose()?;
+    let mut nl = open_nfnl()?;
+    if iface.is_some() {
+        Structure { mark_bit: cfg.mark_bit }.ensure_guard(&mut nl).map_err(pm_err)?;
+    }
+    let mut existed = false;
+    let undo = |nl: &mut Nfnl, existed: bool| {
+        if existed {
+            return;
+        }
+        if let Err(e) = portmap::reference::remove_leftovers(nl, &req.conf.name, &req.container_id) {
+            warn(PLUGIN, format!("undo: {e}"));
+        }
+    };
+    for l in &layouts {
+        match ipt::apply(l) {
+            Ok(e) => existed |= e,
+            Err(e) => {
+                undo(&mut nl, existed);
+                return Err(pm_err(e));
+            }
+        }
+    }
+    if let Some(iface) = iface {
+        if let Err(e) = rcni::net::sysctl::write(&route_localnet_key(&iface), "1") {
+            undo(&mut nl, existed);
+            return Err(CniError::internal(format!(
+                "enabling localhost access to the pod's host ports on {iface}: {e}"
+            ))
+            .with_details("set snat to false to skip localhost access"));
+        }
+    }
+    flush_after_add(&elements);
+    Ok(())
+}
+
+/// CHECK with `backend: "iptables"`: the container's chain rule for rule, its entry rules, the shared rules.
+fn check_iptables(req: &Request, cfg: &Config, prev: &AddResult, mark: &Mark, cond: [&[String]; 2]) -> CniResult<()> {
+    for l in iptables_layouts(req, cfg, prev, mark, cond) {
+        let save = ipt::save(l.fam).map_err(pm_err)?;
+        let diff = l.differences(&save);
+        if !diff.is_empty() {
+            return Err(CniError::internal(format!(
+                "portmap: the {} rules of {} differ from what ADD writes: {}",
+                l.fam.iptables(),
+                req.container_id,
+                diff.join("; ")
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// CHECK: route_localnet is set where ADD sets it.
+fn check_localnet(localnet: Option<IpNetwork>) -> CniResult<()> {
+    if let Some(pod) = localnet {
+        let iface = localnet_iface(&pod)?;
+        let v = rcni::net::sysctl::read(&route_localnet_key(&iface))?;
+        if v.trim() != "1" {
+            return Err(CniError::internal(format!(
+                "portmap: route_localnet is {v} on {iface}, so 127.0.0.1 cannot reach the pod's host ports; an \
+                 ADD sets it (or set snat to false)"
+            )));
+        }
+    }
+    Ok(())
+}
+
 struct Portmap;
 
 impl Plugin for Portmap {
@@ -196,6 +312,10 @@ impl Plugin for Portmap {
         }
         let (elements, localnet) = plan(&cfg, &prev, &req.ifname)?;
         if elements.is_empty() {
+            return Ok(prev);
+        }
+        if let Backend::Iptables { mark, conditions_v4, conditions_v6 } = &cfg.backend {
+            add_iptables(req, &cfg, &prev, mark, [conditions_v4, conditions_v6])?;
             return Ok(prev);
         }
         let iface = localnet.as_ref().map(localnet_iface).transpose()?;
@@ -296,6 +416,10 @@ impl Plugin for Portmap {
         if elements.is_empty() {
             return Ok(());
         }
+        if let Backend::Iptables { mark, conditions_v4, conditions_v6 } = &cfg.backend {
+            check_iptables(req, &cfg, &prev, mark, [conditions_v4, conditions_v6])?;
+            return check_localnet(localnet);
+        }
         let mut nl = open_nfnl()?;
         let structure = Structure { mark_bit: cfg.mark_bit };
         if !structure.intact(&mut nl).map_err(pm_err)? {
@@ -316,17 +440,7 @@ impl Plugin for Portmap {
             }
         }
         elements::verify(&mut nl, &owner(req), &elements::place(&elements, &cfg.conditions)).map_err(pm_err)?;
-        if let Some(pod) = localnet {
-            let iface = localnet_iface(&pod)?;
-            let v = rcni::net::sysctl::read(&route_localnet_key(&iface))?;
-            if v.trim() != "1" {
-                return Err(CniError::internal(format!(
-                    "portmap: route_localnet is {v} on {iface}, so 127.0.0.1 cannot reach the pod's host ports; an \
-                     ADD sets it (or set snat to false)"
-                )));
-            }
-        }
-        Ok(())
+        check_localnet(localnet)
     }
 
     /// Ready when nf_tables answers and the node's portmap structure is either intact (of this
@@ -334,24 +448,34 @@ impl Plugin for Portmap {
     fn status(&self, req: &Request) -> CniResult<()> {
         let cfg = Config::parse(&req.conf.raw)?;
         let unavailable = |msg: String| CniError::new(code::NOT_AVAILABLE, msg);
+        if let Backend::Iptables { .. } = cfg.backend {
+            for fam in IpFamily::BOTH {
+                ipt::save(fam).map_err(|e| {
+                    unavailable(format!("{e}; backend \"iptables\" needs a working {}", fam.iptables()))
+                })?;
+            }
+            return Ok(());
+        }
         let mut nl = Nfnl::open().map_err(|e| {
             unavailable(format!(
-                "portmap: nf_tables is not usable on this node ({e}); host ports need the nf_tables and nft_nat                  kernel modules"
+                "portmap: nf_tables is not usable on this node ({e}); host ports need the nf_tables and nft_nat \
+                 kernel modules"
             ))
         })?;
         let structure = Structure { mark_bit: cfg.mark_bit };
         let ready = structure.ready(&mut nl).map_err(|e| unavailable(format!("{e}; is nf_tables usable?")))?;
         match ready {
             Ok(()) => Ok(()),
-            Err(portmap::structure::NotReady::MarkBit(found)) => Err(unavailable(
-                portmap::Error::MarkBit { wanted: cfg.mark_bit, found }.to_string(),
-            )),
+            Err(portmap::structure::NotReady::MarkBit(found)) => {
+                Err(unavailable(portmap::Error::MarkBit { wanted: cfg.mark_bit, found }.to_string()))
+            }
             Err(portmap::structure::NotReady::Unwritable(why)) => Err(unavailable(format!(
                 "portmap: the portmap rules of table inet {} are missing or changed and cannot be rewritten: {why}",
                 portmap::TABLE
             ))
             .with_details(format!(
-                "`nft list table inet {}` shows what is there; an object of the same name with another type                  blocks the rewrite",
+                "`nft list table inet {}` shows what is there; an object of the same name with another type \
+                 blocks the rewrite",
                 portmap::TABLE
             ))),
         }
@@ -361,6 +485,14 @@ impl Plugin for Portmap {
     fn gc(&self, req: &Request, valid: Option<&[Attachment]>) -> CniResult<()> {
         let Some(valid) = valid else { return Ok(()) };
         let network = &req.conf.name;
+        let cfg = Config::parse(&req.conf.raw)?;
+        if let Backend::Iptables { .. } = cfg.backend {
+            let keep = valid.iter().map(|a| a.container_id.clone()).collect();
+            for id in ipt::remove_stale(network, &keep).map_err(pm_err)? {
+                warn(PLUGIN, format!("gc: removed the host port rules of {id}"));
+            }
+            return Ok(());
+        }
         let keep: std::collections::HashSet<String> =
             valid.iter().map(|a| Owner::new(network, &a.container_id, &a.ifname).tag()).collect();
         let mut nl = match Nfnl::open() {

@@ -39,6 +39,7 @@ pub mod conditions;
 mod element;
 pub mod elements;
 pub mod flush;
+pub mod iptables;
 pub mod ledger;
 pub mod reference;
 pub mod structure;

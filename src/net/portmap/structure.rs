@@ -254,6 +254,19 @@ impl Structure {
     }
 }
 
+impl Structure {
+    /// For the iptables backend, which uses only the guard of the structure: an intact structure of
+    /// any mark bit will do; else this one is written.
+    pub fn ensure_guard(&self, nl: &mut Nfnl) -> Result<()> {
+        let found = Self::found(nl)?;
+        let bit = found.first().and_then(|c| parse_bit(c));
+        if bit.is_some_and(|b| found == (Structure { mark_bit: b }).comments()) {
+            return Ok(());
+        }
+        self.ensure(nl)
+    }
+}
+
 /// The objects of a structure, written in one batch: maps and sets created if missing, never flushed
 /// (the elements, every pod's mappings, survive a rewrite) except the sets of fixed prefixes, which are
 /// refilled; chains created if missing and flushed; then the rules.
