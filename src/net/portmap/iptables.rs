@@ -15,10 +15,10 @@ use ipnetwork::IpNetwork;
 use super::reference::{DNAT_CHAIN, MASQ_CHAIN, SETMARK_CHAIN, dn_chain};
 use super::{Error, Mapping, Proto, Result};
 use crate::net::addr::IpFamily;
-use crate::net::command::Command;
+use crate::net::command::{Command, CommandError};
 
 /// iptables calls are bounded (the reference waits for the xtables lock forever, plugins#510).
-const TIMEOUT: Duration = Duration::from_secs(20);
+pub(super) const TIMEOUT: Duration = Duration::from_secs(20);
 /// multiport takes at most 15 ports per rule.
 const PORTS_PER_RULE: usize = 15;
 const MASQ_JUMP: &str = "-A POSTROUTING -m comment --comment \"CNI portfwd requiring masquerade\" -j CNI-HOSTPORT-MASQ";
@@ -235,7 +235,7 @@ fn tool(fam: IpFamily, suffix: &str) -> String {
     format!("{}{suffix}", fam.iptables())
 }
 
-fn cmd_err(what: String, err: crate::net::command::CommandError) -> Error {
+fn cmd_err(what: String, err: CommandError) -> Error {
     let hint = if err.is_not_installed() {
         " (backend \"iptables\" needs the iptables package: iptables-save and iptables-restore)".to_string()
     } else {
@@ -246,13 +246,16 @@ fn cmd_err(what: String, err: crate::net::command::CommandError) -> Error {
 
 /// `iptables-save -t nat` of the family.
 pub fn save(fam: IpFamily) -> Result<String> {
-    let t = tool(fam, "-save");
-    Command::new(&t)
-        .args(["-t", "nat"])
-        .timeout(TIMEOUT)
-        .run()
-        .map(|o| o.stdout)
-        .map_err(|e| cmd_err(format!("portmap: {t} -t nat"), e))
+    save_nat(fam).map_err(|e| cmd_err(format!("portmap: {} -t nat", tool(fam, "-save")), e))
+}
+
+pub(super) fn save_nat(fam: IpFamily) -> std::result::Result<String, CommandError> {
+    Command::new(&tool(fam, "-save")).args(["-t", "nat"]).timeout(TIMEOUT).run().map(|o| o.stdout)
+}
+
+/// One `iptables-restore --noflush` transaction of the family (waiting at most 5 s for the xtables lock).
+pub(super) fn restore(fam: IpFamily, script: &str) -> std::result::Result<(), CommandError> {
+    Command::new(&tool(fam, "-restore")).args(["-w", "5", "--noflush"]).stdin(script).timeout(TIMEOUT).run().map(|_| ())
 }
 
 /// Writes the layout in one iptables-restore transaction; returns whether the container's chain was
@@ -262,20 +265,15 @@ pub fn apply(layout: &Layout) -> Result<bool> {
     let existed =
         before.lines().any(|l| l.strip_prefix(':').is_some_and(|r| r.split(' ').next() == Some(&layout.dn_chain())));
     let script = layout.restore_script(&before);
-    let t = tool(layout.fam, "-restore");
-    Command::new(&t)
-        .args(["-w", "5", "--noflush"])
-        .stdin(script.as_str())
-        .timeout(TIMEOUT)
-        .run()
-        .map(|_| existed)
-        .map_err(|e| {
-            let mut err = cmd_err(format!("portmap: writing {}'s host port rules with {t}", layout.container_id), e);
-            if let Error::Command { hint, .. } = &mut err {
-                hint.push_str(&format!("\nscript:\n{script}"));
-            }
-            err
-        })
+    restore(layout.fam, &script).map(|_| existed).map_err(|e| {
+        let what =
+            format!("portmap: writing {}'s host port rules with {}", layout.container_id, tool(layout.fam, "-restore"));
+        let mut err = cmd_err(what, e);
+        if let Error::Command { hint, .. } = &mut err {
+            hint.push_str(&format!("\nscript:\n{script}"));
+        }
+        err
+    })
 }
 
 /// GC: removes the chains (and entry rules) of `network`'s containers not in `keep`, in both
@@ -292,13 +290,7 @@ pub fn remove_stale(network: &str, keep: &std::collections::HashSet<String>) -> 
         while let Some(id) = containers_of(&text, network).into_iter().find(|id| !keep.contains(id)) {
             let dn = dn_chain(network, &id);
             let Some(script) = super::reference::removal_script(&text, &dn) else { break };
-            let t = tool(fam, "-restore");
-            Command::new(&t)
-                .args(["-w", "5", "--noflush"])
-                .stdin(script.as_str())
-                .timeout(TIMEOUT)
-                .run()
-                .map_err(|e| cmd_err(format!("portmap: removing {dn} of stale container {id}"), e))?;
+            restore(fam, &script).map_err(|e| cmd_err(format!("portmap: removing {dn} of stale container {id}"), e))?;
             removed.push(id);
             text = save(fam)?;
         }

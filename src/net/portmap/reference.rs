@@ -14,10 +14,8 @@
 //! process: the nf_tables chain `CNI-DN-<hash>` (iptables-nft keeps iptables rules in nf_tables) or, for
 //! iptables-legacy, the x_tables nat table listed in /proc/net/ip{,6}_tables_names.
 
-use std::time::Duration;
-
-use super::{Error, Result, nl_err};
-use crate::net::command::Command;
+use super::{Error, Result, iptables, nl_err};
+use crate::net::addr::IpFamily;
 use crate::net::masq::sha512_hex;
 use crate::net::nft::{BatchOp, NFPROTO_IPV4, NFPROTO_IPV6, Nfnl, absent};
 
@@ -27,35 +25,19 @@ pub const MASQ_CHAIN: &str = "CNI-HOSTPORT-MASQ";
 /// The reference's nftables table (families ip and ip6) and the chains with per-container rules.
 pub const NFT_TABLE: &str = "cni_hostport";
 const NFT_CHAINS: [&str; 3] = ["hostports", "hostip_hostports", "masquerading"];
-/// iptables calls are bounded (the reference waits for the xtables lock forever, plugins#510).
-const TIMEOUT: Duration = Duration::from_secs(20);
 
 /// The reference's per-container chain name.
 pub fn dn_chain(network: &str, container_id: &str) -> String {
     format!("CNI-DN-{}", &sha512_hex(&format!("{network}{container_id}"))[..21])
 }
 
-struct Family {
-    nfproto: u8,
-    save: &'static str,
-    restore: &'static str,
-    proc_names: &'static str,
+/// Where the x_tables (iptables-legacy) nat table of a family is listed when loaded.
+fn proc_names(fam: IpFamily) -> &'static str {
+    match fam {
+        IpFamily::V4 => "/proc/net/ip_tables_names",
+        IpFamily::V6 => "/proc/net/ip6_tables_names",
+    }
 }
-
-const FAMILIES: [Family; 2] = [
-    Family {
-        nfproto: NFPROTO_IPV4,
-        save: "iptables-save",
-        restore: "iptables-restore",
-        proc_names: "/proc/net/ip_tables_names",
-    },
-    Family {
-        nfproto: NFPROTO_IPV6,
-        save: "ip6tables-save",
-        restore: "ip6tables-restore",
-        proc_names: "/proc/net/ip6_tables_names",
-    },
-];
 
 /// The `iptables-restore --noflush` script that removes `dn` and its entry rules from the nat table
 /// `save` (an `iptables-save -t nat` listing), plus the shared chains when `dn` was the last container
@@ -113,28 +95,24 @@ fn cmd_err(what: String, err: crate::net::command::CommandError) -> Error {
 pub fn remove_leftovers(nl: &mut Nfnl, network: &str, container_id: &str) -> Result<Vec<String>> {
     let dn = dn_chain(network, container_id);
     let mut done = Vec::new();
-    for f in &FAMILIES {
-        let in_nft = match nl.chain_exists(f.nfproto, "nat", &dn) {
+    for fam in IpFamily::BOTH {
+        let in_nft = match nl.chain_exists(fam.nfproto(), "nat", &dn) {
             Ok(b) => b,
             Err(e) if absent(&e) => false,
             Err(e) => return Err(nl_err(format!("probing for the reference's chain {dn}"), e)),
         };
-        if !in_nft && !legacy_nat_loaded(f.proc_names) {
+        if !in_nft && !legacy_nat_loaded(proc_names(fam)) {
             continue;
         }
-        let save = match Command::new(f.save).args(["-t", "nat"]).timeout(TIMEOUT).run() {
-            Ok(o) => o.stdout,
+        let save = match iptables::save_nat(fam) {
+            Ok(o) => o,
             Err(e) if e.is_not_installed() && !in_nft => continue,
             Err(e) => return Err(cmd_err(format!("portmap: listing the reference portmap's {dn}"), e)),
         };
         let Some(script) = removal_script(&save, &dn) else { continue };
-        Command::new(f.restore)
-            .args(["-w", "5", "--noflush"])
-            .stdin(script.as_str())
-            .timeout(TIMEOUT)
-            .run()
+        iptables::restore(fam, &script)
             .map_err(|e| cmd_err(format!("portmap: removing the reference portmap's {dn}"), e))?;
-        done.push(format!("{} chain {dn}", f.save.trim_end_matches("-save")));
+        done.push(format!("{} chain {dn}", fam.iptables()));
     }
     for (family, name) in [(NFPROTO_IPV4, "ip"), (NFPROTO_IPV6, "ip6")] {
         let rules = match nl.dump_table_rules(family, NFT_TABLE) {
