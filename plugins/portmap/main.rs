@@ -12,6 +12,7 @@
 #![cfg_attr(not(test), no_main)]
 
 mod config;
+mod iptables_backend;
 
 use std::path::Path;
 
@@ -23,7 +24,7 @@ use rcni::cni::result::AddResult;
 use rcni::cni::skel::{self, Attachment, Plugin, Request};
 use rcni::cni::{CniError, CniResult};
 use rcni::net::nft::{Nfnl, absent};
-use rcni::net::portmap::iptables::{self as ipt, Layout, Mark};
+use rcni::net::portmap::iptables as ipt;
 use rcni::net::portmap::ledger::{self, Ledger, Listed};
 use rcni::net::portmap::{self, Element, Hairpin, Mapping, Owner, Structure, elements};
 use rcni::net::route::RouteFilter;
@@ -184,106 +185,6 @@ fn ledger_err(e: String) -> CniError {
         .with_details(format!("{} must be a root-owned directory (mode 0700) on tmpfs", ledger::BASE))
 }
 
-/// The iptables backend's rules of this attachment, one layout per family with a pod address and a
-/// mapping for it.
-fn iptables_layouts(req: &Request, cfg: &Config, prev: &AddResult, mark: &Mark, cond: [&[String]; 2]) -> Vec<Layout> {
-    let (v4, v6) = pod_addresses(prev, &req.ifname);
-    let mut out = Vec::new();
-    for pod in [v4, v6].into_iter().flatten() {
-        let is_v4 = pod.is_ipv4();
-        let mappings: Vec<Mapping> = cfg
-            .mappings
-            .iter()
-            .filter_map(|m| {
-                Some(Mapping {
-                    proto: m.proto,
-                    host_port: m.host_port,
-                    host_ip: m.host_ip_for(is_v4).ok()?,
-                    target: pod.ip(),
-                    target_port: m.container_port,
-                })
-            })
-            .collect();
-        if mappings.is_empty() {
-            continue;
-        }
-        out.push(Layout {
-            network: req.conf.name.clone(),
-            container_id: req.container_id.clone(),
-            fam: if is_v4 { IpFamily::V4 } else { IpFamily::V6 },
-            pod,
-            entry_ports: cfg.mappings.iter().map(|m| (m.proto, m.host_port)).collect(),
-            mappings,
-            snat: cfg.snat,
-            masq_all: cfg.masq_all,
-            mark: mark.clone(),
-            conditions: cond[usize::from(!is_v4)].to_vec(),
-        });
-    }
-    out
-}
-
-/// ADD with `backend: "iptables"`: the reference's rules, one iptables-restore per family; the guard of
-/// the nftables structure where route_localnet is set. A failed first ADD removes what it wrote.
-fn add_iptables(req: &Request, cfg: &Config, prev: &AddResult, mark: &Mark, cond: [&[String]; 2]) -> CniResult<()> {
-    let (elements, localnet) = plan(cfg, prev, &req.ifname)?;
-    let layouts = iptables_layouts(req, cfg, prev, mark, cond);
-    if layouts.is_empty() {
-        return Ok(());
-    }
-    let iface = localnet.as_ref().map(localnet_iface).transpose()?;
-    let mut nl = open_nfnl()?;
-    if iface.is_some() {
-        Structure { mark_bit: cfg.mark_bit }.ensure_guard(&mut nl).map_err(pm_err)?;
-    }
-    let mut existed = false;
-    let undo = |nl: &mut Nfnl, existed: bool| {
-        if existed {
-            return;
-        }
-        if let Err(e) = portmap::reference::remove_leftovers(nl, &req.conf.name, &req.container_id) {
-            warn(PLUGIN, format!("undo: {e}"));
-        }
-    };
-    for l in &layouts {
-        match ipt::apply(l) {
-            Ok(e) => existed |= e,
-            Err(e) => {
-                undo(&mut nl, existed);
-                return Err(pm_err(e));
-            }
-        }
-    }
-    if let Some(iface) = iface {
-        if let Err(e) = rcni::net::sysctl::write(&route_localnet_key(&iface), "1") {
-            undo(&mut nl, existed);
-            return Err(CniError::internal(format!(
-                "enabling localhost access to the pod's host ports on {iface}: {e}"
-            ))
-            .with_details("set snat to false to skip localhost access"));
-        }
-    }
-    flush_after_add(&elements);
-    Ok(())
-}
-
-/// CHECK with `backend: "iptables"`: the container's chain rule for rule, its entry rules, the shared rules.
-fn check_iptables(req: &Request, cfg: &Config, prev: &AddResult, mark: &Mark, cond: [&[String]; 2]) -> CniResult<()> {
-    for l in iptables_layouts(req, cfg, prev, mark, cond) {
-        let save = ipt::save(l.fam).map_err(pm_err)?;
-        let diff = l.differences(&save);
-        if !diff.is_empty() {
-            return Err(CniError::internal(format!(
-                "portmap: the {} rules of {} differ from what ADD writes: {}",
-                l.fam.iptables(),
-                req.container_id,
-                diff.join("; ")
-            )));
-        }
-    }
-    Ok(())
-}
-
 /// CHECK: route_localnet is set where ADD sets it.
 fn check_localnet(localnet: Option<IpNetwork>) -> CniResult<()> {
     if let Some(pod) = localnet {
@@ -315,7 +216,7 @@ impl Plugin for Portmap {
             return Ok(prev);
         }
         if let Backend::Iptables { mark, conditions_v4, conditions_v6 } = &cfg.backend {
-            add_iptables(req, &cfg, &prev, mark, [conditions_v4, conditions_v6])?;
+            iptables_backend::add(req, &cfg, &prev, mark, [conditions_v4, conditions_v6])?;
             return Ok(prev);
         }
         let iface = localnet.as_ref().map(localnet_iface).transpose()?;
@@ -417,7 +318,7 @@ impl Plugin for Portmap {
             return Ok(());
         }
         if let Backend::Iptables { mark, conditions_v4, conditions_v6 } = &cfg.backend {
-            check_iptables(req, &cfg, &prev, mark, [conditions_v4, conditions_v6])?;
+            iptables_backend::check(req, &cfg, &prev, mark, [conditions_v4, conditions_v6])?;
             return check_localnet(localnet);
         }
         let mut nl = open_nfnl()?;
