@@ -1027,7 +1027,8 @@ fn iptables_case(t: &Topo, i: usize, extra: Value) -> Value {
 /// conditions, hairpin and localhost marks, DNAT, the shared chains), for our mark bit and for an external
 /// mark chain. Each implementation's DEL removes the other's ADD (ours also the shared chains with the last
 /// container, the reference never). CHECK passes on ours and fails once a
-/// rule is gone; a repeated ADD with another port leaves no rule of the old one (the reference appends).
+/// rule is gone; a repeated ADD with another port leaves no rule of the old one (the reference appends);
+/// an ADD after one with the nftables backend removes the attachment's elements.
 #[test]
 fn iptables_backend_writes_the_references_rules() {
     let reference = support::reference_plugin("portmap");
@@ -1069,8 +1070,12 @@ fn iptables_backend_writes_the_references_rules() {
 
     let mut t = Topo::new("pm-ipt-readd");
     let a = t.add_pod("ctr-a", false);
+    // Added first with the nftables backend: switching the network to iptables takes its elements away.
+    t.portmap("ADD", a, &t.portmap_conf(a, tcp_map(8080, 80), json!({}))).ok();
+    assert_eq!(t.elements_with("pmnet/ctr-a/eth0"), 2);
     let conf = t.portmap_conf(a, tcp_map(8080, 80), json!({"backend": "iptables"}));
     t.portmap("ADD", a, &conf).ok();
+    assert_eq!(t.elements_with("pmnet/ctr-a/eth0"), 0, "the nftables elements of the earlier ADD are gone");
     t.portmap("CHECK", a, &conf).ok();
     let moved = t.portmap_conf(a, tcp_map(8081, 80), json!({"backend": "iptables"}));
     t.portmap("ADD", a, &moved).ok();

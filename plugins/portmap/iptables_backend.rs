@@ -9,7 +9,9 @@ use rcni::cni::{CniError, CniResult};
 use rcni::net::IpFamily;
 use rcni::net::nft::Nfnl;
 use rcni::net::portmap::iptables::{self as ipt, Layout, Mark};
-use rcni::net::portmap::{self, Mapping, Structure};
+use rcni::net::portmap::ledger::{self, Ledger};
+use rcni::net::portmap::{self, Mapping, Structure, elements};
+use std::path::Path;
 
 use crate::config::Config;
 use crate::{PLUGIN, flush_after_add, localnet_iface, open_nfnl, plan, pm_err, pod_addresses, route_localnet_key};
@@ -54,7 +56,8 @@ fn layouts(req: &Request, cfg: &Config, prev: &AddResult, mark: &Mark, cond: [&[
 }
 
 /// ADD with `backend: "iptables"`: the reference's rules, one iptables-restore per family; the guard of
-/// the nftables structure where route_localnet is set. A failed first ADD removes what it wrote.
+/// the nftables structure where route_localnet is set; the attachment's nftables elements of an earlier ADD
+/// with the other backend removed. A failed first ADD removes what it wrote.
 pub fn add(req: &Request, cfg: &Config, prev: &AddResult, mark: &Mark, cond: [&[String]; 2]) -> CniResult<()> {
     let (elements, localnet) = plan(cfg, prev, &req.ifname)?;
     let layouts = layouts(req, cfg, prev, mark, cond);
@@ -91,6 +94,20 @@ pub fn add(req: &Request, cfg: &Config, prev: &AddResult, mark: &Mark, cond: [&[
                 "enabling localhost access to the pod's host ports on {iface}: {e}"
             ))
             .with_details("set snat to false to skip localhost access"));
+        }
+    }
+    // The same attachment added before with the nftables backend: its map elements would go on DNATing
+    // first. Its ledger record lists them (one file lookup when there is none).
+    let owner = crate::owner(req);
+    let ledger = Ledger::for_this_node(Path::new(ledger::BASE));
+    if let Some(listed) = crate::recorded(&ledger, &owner) {
+        match elements::remove_listed(&mut nl, &owner, &listed) {
+            Ok(_) => {
+                if let Err(e) = ledger.remove(&owner) {
+                    warn(PLUGIN, format!("ledger: {e}"));
+                }
+            }
+            Err(e) => warn(PLUGIN, format!("{owner}: its nftables elements from an earlier ADD stay: {e}")),
         }
     }
     flush_after_add(&elements);
