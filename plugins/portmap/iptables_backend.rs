@@ -10,7 +10,7 @@ use rcni::net::IpFamily;
 use rcni::net::nft::Nfnl;
 use rcni::net::portmap::iptables::{self as ipt, Layout, Mark};
 use rcni::net::portmap::ledger::{self, Ledger};
-use rcni::net::portmap::{self, Mapping, Structure, elements};
+use rcni::net::portmap::{self, Structure, elements};
 use std::path::Path;
 
 use crate::config::Config;
@@ -23,19 +23,7 @@ fn layouts(req: &Request, cfg: &Config, prev: &AddResult, mark: &Mark, cond: [&[
     let mut out = Vec::new();
     for pod in [v4, v6].into_iter().flatten() {
         let is_v4 = pod.is_ipv4();
-        let mappings: Vec<Mapping> = cfg
-            .mappings
-            .iter()
-            .filter_map(|m| {
-                Some(Mapping {
-                    proto: m.proto,
-                    host_port: m.host_port,
-                    host_ip: m.host_ip_for(is_v4).ok()?,
-                    target: pod.ip(),
-                    target_port: m.container_port,
-                })
-            })
-            .collect();
+        let mappings = crate::mappings_to(cfg, &pod);
         if mappings.is_empty() {
             continue;
         }

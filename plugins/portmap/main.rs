@@ -70,6 +70,24 @@ fn pod_addresses(prev: &AddResult, ifname: &str) -> (Option<IpNetwork>, Option<I
     (v4, v6)
 }
 
+/// The configured mappings that apply to `pod`'s family, forwarding to it (a host IP of the other family
+/// skips the entry).
+fn mappings_to(cfg: &Config, pod: &IpNetwork) -> Vec<Mapping> {
+    let is_v4 = pod.is_ipv4();
+    cfg.mappings
+        .iter()
+        .filter_map(|m| {
+            Some(Mapping {
+                proto: m.proto,
+                host_port: m.host_port,
+                host_ip: m.host_ip_for(is_v4).ok()?,
+                target: pod.ip(),
+                target_port: m.container_port,
+            })
+        })
+        .collect()
+}
+
 /// The elements of this attachment: per pod address, one per mapping that applies to its family, and
 /// with `snat` the hairpin element (the pod's subnet, or every source with `masqAll`).
 fn plan(cfg: &Config, prev: &AddResult, ifname: &str) -> CniResult<(Vec<Element>, Option<IpNetwork>)> {
@@ -84,20 +102,7 @@ fn plan(cfg: &Config, prev: &AddResult, ifname: &str) -> CniResult<(Vec<Element>
     let mut v4_mapped = false;
     for pod in [v4, v6].into_iter().flatten() {
         let is_v4 = pod.is_ipv4();
-        let mappings: Vec<Mapping> = cfg
-            .mappings
-            .iter()
-            .filter_map(|m| {
-                let host_ip = m.host_ip_for(is_v4).ok()?;
-                Some(Mapping {
-                    proto: m.proto,
-                    host_port: m.host_port,
-                    host_ip,
-                    target: pod.ip(),
-                    target_port: m.container_port,
-                })
-            })
-            .collect();
+        let mappings = mappings_to(cfg, &pod);
         let any = !mappings.is_empty();
         // Runs of consecutive identical ports become one interval element (placed as single ports in a
         // condition set's maps, which have no range maps).
