@@ -561,8 +561,10 @@ fn encode_full_elem(buf: &mut MsgBuf, e: &FullElem, adding: bool) {
 }
 
 /// Appends a whole batch (begin, ops, end) with sequence numbers from `seq`. Returns the number of
-/// messages that will be acknowledged (the batch begin and end are not).
-pub fn encode_batch(
+/// messages that will be acknowledged (the batch begin and end are not). The tests' view of
+/// [`encode_transaction`], which the socket uses.
+#[cfg(test)]
+pub(super) fn encode_batch(
     buf: &mut MsgBuf,
     seq: u32,
     genid: Option<u32>,
