@@ -104,10 +104,21 @@ fn veth_error(a: &VethAttach<'_>, host_name: &str, e: crate::net::NetError) -> C
             .with_details(
                 "an interface with one of these names exists: DEL the old attachment or choose another CNI_IFNAME",
             )
+    } else if e.errno() == Some(libc::EXFULL) {
+        // br_add_if: every port number of the bridge is in use (BR_MAX_PORTS 1024, port 0 reserved).
+        CniError::internal(format!(
+            "failed to create veth {host_name} <-> {}: the bridge (ifindex {}) is full: the kernel allows at \
+             most {BRIDGE_MAX_PORTS} ports per bridge ({e})",
+            a.ifname, a.bridge_index
+        ))
+        .with_details("spread the pods over more bridges: another network with its own `bridge` name and subnet")
     } else {
         CniError::internal(format!("failed to create veth {host_name} <-> {}: {e}", a.ifname))
     }
 }
+
+/// Ports a Linux bridge can have (BR_MAX_PORTS is 1024, and port number 0 is never handed out).
+const BRIDGE_MAX_PORTS: u32 = 1023;
 
 /// Remove the pair: from the pod side when the netns is still there, and by its derived host name when
 /// that link is ours (see `owned_host_end`; the netns may be gone). Absent links are fine.
@@ -244,4 +255,36 @@ pub async fn remove_stale(node: &NetHandle, bridge: &str, stale: &[Attachment]) 
 /// The host end of the pod's veth, by its derived name.
 pub async fn host_end(node: &NetHandle, container_id: &str, ifname: &str) -> CniResult<Option<Link>> {
     Ok(node.link_by_name(&host_veth_name(container_id, ifname)).await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attach(ns: &Netns) -> VethAttach<'_> {
+        VethAttach {
+            pod_ns: ns,
+            container_id: "c1",
+            ifname: "eth0",
+            bridge_index: 7,
+            mtu: None,
+            container_mac: None,
+            hairpin: false,
+            isolated: false,
+        }
+    }
+
+    /// The 1024th port of a bridge fails in br_add_if with EXFULL (seen at 1023 pods on one cni0): the
+    /// error says that the bridge is full and what to do, not just the errno's name.
+    #[test]
+    fn a_full_bridge_is_named_as_such() {
+        let ns = Netns::current().unwrap();
+        let full = crate::net::NetError::from_errno("create veth veth1 with peer eth0", libc::EXFULL);
+        let e = veth_error(&attach(&ns), "veth1", full);
+        assert!(e.msg.contains("the bridge (ifindex 7) is full"), "{}", e.msg);
+        assert!(e.msg.contains("at most 1023 ports per bridge"), "{}", e.msg);
+        assert!(e.details.contains("more bridges"), "{}", e.details);
+        let other = crate::net::NetError::from_errno("create veth veth1 with peer eth0", libc::ENOMEM);
+        assert!(!veth_error(&attach(&ns), "veth1", other).msg.contains("full"));
+    }
 }

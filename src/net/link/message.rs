@@ -159,8 +159,17 @@ pub(super) fn name_mtu_mac(m: &mut LinkMessage, name: &str, mtu: Option<u32>, ma
     }
 }
 
+/// Each veth end is created with one transmit and one receive queue. Without these attributes the driver
+/// makes one queue per CPU and then, already registered, cuts the real count to one, and each cut waits for
+/// an expedited RCU grace period under the rtnl lock (`netif_set_real_num_tx_queues`, once per end): on a
+/// busy node that is the longest wait of the whole creation. One real queue is what the driver's default
+/// ends with too; only raising the count later (`ethtool -L`) is no longer possible.
+const VETH_QUEUES: u32 = 1;
+
 fn end_attrs(m: &mut LinkMessage, end: &VethEnd) {
     name_mtu_mac(m, &end.name, end.mtu, end.mac);
+    m.attributes.push(LinkAttribute::NumTxQueues(VETH_QUEUES));
+    m.attributes.push(LinkAttribute::NumRxQueues(VETH_QUEUES));
 }
 
 pub(crate) fn veth_message(spec: &VethSpec<'_>) -> LinkMessage {

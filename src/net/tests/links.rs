@@ -68,6 +68,11 @@ async fn veth_peer_born_in_pod_under_final_name() {
     assert!(host.link_netnsid.is_some(), "peer is in another netns");
     // Never in the node namespace, not even under a temporary name.
     assert!(nh.link_by_name("eth0").await.unwrap().is_none());
+    // One queue each way on both ends: created so, not cut down after registration (`VETH_QUEUES`).
+    for (ns, dev) in [(&node, "veth-h1"), (&pod, "eth0")] {
+        let details = ns.ip(&["-d", "link", "show", dev]);
+        assert!(details.contains("numtxqueues 1 numrxqueues 1"), "{dev}: {details}");
+    }
     let eth0 = ph.link_by_name("eth0").await.unwrap().expect("eth0 in pod");
     assert!(!eth0.admin_up);
     ph.set_up(eth0.index).await.unwrap();
