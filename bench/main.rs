@@ -7,10 +7,12 @@
 //!            [--quick] [--plugin-dir DIR] [--reference-dir DIR] [--json FILE] [--markdown FILE]
 //!            [--run-id ID] [--no-throughput]
 //! rcni-bench worker        (internal: one timed job inside a node netns, JSON on stdin/stdout)
+//! rcni-bench adds ...      (for bench/profile: ADDs one after another as a reaping runner, see adds.rs)
 //! ```
 //! See bench/README.md for what every figure means. Must run as root; it touches only namespaces it
 //! creates (`rcni-bench-<run-id>-*`), and removes them also on panic and on SIGINT/SIGTERM.
 
+mod adds;
 mod ns;
 mod report;
 mod stats;
@@ -460,6 +462,9 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("worker") {
         std::process::exit(worker::main());
+    }
+    if args.first().map(String::as_str) == Some("adds") {
+        std::process::exit(adds::main(&args[1..]));
     }
     assert_eq!(unsafe { libc::geteuid() }, 0, "rcni-bench creates network namespaces: run it as root");
     let p = parse_args(&args);

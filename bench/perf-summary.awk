@@ -1,7 +1,7 @@
 # Summarise `perf script` output (perf record -a -g, cpu-clock) of plugin invocations: each sample of the
 # plugin's processes and threads (comm bridge, host-local, rcni-ipam, rcni-netns) goes to the first category
 # its call stack matches, in the order below; kernel work on behalf of nobody in particular (kworker,
-# ksoftirqd) is counted apart, and so are detached helpers (rcni-unlink: the gratuitous ARP sent after the answer,
+# ksoftirqd) is counted apart, by cause (bg_of), and so are detached helpers (rcni-unlink: the gratuitous ARP sent after the answer,
 # DEL's unlink). Prints, per category, samples, share and milliseconds per invocation.
 # usage: perf script -i perf.data | awk -v RUNS=N -v HZ=F -f bench/perf-summary.awk
 function cat_of(s) {
@@ -27,6 +27,26 @@ function cat_of(s) {
   if (s ~ /\[kernel\.kallsyms\]/) return "kernel: other"
   return "user space"
 }
+# Background kernel work, by what it is: a kworker sample by its work function (the frame that
+# process_one_work called), a ksoftirqd sample by the packet work in its stack.
+function bg_of(comm, s,    lines, i, f, prev) {
+  if (comm ~ /^kworker/) {
+    split(s, lines, "\n")
+    prev = "?"
+    for (i = 2; i in lines; i++) {
+      f = lines[i]; sub(/^[ \t]*[0-9a-f]+ /, "", f); sub(/[+ ].*/, "", f)
+      if (f == "process_one_work") break
+      prev = f
+    }
+    if (prev ~ /^(mld_ifc_work|mld_dad_work|mld_report_work|mld_query_work|addrconf_dad_work|addrconf_rs_timer)$/)
+      return "kworker " prev ": the pods' IPv6 (MLD report, DAD, router solicitation), flooded to every port"
+    return "kworker " prev
+  }
+  if (s ~ /ipv6_rcv|ip6_mc_input|ndisc_rcv|igmp6/) return "ksoftirqd: IPv6 multicast received by the pods"
+  if (s ~ /arp_rcv|arp_process/) return "ksoftirqd: ARP received by the pods"
+  if (s ~ /br_flood|br_forward|veth_xmit/) return "ksoftirqd: bridge forwarding and flooding"
+  return "ksoftirqd: other"
+}
 BEGIN { RS = "" }
 {
   split($0, head, " ")
@@ -37,7 +57,7 @@ BEGIN { RS = "" }
     # Detached helpers (the gratuitous ARP after the answer; DEL's unlink): CPU of the call, not its wall.
     h["helper after the answer: " cat_of($0)]++; htotal++
   } else if (comm ~ /^(kworker|ksoftirqd)/) {
-    k = comm; sub(/\/.*/, "", k); bg[k]++
+    bg[bg_of(comm, $0)]++; bgtotal++
   }
 }
 END {
@@ -46,5 +66,6 @@ END {
   printf "%8.3f ms %5.1f%% %6d  %s\n", total * ms, 100, total, "all samples of the plugin processes (ms of CPU per run)"
   for (c in h) printf "%8.3f ms %6s %6d  %s\n", h[c] * ms, "", h[c], c
   if (htotal) printf "%8.3f ms %6s %6d  %s\n", htotal * ms, "", htotal, "all samples of detached helpers (rcni-unlink: after the plugin exited)"
-  for (k in bg) printf "%8.3f ms %6s %6d  %s\n", bg[k] * ms, "", bg[k], "(not ours, same time, any cause: " k ")"
+  for (k in bg) printf "%8.3f ms %6s %6d  %s\n", bg[k] * ms, "", bg[k], "(not ours, same time) " k
+  if (bgtotal) printf "%8.3f ms %6s %6d  %s\n", bgtotal * ms, "", bgtotal, "(not ours, same time) all kworker and ksoftirqd samples"
 }

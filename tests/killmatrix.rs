@@ -142,11 +142,10 @@ impl Matrix {
         }
     }
 
-    /// The dataDir holds the network directory with its lock, `last_reserved_ip.0` (and the temporary file
-    /// it is replaced through, which a kill may leave: a fixed name, truncated by the next ADD), the
-    /// reservations in `reservations`, and the owner index beside it. Nothing else.
+    /// The dataDir holds the network directory with its lock, `last_reserved_ip.0` (overwritten in place:
+    /// no temporary file), the reservations in `reservations`, and the owner index beside it. Nothing else.
     fn assert_data_dir(&self, reservations: &[(String, String, String)], ctx: &str) {
-        let mut allowed: Vec<String> = ["km", "km/lock", "km/last_reserved_ip.0", "km/.last_reserved_ip.0.tmp"]
+        let mut allowed: Vec<String> = ["km", "km/lock", "km/last_reserved_ip.0"]
             .iter()
             .map(|s| s.to_string())
             .collect();

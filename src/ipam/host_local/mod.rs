@@ -153,19 +153,16 @@ fn confirm_refusal(store: &Store, e: AllocError, id: &str, ifname: &str) -> CniR
     }
 }
 
-/// Write every reservation and `last_reserved_ip` file, sync them (together: `sync_all`), then link the
-/// reservations and, only when all are in place, rename the `last_reserved_ip` files (so a link that fails
-/// leaves `last_reserved_ip` as it was, like the reference). `Ok(Some(ip))`: `ip` turned out to be taken;
-/// nothing of this attempt is left. On error, what this attempt reserved is released.
+/// Write and sync every reservation (together: `sync_all`), link them, and only when all are in place
+/// write the `last_reserved_ip` files (so a link that fails leaves `last_reserved_ip` as it was, like the
+/// reference). `Ok(Some(ip))`: `ip` turned out to be taken; nothing of this attempt is left. On error, what
+/// this attempt reserved is released.
 fn place(store: &Store, picks: &[Pick], id: &str, ifname: &str) -> CniResult<Option<IpAddr>> {
     let mut staged = Vec::with_capacity(picks.len());
-    let mut last = Vec::with_capacity(picks.len());
     for p in picks {
         staged.push(store.stage_reservation(p.ip, id, ifname).map_err(store_err)?);
-        last.push(store.stage_last_reserved(p.set, p.ip).map_err(store_err)?);
     }
-    let all: Vec<&store::Staged> = staged.iter().chain(&last).collect();
-    store::sync_all(&all).map_err(store_err)?;
+    store::sync_all(&staged.iter().collect::<Vec<_>>()).map_err(store_err)?;
     let rollback = |done: &[Pick]| {
         for p in done {
             if let Err(e) = store.unreserve(p.ip, id, ifname) {
@@ -186,8 +183,8 @@ fn place(store: &Store, picks: &[Pick], id: &str, ifname: &str) -> CniResult<Opt
             }
         }
     }
-    for s in last {
-        if let Err(e) = store.rename_last_reserved(s) {
+    for p in picks {
+        if let Err(e) = store.set_last_reserved(p.set, p.ip) {
             rollback(picks);
             return Err(store_err(e));
         }

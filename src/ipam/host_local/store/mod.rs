@@ -10,7 +10,7 @@
 //! Writes are whole-or-nothing. A reservation is written into an unnamed file (O_TMPFILE; a named
 //! `.rcni-tmp.*` file where the filesystem lacks it), synced, then linked into place: link(2) fails with
 //! EEXIST if the address is taken, so a reader never sees a partial reservation and a crash at any point
-//! leaves either a complete reservation or none. `last_reserved_ip.<N>` is replaced by rename.
+//! leaves either a complete reservation or none. `last_reserved_ip.<N>`, a hint, is overwritten in place.
 //!
 //! Who holds what is read through a [`Snapshot`]: from the owner index (`index`, kept outside this
 //! directory) while the directory is provably unchanged since the index was saved, else from the files
@@ -460,6 +460,30 @@ pub(super) mod tests {
             fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
         v.sort();
         v
+    }
+
+    /// `last_reserved_ip` is overwritten in place: the same inode (nothing freed per ADD), a shorter address
+    /// leaves no tail of the longer one, and a symlink or FIFO in its place is refused, its target untouched.
+    #[test]
+    fn last_reserved_is_overwritten_in_place_and_never_through_a_link() {
+        use std::os::unix::fs::MetadataExt;
+        let t = TempDir::new("lastres");
+        let s = Store::open(&t.net, T).unwrap();
+        let file = t.net.join("last_reserved_ip.0");
+        s.set_last_reserved(0, ip("10.0.0.100")).unwrap();
+        let inode = fs::metadata(&file).unwrap().ino();
+        s.set_last_reserved(0, ip("10.0.0.2")).unwrap();
+        assert_eq!(fs::read(&file).unwrap(), b"10.0.0.2");
+        assert_eq!(fs::metadata(&file).unwrap().ino(), inode, "overwritten, not replaced");
+        assert_eq!(s.last_reserved(0), Some(ip("10.0.0.2")));
+
+        let victim = t.net.join("notes.txt");
+        fs::write(&victim, b"keep").unwrap();
+        std::os::unix::fs::symlink(&victim, t.net.join("last_reserved_ip.1")).unwrap();
+        assert!(s.set_last_reserved(1, ip("10.0.0.3")).is_err(), "a symlink is not followed");
+        assert_eq!(fs::read(&victim).unwrap(), b"keep");
+        nix::unistd::mkfifo(&t.net.join("last_reserved_ip.2"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+        assert!(s.set_last_reserved(2, ip("10.0.0.3")).is_err(), "a FIFO is refused without blocking");
     }
 
     #[test]

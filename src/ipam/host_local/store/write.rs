@@ -1,6 +1,6 @@
-//! Writing reservations and `last_reserved_ip.<N>` whole-or-nothing: staged into a file that is not in
-//! place yet (O_TMPFILE, or a named `.rcni-tmp.*` file where the filesystem lacks it), synced, then put in
-//! place by link(2) (which fails with EEXIST if the address is taken) or by rename.
+//! Writing reservations whole-or-nothing: staged into a file that is not in place yet (O_TMPFILE, or a
+//! named `.rcni-tmp.*` file where the filesystem lacks it), synced, then put in place by link(2) (which
+//! fails with EEXIST if the address is taken). `last_reserved_ip.<N>`, only a hint, is overwritten in place.
 
 use std::ffi::CString;
 use std::fs::{self, File, OpenOptions};
@@ -28,8 +28,8 @@ fn link_unnamed(file: &File, target: &Path) -> io::Result<()> {
     if r == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
 }
 
-/// A file written but not yet in place. `sync_all` makes it durable, then `link_reservation` or
-/// `rename_last_reserved` puts it in place; dropped before that, it leaves nothing behind.
+/// A file written but not yet in place. `sync_all` makes it durable, then `link_reservation` puts it in
+/// place; dropped before that, it leaves nothing behind.
 pub struct Staged {
     pub(super) file: File,
     /// The named temp file (`None`: an O_TMPFILE, which vanishes with its descriptor).
@@ -135,39 +135,29 @@ impl Store {
         self.link_reservation(named)
     }
 
-    /// Replace `last_reserved_ip.<set>` with `ip` (temp file + rename).
+    /// Overwrite `last_reserved_ip.<set>` with `ip`, in place and unsynced, as the reference does. It only
+    /// says where the next search starts: a write lost or torn by a crash makes that start elsewhere, never
+    /// hands out a taken address (the reservations decide that). In place rather than temp file + rename:
+    /// a rename frees the old file's inode and block on every ADD, and ext4 then discards the block and
+    /// makes each later inode allocation step over the recently freed inodes (`find_inode_bit`, without a
+    /// journal), so every ADD of a busy node got slower than the one before. Never through a symlink or
+    /// into anything but a regular file.
     pub fn set_last_reserved(&self, set: usize, ip: IpAddr) -> SResult<()> {
-        let staged = self.stage_last_reserved(set, ip)?;
-        sync_all(&[&staged])?;
-        self.rename_last_reserved(staged)
-    }
-
-    /// Write `ip` into `.last_reserved_ip.<set>.tmp`, to replace `last_reserved_ip.<set>` once synced.
-    pub fn stage_last_reserved(&self, set: usize, ip: IpAddr) -> SResult<Staged> {
         let target = self.dir.join(format!("{LAST_RESERVED_PREFIX}{set}"));
-        let tmp = self.dir.join(format!(".{LAST_RESERVED_PREFIX}{set}.tmp"));
+        let err = |e| StoreError::io("cannot write", &target, e);
         let file = OpenOptions::new()
             .write(true)
             .create(true)
-            .truncate(true)
             .mode(0o600)
-            .open(&tmp)
-            .map_err(|e| StoreError::io("cannot write", &target, e))?;
-        let mut staged = Staged { file, tmp: Some(tmp), target };
-        staged
-            .file
-            .write_all(ip.to_string().as_bytes())
-            .map_err(|e| StoreError::io("cannot write", &staged.target, e))?;
-        Ok(staged)
-    }
-
-    /// Put a synced `last_reserved_ip.<set>` in place.
-    pub fn rename_last_reserved(&self, mut staged: Staged) -> SResult<()> {
-        let tmp = staged.tmp.take().expect("staged by name");
-        fs::rename(&tmp, &staged.target).map_err(|e| {
-            let _ = fs::remove_file(&tmp);
-            StoreError::io("cannot write", &staged.target, e)
-        })
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(&target)
+            .map_err(err)?;
+        if !file.metadata().map_err(err)?.is_file() {
+            return Err(err(io::Error::new(io::ErrorKind::InvalidInput, "not a regular file")));
+        }
+        let text = ip.to_string();
+        file.write_all_at(text.as_bytes(), 0).map_err(err)?;
+        file.set_len(text.len() as u64).map_err(err)
     }
 }
 

@@ -1,0 +1,69 @@
+//! `rcni-bench adds`: ADDs of new pods one after another, the way a runtime on a node with a reaping init
+//! (systemd) runs them, for `bench/profile --perf`. Runs inside the node netns; as a subreaper it is the
+//! runner that adopts the plugins' detached helpers (the gratuitous ARP after the answer), so the plugins
+//! take the path they take on such a node instead of sending in-line; each call's helpers are waited for
+//! before the next call, as the bench's worker does. Prints the wall times of the calls to stderr.
+//!
+//! ```text
+//! rcni-bench adds <plugin> <conf.json> <count> <netns-prefix> <container-prefix>
+//! ```
+//! Call i runs in netns `/run/netns/<netns-prefix><i>` with container ID `<container-prefix><i>`.
+
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use crate::stats::Pct;
+
+pub fn main(args: &[String]) -> i32 {
+    let [plugin, conf, count, netns_prefix, id_prefix] = args else {
+        eprintln!("usage: rcni-bench adds <plugin> <conf.json> <count> <netns-prefix> <container-prefix>");
+        return 2;
+    };
+    let Ok(count) = count.parse::<usize>() else {
+        eprintln!("rcni-bench adds: count {count:?} is not a number");
+        return 2;
+    };
+    if let Err(e) = rcni::net::detached::adopt_helpers() {
+        eprintln!("rcni-bench adds: cannot become a subreaper: {e}");
+        return 1;
+    }
+    let (reaper_k, reaper_v) = rcni::net::detached::reaper_env();
+    let cni_path = std::path::Path::new(plugin).parent().unwrap_or(std::path::Path::new("."));
+    let mut walls = Vec::with_capacity(count);
+    for i in 0..count {
+        let stdin = match std::fs::File::open(conf) {
+            Ok(f) => f,
+            Err(e) => {
+                eprintln!("rcni-bench adds: {conf}: {e}");
+                return 1;
+            }
+        };
+        let t0 = Instant::now();
+        let out = Command::new(plugin)
+            .env("CNI_COMMAND", "ADD")
+            .env("CNI_CONTAINERID", format!("{id_prefix}{i}"))
+            .env("CNI_NETNS", format!("/run/netns/{netns_prefix}{i}"))
+            .env("CNI_IFNAME", "eth0")
+            .env("CNI_PATH", cni_path)
+            .env(reaper_k, &reaper_v)
+            .stdin(stdin)
+            .stderr(Stdio::inherit())
+            .output();
+        walls.push(t0.elapsed().as_secs_f64() * 1e6);
+        match out {
+            Ok(o) if o.status.success() => {}
+            Ok(o) => {
+                eprintln!("rcni-bench adds: ADD {i} failed: {}", String::from_utf8_lossy(&o.stdout));
+                return 1;
+            }
+            Err(e) => {
+                eprintln!("rcni-bench adds: cannot run {plugin}: {e}");
+                return 1;
+            }
+        }
+        rcni::net::detached::reap_helpers(true);
+    }
+    let p = Pct::of_us(&walls);
+    eprintln!("{count} ADDs, wall per call (ms): p50 {:.2} p90 {:.2} p99 {:.2}", p.p50, p.p90, p.p99);
+    0
+}
