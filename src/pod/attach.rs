@@ -99,7 +99,8 @@ impl Undo {
     }
 }
 
-/// The one ADD entry of the recipe. IPAM starts allocating first, on its own thread (see `Allocation`);
+/// The one ADD entry of the recipe. IPAM starts allocating once the pod's netns is open, on its own thread
+/// (see `Allocation`);
 /// then `node_setup` runs on the node's handle: it prepares what the plugin keeps on the node for all of
 /// its pods (vxlan's VTEP and peers; nothing for bridge) and gives this attachment's spec. A failed ADD
 /// releases the allocation after its own undo, so an address is never free while an interface holds it.
@@ -108,11 +109,14 @@ pub fn add(
     ipam: Option<&Ipam>,
     node_setup: impl AsyncFnOnce(&NetHandle) -> CniResult<AttachSpec>,
 ) -> CniResult<AddResult> {
-    let mut alloc = ipam.map(|i| Allocation::start(i, req));
+    let mut alloc = None;
     let outcome = open_netns(&req.netns).and_then(|pod_ns| {
         block_on(async {
             let node = NetHandle::current()?;
+            // The pod's socket first: it is made by a short-lived thread inside the pod netns, which the
+            // scheduler tends to queue behind a just-started IPAM thread on the same CPU.
             let pod = NetHandle::for_netns(&pod_ns)?;
+            alloc = ipam.map(|i| Allocation::start(i, req));
             let spec = node_setup(&node).await?;
             add_in(req, &spec, alloc.as_mut(), &node, &pod, &pod_ns).await
         })
