@@ -145,10 +145,8 @@ impl Matrix {
     /// The dataDir holds the network directory with its lock, `last_reserved_ip.0` (overwritten in place:
     /// no temporary file), the reservations in `reservations`, and the owner index beside it. Nothing else.
     fn assert_data_dir(&self, reservations: &[(String, String, String)], ctx: &str) {
-        let mut allowed: Vec<String> = ["km", "km/lock", "km/last_reserved_ip.0"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let mut allowed: Vec<String> =
+            ["km", "km/lock", "km/last_reserved_ip.0"].iter().map(|s| s.to_string()).collect();
         allowed.push(format!(".rcni-index.{NETWORK}"));
         allowed.extend(reservations.iter().map(|(n, ip, _)| format!("{n}/{ip}")));
         let stray: Vec<String> =
