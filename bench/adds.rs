@@ -9,9 +9,6 @@
 //! ```
 //! Call i runs in netns `/run/netns/<netns-prefix><i>` with container ID `<container-prefix><i>`.
 
-use std::process::{Command, Stdio};
-use std::time::Instant;
-
 use crate::stats::Pct;
 
 pub fn main(args: &[String]) -> i32 {
@@ -28,40 +25,33 @@ pub fn main(args: &[String]) -> i32 {
         return 1;
     }
     let (reaper_k, reaper_v) = rcni::net::detached::reaper_env();
-    let cni_path = std::path::Path::new(plugin).parent().unwrap_or(std::path::Path::new("."));
+    let cni_path = std::path::Path::new(plugin).parent().unwrap_or(std::path::Path::new(".")).display().to_string();
+    let stdin = match std::fs::read(conf) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("rcni-bench adds: {conf}: {e}");
+            return 1;
+        }
+    };
     let mut walls = Vec::with_capacity(count);
     for i in 0..count {
-        let stdin = match std::fs::File::open(conf) {
-            Ok(f) => f,
+        let (id, netns) = (format!("{id_prefix}{i}"), format!("/run/netns/{netns_prefix}{i}"));
+        let env = [
+            ("CNI_COMMAND", "ADD"),
+            ("CNI_CONTAINERID", id.as_str()),
+            ("CNI_NETNS", netns.as_str()),
+            ("CNI_IFNAME", "eth0"),
+            ("CNI_PATH", cni_path.as_str()),
+            (reaper_k, reaper_v.as_str()),
+        ];
+        // Spawn, wait, then wait for the call's detached helpers: the worker's own direct invocation.
+        match crate::worker::exec_direct(std::path::Path::new(plugin), &env, &stdin) {
+            Ok(run) => walls.push(run.wall_us),
             Err(e) => {
-                eprintln!("rcni-bench adds: {conf}: {e}");
-                return 1;
-            }
-        };
-        let t0 = Instant::now();
-        let out = Command::new(plugin)
-            .env("CNI_COMMAND", "ADD")
-            .env("CNI_CONTAINERID", format!("{id_prefix}{i}"))
-            .env("CNI_NETNS", format!("/run/netns/{netns_prefix}{i}"))
-            .env("CNI_IFNAME", "eth0")
-            .env("CNI_PATH", cni_path)
-            .env(reaper_k, &reaper_v)
-            .stdin(stdin)
-            .stderr(Stdio::inherit())
-            .output();
-        walls.push(t0.elapsed().as_secs_f64() * 1e6);
-        match out {
-            Ok(o) if o.status.success() => {}
-            Ok(o) => {
-                eprintln!("rcni-bench adds: ADD {i} failed: {}", String::from_utf8_lossy(&o.stdout));
-                return 1;
-            }
-            Err(e) => {
-                eprintln!("rcni-bench adds: cannot run {plugin}: {e}");
+                eprintln!("rcni-bench adds: ADD {i}: {e}");
                 return 1;
             }
         }
-        rcni::net::detached::reap_helpers(true);
     }
     let p = Pct::of_us(&walls);
     eprintln!("{count} ADDs, wall per call (ms): p50 {:.2} p90 {:.2} p99 {:.2}", p.p50, p.p90, p.p99);

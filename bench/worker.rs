@@ -200,14 +200,14 @@ fn children_times_us() -> (f64, f64) {
 }
 
 /// One finished direct invocation.
-struct Run {
-    wall_us: f64,
+pub struct Run {
+    pub wall_us: f64,
     cpu_us: f64,
     maxrss_kib: i64,
     stdout: Vec<u8>,
 }
 
-fn exec_direct(bin: &Path, env: &[(&str, &str)], stdin: &[u8]) -> Result<Run, String> {
+pub fn exec_direct(bin: &Path, env: &[(&str, &str)], stdin: &[u8]) -> Result<Run, String> {
     let t = Instant::now();
     let mut child = Command::new(bin)
         .envs(env.iter().copied())
