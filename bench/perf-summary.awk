@@ -1,8 +1,8 @@
 # Summarise `perf script` output (perf record -a -g, cpu-clock) of plugin invocations: each sample of the
 # plugin's processes and threads (comm bridge, host-local, rcni-ipam, rcni-netns) goes to the first category
 # its call stack matches, in the order below; kernel work on behalf of nobody in particular (kworker,
-# ksoftirqd) is counted apart, by cause (bg_of), and so are detached helpers (rcni-unlink: the gratuitous ARP sent after the answer,
-# DEL's unlink). Prints, per category, samples, share and milliseconds per invocation.
+# ksoftirqd) is counted apart, by cause (bg_of), and so are detached helpers (rcni-unlink: DEL's unlink).
+# Prints, per category, samples, share and milliseconds per invocation.
 # usage: perf script -i perf.data | awk -v RUNS=N -v HZ=F -f bench/perf-summary.awk
 function cat_of(s) {
   if (s ~ /packet_sendmsg|packet_snd/) return "kernel: gratuitous ARP from a packet socket, flooded to every bridge port"
@@ -54,7 +54,7 @@ BEGIN { RS = "" }
   if (comm ~ /^(bridge|host-local|rcni-ipam|rcni-netns|vxlan)$/) {
     c = cat_of($0); n[c]++; total++
   } else if (comm == "rcni-unlink") {
-    # Detached helpers (the gratuitous ARP after the answer; DEL's unlink): CPU of the call, not its wall.
+    # Detached helpers (DEL's unlink): CPU of the call, not its wall.
     h["helper after the answer: " cat_of($0)]++; htotal++
   } else if (comm ~ /^(kworker|ksoftirqd)/) {
     bg[bg_of(comm, $0)]++; bgtotal++

@@ -128,9 +128,9 @@ fn two_pods_ipv4_talk_check_and_clean_up() {
     assert!(net.node.link("cni0").is_some(), "the bridge stays");
 }
 
-/// The pod's gratuitous ARP leaves once the plugin has answered (a detached helper, not the kernel inside the
-/// up request), and still reaches the neighbours: pod a holds a stale, wrong entry for the address pod b is
-/// about to get; after b's ADD, a's entry carries b's MAC within 1 s.
+/// The pod's gratuitous ARP leaves once the bridge forwards from the pod's port (not inside the up request,
+/// where it is lost now and then) and reaches the neighbours: pod a holds a stale, wrong entry for the
+/// address pod b is about to get; after b's ADD, a's entry carries b's MAC within 1 s.
 #[test]
 fn a_new_pod_announces_its_address_to_a_neighbour_with_a_stale_entry() {
     let net = Net::from_example("10-bridge.conflist", "br-garp");

@@ -167,46 +167,6 @@ pub fn delete_link(index: Option<u32>) -> Result<()> {
     Ok(())
 }
 
-/// Start a detached helper that runs `job` and exits: the same detachment and watchdog as [`delete_link`]'s
-/// (its own session, stdin/stdout/stderr on /dev/null, every fd closed but those in `keep`, named
-/// [`HELPER_NAME`] before this returns, so a runner that adopts helpers waits for it too). For background
-/// work other than a link deletion (`net::garp`). `job` runs in the forked child: async-signal-safe calls
-/// only, no allocation, no locks. `Err` (the caller then does the work in-line) also when nothing would
-/// reap the helper ([`helpers_are_reaped`]).
-pub fn spawn(keep: &[i32], job: &dyn Fn()) -> io::Result<()> {
-    if !helpers_are_reaped() {
-        return Err(io::Error::other("no process would reap a detached helper"));
-    }
-    let watchdog = watchdog_secs();
-    // SAFETY: plain syscalls on fds we own; the child branch only makes async-signal-safe calls.
-    unsafe {
-        let mut ready = [0i32; 2];
-        if libc::pipe2(ready.as_mut_ptr(), libc::O_CLOEXEC) != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let keep = fds_to_keep(&[ready[1]], keep.iter().copied());
-        let pid = libc::fork();
-        if pid == 0 {
-            detach_self(ready[1], &keep, watchdog);
-            job();
-            libc::_exit(0);
-        }
-        let e = io::Error::last_os_error();
-        libc::close(ready[1]);
-        if pid > 0 {
-            let mut byte = 0u8;
-            while libc::read(ready[0], (&mut byte as *mut u8).cast(), 1) < 0
-                && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted
-            {}
-        }
-        libc::close(ready[0]);
-        if pid < 0 {
-            return Err(e);
-        }
-    }
-    Ok(())
-}
-
 /// The start of every helper, in the forked child: arm the watchdog (first, so that everything after it
 /// is bounded), take [`HELPER_NAME`] and a session of its own, keep only `keep` (sorted) and stdio on
 /// /dev/null, then tell the parent through `ready`. Async-signal-safe calls only.

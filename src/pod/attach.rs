@@ -15,7 +15,6 @@ use crate::net::masq::{self, Backend, PodEntry};
 use crate::net::{BridgeVlan, IpFamily, Link, Mac, NetHandle, Netns};
 use crate::net::{garp, spoofchk};
 use ipnetwork::IpNetwork;
-use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 /// How long the host end may take to become a forwarding bridge port (the reference polls up to 2.55 s).
@@ -208,9 +207,7 @@ async fn steps(
     }
 
     let mut result = AddResult::default();
-    let mut announcement = None;
     if let Some(alloc) = alloc {
-        announcement = start_announcement(pod_ns, &attached.container);
         let ipam_result = alloc.result()?;
         log::trace(&req.conf.plugin_type, "IPAM ADD done");
         if ipam_result.ips.is_empty() {
@@ -275,7 +272,7 @@ async fn steps(
     up?;
     let br_now = br_now?;
     log::trace(&req.conf.plugin_type, "host port up");
-    announce(req, announcement, &result.ips);
+    announce(req, pod, &attached.container, &result.ips).await;
     let mac_str = |l: &Link| l.mac.map(|m| m.to_string()).unwrap_or_default();
     result.interfaces = vec![
         Interface { name: br_now.name.clone(), mac: mac_str(&br_now), ..Default::default() },
@@ -293,25 +290,12 @@ async fn steps(
     Ok(result)
 }
 
-/// The helper that will send the pod's gratuitous ARP (see `announce`), started before the wait for IPAM,
-/// which usually still runs on its thread then: the fork and the helper's start cost no wall time there.
-fn start_announcement(pod_ns: &Netns, container: &Link) -> Option<garp::Pending> {
-    container.mac.map(|mac| garp::Pending::start(pod_ns, container.index, mac))
-}
-
-/// The pod's gratuitous ARP for its IPv4 addresses, the frames the kernel's `arp_notify` would have sent at
-/// the up (`iface::configure` brings it up without them): by the helper once this process has exited —
-/// after the answer, off the rtnl lock — or in-line when no helper could start. Last, when the port
-/// forwards. A failure is logged, not an ADD error: the kernel's own announcement could not fail either.
-fn announce(req: &Request, pending: Option<garp::Pending>, ips: &[IpConfig]) {
-    let v4: Vec<Ipv4Addr> = ips
-        .iter()
-        .filter_map(|i| match i.address.ip() {
-            IpAddr::V4(a) => Some(a),
-            IpAddr::V6(_) => None,
-        })
-        .collect();
-    if let Some(Err(e)) = pending.map(|p| p.announce(&v4)) {
+/// The pod's gratuitous ARP for its IPv4 addresses, which the up did not send (`iface::configure` brings the
+/// interface up with `arp_notify` applied after it): now that the port forwards, by the kernel (`net::garp`).
+/// A failure is logged, not an ADD error: the kernel's announcement at the up could not fail either.
+async fn announce(req: &Request, pod: &NetHandle, container: &Link, ips: &[IpConfig]) {
+    let Some(mac) = container.mac.filter(|_| ips.iter().any(|i| i.address.is_ipv4())) else { return };
+    if let Err(e) = garp::announce(pod, container.index, mac).await {
         log::warn(&req.conf.plugin_type, e.to_string());
     }
 }

@@ -53,8 +53,8 @@ pub async fn configure(pod: &NetHandle, pod_ns: &Netns, s: &IfaceSetup<'_>) -> C
             CniError::internal(format!("failed to add IP addr {} to {:?}: {e}", ip.address, s.link.name))
         })?;
     }
-    // arp_notify as the reference sets it, in the up request but applied after it: the up's gratuitous ARP
-    // is sent by the caller once the ADD has answered (`net::garp`, `attach::announce`).
+    // arp_notify as the reference sets it, in the up request but applied after it: the caller has the
+    // kernel announce the addresses once the port forwards (`net::garp`, `attach::announce`).
     pod.set_up_arp_notify(s.link.index)
         .await
         .map_err(|e| CniError::internal(format!("failed to set {:?} up with arp_notify: {e}", s.link.name)))?;

@@ -165,8 +165,8 @@ impl NetHandle {
 
     /// Bring a link up and set its `arp_notify` in one RTM_SETLINK. The kernel applies the flags before
     /// `IFLA_AF_SPEC`, so this up sends no gratuitous ARP (`arp_notify` is still off then) — the caller
-    /// announces the addresses itself, off the critical path (`net::garp`) — while later changes of the
-    /// link's address are announced by the kernel as usual.
+    /// has the kernel announce the addresses once the bridge forwards from the port (`net::garp`) — while
+    /// later changes of the link's address are announced by the kernel as usual.
     pub async fn set_up_arp_notify(&self, index: u32) -> Result<()> {
         let mut conf = InetDevConf::default();
         conf.arp_notify = 1;

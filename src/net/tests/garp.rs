@@ -1,11 +1,11 @@
-//! The pod's gratuitous ARP: the up request sends none, ours is byte for byte the kernel's, and the detached
-//! helper sends it only once the process has gone (or after its bound).
+//! The pod's gratuitous ARP: the up request sends none, and `garp::announce` makes the kernel send one per
+//! IPv4 address of the interface.
 use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use super::harness::{TestNs, require_root};
-use crate::net::{AddrOptions, Mac, NetHandle, Netns, VethEnd, VethSpec, detached, garp, sysctl};
+use crate::net::{AddrOptions, Mac, NetHandle, Netns, VethEnd, VethSpec, garp, sysctl};
 
 const POD_MAC: &str = "02:00:00:00:30:07";
 
@@ -65,13 +65,30 @@ async fn pair(node: &TestNs, pod: &TestNs, ip: Ipv4Addr) -> (NetHandle, NetHandl
     (nh, ph, host.index, eth0.index)
 }
 
+/// The kernel's gratuitous ARP for `ip` from `mac` (`inetdev_send_gratuitous_arp`): broadcast, ARP request,
+/// sender = target = `ip`, target MAC zero.
+fn announcement(mac: Mac, ip: Ipv4Addr) -> Vec<u8> {
+    let mut f = vec![0xff; 6];
+    f.extend(mac.0);
+    f.extend([0x08, 0x06, 0x00, 0x01, 0x08, 0x00, 6, 4, 0x00, 0x01]);
+    f.extend(mac.0);
+    f.extend(ip.octets());
+    f.extend([0; 6]);
+    f.extend(ip.octets());
+    f
+}
+
 #[tokio::test]
-async fn up_with_arp_notify_is_silent_and_our_frame_is_the_kernels() {
+async fn up_with_arp_notify_is_silent_and_announce_sends_one_frame_per_ipv4_address() {
     require_root!();
     let node = TestNs::new("garp1-node");
     let pod = TestNs::new("garp1-pod");
-    let ip = Ipv4Addr::new(10, 66, 0, 7);
+    let (ip, ip2) = (Ipv4Addr::new(10, 66, 0, 7), Ipv4Addr::new(10, 67, 0, 7));
     let (nh, ph, host, eth0) = pair(&node, &pod, ip).await;
+    ph.add_address(eth0, format!("{ip2}/24").parse().unwrap(), AddrOptions::default()).await.unwrap();
+    ph.add_address(eth0, "fd66::7/64".parse().unwrap(), AddrOptions { nodad: true, ..Default::default() })
+        .await
+        .unwrap();
     let cap = arp_capture(&node.ns, host);
 
     ph.set_up_arp_notify(eth0).await.unwrap();
@@ -81,43 +98,13 @@ async fn up_with_arp_notify_is_silent_and_our_frame_is_the_kernels() {
     assert!(at_up.is_empty(), "the up sent ARP: {at_up:02x?}");
 
     let mac: Mac = POD_MAC.parse().unwrap();
-    garp::announce_now(&pod.ns, eth0, mac, &[ip]).unwrap();
-    let ours = frames(&cap, Instant::now() + Duration::from_secs(2), 1);
-    assert_eq!(ours, vec![garp::frame(mac, ip).to_vec()]);
-
-    // The kernel's own announcement (arp_notify is on: setting the MAC, even to the same value, makes it
-    // send one): the same bytes.
-    ph.set_mac(eth0, mac).await.unwrap();
-    let kernels = frames(&cap, Instant::now() + Duration::from_secs(2), 1);
-    assert_eq!(kernels, ours, "our frame differs from the kernel's");
-}
-
-#[tokio::test]
-// The lock is held across the awaits on purpose: for the whole test, no other helper test may run.
-#[allow(clippy::await_holding_lock)]
-async fn helper_announces_only_after_the_process_or_its_bound() {
-    require_root!();
-    let _serial = detached::HELPER_TESTS.lock().unwrap_or_else(|p| p.into_inner());
-    detached::adopt_helpers().unwrap();
-    let node = TestNs::new("garp2-node");
-    let pod = TestNs::new("garp2-pod");
-    let ip = Ipv4Addr::new(10, 66, 1, 9);
-    let (nh, ph, host, eth0) = pair(&node, &pod, ip).await;
-    ph.set_up_arp_notify(eth0).await.unwrap();
-    nh.wait_oper_up(host, Duration::from_secs(3)).await.unwrap();
-    let cap = arp_capture(&node.ns, host);
-    let mac: Mac = POD_MAC.parse().unwrap();
-
-    let t = Instant::now();
-    let pending = garp::Pending::start(&pod.ns, eth0, mac);
-    // Nothing before the addresses are handed over.
-    let before = frames(&cap, t + Duration::from_millis(100), usize::MAX);
-    assert!(before.is_empty(), "sent before it had the addresses: {before:02x?}");
-    pending.announce(&[ip]).unwrap();
-    // This process lives on: nothing while it does, until the helper's bound (500 ms).
-    let early = frames(&cap, t + Duration::from_millis(300), usize::MAX);
-    assert!(early.is_empty(), "sent while the process still runs: {early:02x?}");
-    let late = frames(&cap, t + Duration::from_secs(3), 1);
-    assert_eq!(late, vec![garp::frame(mac, ip).to_vec()]);
-    detached::reap_helpers(true);
+    garp::announce(&ph, eth0, mac).await.unwrap();
+    let mut sent = frames(&cap, Instant::now() + Duration::from_secs(2), 3);
+    sent.sort();
+    let mut expected = vec![announcement(mac, ip), announcement(mac, ip2)];
+    expected.sort();
+    assert_eq!(sent, expected, "one announcement per IPv4 address, nothing else");
+    let eth0_now = ph.require_link("eth0").await.unwrap();
+    assert_eq!(eth0_now.mac, Some(mac), "the MAC is unchanged");
+    assert!(eth0_now.is_oper_up(), "eth0 stays up");
 }
