@@ -385,3 +385,47 @@ async fn port_up_without_ipv6_address() {
     assert!(pod_ll, "pod end keeps its link-local address");
     assert!(v6(&nh, host.index).await.is_empty());
 }
+
+/// Link reads ask the kernel to leave out IPv6's counters: with the attribute `link_by_name`/`link_by_index`
+/// send, the answer has no IFLA_INET6_STATS and IFLA_INET6_ICMP6STATS; the same request without it has them.
+#[tokio::test]
+async fn link_reads_leave_out_the_counters() {
+    use netlink_packet_route::RouteNetlinkMessage;
+    use netlink_packet_route::link::{AfSpecInet6, AfSpecUnspec, LinkAttribute, LinkMessage};
+    require_root!();
+    let node = TestNs::new("lstats-node");
+    let nh = node.handle();
+    nh.set_loopback(true).await.unwrap();
+    let lo = nh.require_link("lo").await.unwrap();
+    let counters = |with_mask: bool| {
+        let nh = &nh;
+        async move {
+            let mut m = LinkMessage::default();
+            m.header.index = lo.index;
+            if with_mask {
+                m.attributes.push(crate::net::link::skip_stats());
+            }
+            let Some(RouteNetlinkMessage::NewLink(answer)) =
+                nh.get_one(RouteNetlinkMessage::GetLink(m), "get lo").await.unwrap()
+            else {
+                panic!("no link in the answer");
+            };
+            let mut n = 0;
+            for a in &answer.attributes {
+                if let LinkAttribute::AfSpecUnspec(specs) = a {
+                    for s in specs {
+                        if let AfSpecUnspec::Inet6(v6) = s {
+                            n += v6
+                                .iter()
+                                .filter(|x| matches!(x, AfSpecInet6::Stats(_) | AfSpecInet6::Icmp6Stats(_)))
+                                .count();
+                        }
+                    }
+                }
+            }
+            n
+        }
+    };
+    assert_eq!(counters(false).await, 2, "a plain read has IPv6's two sets of counters");
+    assert_eq!(counters(true).await, 0, "the read we send still carries IPv6's counters");
+}
