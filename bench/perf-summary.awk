@@ -5,7 +5,6 @@
 # Prints, per category, samples, share and milliseconds per invocation.
 # usage: perf script -i perf.data | awk -v RUNS=N -v HZ=F -f bench/perf-summary.awk
 function cat_of(s) {
-  if (s ~ /packet_sendmsg|packet_snd/) return "kernel: gratuitous ARP from a packet socket, flooded to every bridge port"
   if (s ~ /inetdev_event/ && s ~ /br_flood/) return "kernel: gratuitous ARP of the pod, flooded to every bridge port"
   if (s ~ /inetdev_event/ && s ~ /arp_/) return "kernel: gratuitous ARP, received by the bridge and the pods"
   if (s ~ /net_rx_action|handle_softirqs/) return "kernel: other packets processed in our context (softirq)"

@@ -162,7 +162,7 @@ fn place(store: &Store, picks: &[Pick], id: &str, ifname: &str) -> CniResult<Opt
     for p in picks {
         staged.push(store.stage_reservation(p.ip, id, ifname).map_err(store_err)?);
     }
-    store::sync_all(&staged.iter().collect::<Vec<_>>()).map_err(store_err)?;
+    store::sync_all(&staged).map_err(store_err)?;
     let rollback = |done: &[Pick]| {
         for p in done {
             if let Err(e) = store.unreserve(p.ip, id, ifname) {

@@ -48,7 +48,7 @@ impl Drop for Staged {
 /// fdatasync every staged file. Writeback of all of them is started first (sync_file_range WRITE, which
 /// waits for nothing), so their blocks are allocated together and the first fdatasync's journal commit
 /// covers them all: the later ones find little left to wait for (measurements: ipam/host-local/README.md).
-pub fn sync_all(files: &[&Staged]) -> SResult<()> {
+pub fn sync_all(files: &[Staged]) -> SResult<()> {
     if files.len() > 1 {
         for s in files {
             // Only a head start: errors show in the fdatasync below.
@@ -62,7 +62,7 @@ impl Store {
     /// Create `<dir>/<ip>` holding `id` CRLF `ifname`, atomically. `Ok(false)`: already taken.
     pub fn reserve(&self, ip: IpAddr, id: &str, ifname: &str) -> SResult<bool> {
         let staged = self.stage_reservation(ip, id, ifname)?;
-        sync_all(&[&staged])?;
+        sync_all(std::slice::from_ref(&staged))?;
         self.link_reservation(staged)
     }
 
@@ -131,7 +131,7 @@ impl Store {
         let ip = target.file_name().and_then(name_ip).expect("reservation names are addresses");
         let mut named = self.create_named(ip, target).map_err(err)?;
         named.file.write_all(&content).map_err(err)?;
-        sync_all(&[&named])?;
+        sync_all(std::slice::from_ref(&named))?;
         self.link_reservation(named)
     }
 
@@ -174,7 +174,7 @@ mod tests {
             let target = t.net.join("10.0.0.3");
             let mut st = s.create_named(ip("10.0.0.3"), &target).unwrap();
             st.file.write_all(format!("{id}\r\neth0").as_bytes()).unwrap();
-            sync_all(&[&st]).unwrap();
+            sync_all(std::slice::from_ref(&st)).unwrap();
             s.link_reservation(st).unwrap()
         };
         assert!(named("c"));
