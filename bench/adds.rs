@@ -1,6 +1,6 @@
 //! `rcni-bench adds`: ADDs of new pods one after another, the way a runtime on a node with a reaping init
 //! (systemd) runs them, for `bench/profile --perf`. Runs inside the node netns; as a subreaper it is the
-//! runner that adopts the plugins' detached helpers (an ADD forks none today; a DEL's deletes the veth),
+//! runner that adopts the plugins' detached helpers (an ADD forks none; a DEL's helper deletes the veth),
 //! so the plugins take the path they take on such a node; each call's helpers are waited for before the
 //! next call, as the bench's worker does. Prints the wall times of the calls to stderr.
 //!

@@ -407,9 +407,10 @@ fn add_and_del_under_a_runner_that_does_not_reap_leave_no_zombie() {
     assert!(support::reservations(data.path()).is_empty(), "the IP is still reserved");
 }
 
-/// Under the same non-reaping runner no helper sends the pod's gratuitous ARP: the kernel does, once the port
-/// forwards (the pod's MAC set to itself, with `arp_notify` on). Pod a holds a stale, wrong entry for the address pod b is about to get;
-/// after b's ADD, a's entry carries b's MAC within 1 s, and neither ADD left the runner a child.
+/// Under the same non-reaping runner the pod's gratuitous ARP still goes out: the kernel sends it once the
+/// port forwards (the pod's MAC set to itself, with `arp_notify` on). Pod a holds a stale, wrong entry for
+/// the address pod b is about to get; after b's ADD, a's entry carries b's MAC within 1 s, and neither ADD
+/// left the runner a child.
 #[test]
 fn add_under_a_runner_that_does_not_reap_still_announces_the_address() {
     let tag = "km-nrarp";
