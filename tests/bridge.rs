@@ -109,6 +109,11 @@ fn two_pods_ipv4_talk_check_and_clean_up() {
         a.addrs("eth0").iter().any(|x| x.family == "inet6" && x.scope == "link"),
         "the pod keeps its IPv6 link-local address"
     );
+    // DAD off on the pod's interface (no "enabledad"), IPv4-only as well, as the reference sets it: the
+    // link-local address is valid at once, not tentative while its probe is flooded to every port.
+    assert_eq!(a.sysctl("net.ipv6.conf.eth0.accept_dad"), "0");
+    let tentative = a.ip(&["-6", "addr", "show", "dev", "eth0", "tentative"]).ok().stdout;
+    assert!(tentative.trim().is_empty(), "no tentative address right after ADD: {tentative}");
     assert!(a.ping(&ip_b), "pod a reaches pod b");
     assert!(b.ping(&ip_a), "pod b reaches pod a");
     assert!(a.ping("10.88.0.1"), "pod a reaches the gateway");
@@ -373,6 +378,21 @@ fn normalized(mut r: Value) -> Value {
     r
 }
 
+/// The pod interface's sysctls that the bridge plugin sets. Not `keep_addr_on_down`: rcni sets it for
+/// IPv6 pods as the reference does since v1.7.0, Debian's v1.1.1 does not.
+fn pod_sysctls(pod: &PodNs) -> Vec<String> {
+    [
+        "ipv6.conf.eth0.accept_dad",
+        "ipv6.conf.eth0.enhanced_dad",
+        "ipv6.conf.eth0.disable_ipv6",
+        "ipv6.conf.lo.disable_ipv6",
+        "ipv4.conf.eth0.arp_notify",
+    ]
+    .iter()
+    .map(|k| format!("{k}={}", pod.sysctl(&format!("net.{k}"))))
+    .collect()
+}
+
 /// (addresses, routes) of the pod's eth0, without link-local addresses.
 fn pod_state(pod: &PodNs) -> (Vec<String>, Vec<String>) {
     let mut addrs: Vec<String> =
@@ -391,15 +411,23 @@ fn pod_state(pod: &PodNs) -> (Vec<String>, Vec<String>) {
 #[test]
 fn differential_against_reference_bridge() {
     let reference = support::reference_plugin("bridge").parent().unwrap().to_path_buf();
-    let cases = [json!({"isGateway": true}), json!({"isDefaultGateway": true, "hairpinMode": true, "mtu": 1400})];
-    for extra in cases {
+    let dual = json!([[{"subnet": "10.70.0.0/24"}], [{"subnet": "fd00:70::/64"}]]);
+    let v4 = json!([[{"subnet": "10.70.0.0/24"}]]);
+    let cases = [
+        (json!({"isGateway": true}), &dual),
+        (json!({"isDefaultGateway": true, "hairpinMode": true, "mtu": 1400}), &dual),
+        (json!({"isGateway": true}), &v4),
+        (json!({"isGateway": true, "enabledad": true}), &v4),
+    ];
+    for (extra, ranges) in cases {
         let mut results = Vec::new();
         let mut states = Vec::new();
+        let mut sysctls = Vec::new();
         for cni_path in [vec![reference.clone()], rcni_path()] {
             let data = TempDir::new("br-diff");
             let mut conf = simple_conf("1.0.0", data.path(), extra.clone());
             conf["plugins"][0]["ipMasq"] = json!(false);
-            conf["plugins"][0]["ipam"]["ranges"] = json!([[{"subnet": "10.70.0.0/24"}], [{"subnet": "fd00:70::/64"}]]);
+            conf["plugins"][0]["ipam"]["ranges"] = ranges.clone();
             conf["plugins"][0]["ipam"].as_object_mut().unwrap().remove("subnet");
             if extra.get("isDefaultGateway").is_some() {
                 // The reference fails when IPAM also gives a gateway-less default route (see the next test).
@@ -415,6 +443,7 @@ fn differential_against_reference_bridge() {
             r["interfaces"][2]["sandbox"] = json!("<pod netns>");
             results.push(normalized(r));
             states.push(pod_state(&pod));
+            sysctls.push(pod_sysctls(&pod));
             let br = node.link("br0").unwrap();
             states.push((
                 node.addr_cidrs("br0").into_iter().filter(|a| !a.starts_with("fe80")).collect(),
@@ -426,6 +455,7 @@ fn differential_against_reference_bridge() {
         assert_eq!(results[0], results[1], "result differs from the reference for {extra}");
         assert_eq!(states[0], states[2], "pod addresses/routes differ from the reference for {extra}");
         assert_eq!(states[1], states[3], "bridge state differs from the reference for {extra}");
+        assert_eq!(sysctls[0], sysctls[1], "pod sysctls differ from the reference for {extra} {ranges}");
     }
 }
 

@@ -1,7 +1,8 @@
 //! A netlink (NETLINK_ROUTE) handle bound to one network namespace.
 //!
-//! The socket is created on a throw-away thread inside the target namespace (a socket stays in the
-//! namespace it was born in), then driven from the caller's tokio runtime. The runtime thread never
+//! The socket is created by a thread inside the target namespace (a socket stays in the namespace it was
+//! born in), then driven from the caller's tokio runtime. That thread stays with the handle, for later
+//! sockets and for the namespace's `/proc/sys/net` files ([`NetHandle::run_in_ns`]). The runtime thread never
 //! changes namespace; [`NetHandle::check_runtime_netns`] asserts that in debug builds.
 //!
 //! All requests go through [`NetHandle::ack`] (change requests) and [`NetHandle::dump`] (listings), so
@@ -17,7 +18,7 @@ use netlink_packet_route::RouteNetlinkMessage;
 use netlink_sys::{SocketAddr, TokioSocket, protocols::NETLINK_ROUTE};
 
 use super::error::{NetError, Result};
-use super::netns::{Netns, NsId, current_thread_netns_id};
+use super::netns::{Netns, NetnsThread, NsId, Submitted, current_thread_netns_id};
 
 /// How often a dump is retried when the kernel flags it as interrupted (`NLM_F_DUMP_INTR`: the table
 /// changed while we were reading it). Same bound as the Go reference (pkg/netlinksafe).
@@ -31,6 +32,8 @@ pub struct NetHandle {
     inner: rtnetlink::Handle,
     /// `None`: the namespace the handle was created in (the plugin's own, typically the node).
     ns: Option<Netns>,
+    /// The thread inside `ns` that made the socket; `None` with `ns`. Ends with the last clone.
+    ns_thread: Option<Arc<NetnsThread>>,
     /// Shown in error contexts, e.g. " (netns /run/netns/pod1)"; empty for the current namespace.
     label: Arc<str>,
     /// Namespace of the runtime thread at creation, for the debug check.
@@ -49,20 +52,49 @@ impl NetHandle {
     /// A handle whose socket lives in `ns`; usable from the calling (runtime) thread.
     pub fn for_netns(ns: &Netns) -> Result<NetHandle> {
         let runtime_ns = current_thread_netns_id()?;
-        let sock = socket_in(ns, 0)?;
-        let h = Self::wrap(sock, Some(ns.clone()), runtime_ns)?;
+        let thread = Arc::new(NetnsThread::start(ns)?);
+        let sock = socket_on(&thread, ns, 0)?;
+        let h = Self::wrap(sock, Some((ns.clone(), thread)), runtime_ns)?;
         h.check_runtime_netns();
         Ok(h)
     }
 
-    fn wrap(sock: netlink_sys::Socket, ns: Option<Netns>, runtime_ns: NsId) -> Result<NetHandle> {
+    fn wrap(sock: netlink_sys::Socket, ns: Option<(Netns, Arc<NetnsThread>)>, runtime_ns: NsId) -> Result<NetHandle> {
         let (conn, handle, _unsolicited) = connect(sock)?;
         tokio::spawn(conn);
         let label: Arc<str> = match &ns {
-            Some(ns) => format!(" (netns {})", ns.path().display()).into(),
+            Some((ns, _)) => format!(" (netns {})", ns.path().display()).into(),
             None => "".into(),
         };
-        Ok(NetHandle { inner: handle, ns, label, runtime_ns })
+        let (ns, ns_thread) = ns.unzip();
+        Ok(NetHandle { inner: handle, ns, ns_thread, label, runtime_ns })
+    }
+
+    /// Run `f` inside this handle's namespace and return what it returns: on the handle's thread there,
+    /// or on the calling thread for a handle of the caller's own namespace. For what only a thread in the
+    /// namespace can do (open its `/proc/sys/net` files).
+    pub fn run_in_ns<T, F>(&self, f: F) -> Result<T>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        self.submit_in_ns(f)?.wait()
+    }
+
+    /// Like [`run_in_ns`](Self::run_in_ns), but returns once `f` is queued: the caller collects the
+    /// result later, and `f` overlaps what the caller does meanwhile.
+    pub fn submit_in_ns<T, F>(&self, f: F) -> Result<Submitted<T>>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        match &self.ns_thread {
+            Some(t) => t.submit(f),
+            None => {
+                self.check_runtime_netns();
+                Ok(Submitted::done(f()))
+            }
+        }
     }
 
     /// The namespace this handle works in; `None` for the creator's own namespace.
@@ -185,9 +217,9 @@ impl NetHandle {
     /// namespace, for event-driven waits. Returns the unsolicited-message stream; the connection task is
     /// spawned and ends when the stream is dropped.
     pub(crate) fn subscribe(&self, groups: u32) -> Result<Unsolicited> {
-        let sock = match &self.ns {
-            Some(ns) => socket_in(ns, groups)?,
-            None => new_socket(groups).map_err(|e| NetError::io(self.ctx("create netlink socket"), e))?,
+        let sock = match (&self.ns, &self.ns_thread) {
+            (Some(ns), Some(t)) => socket_on(t, ns, groups)?,
+            _ => new_socket(groups).map_err(|e| NetError::io(self.ctx("create netlink socket"), e))?,
         };
         let (conn, _handle, events) = connect(sock)?;
         tokio::spawn(conn);
@@ -208,9 +240,10 @@ fn new_socket(groups: u32) -> std::io::Result<netlink_sys::Socket> {
     Ok(s)
 }
 
-/// Create the socket on a throw-away thread inside `ns`.
-fn socket_in(ns: &Netns, groups: u32) -> Result<netlink_sys::Socket> {
-    ns.run(|| new_socket(groups))?
+/// Create the socket on `thread`, which is inside `ns`.
+fn socket_on(thread: &NetnsThread, ns: &Netns, groups: u32) -> Result<netlink_sys::Socket> {
+    thread
+        .run(move || new_socket(groups))?
         .map_err(|e| NetError::io(format!("create netlink socket in netns {}", ns.path().display()), e))
 }
 

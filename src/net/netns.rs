@@ -2,8 +2,9 @@
 //!
 //! The rule everything here follows: a network namespace belongs to a *thread*, and whatever the thread
 //! creates (sockets, opened `/proc/sys/net` files) stays bound to the namespace it was in at that moment.
-//! So work in another namespace happens on a throw-away OS thread that `setns`es and then exits; the
-//! calling thread (the tokio runtime thread) never changes namespace.
+//! So work in another namespace happens on an OS thread that `setns`es: a throw-away one that exits
+//! afterwards ([`run_in_netns`]), or one that stays for several jobs ([`NetnsThread`]); the calling thread
+//! (the tokio runtime thread) never changes namespace.
 
 use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
@@ -155,6 +156,112 @@ where
         );
     }
     out
+}
+
+/// A thread that stays inside one namespace and runs jobs there until dropped: for a caller that needs
+/// several things bound to that namespace over its life (the netlink sockets of a pod's handle, then the
+/// pod interface's `/proc/sys/net` files), one thread instead of a [`run_in_netns`] spawn and exit each. A
+/// job runs while the caller waits for its result, as with `run_in_netns`.
+pub struct NetnsThread {
+    jobs: Option<std::sync::mpsc::Sender<Job>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    path: PathBuf,
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+impl NetnsThread {
+    /// Start the thread and wait until it has joined `ns`.
+    pub fn start(ns: &Netns) -> Result<NetnsThread> {
+        let (jobs, inbox) = std::sync::mpsc::channel::<Job>();
+        let (joined_tx, joined) = std::sync::mpsc::sync_channel(1);
+        let target = ns.clone();
+        let thread = std::thread::Builder::new()
+            .name("rcni-netns".into())
+            .spawn(move || {
+                let r = setns(target.as_fd(), CloneFlags::CLONE_NEWNET);
+                let ok = r.is_ok();
+                let _ = joined_tx.send(r);
+                drop(target);
+                if ok {
+                    while let Ok(job) = inbox.recv() {
+                        job();
+                    }
+                }
+            })
+            .map_err(|e| NetError::io("spawn netns thread", e))?;
+        let me = NetnsThread { jobs: Some(jobs), thread: Some(thread), path: ns.path.clone() };
+        match joined.recv() {
+            Ok(Ok(())) => Ok(me),
+            Ok(Err(e)) => Err(NetError::from_errno(format!("setns into {}", ns.path.display()), e as i32)),
+            Err(_) => Err(NetError::other(format!("setns into {}", ns.path.display()), "the netns thread ended")),
+        }
+    }
+
+    /// Run `f` on the thread and return what it returns.
+    pub fn run<T, F>(&self, f: F) -> Result<T>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        self.submit(f)?.wait()
+    }
+
+    /// Queue `f` on the thread and return at once; [`Submitted::wait`] gives its result. The caller goes
+    /// on meanwhile, and the job runs on the other CPU or, at the latest, when the caller next waits.
+    pub fn submit<T, F>(&self, f: F) -> Result<Submitted<T>>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        let (done, result) = std::sync::mpsc::sync_channel(1);
+        let job: Job = Box::new(move || {
+            let _ = done.send(f());
+        });
+        let submitted = Submitted { result, path: self.path.clone() };
+        self.jobs.as_ref().ok_or_else(|| submitted.ended())?.send(job).map_err(|_| submitted.ended())?;
+        Ok(submitted)
+    }
+}
+
+/// A job queued on a [`NetnsThread`] (or already done, for work in the caller's own namespace).
+pub struct Submitted<T> {
+    result: std::sync::mpsc::Receiver<T>,
+    path: PathBuf,
+}
+
+impl<T> Submitted<T> {
+    /// A result already at hand.
+    pub fn done(value: T) -> Submitted<T> {
+        let (tx, result) = std::sync::mpsc::sync_channel(1);
+        let _ = tx.send(value);
+        Submitted { result, path: PathBuf::new() }
+    }
+
+    /// Wait for the job and return what it returned.
+    pub fn wait(self) -> Result<T> {
+        self.result.recv().map_err(|_| self.ended())
+    }
+
+    fn ended(&self) -> NetError {
+        NetError::other(format!("run in netns {}", self.path.display()), "the netns thread ended")
+    }
+}
+
+impl Drop for NetnsThread {
+    fn drop(&mut self) {
+        // Closing the channel ends the thread's loop.
+        self.jobs = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl std::fmt::Debug for NetnsThread {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NetnsThread").field("path", &self.path).finish()
+    }
 }
 
 #[cfg(test)]

@@ -112,8 +112,9 @@ pub fn add(
     let outcome = open_netns(&req.netns).and_then(|pod_ns| {
         block_on(async {
             let node = NetHandle::current()?;
-            // The pod's socket first: it is made by a short-lived thread inside the pod netns, which the
-            // scheduler tends to queue behind a just-started IPAM thread on the same CPU.
+            // The pod's socket first: it is made by a new thread inside the pod netns (which stays for the
+            // pod interface's sysctls), and the scheduler tends to queue a new thread behind a just-started
+            // IPAM thread on the same CPU.
             let pod = NetHandle::for_netns(&pod_ns)?;
             alloc = ipam.map(|i| Allocation::start(i, req));
             let spec = node_setup(&node).await?;
@@ -208,6 +209,7 @@ async fn steps(
 
     let mut result = AddResult::default();
     if let Some(alloc) = alloc {
+        let dad = iface::start_dad_setting(pod, &attached.container.name, spec.enable_dad)?;
         let ipam_result = alloc.result()?;
         log::trace(&req.conf.plugin_type, "IPAM ADD done");
         if ipam_result.ips.is_empty() {
@@ -230,7 +232,7 @@ async fn steps(
         let routes = plan::pod_routes(&result);
         let setup =
             IfaceSetup { link: &attached.container, ips: &result.ips, routes: &routes, enable_dad: spec.enable_dad };
-        iface::configure(pod, pod_ns, &setup).await?;
+        iface::configure(pod, dad, &setup).await?;
         log::trace(&req.conf.plugin_type, "pod interface configured");
         if spec.is_gateway {
             ensure_gateways(node, br, &plan::bridge_gateways(&result.ips), spec.force_address).await?;

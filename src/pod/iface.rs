@@ -2,7 +2,7 @@
 
 use crate::cni::result::{IpConfig, Route};
 use crate::cni::{CniError, CniResult};
-use crate::net::{AddrOptions, IpFamily, Link, NetHandle, Netns, RouteFilter, RouteSpec, run_in_netns, sysctl};
+use crate::net::{AddrOptions, IpFamily, Link, NetHandle, RouteFilter, RouteSpec, Submitted, sysctl};
 use std::time::Duration;
 
 /// How long to wait for IPv6 duplicate address detection when `enabledad` is on (the reference waits 5 s).
@@ -16,36 +16,50 @@ pub struct IfaceSetup<'a> {
     pub enable_dad: bool,
 }
 
-/// IPv6 sysctls of the pod interface, written from one thread inside the pod netns (sysctls follow the
-/// writing thread's namespace; IPv6 device settings cannot be set over netlink). Keys missing on a host
-/// without IPv6 are skipped.
-fn pod_ipv6_sysctls(ns: &Netns, ifname: &str, enable_dad: bool) -> CniResult<()> {
-    let mut kvs: Vec<(String, &str)> = vec![
-        ("net/ipv6/conf/lo/disable_ipv6".into(), "0"),
-        (format!("net/ipv6/conf/{ifname}/disable_ipv6"), "0"),
-        // Keep addresses when the link goes down, so a later up does not lose them.
-        (format!("net/ipv6/conf/{ifname}/keep_addr_on_down"), "1"),
-        (format!("net/ipv6/conf/{ifname}/accept_dad"), if enable_dad { "1" } else { "0" }),
-    ];
-    if enable_dad {
-        kvs.push((format!("net/ipv6/conf/{ifname}/enhanced_dad"), "1"));
-    }
-    run_in_netns(ns, move || {
-        for (k, v) in &kvs {
-            match sysctl::write(k, v) {
-                Err(e) if !e.is_not_found() => return Err(e),
-                _ => {}
-            }
+/// Sysctls are written by the pod handle's thread inside the pod netns (they follow the writing thread's
+/// namespace; IPv6 device settings cannot be set over netlink), before the interface is up, so that its
+/// link-local address is made under them. Keys missing on a host without IPv6 are skipped.
+fn write_sysctls(kvs: &[(String, &str)]) -> crate::net::Result<()> {
+    for (k, v) in kvs {
+        match sysctl::write(k, v) {
+            Err(e) if !e.is_not_found() => return Err(e),
+            _ => {}
         }
-        Ok(())
-    })??;
+    }
     Ok(())
 }
 
-pub async fn configure(pod: &NetHandle, pod_ns: &Netns, s: &IfaceSetup<'_>) -> CniResult<()> {
+/// DAD on the pod interface, set for every pod that gets addresses, IPv4-only too, as the reference does:
+/// off unless "enabledad", so that the link-local address is valid at once instead of being probed for
+/// with a multicast that the bridge floods to every port. Started as soon as the interface exists, while
+/// IPAM is still at work; [`configure`] waits for it before the up.
+pub struct DadSetting(Submitted<crate::net::Result<()>>);
+
+pub fn start_dad_setting(pod: &NetHandle, ifname: &str, enable_dad: bool) -> CniResult<DadSetting> {
+    let mut kvs = vec![(format!("net/ipv6/conf/{ifname}/accept_dad"), if enable_dad { "1" } else { "0" })];
+    if enable_dad {
+        kvs.push((format!("net/ipv6/conf/{ifname}/enhanced_dad"), "1"));
+    }
+    Ok(DadSetting(pod.submit_in_ns(move || write_sysctls(&kvs))?))
+}
+
+/// IPv6 on for a pod that gets an IPv6 address, as the reference enables it before the first one.
+fn enable_ipv6(pod: &NetHandle, ifname: &str) -> CniResult<()> {
+    let kvs = vec![
+        ("net/ipv6/conf/lo/disable_ipv6".to_string(), "0"),
+        (format!("net/ipv6/conf/{ifname}/disable_ipv6"), "0"),
+        // Keep addresses when the link goes down, so a later up does not lose them.
+        (format!("net/ipv6/conf/{ifname}/keep_addr_on_down"), "1"),
+    ];
+    pod.run_in_ns(move || write_sysctls(&kvs))??;
+    Ok(())
+}
+
+pub async fn configure(pod: &NetHandle, dad: DadSetting, s: &IfaceSetup<'_>) -> CniResult<()> {
+    dad.0.wait()??;
     let has_v6 = s.ips.iter().any(|i| i.address.is_ipv6());
     if has_v6 {
-        pod_ipv6_sysctls(pod_ns, &s.link.name, s.enable_dad)?;
+        enable_ipv6(pod, &s.link.name)?;
     }
     for ip in s.ips {
         let opts = AddrOptions { nodad: ip.address.is_ipv6() && !s.enable_dad, exists_ok: false };
