@@ -18,7 +18,7 @@ use netlink_packet_route::RouteNetlinkMessage;
 use netlink_sys::{SocketAddr, TokioSocket, protocols::NETLINK_ROUTE};
 
 use super::error::{NetError, Result};
-use super::netns::{Netns, NetnsThread, NsId, Submitted, current_thread_netns_id};
+use super::netns::{Netns, NetnsThread, NsId, current_thread_netns_id};
 
 /// How often a dump is retried when the kernel flags it as interrupted (`NLM_F_DUMP_INTR`: the table
 /// changed while we were reading it). Same bound as the Go reference (pkg/netlinksafe).
@@ -78,21 +78,11 @@ impl NetHandle {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        self.submit_in_ns(f)?.wait()
-    }
-
-    /// Like [`run_in_ns`](Self::run_in_ns), but returns once `f` is queued: the caller collects the
-    /// result later, and `f` overlaps what the caller does meanwhile.
-    pub fn submit_in_ns<T, F>(&self, f: F) -> Result<Submitted<T>>
-    where
-        F: FnOnce() -> T + Send + 'static,
-        T: Send + 'static,
-    {
         match &self.ns_thread {
-            Some(t) => t.submit(f),
+            Some(t) => t.run(f),
             None => {
                 self.check_runtime_netns();
-                Ok(Submitted::done(f()))
+                Ok(f())
             }
         }
     }

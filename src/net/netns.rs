@@ -204,47 +204,13 @@ impl NetnsThread {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        self.submit(f)?.wait()
-    }
-
-    /// Queue `f` on the thread and return at once; [`Submitted::wait`] gives its result. The caller goes
-    /// on meanwhile, and the job runs on the other CPU or, at the latest, when the caller next waits.
-    pub fn submit<T, F>(&self, f: F) -> Result<Submitted<T>>
-    where
-        F: FnOnce() -> T + Send + 'static,
-        T: Send + 'static,
-    {
+        let ended = || NetError::other(format!("run in netns {}", self.path.display()), "the netns thread ended");
         let (done, result) = std::sync::mpsc::sync_channel(1);
         let job: Job = Box::new(move || {
             let _ = done.send(f());
         });
-        let submitted = Submitted { result, path: self.path.clone() };
-        self.jobs.as_ref().ok_or_else(|| submitted.ended())?.send(job).map_err(|_| submitted.ended())?;
-        Ok(submitted)
-    }
-}
-
-/// A job queued on a [`NetnsThread`] (or already done, for work in the caller's own namespace).
-pub struct Submitted<T> {
-    result: std::sync::mpsc::Receiver<T>,
-    path: PathBuf,
-}
-
-impl<T> Submitted<T> {
-    /// A result already at hand.
-    pub fn done(value: T) -> Submitted<T> {
-        let (tx, result) = std::sync::mpsc::sync_channel(1);
-        let _ = tx.send(value);
-        Submitted { result, path: PathBuf::new() }
-    }
-
-    /// Wait for the job and return what it returned.
-    pub fn wait(self) -> Result<T> {
-        self.result.recv().map_err(|_| self.ended())
-    }
-
-    fn ended(&self) -> NetError {
-        NetError::other(format!("run in netns {}", self.path.display()), "the netns thread ended")
+        self.jobs.as_ref().ok_or_else(ended)?.send(job).map_err(|_| ended())?;
+        result.recv().map_err(|_| ended())
     }
 }
 

@@ -209,7 +209,7 @@ async fn steps(
 
     let mut result = AddResult::default();
     if let Some(alloc) = alloc {
-        let dad = iface::start_dad_setting(pod, &attached.container.name, spec.enable_dad)?;
+        iface::bring_up(pod, &attached.container, spec.enable_dad).await?;
         let ipam_result = alloc.result()?;
         log::trace(&req.conf.plugin_type, "IPAM ADD done");
         if ipam_result.ips.is_empty() {
@@ -232,7 +232,7 @@ async fn steps(
         let routes = plan::pod_routes(&result);
         let setup =
             IfaceSetup { link: &attached.container, ips: &result.ips, routes: &routes, enable_dad: spec.enable_dad };
-        iface::configure(pod, dad, &setup).await?;
+        iface::configure(pod, &setup).await?;
         log::trace(&req.conf.plugin_type, "pod interface configured");
         if spec.is_gateway {
             ensure_gateways(node, br, &plan::bridge_gateways(&result.ips), spec.force_address).await?;

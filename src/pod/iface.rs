@@ -2,7 +2,7 @@
 
 use crate::cni::result::{IpConfig, Route};
 use crate::cni::{CniError, CniResult};
-use crate::net::{AddrOptions, IpFamily, Link, NetHandle, RouteFilter, RouteSpec, Submitted, sysctl};
+use crate::net::{AddrOptions, IpFamily, Link, NetHandle, RouteFilter, RouteSpec, sysctl};
 use std::time::Duration;
 
 /// How long to wait for IPv6 duplicate address detection when `enabledad` is on (the reference waits 5 s).
@@ -17,49 +17,55 @@ pub struct IfaceSetup<'a> {
 }
 
 /// Sysctls are written by the pod handle's thread inside the pod netns (they follow the writing thread's
-/// namespace; IPv6 device settings cannot be set over netlink), before the interface is up, so that its
-/// link-local address is made under them. Keys missing on a host without IPv6 are skipped.
-fn write_sysctls(kvs: &[(String, &str)]) -> crate::net::Result<()> {
-    for (k, v) in kvs {
-        match sysctl::write(k, v) {
-            Err(e) if !e.is_not_found() => return Err(e),
-            _ => {}
+/// namespace; IPv6 device settings cannot be set over netlink). Keys missing on a host without IPv6 are
+/// skipped.
+fn write_sysctls(pod: &NetHandle, kvs: Vec<(String, &'static str)>) -> CniResult<()> {
+    pod.run_in_ns(move || {
+        for (k, v) in &kvs {
+            match sysctl::write(k, v) {
+                Err(e) if !e.is_not_found() => return Err(e),
+                _ => {}
+            }
         }
-    }
+        Ok(())
+    })??;
     Ok(())
 }
 
-/// DAD on the pod interface, set for every pod that gets addresses, IPv4-only too, as the reference does:
-/// off unless "enabledad", so that the link-local address is valid at once instead of being probed for
-/// with a multicast that the bridge floods to every port. Started as soon as the interface exists, while
-/// IPAM is still at work; [`configure`] waits for it before the up.
-pub struct DadSetting(Submitted<crate::net::Result<()>>);
-
-pub fn start_dad_setting(pod: &NetHandle, ifname: &str, enable_dad: bool) -> CniResult<DadSetting> {
-    let mut kvs = vec![(format!("net/ipv6/conf/{ifname}/accept_dad"), if enable_dad { "1" } else { "0" })];
+/// The pod interface up, before IPAM's result is in and before its addresses. DAD is set first, for every
+/// pod that gets addresses (IPv4-only too, as the reference does): off unless "enabledad", so that the
+/// link-local address made at the up is valid at once instead of being probed for with a multicast that
+/// the bridge floods to every port. With DAD off the kernel starts that address's IPv6 (a router
+/// solicitation and MLD reports, each flooded to every port) right after the up, on a kworker that holds
+/// the rtnl lock; up this early, that work overlaps the wait for IPAM instead of the ADD's later requests.
+/// arp_notify as the reference sets it, in the up request but applied after it: no addresses yet, and the
+/// caller has the kernel announce them once the port forwards (`net::garp`, `attach::announce`).
+pub async fn bring_up(pod: &NetHandle, link: &Link, enable_dad: bool) -> CniResult<()> {
+    let mut kvs = vec![(format!("net/ipv6/conf/{}/accept_dad", link.name), if enable_dad { "1" } else { "0" })];
     if enable_dad {
-        kvs.push((format!("net/ipv6/conf/{ifname}/enhanced_dad"), "1"));
+        kvs.push((format!("net/ipv6/conf/{}/enhanced_dad", link.name), "1"));
     }
-    Ok(DadSetting(pod.submit_in_ns(move || write_sysctls(&kvs))?))
+    write_sysctls(pod, kvs)?;
+    pod.set_up_arp_notify(link.index)
+        .await
+        .map_err(|e| CniError::internal(format!("failed to set {:?} up with arp_notify: {e}", link.name)))
 }
 
-/// IPv6 on for a pod that gets an IPv6 address, as the reference enables it before the first one.
-fn enable_ipv6(pod: &NetHandle, ifname: &str) -> CniResult<()> {
-    let kvs = vec![
-        ("net/ipv6/conf/lo/disable_ipv6".to_string(), "0"),
-        (format!("net/ipv6/conf/{ifname}/disable_ipv6"), "0"),
-        // Keep addresses when the link goes down, so a later up does not lose them.
-        (format!("net/ipv6/conf/{ifname}/keep_addr_on_down"), "1"),
-    ];
-    pod.run_in_ns(move || write_sysctls(&kvs))??;
-    Ok(())
-}
-
-pub async fn configure(pod: &NetHandle, dad: DadSetting, s: &IfaceSetup<'_>) -> CniResult<()> {
-    dad.0.wait()??;
+/// Addresses and routes on the pod interface, which [`bring_up`] has brought up.
+pub async fn configure(pod: &NetHandle, s: &IfaceSetup<'_>) -> CniResult<()> {
     let has_v6 = s.ips.iter().any(|i| i.address.is_ipv6());
     if has_v6 {
-        enable_ipv6(pod, &s.link.name)?;
+        // IPv6 on before the first IPv6 address, as the reference does; addresses kept when the link
+        // goes down, so that a later up does not lose them.
+        let ifname = &s.link.name;
+        write_sysctls(
+            pod,
+            vec![
+                ("net/ipv6/conf/lo/disable_ipv6".to_string(), "0"),
+                (format!("net/ipv6/conf/{ifname}/disable_ipv6"), "0"),
+                (format!("net/ipv6/conf/{ifname}/keep_addr_on_down"), "1"),
+            ],
+        )?;
     }
     for ip in s.ips {
         let opts = AddrOptions { nodad: ip.address.is_ipv6() && !s.enable_dad, exists_ok: false };
@@ -67,11 +73,6 @@ pub async fn configure(pod: &NetHandle, dad: DadSetting, s: &IfaceSetup<'_>) -> 
             CniError::internal(format!("failed to add IP addr {} to {:?}: {e}", ip.address, s.link.name))
         })?;
     }
-    // arp_notify as the reference sets it, in the up request but applied after it: the caller has the
-    // kernel announce the addresses once the port forwards (`net::garp`, `attach::announce`).
-    pod.set_up_arp_notify(s.link.index)
-        .await
-        .map_err(|e| CniError::internal(format!("failed to set {:?} up with arp_notify: {e}", s.link.name)))?;
     if has_v6 && s.enable_dad {
         pod.wait_addresses_settled(s.link.index, DAD_TIMEOUT)
             .await
