@@ -38,7 +38,7 @@ pub use link::{
 };
 pub use mac::Mac;
 pub use neigh::{FdbEntry, Neighbour};
-pub use netns::{Netns, NetnsThread, NsId, current_thread_netns_id, run_in_netns};
+pub use netns::{Netns, NsId, current_thread_netns_id, run_in_netns};
 pub use route::{Route, RouteFilter, RouteSpec, TABLE_MAIN};
 
 #[cfg(test)]

@@ -121,6 +121,12 @@ impl AsFd for Netns {
     }
 }
 
+/// Move the calling thread into `ns` (only ever a thread made for it).
+fn enter(ns: &Netns) -> Result<()> {
+    setns(ns.as_fd(), CloneFlags::CLONE_NEWNET)
+        .map_err(|e| NetError::from_errno(format!("setns into {}", ns.path.display()), e as i32))
+}
+
 /// Run `f` on a throw-away OS thread that `setns`'d into `ns`, and return what it returns.
 ///
 /// The thread exits afterwards, so its namespace change dies with it; the caller's thread is never
@@ -137,8 +143,7 @@ where
         let joined = std::thread::Builder::new()
             .name("rcni-netns".into())
             .spawn_scoped(s, || -> Result<T> {
-                setns(ns.as_fd(), CloneFlags::CLONE_NEWNET)
-                    .map_err(|e| NetError::from_errno(format!("setns into {}", ns.path.display()), e as i32))?;
+                enter(ns)?;
                 Ok(f())
             })
             .map_err(|e| NetError::io("spawn netns thread", e))?
@@ -179,7 +184,7 @@ impl NetnsThread {
         let thread = std::thread::Builder::new()
             .name("rcni-netns".into())
             .spawn(move || {
-                let r = setns(target.as_fd(), CloneFlags::CLONE_NEWNET);
+                let r = enter(&target);
                 let ok = r.is_ok();
                 let _ = joined_tx.send(r);
                 drop(target);
@@ -192,8 +197,7 @@ impl NetnsThread {
             .map_err(|e| NetError::io("spawn netns thread", e))?;
         let me = NetnsThread { jobs: Some(jobs), thread: Some(thread), path: ns.path.clone() };
         match joined.recv() {
-            Ok(Ok(())) => Ok(me),
-            Ok(Err(e)) => Err(NetError::from_errno(format!("setns into {}", ns.path.display()), e as i32)),
+            Ok(r) => r.map(|()| me),
             Err(_) => Err(NetError::other(format!("setns into {}", ns.path.display()), "the netns thread ended")),
         }
     }
