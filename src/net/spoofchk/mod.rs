@@ -95,6 +95,15 @@ fn generation(nl: &mut Nfnl, label: &str) -> Result<u32> {
     nl.generation().map_err(|e| nl_err(label, "reading the nf_tables generation", e))
 }
 
+/// Does chain `name` of table bridge `TABLE` exist (no table counts as no)?
+fn chain_exists(nl: &mut Nfnl, label: &str, name: &str) -> Result<bool> {
+    match nl.chain_exists(NFPROTO_BRIDGE, TABLE, name) {
+        Ok(found) => Ok(found),
+        Err(e) if absent(&e) => Ok(false),
+        Err(e) => Err(nl_err(label, &format!("looking up chain bridge {TABLE} {name}"), e)),
+    }
+}
+
 /// Applies a planned batch: `Ok(false)` when the ruleset changed since it was planned (plan again),
 /// unless this was the last attempt.
 fn apply(
@@ -140,7 +149,11 @@ pub fn setup(network: &str, container_id: &str, ifname: &str, host_veth: &str, c
     };
     for attempt in 1..=MAX_ATTEMPTS {
         let gen_id = generation(&mut nl, &label)?;
-        let base = read_base_chain(&mut nl, &label)?;
+        // A new attachment (the usual ADD) has no chain yet, so no rule can jump to it: nothing to replace,
+        // and no need to list `PREROUTING`, a read as long as the node has attachments, during which every
+        // other plugin's commit would invalidate the plan (16 parallel ADDs at 300 pods ran out of attempts).
+        let base =
+            if chain_exists(&mut nl, &label, &n.iface_chain)? { read_base_chain(&mut nl, &label)? } else { Vec::new() };
         let mine = attachment_rules(&base, &n);
         let keep = mine.len() == 1
             && is_expected_jump(mine[0], &n, host_veth)
@@ -172,11 +185,8 @@ pub fn teardown(container_id: &str, ifname: &str) -> Result<()> {
         let handles: Vec<u64> = attachment_rules(&base, &n).iter().map(|r| r.handle).collect();
         let mut chains = Vec::new();
         for c in [n.iface_chain.as_str(), n.mac_chain.as_str()] {
-            match nl.chain_exists(NFPROTO_BRIDGE, TABLE, c) {
-                Ok(true) => chains.push(c),
-                Ok(false) => {}
-                Err(e) if absent(&e) => {}
-                Err(e) => return Err(nl_err(&label, &format!("looking up chain bridge {TABLE} {c}"), e)),
+            if chain_exists(&mut nl, &label, c)? {
+                chains.push(c);
             }
         }
         if handles.is_empty() && chains.is_empty() {
