@@ -30,10 +30,9 @@ type Unsolicited = UnboundedReceiver<(NetlinkMessage<RouteNetlinkMessage>, Socke
 #[derive(Clone, Debug)]
 pub struct NetHandle {
     inner: rtnetlink::Handle,
-    /// `None`: the namespace the handle was created in (the plugin's own, typically the node).
-    ns: Option<Netns>,
-    /// The thread inside `ns` that made the socket; `None` with `ns`. Ends with the last clone.
-    ns_thread: Option<Arc<NetnsThread>>,
+    /// The namespace and the thread inside it that made the socket (it ends with the last clone); `None`:
+    /// the namespace the handle was created in (the plugin's own, typically the node).
+    ns: Option<(Netns, Arc<NetnsThread>)>,
     /// Shown in error contexts, e.g. " (netns /run/netns/pod1)"; empty for the current namespace.
     label: Arc<str>,
     /// Namespace of the runtime thread at creation, for the debug check.
@@ -66,8 +65,7 @@ impl NetHandle {
             Some((ns, _)) => format!(" (netns {})", ns.path().display()).into(),
             None => "".into(),
         };
-        let (ns, ns_thread) = ns.unzip();
-        Ok(NetHandle { inner: handle, ns, ns_thread, label, runtime_ns })
+        Ok(NetHandle { inner: handle, ns, label, runtime_ns })
     }
 
     /// Run `f` inside this handle's namespace and return what it returns: on the handle's thread there,
@@ -78,8 +76,8 @@ impl NetHandle {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        match &self.ns_thread {
-            Some(t) => t.run(f),
+        match &self.ns {
+            Some((_, t)) => t.run(f),
             None => {
                 self.check_runtime_netns();
                 Ok(f())
@@ -89,7 +87,7 @@ impl NetHandle {
 
     /// The namespace this handle works in; `None` for the creator's own namespace.
     pub fn netns(&self) -> Option<&Netns> {
-        self.ns.as_ref()
+        self.ns.as_ref().map(|(ns, _)| ns)
     }
 
     /// Debug builds: panic if the calling thread is not in the namespace the runtime thread had when
@@ -207,9 +205,9 @@ impl NetHandle {
     /// namespace, for event-driven waits. Returns the unsolicited-message stream; the connection task is
     /// spawned and ends when the stream is dropped.
     pub(crate) fn subscribe(&self, groups: u32) -> Result<Unsolicited> {
-        let sock = match (&self.ns, &self.ns_thread) {
-            (Some(ns), Some(t)) => socket_on(t, ns, groups)?,
-            _ => new_socket(groups).map_err(|e| NetError::io(self.ctx("create netlink socket"), e))?,
+        let sock = match &self.ns {
+            Some((ns, t)) => socket_on(t, ns, groups)?,
+            None => new_socket(groups).map_err(|e| NetError::io(self.ctx("create netlink socket"), e))?,
         };
         let (conn, _handle, events) = connect(sock)?;
         tokio::spawn(conn);
