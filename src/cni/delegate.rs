@@ -53,6 +53,18 @@ mod tests {
         p
     }
 
+    /// `exec`, again while the script is "text file busy": another test's child, forked while `script` had
+    /// the file open for writing, holds that descriptor until its own exec.
+    fn run(binary: &Path, command: Command, stdin: &[u8], netns: &str) -> CniResult<Vec<u8>> {
+        for _ in 0..50 {
+            match exec(binary, command, stdin, netns) {
+                Err(e) if e.msg.contains("Text file busy") => std::thread::sleep(std::time::Duration::from_millis(10)),
+                other => return other,
+            }
+        }
+        exec(binary, command, stdin, netns)
+    }
+
     fn tempdir(tag: &str) -> tempfile::TempDir {
         tempfile::TempDir::with_prefix(format!("rcni-delegate-{tag}-")).unwrap()
     }
@@ -61,15 +73,15 @@ mod tests {
     fn passes_stdin_command_and_errors_through() {
         let d = tempdir("exec");
         let echo = script(d.path(), "echo", "[ \"$CNI_COMMAND\" = ADD ] || exit 3; cat");
-        assert_eq!(exec(&echo, Command::Add, b"{\"x\":1}", "").unwrap(), b"{\"x\":1}");
-        assert!(exec(&echo, Command::Del, b"", "").is_err());
+        assert_eq!(run(&echo, Command::Add, b"{\"x\":1}", "").unwrap(), b"{\"x\":1}");
+        assert!(run(&echo, Command::Del, b"", "").is_err());
         let fail = script(d.path(), "fail", "echo '{\"code\":11,\"msg\":\"busy\",\"details\":\"d\"}'; exit 1");
-        let e = exec(&fail, Command::Add, b"", "").unwrap_err();
+        let e = run(&fail, Command::Add, b"", "").unwrap_err();
         assert_eq!((e.code, e.msg.as_str(), e.details.as_str()), (11, "busy", "d"));
         let silent = script(d.path(), "silent", "exit 2");
-        assert!(exec(&silent, Command::Add, b"", "").unwrap_err().msg.contains("no error message"));
+        assert!(run(&silent, Command::Add, b"", "").unwrap_err().msg.contains("no error message"));
         let junk = script(d.path(), "junk", "echo oops; exit 1");
-        assert!(exec(&junk, Command::Add, b"", "").unwrap_err().msg.contains("oops"));
+        assert!(run(&junk, Command::Add, b"", "").unwrap_err().msg.contains("oops"));
     }
 
     /// A delegate that prints more than a pipe holds before reading its (also larger) stdin: both sides must
@@ -81,7 +93,7 @@ mod tests {
         let stdin = vec![b' '; 200_000];
         let (done, wait) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            let _ = done.send(exec(&big, Command::Add, &stdin, ""));
+            let _ = done.send(run(&big, Command::Add, &stdin, ""));
         });
         let out = wait.recv_timeout(std::time::Duration::from_secs(120)).expect("delegate exec deadlocked");
         assert_eq!(out.unwrap().len(), 200_000);
